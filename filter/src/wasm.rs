@@ -1,0 +1,247 @@
+//! The thin glue between Envoy and the filter's logic: the Proxy-Wasm root and HTTP contexts,
+//! and [`Host`] implemented over `proxy_wasm::hostcalls`. Nothing here decides anything; it
+//! translates host events into calls on [`Request`] and its [`Flow`] back into actions.
+
+use crate::cache::TokenCache;
+use crate::config::FilterConfig;
+use crate::host::{CallResponse, Host, HostError, Level, SetSharedError};
+use crate::pipeline::{Flow, Request, Worker};
+use credmgr_common::error::codes;
+use credmgr_common::ErrorBody;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+proxy_wasm::main! {{
+    // A panic aborts the VM and every request on this worker with it; at least say why.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("panic: {info}"));
+    }));
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { worker: None }) });
+}}
+
+struct Root {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                WasmHost.log(
+                    Level::Critical,
+                    "invalid credmgr filter configuration: the configuration is empty",
+                );
+                return false;
+            }
+            Err(status) => {
+                WasmHost.log(
+                    Level::Critical,
+                    &format!("cannot read the filter configuration: {status:?}"),
+                );
+                return false;
+            }
+        };
+        match FilterConfig::parse(&bytes) {
+            Ok(config) => {
+                WasmHost.log(
+                    Level::Info,
+                    &format!(
+                        "filter configured with {} policy set(s), control plane cluster {}",
+                        config.policies.len(),
+                        config.control_plane.cluster
+                    ),
+                );
+                self.worker = Some(Rc::new(Worker {
+                    config: Rc::new(config),
+                    cache: TokenCache::default(),
+                }));
+                true
+            }
+            Err(e) => {
+                // Returning false makes Envoy reject the configuration; this line says why.
+                WasmHost.log(Level::Critical, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            worker: self.worker.clone(),
+            request: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    worker: Option<Rc<Worker>>,
+    request: Option<Request>,
+}
+
+impl Http {
+    fn act(flow: Flow) -> Action {
+        match flow {
+            Flow::Continue => Action::Continue,
+            Flow::Pause | Flow::Respond => Action::Pause,
+        }
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(request) = self.request.as_mut() else {
+            return;
+        };
+        // Envoy reports a failed call (connect error, timeout, reset) with no headers at all.
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok())
+        };
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        if request.on_call_response(&WasmHost, token_id, CallResponse { status, body })
+            == Flow::Continue
+        {
+            if let Err(status) = hostcalls::resume_http_request() {
+                WasmHost.log(
+                    Level::Error,
+                    &format!("cannot resume the request: {status:?}"),
+                );
+            }
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(worker) = self.worker.clone() else {
+            // Envoy does not start a filter whose configuration failed; this is belt and braces.
+            let body =
+                ErrorBody::new(codes::INTERNAL, "the credmgr filter is not configured").to_json();
+            let _ = WasmHost.send_response(
+                503,
+                &[("content-type", "application/json")],
+                body.as_bytes(),
+            );
+            return Action::Pause;
+        };
+        let policy = worker.config.default_policy.clone();
+        let mut request = Request::new(worker, policy);
+        let flow = request.on_request_headers(&WasmHost);
+        self.request = Some(request);
+        Self::act(flow)
+    }
+}
+
+/// [`Host`] over the Proxy-Wasm ABI of the current context.
+struct WasmHost;
+
+fn host_err(call: &str, status: Status) -> HostError {
+    HostError(format!("{call}: {status:?}"))
+}
+
+impl Host for WasmHost {
+    fn now_ms(&self) -> u64 {
+        let now = hostcalls::get_current_time().unwrap_or_else(|_| SystemTime::now());
+        now.duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+            Level::Critical => LogLevel::Critical,
+        };
+        let _ = hostcalls::log(level, message);
+    }
+
+    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        hostcalls::get_shared_data(key).map_err(|s| host_err("get_shared_data", s))
+    }
+
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetSharedError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetSharedError::CasMismatch),
+            Err(s) => Err(SetSharedError::Host(host_err("set_shared_data", s))),
+        }
+    }
+
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            None,
+            vec![],
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(|s| host_err("dispatch_http_call", s))
+    }
+
+    fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .map_err(|s| host_err("get_header", s))
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+            .map_err(|s| host_err("set_header", s))
+    }
+
+    fn add_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+            .map_err(|s| host_err("add_header", s))
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+            .map_err(|s| host_err("remove_header", s))
+    }
+
+    fn send_response(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body))
+            .map_err(|s| host_err("send_http_response", s))
+    }
+}
