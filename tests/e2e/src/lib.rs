@@ -1,1 +1,69 @@
-//! placeholder
+//! Fixtures for credmgr's end-to-end tests: each starts one real process (the `oidc-provider`
+//! OAuth server, the control plane, the demo backend, Envoy with the filter) on 127.0.0.1 and a
+//! free port, waits until it is ready (a line on stdout, or a port that answers), and stops it
+//! when dropped, also when the test fails. Their logs are kept in files, so a test can search
+//! them for secrets and a failing test can show them.
+
+pub mod process;
+pub mod stack;
+
+pub use process::Process;
+pub use stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer};
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A path from the environment (set by the Makefile) or its default under the repository;
+/// the error says how to get it.
+pub fn artifact(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(default));
+    assert!(
+        path.exists(),
+        "{} not found (set {env} or run the tests with `make test`, which builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A port that was free a moment ago. The process that gets it binds it right away; the
+/// short race with other programs is accepted in exchange for fixed, known ports.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what` in the message.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An HTTP client for tests: short timeouts, no redirects, no proxy from the environment.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|e| panic!("building the HTTP client: {e}"))
+}
+
+/// Does `haystack` contain `needle`? For searching files' bytes for secrets.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

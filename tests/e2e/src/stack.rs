@@ -1,0 +1,325 @@
+//! The four processes of a credmgr deployment, each started for real.
+
+use crate::{artifact, free_port, http, repo_root, wait_for, Process};
+use credmgr_common::RuntimeToken;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The OAuth 2.0 server: npm `oidc-provider`, configured by `tests/oauth-server/server.mjs`.
+pub struct OAuthServer {
+    pub process: Process,
+    /// The issuer, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+}
+
+impl OAuthServer {
+    /// Starts the server with extra environment (`ACCESS_TOKEN_TTL`, ...).
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> OAuthServer {
+        let script_dir = repo_root().join("tests/oauth-server");
+        assert!(
+            script_dir.join("node_modules").exists(),
+            "tests/oauth-server/node_modules is missing: run `make test` (it runs npm ci there)"
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg("server.mjs").current_dir(&script_dir).env("PORT", "0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut process = Process::spawn("oauth-server", cmd, dir);
+        let url = process.wait_for_line("oauth-server listening on ", READY_TIMEOUT);
+        OAuthServer { process, url }
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.url)
+    }
+
+    /// The server's counters (`/test/stats`).
+    pub fn stats(&self) -> Value {
+        http()
+            .get(format!("{}/test/stats", self.url))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("reading the OAuth server's stats: {e}"))
+    }
+
+    /// How many tokens the server issued.
+    pub fn tokens_issued(&self) -> u64 {
+        self.stats()["tokens_issued"].as_u64().unwrap_or_else(|| panic!("no tokens_issued in {}", self.stats()))
+    }
+}
+
+/// The credmgr control plane (`credmgr serve`) on its own SQLite file.
+pub struct ControlPlane {
+    pub process: Process,
+    pub url: String,
+    pub port: u16,
+    pub admin_token: String,
+    pub gateway_key: String,
+    pub database: PathBuf,
+}
+
+impl ControlPlane {
+    pub fn start(dir: &Path) -> ControlPlane {
+        let bin = artifact("CREDMGR_BIN", "target/debug/credmgr");
+        let key = Command::new(&bin)
+            .args(["gen-key", "--id", "test-key"])
+            .output()
+            .unwrap_or_else(|e| panic!("credmgr gen-key: {e}"));
+        assert!(key.status.success(), "credmgr gen-key failed: {}", String::from_utf8_lossy(&key.stderr));
+        let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+        let port = free_port();
+        let database = dir.join("credmgr.db");
+        let admin_token = format!("admin-{}", random_hex());
+        let gateway_key = format!("gw-{}", random_hex());
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .env("CREDMGR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CREDMGR_DATABASE_URL", format!("sqlite://{}", database.display()))
+            .env("CREDMGR_ADMIN_TOKEN", &admin_token)
+            .env("CREDMGR_GATEWAY_KEYS", format!("test-gateway={gateway_key}"))
+            .env("CREDMGR_KEYS", key)
+            .env("RUST_LOG", "info,credmgr=debug");
+        let mut process = Process::spawn("control-plane", cmd, dir);
+        let url = process.wait_for_line("credmgr listening on ", READY_TIMEOUT);
+        ControlPlane {
+            process,
+            url,
+            port,
+            admin_token,
+            gateway_key,
+            database,
+        }
+    }
+
+    /// A management API call; returns the status and the JSON body (`null` when empty).
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut req = http()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("calling {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a client-credentials provider for `oauth` and one connection under it.
+    pub fn create_client_credentials_connection(&self, oauth: &OAuthServer, provider: &str, connection: &str) -> Value {
+        let (status, body) = self.admin(
+            "PUT",
+            &format!("/v1/providers/{provider}"),
+            Some(json!({
+                "display_name": "Test OAuth server",
+                "identity_provider": "oauth2",
+                "grant_type": "client_credentials",
+                "client_id": "credmgr-demo",
+                "client_secret": "credmgr-demo-secret",
+                "token_url": oauth.token_url(),
+                "scopes": ["api:read"],
+            })),
+        );
+        assert_eq!(status, 201, "creating provider {provider}: {body}");
+        let (status, body) = self.admin(
+            "PUT",
+            &format!("/v1/providers/{provider}/connections/{connection}"),
+            Some(json!({"display_name": "Test service account"})),
+        );
+        assert_eq!(status, 201, "creating connection {provider}/{connection}: {body}");
+        body
+    }
+
+    /// What a gateway gets from the runtime API.
+    pub fn runtime_token(&self, provider: &str, connection: &str) -> RuntimeToken {
+        let path = credmgr_common::runtime::token_path(provider, connection);
+        let resp = http()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.gateway_key)
+            .send()
+            .unwrap_or_else(|e| panic!("calling the runtime API: {e}"));
+        assert_eq!(resp.status().as_u16(), 200, "runtime API: {:?}", resp.text());
+        resp.json().unwrap_or_else(|e| panic!("runtime API answer: {e}"))
+    }
+}
+
+/// The demo backend: accepts a request only if its bearer token is active at the OAuth server.
+pub struct Backend {
+    pub process: Process,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Backend {
+    pub fn start(dir: &Path, oauth: &OAuthServer) -> Backend {
+        let bin = artifact("CREDMGR_DEMO_BACKEND_BIN", "target/debug/credmgr-demo-backend");
+        let mut cmd = Command::new(bin);
+        cmd.env("DEMO_BACKEND_LISTEN", "127.0.0.1:0")
+            .env("DEMO_BACKEND_INTROSPECTION_URL", format!("{}/token/introspection", oauth.url));
+        let mut process = Process::spawn("demo-backend", cmd, dir);
+        let url = process.wait_for_line("demo-backend listening on ", READY_TIMEOUT);
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {url}"));
+        Backend { process, url, port }
+    }
+}
+
+/// Envoy with the credmgr filter, from one of the templates in `envoy/`.
+pub struct Envoy {
+    pub process: Process,
+    pub url: String,
+    pub admin_url: String,
+}
+
+impl Envoy {
+    /// Renders `template` (a file name under `envoy/`) with `vars` plus the listener, admin
+    /// and filter paths, writes it to `dir`, and returns the rendered file.
+    pub fn render(dir: &Path, template: &str, vars: &[(&str, String)]) -> (PathBuf, u16, u16) {
+        let listen = free_port();
+        let admin = free_port();
+        let wasm = artifact("CREDMGR_WASM", "target/wasm32-wasip1/wasm/credmgr_filter.wasm");
+        let mut all: Vec<(&str, String)> = vec![
+            ("ENVOY_LISTEN_PORT", listen.to_string()),
+            ("ENVOY_ADMIN_PORT", admin.to_string()),
+            ("CREDMGR_WASM", wasm.display().to_string()),
+        ];
+        all.extend(vars.iter().cloned());
+        // The same renderer as `make run` and `make validate-envoy`, so the tests check the
+        // templates exactly as shipped.
+        let out = dir.join(template);
+        let mut cmd = Command::new(repo_root().join("scripts/render-envoy"));
+        cmd.arg(repo_root().join("envoy").join(template)).arg(&out);
+        for (k, v) in &all {
+            cmd.env(k, v);
+        }
+        let result = cmd.output().unwrap_or_else(|e| panic!("running scripts/render-envoy: {e}"));
+        assert!(
+            result.status.success(),
+            "rendering {template}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        (out, listen, admin)
+    }
+
+    fn command(config: &Path) -> Command {
+        let mut cmd = Command::new(artifact("CREDMGR_ENVOY", ".venv/bin/envoy"));
+        cmd.arg("-c")
+            .arg(config)
+            // Tests run several Envoys at once; hot restart's shared memory would collide.
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", "2", "--log-level", "info"]);
+        cmd
+    }
+
+    /// Starts Envoy and waits until it is ready and its listener accepts connections.
+    pub fn start(dir: &Path, template: &str, vars: &[(&str, String)]) -> Envoy {
+        let (config, listen, admin) = Envoy::render(dir, template, vars);
+        let mut process = Process::spawn("envoy", Envoy::command(&config), dir);
+        let admin_url = format!("http://127.0.0.1:{admin}");
+        let client = http();
+        wait_for("Envoy to be ready", READY_TIMEOUT, || {
+            if let Some(code) = process.exited() {
+                panic!("Envoy exited ({code}) while starting; its log:\n{}", process.log_text());
+            }
+            let ready = client.get(format!("{admin_url}/ready")).send().ok()?;
+            (ready.status().as_u16() == 200).then_some(())
+        });
+        wait_for("Envoy's listener", READY_TIMEOUT, || {
+            std::net::TcpStream::connect(("127.0.0.1", listen)).ok()
+        });
+        Envoy {
+            process,
+            url: format!("http://127.0.0.1:{listen}"),
+            admin_url,
+        }
+    }
+
+    /// Runs Envoy on a configuration expected to be refused; returns its exit code and log.
+    pub fn run_expecting_exit(dir: &Path, template: &str, vars: &[(&str, String)], edit: impl Fn(String) -> String) -> (i32, String) {
+        let (config, _, _) = Envoy::render(dir, template, vars);
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        std::fs::write(&config, edit(text)).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let mut process = Process::spawn("envoy-refused", Envoy::command(&config), dir);
+        let code = wait_for("Envoy to refuse the configuration and exit", READY_TIMEOUT, || process.exited());
+        (code, process.log_text())
+    }
+}
+
+/// 128 random bits as hex, from the OS.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    assert!(ok, "reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A whole deployment: OAuth server, control plane, backend, and Envoy running the demo
+/// gateway config for one client-credentials connection (`demo`/`demo`).
+pub struct Deployment {
+    // Field order is drop order: Envoy stops first, the OAuth server last.
+    pub envoy: Envoy,
+    pub backend: Backend,
+    pub control_plane: ControlPlane,
+    pub oauth: OAuthServer,
+    pub dir: tempfile::TempDir,
+}
+
+pub const PROVIDER: &str = "demo";
+pub const CONNECTION: &str = "demo";
+
+impl Deployment {
+    /// Starts everything; `access_token_ttl` is the lifetime, in seconds, of the tokens the
+    /// OAuth server issues.
+    pub fn start(access_token_ttl: u32) -> Deployment {
+        let dir = tempfile::Builder::new()
+            .prefix("credmgr-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let oauth = OAuthServer::start(dir.path(), &[("ACCESS_TOKEN_TTL", &access_token_ttl.to_string())]);
+        let control_plane = ControlPlane::start(dir.path());
+        let backend = Backend::start(dir.path(), &oauth);
+        control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
+        let envoy = Envoy::start(dir.path(), "demo.yaml", &Deployment::envoy_vars(&control_plane, &backend));
+        Deployment {
+            envoy,
+            backend,
+            control_plane,
+            oauth,
+            dir,
+        }
+    }
+
+    /// The placeholders of `envoy/demo.yaml` other than ports and paths.
+    pub fn envoy_vars(cp: &ControlPlane, backend: &Backend) -> Vec<(&'static str, String)> {
+        vec![
+            ("CONTROL_PLANE_PORT", cp.port.to_string()),
+            ("BACKEND_PORT", backend.port.to_string()),
+            ("CREDMGR_GATEWAY_KEY", cp.gateway_key.clone()),
+            ("CREDMGR_PROVIDER_ID", PROVIDER.to_owned()),
+            ("CREDMGR_CONNECTION_ID", CONNECTION.to_owned()),
+        ]
+    }
+
+    /// A request through Envoy, as a caller with no credentials of its own would send it.
+    pub fn call(&self, path: &str) -> (u16, Value) {
+        let resp = http()
+            .get(format!("{}{path}", self.envoy.url))
+            .send()
+            .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})))
+    }
+}
