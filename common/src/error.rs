@@ -71,6 +71,8 @@ pub mod codes {
     pub const PROVIDER_ERROR: &str = "provider_error";
     /// The gateway could not reach the control plane and holds no usable token.
     pub const CONTROL_PLANE_UNAVAILABLE: &str = "control_plane_unavailable";
+    /// The route names a policy set that the filter's configuration does not define.
+    pub const UNKNOWN_POLICY: &str = "unknown_policy";
     /// Something failed inside credmgr; details are in its log, not in the answer.
     pub const INTERNAL: &str = "internal_error";
 }

@@ -59,6 +59,9 @@ pub trait Host {
         timeout_ms: u64,
     ) -> Result<u32, HostError>;
 
+    /// A request property (Envoy attribute) by path, e.g. the route's metadata.
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
+
     /// The first value of a request header.
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
     /// Replaces every value of a request header.

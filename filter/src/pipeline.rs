@@ -30,6 +30,43 @@ pub struct Worker {
     pub cache: TokenCache,
 }
 
+/// Where a route names its policy set: `filter_metadata.credmgr.policy` in its metadata.
+const ROUTE_POLICY: [&str; 5] = [
+    "xds",
+    "route_metadata",
+    "filter_metadata",
+    "credmgr",
+    "policy",
+];
+
+impl Worker {
+    /// The policy set of the request's route: the one its metadata names, else the default
+    /// (none: the request passes untouched). A name the configuration does not define is an
+    /// error: failing closed beats forwarding a request without the credential it needs.
+    pub fn policy_for_route(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
+        let named = match host.property(&ROUTE_POLICY) {
+            Ok(v) => v,
+            Err(e) => {
+                host.log(
+                    Level::Warn,
+                    &format!("cannot read the route's metadata: {e}"),
+                );
+                None
+            }
+        };
+        let Some(name) = named else {
+            return Ok(self.config.default_policy.clone());
+        };
+        let name = String::from_utf8_lossy(&name);
+        match self.config.policies.get(name.as_ref()) {
+            Some(set) => Ok(Some(Rc::clone(set))),
+            None => Err(format!(
+                "the route names policy set {name:?} (filter_metadata.credmgr.policy), which the credmgr filter configuration does not define"
+            )),
+        }
+    }
+}
+
 /// A step waiting for the control plane's answer.
 #[derive(Debug)]
 struct Pending {
@@ -50,19 +87,27 @@ pub struct Request {
 }
 
 impl Request {
-    /// A request that runs `policy` (none: the request passes untouched).
-    pub fn new(worker: Rc<Worker>, policy: Option<Rc<PolicySet>>) -> Request {
+    /// A request; its policy set is chosen from its route when its headers arrive.
+    pub fn new(worker: Rc<Worker>) -> Request {
         Request {
             worker,
-            policy,
+            policy: None,
             next_step: 0,
             vars: Vec::new(),
             pending: None,
         }
     }
 
-    /// Runs the pipeline from the request headers.
+    /// Chooses the policy set and runs the pipeline from the request headers.
     pub fn on_request_headers(&mut self, host: &impl Host) -> Flow {
+        match self.worker.policy_for_route(host) {
+            Ok(policy) => self.policy = policy,
+            Err(message) => {
+                host.log(Level::Error, &message);
+                let body = ErrorBody::new(codes::UNKNOWN_POLICY, message);
+                return self.respond(host, 500, &body);
+            }
+        }
         self.run(host)
     }
 
@@ -323,9 +368,21 @@ fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
         }),
         Some(status) => {
             let body = serde_json::from_slice::<ErrorBody>(&response.body).unwrap_or_else(|_| {
+                // Not the control plane's own answer: Envoy's (no healthy upstream, connect
+                // failure) or a proxy's in between. Its first line says what happened.
+                let text = String::from_utf8_lossy(&response.body);
+                let first: String = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
                 ErrorBody::new(
                     codes::CONTROL_PLANE_UNAVAILABLE,
-                    format!("the credmgr control plane answered HTTP {status}"),
+                    format!(
+                        "the credmgr control plane could not be reached (HTTP {status}: {first})"
+                    ),
                 )
             });
             // The caller may see 403 (policy denied) as is; every other failure means the

@@ -13,6 +13,7 @@ struct FakeHost {
     headers: RefCell<Vec<(String, String)>>,
     calls: RefCell<Vec<Vec<(String, String)>>>,
     fail_dispatch: bool,
+    route_policy: Option<&'static str>,
     reply: RefCell<Option<(u16, String)>>,
     logs: RefCell<Vec<String>>,
 }
@@ -81,6 +82,14 @@ impl Host for FakeHost {
         );
         Ok(calls.len() as u32)
     }
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(match path {
+            ["xds", "route_metadata", "filter_metadata", "credmgr", "policy"] => {
+                self.route_policy.map(|p| p.as_bytes().to_vec())
+            }
+            _ => None,
+        })
+    }
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
         Ok(self.header_values(name).into_iter().next())
     }
@@ -134,7 +143,7 @@ fn bearer_worker() -> Rc<Worker> {
 }
 
 fn request(w: &Rc<Worker>) -> Request {
-    Request::new(Rc::clone(w), w.config.default_policy.clone())
+    Request::new(Rc::clone(w))
 }
 
 fn token_answer(token: &str, expires_at: i64, refresh_at: i64) -> CallResponse {
@@ -353,14 +362,54 @@ fn a_newer_cached_token_is_not_overwritten_by_an_older_answer() {
     assert_eq!(fresh.header_values("authorization"), vec!["Bearer newer"]);
 }
 
+fn worker_from(config: serde_json::Value) -> Rc<Worker> {
+    Rc::new(Worker {
+        config: Rc::new(FilterConfig::parse(config.to_string().as_bytes()).unwrap()),
+        cache: TokenCache::default(),
+    })
+}
+
 #[test]
 fn without_a_policy_the_request_passes_untouched() {
-    let w = bearer_worker();
-    let host = FakeHost::with_headers(&[("authorization", "Basic x")]);
-    assert_eq!(
-        Request::new(w, None).on_request_headers(&host),
-        Flow::Continue
+    let w = worker_from(
+        json!({"control_plane": {"cluster": "cp", "gateway_key": "k"}, "policies": {"p": []}}),
     );
+    let host = FakeHost::with_headers(&[("authorization", "Basic x")]);
+    assert_eq!(request(&w).on_request_headers(&host), Flow::Continue);
     assert_eq!(host.header_values("authorization"), vec!["Basic x"]);
     assert_eq!(host.calls(), 0);
+}
+
+#[test]
+fn the_route_metadata_chooses_the_policy_set_and_an_unknown_one_fails_closed() {
+    let w = worker_from(json!({
+        "control_plane": {"cluster": "cp", "gateway_key": "k"},
+        "default_policy": "tag",
+        "policies": {
+            "tag": [{"set-header": {"name": "x-policy", "value": "tag"}}],
+            "other": [{"set-header": {"name": "x-policy", "value": "other"}}]
+        }
+    }));
+    let host = FakeHost::default();
+    assert_eq!(request(&w).on_request_headers(&host), Flow::Continue);
+    assert_eq!(host.header_values("x-policy"), vec!["tag"]);
+
+    let host = FakeHost {
+        route_policy: Some("other"),
+        ..FakeHost::default()
+    };
+    assert_eq!(request(&w).on_request_headers(&host), Flow::Continue);
+    assert_eq!(host.header_values("x-policy"), vec!["other"]);
+
+    let host = FakeHost {
+        route_policy: Some("missing"),
+        ..FakeHost::default()
+    };
+    assert_eq!(request(&w).on_request_headers(&host), Flow::Respond);
+    let (status, body) = host.reply.borrow().clone().unwrap();
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("unknown_policy") && body.contains("missing"),
+        "{body}"
+    );
 }

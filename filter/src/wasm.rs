@@ -152,8 +152,7 @@ impl HttpContext for Http {
             );
             return Action::Pause;
         };
-        let policy = worker.config.default_policy.clone();
-        let mut request = Request::new(worker, policy);
+        let mut request = Request::new(worker);
         let flow = request.on_request_headers(&WasmHost);
         self.request = Some(request);
         Self::act(flow)
@@ -213,6 +212,10 @@ impl Host for WasmHost {
             Duration::from_millis(timeout_ms),
         )
         .map_err(|s| host_err("dispatch_http_call", s))
+    }
+
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_property(path.to_vec()).map_err(|s| host_err("get_property", s))
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
