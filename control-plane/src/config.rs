@@ -1,0 +1,401 @@
+//! Command line and configuration: every flag can also come from the environment.
+//!
+//! Secrets (admin token, gateway keys, key-encryption keys) are read as plain strings by clap
+//! and turned into redacting types at once in [`Config::from_args`], whose errors never echo
+//! them. Prefer the environment variables to the flags for secrets: command lines are
+//! visible to every user of the machine.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use credmgr_common::ids::validate_id;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::auth::GatewayKey;
+use crate::crypto::{KeyEncryptionKey, Keyring};
+use crate::store::DatabaseUrl;
+
+/// Shortest admin token or gateway key accepted without a warning.
+const MIN_SECRET_LEN: usize = 16;
+
+const FIX_KEYS: &str = "run `credmgr gen-key` and set CREDMGR_KEYS to the line it prints \
+                        (or put the line in a file named by CREDMGR_KEY_FILE)";
+
+/// credmgr: an OAuth 2.0 credential manager for Envoy.
+#[derive(Parser)]
+#[command(name = "credmgr", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane: management API, runtime API, token store.
+    Serve(ServeArgs),
+    /// Print a new random key-encryption key as `ID:BASE64`, for CREDMGR_KEYS.
+    GenKey(GenKeyArgs),
+}
+
+/// Flags of `credmgr serve`. Deliberately not `Debug`: it holds secrets in plain text until
+/// [`Config::from_args`] wraps them.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "CREDMGR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database URL. `sqlite://PATH` (the file is created if missing; WAL mode).
+    #[arg(
+        long,
+        env = "CREDMGR_DATABASE_URL",
+        default_value = "sqlite://credmgr.db"
+    )]
+    pub database_url: String,
+
+    /// Bearer token for the management API (`/v1`). Use 32 random bytes, e.g.
+    /// `openssl rand -base64 32`.
+    #[arg(long, env = "CREDMGR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// Gateway key for the runtime API as NAME=KEY; repeat the flag, or separate entries
+    /// with commas in the environment variable. NAME identifies the gateway in logs.
+    /// Without any, the runtime API refuses every request.
+    #[arg(
+        long = "gateway-key",
+        env = "CREDMGR_GATEWAY_KEYS",
+        value_name = "NAME=KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub gateway_keys: Vec<String>,
+
+    /// Key-encryption keys as comma-separated ID:BASE64 entries (32-byte keys, from
+    /// `credmgr gen-key`). Keep retired keys listed until nothing is wrapped with them.
+    #[arg(
+        long,
+        env = "CREDMGR_KEYS",
+        value_name = "ID:BASE64,...",
+        value_delimiter = ',',
+        hide_env_values = true,
+        conflicts_with = "key_file"
+    )]
+    pub keys: Vec<String>,
+
+    /// File with one ID:BASE64 key-encryption key per line; blank lines and lines starting
+    /// with `#` are ignored. Instead of --keys.
+    #[arg(long, env = "CREDMGR_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Id of the key-encryption key that encrypts new secrets. Needed when several keys
+    /// are configured; defaults to the only one otherwise.
+    #[arg(long, env = "CREDMGR_ACTIVE_KEY_ID", value_name = "ID")]
+    pub active_key_id: Option<String>,
+
+    /// Timeout of each request to a provider's token endpoint, e.g. `10s`, `500ms`, `1m`;
+    /// a bare number is seconds.
+    #[arg(
+        long,
+        env = "CREDMGR_PROVIDER_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub provider_timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct GenKeyArgs {
+    /// Id of the new key (letters, digits, `-`, `_`, `.`); defaults to `key-YYYYMMDD`.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// The validated configuration of `credmgr serve`.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub admin_token: SecretString,
+    pub gateway_keys: Vec<GatewayKey>,
+    pub keyring: Keyring,
+    pub provider_timeout: Duration,
+}
+
+impl Config {
+    /// Validates the flags. Errors say what to change; none contains a secret.
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
+        let admin_token = SecretString::from(args.admin_token.trim().to_owned());
+        if admin_token.expose_secret().is_empty() {
+            bail!(
+                "CREDMGR_ADMIN_TOKEN (--admin-token) is empty: set it to a random secret, \
+                 e.g. the output of `openssl rand -base64 32`"
+            );
+        }
+        if admin_token.expose_secret().len() < MIN_SECRET_LEN {
+            tracing::warn!(
+                "CREDMGR_ADMIN_TOKEN is shorter than {MIN_SECRET_LEN} characters; use a long \
+                 random value in production"
+            );
+        }
+        let gateway_keys = parse_gateway_keys(&args.gateway_keys)?;
+        let keys = match &args.key_file {
+            Some(path) => read_key_file(path)?,
+            None => parse_key_entries(&args.keys, "CREDMGR_KEYS (--keys)")?,
+        };
+        if keys.is_empty() {
+            bail!("no key-encryption key is configured: {FIX_KEYS}");
+        }
+        let keyring = Keyring::new(keys, args.active_key_id.as_deref())
+            .with_context(|| "the key-encryption keys cannot be used".to_owned())?;
+        if args.provider_timeout.is_zero() {
+            bail!("CREDMGR_PROVIDER_TIMEOUT (--provider-timeout) must be more than 0");
+        }
+        Ok(Config {
+            listen: args.listen,
+            database_url: DatabaseUrl::new(args.database_url),
+            admin_token,
+            gateway_keys,
+            keyring,
+            provider_timeout: args.provider_timeout,
+        })
+    }
+}
+
+fn parse_gateway_keys(entries: &[String]) -> anyhow::Result<Vec<GatewayKey>> {
+    let mut names = BTreeSet::new();
+    let mut keys = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let Some((name, key)) = entry.split_once('=') else {
+            bail!("gateway key entry {n} of CREDMGR_GATEWAY_KEYS (--gateway-key) is not NAME=KEY");
+        };
+        let (name, key) = (name.trim(), key.trim());
+        validate_id(name).map_err(|why| {
+            anyhow::anyhow!("gateway name `{name}` (entry {n} of CREDMGR_GATEWAY_KEYS) {why}")
+        })?;
+        if key.is_empty() {
+            bail!("gateway `{name}` has an empty key in CREDMGR_GATEWAY_KEYS");
+        }
+        if key.len() < MIN_SECRET_LEN {
+            tracing::warn!(
+                gateway = name,
+                "gateway key is shorter than {MIN_SECRET_LEN} characters; use a long random \
+                 value in production"
+            );
+        }
+        if !names.insert(name.to_owned()) {
+            bail!("gateway `{name}` appears twice in CREDMGR_GATEWAY_KEYS");
+        }
+        keys.push(GatewayKey {
+            name: name.to_owned(),
+            key: SecretString::from(key.to_owned()),
+        });
+    }
+    Ok(keys)
+}
+
+fn parse_key_entries(entries: &[String], source: &str) -> anyhow::Result<Vec<KeyEncryptionKey>> {
+    entries
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .enumerate()
+        .map(|(i, e)| {
+            KeyEncryptionKey::parse(e).map_err(|err| {
+                anyhow::anyhow!(
+                    "entry {} of {source} is malformed: {err}; {FIX_KEYS}",
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "could not read the key file {} named by CREDMGR_KEY_FILE (--key-file)",
+            path.display()
+        )
+    })?);
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        keys.push(KeyEncryptionKey::parse(line).map_err(|err| {
+            anyhow::anyhow!(
+                "line {} of the key file {} is malformed: {err}; {FIX_KEYS}",
+                i + 1,
+                path.display()
+            )
+        })?);
+    }
+    Ok(keys)
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 10s, 500ms or 1m"))?;
+    match unit.trim() {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!(
+            "unknown unit `{other}` in `{text}`: use ms, s or m"
+        )),
+    }
+}
+
+/// The line `credmgr gen-key` prints.
+pub fn gen_key_line(args: &GenKeyArgs) -> anyhow::Result<SecretString> {
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => {
+            let today = time::OffsetDateTime::now_utc().date();
+            format!(
+                "key-{:04}{:02}{:02}",
+                today.year(),
+                u8::from(today.month()),
+                today.day()
+            )
+        }
+    };
+    validate_id(&id).map_err(|why| anyhow::anyhow!("--id `{id}` {why}"))?;
+    Ok(KeyEncryptionKey::generate_line(&id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["credmgr", "--admin-token", "admin-token-0123456789"];
+        argv.extend_from_slice(extra);
+        T::try_parse_from(argv).map(|t| t.serve)
+    }
+
+    fn key_line(id: &str) -> String {
+        gen_key_line(&GenKeyArgs {
+            id: Some(id.into()),
+        })
+        .unwrap()
+        .expose_secret()
+        .to_owned()
+    }
+
+    #[test]
+    fn a_missing_key_refuses_to_start_and_says_how_to_fix_it() {
+        let err = Config::from_args(args(&[]).unwrap()).unwrap_err();
+        assert!(format!("{err:#}").contains("credmgr gen-key"), "{err:#}");
+    }
+
+    #[test]
+    fn a_malformed_key_is_refused_without_echoing_it() {
+        let err =
+            Config::from_args(args(&["--keys", "k1:tooshortsecretish"]).unwrap()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("gen-key") && !text.contains("tooshortsecretish"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn several_keys_need_an_active_one() {
+        let keys = format!("{},{}", key_line("a"), key_line("b"));
+        let err = Config::from_args(args(&["--keys", &keys]).unwrap()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("CREDMGR_ACTIVE_KEY_ID"),
+            "{err:#}"
+        );
+        let config =
+            Config::from_args(args(&["--keys", &keys, "--active-key-id", "b"]).unwrap()).unwrap();
+        assert_eq!(config.keyring.active_id(), "b");
+    }
+
+    #[test]
+    fn a_full_configuration_parses_and_never_shows_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("# comment\n\n{}\n", key_line("k1"))).unwrap();
+        let config = Config::from_args(
+            args(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--key-file",
+                file.to_str().unwrap(),
+                "--gateway-key",
+                "edge-1=gateway-key-one-0123",
+                "--gateway-key",
+                "edge-2=gateway-key-two-0123",
+                "--provider-timeout",
+                "1500ms",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.gateway_keys.len(), 2);
+        assert_eq!(config.provider_timeout, Duration::from_millis(1500));
+        assert_eq!(config.keyring.active_id(), "k1");
+        let shown = format!("{config:?}");
+        for secret in [
+            "admin-token-0123456789",
+            "gateway-key-one",
+            &key_line("k1")[3..],
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn bad_gateway_keys_are_refused() {
+        let keys = key_line("k1");
+        for bad in ["no-equals", "bad/name=key", "edge=", "a=k1k1k1,a=k2k2k2"] {
+            let parsed = args(&["--keys", &keys, "--gateway-key", bad]).unwrap();
+            assert!(Config::from_args(parsed).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn gen_key_lines_parse() {
+        let line = gen_key_line(&GenKeyArgs { id: None }).unwrap();
+        let key = KeyEncryptionKey::parse(line.expose_secret()).unwrap();
+        assert!(key.id().starts_with("key-"));
+        assert!(gen_key_line(&GenKeyArgs {
+            id: Some("a:b".into())
+        })
+        .is_err());
+    }
+}

@@ -1,0 +1,325 @@
+//! Connections: one set of tokens obtained through a provider. Management API under
+//! `/v1/providers/{provider_id}/connections`.
+//!
+//! A client-credentials connection is connected as soon as a token can be fetched, so
+//! creating one (or changing its credentials) fetches a token right away and records the
+//! outcome on the connection; the request succeeds either way.
+
+use std::fmt;
+use std::str::FromStr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{rfc3339, unix_now};
+use crate::crypto::{Aad, Envelope};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ConnectionPath, ProviderPath};
+use crate::providers::{self, validate_client_id, validate_client_secret, SecretState};
+use crate::store::ConnectionRecord;
+use crate::AppState;
+
+/// Whether the runtime API can hand out a token for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// A token was obtained and the last attempt to get one did not leave the connection
+    /// without a valid token. (A failed refresh while the stored token is still valid keeps
+    /// the connection `connected` and records the failure in `error`.)
+    Connected,
+    /// No token yet: just created, its configuration changed, or it awaits consent.
+    NotConnected,
+    /// The last attempt to obtain a token failed and no valid token is stored.
+    Error,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Connected => "connected",
+            ConnectionStatus::NotConnected => "not_connected",
+            ConnectionStatus::Error => "error",
+        }
+    }
+}
+
+impl FromStr for ConnectionStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "connected" => Ok(ConnectionStatus::Connected),
+            "not_connected" => Ok(ConnectionStatus::NotConnected),
+            "error" => Ok(ConnectionStatus::Error),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for ConnectionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Body of `PUT /v1/providers/{provider_id}/connections/{connection_id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionBody {
+    #[serde(default)]
+    display_name: Option<String>,
+    /// Overrides the provider's client id; needs `client_secret` unless the connection has
+    /// its own secret already.
+    #[serde(default)]
+    client_id: Option<String>,
+    /// Write-only. Overrides the provider's client secret, together with `client_id`.
+    #[serde(default)]
+    client_secret: Option<SecretString>,
+}
+
+/// A connection as the API shows it. Never its tokens or secret.
+#[derive(Debug, Serialize)]
+pub struct ConnectionView {
+    pub id: String,
+    pub provider_id: String,
+    pub display_name: Option<String>,
+    /// The connection's own client id, or null when it uses the provider's.
+    pub client_id: Option<String>,
+    pub client_secret: SecretState,
+    pub status: ConnectionStatus,
+    pub error: Option<ErrorView>,
+    pub token_expires_at: Option<String>,
+    pub last_refresh_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The last failure to obtain a token.
+#[derive(Debug, Serialize)]
+pub struct ErrorView {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&ConnectionRecord> for ConnectionView {
+    fn from(c: &ConnectionRecord) -> Self {
+        ConnectionView {
+            id: c.id.clone(),
+            provider_id: c.provider_id.clone(),
+            display_name: c.display_name.clone(),
+            client_id: c.client_id.clone(),
+            client_secret: SecretState {
+                set: c.client_secret.is_some(),
+            },
+            status: c.status,
+            error: c.error.as_ref().map(|(code, message)| ErrorView {
+                code: code.clone(),
+                message: message.clone(),
+            }),
+            token_expires_at: c.token_expires_at.map(rfc3339),
+            last_refresh_at: c.last_refresh_at.map(rfc3339),
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/providers/{provider_id}/connections", get(list))
+        .route(
+            "/v1/providers/{provider_id}/connections/{connection_id}",
+            get(show).put(put).delete(delete),
+        )
+}
+
+async fn list(
+    State(state): State<AppState>,
+    path: ProviderPath,
+) -> Result<Json<Vec<ConnectionView>>, ApiError> {
+    providers::find(&state, &path.provider_id).await?;
+    let connections = state.store.list_connections(&path.provider_id).await?;
+    Ok(Json(connections.iter().map(ConnectionView::from).collect()))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    path: ConnectionPath,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let c = find(&state, &path).await?;
+    Ok(Json(ConnectionView::from(&c)))
+}
+
+async fn find(state: &AppState, path: &ConnectionPath) -> Result<ConnectionRecord, ApiError> {
+    providers::find(state, &path.provider_id).await?;
+    state
+        .store
+        .get_connection(&path.provider_id, &path.connection_id)
+        .await?
+        .ok_or_else(|| not_found(path))
+}
+
+fn not_found(path: &ConnectionPath) -> ApiError {
+    ApiError::NotFound(format!(
+        "connection `{}` of provider `{}` does not exist",
+        path.connection_id, path.provider_id
+    ))
+}
+
+/// The connection's own client credentials after a PUT, and whether they changed.
+struct Credentials {
+    client_id: Option<String>,
+    client_secret: Option<Envelope>,
+    changed: bool,
+}
+
+fn credentials(
+    state: &AppState,
+    path: &ConnectionPath,
+    body: &ConnectionBody,
+    existing: Option<&ConnectionRecord>,
+) -> Result<Credentials, ApiError> {
+    let old_id = existing.and_then(|c| c.client_id.clone());
+    match (&body.client_id, &body.client_secret) {
+        (Some(id), Some(secret)) => {
+            validate_client_id("client_id", id)?;
+            validate_client_secret("client_secret", secret)?;
+            let aad = Aad::connection_client_secret(&path.provider_id, &path.connection_id);
+            let plaintext = secret.expose_secret().as_bytes();
+            // Re-sending the same credentials is not a change. A stored secret that cannot be
+            // decrypted any more counts as changed: replacing it is how to recover.
+            let same_secret = existing
+                .and_then(|c| c.client_secret.as_ref())
+                .is_some_and(|old| state.keyring.holds(&aad, old, plaintext).unwrap_or(false));
+            Ok(Credentials {
+                changed: !same_secret || old_id.as_deref() != Some(id.as_str()),
+                client_id: Some(id.clone()),
+                client_secret: Some(state.keyring.encrypt(&aad, plaintext)?),
+            })
+        }
+        (Some(id), None) => {
+            validate_client_id("client_id", id)?;
+            let old_secret = existing.and_then(|c| c.client_secret.clone());
+            match old_secret {
+                Some(secret) => Ok(Credentials {
+                    changed: old_id.as_deref() != Some(id.as_str()),
+                    client_id: Some(id.clone()),
+                    client_secret: Some(secret),
+                }),
+                None => Err(ApiError::invalid(
+                    "client_secret",
+                    "`client_secret` is required with `client_id`: the connection has no \
+                     client secret of its own yet",
+                )),
+            }
+        }
+        (None, Some(_)) => Err(ApiError::invalid(
+            "client_id",
+            "`client_id` is required with `client_secret`: a connection overrides both of \
+             the provider's client credentials or neither",
+        )),
+        (None, None) => Ok(Credentials {
+            client_id: None,
+            client_secret: None,
+            changed: old_id.is_some(),
+        }),
+    }
+}
+
+async fn put(
+    State(state): State<AppState>,
+    path: ConnectionPath,
+    ApiJson(body): ApiJson<ConnectionBody>,
+) -> Result<Response, ApiError> {
+    providers::validate_display_name(&body.display_name)?;
+    let provider = providers::find(&state, &path.provider_id).await?;
+    if provider.grant_type.needs_consent() && body.client_id.is_some() {
+        return Err(ApiError::invalid(
+            "client_id",
+            "only connections of client-credentials providers can override the client \
+             credentials",
+        ));
+    }
+    let (p, c) = (&path.provider_id, &path.connection_id);
+    let existing = state.store.get_connection(p, c).await?;
+    let creds = credentials(&state, &path, &body, existing.as_ref())?;
+    let now = unix_now();
+    let (status, fetch) = match existing {
+        None => {
+            let record = ConnectionRecord {
+                provider_id: p.clone(),
+                id: c.clone(),
+                display_name: body.display_name,
+                client_id: creds.client_id,
+                client_secret: creds.client_secret,
+                status: ConnectionStatus::NotConnected,
+                error: None,
+                token_generation: 0,
+                last_refresh_at: None,
+                created_at: now,
+                updated_at: now,
+                token_expires_at: None,
+            };
+            if !state.store.insert_connection(&record).await? {
+                return Err(ApiError::Conflict(format!(
+                    "connection `{c}` was created by another request at the same time; retry"
+                )));
+            }
+            tracing::info!(provider = %p, connection = %c, "connection created");
+            (StatusCode::CREATED, true)
+        }
+        Some(old) => {
+            let fetch = creds.changed || old.status != ConnectionStatus::Connected;
+            let record = ConnectionRecord {
+                display_name: body.display_name,
+                client_id: creds.client_id,
+                client_secret: creds.client_secret,
+                updated_at: now,
+                ..old
+            };
+            if !state
+                .store
+                .replace_connection(&record, creds.changed)
+                .await?
+            {
+                return Err(not_found(&path));
+            }
+            tracing::info!(
+                provider = %p, connection = %c, credentials_changed = creds.changed,
+                "connection replaced"
+            );
+            (StatusCode::OK, fetch)
+        }
+    };
+    if fetch && !provider.grant_type.needs_consent() {
+        state.tokens.connect(p, c).await?;
+    }
+    let stored = state
+        .store
+        .get_connection(p, c)
+        .await?
+        .ok_or_else(|| not_found(&path))?;
+    Ok((status, Json(ConnectionView::from(&stored))).into_response())
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    path: ConnectionPath,
+) -> Result<StatusCode, ApiError> {
+    if !state
+        .store
+        .delete_connection(&path.provider_id, &path.connection_id)
+        .await?
+    {
+        return Err(not_found(&path));
+    }
+    tracing::info!(
+        provider = %path.provider_id, connection = %path.connection_id,
+        "connection deleted with its token"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,123 @@
+//! The one error type of the HTTP APIs.
+//!
+//! Every failure a handler can meet becomes an [`ApiError`], which answers with
+//! [`credmgr_common::ErrorBody`] and the matching status. Server-side failures (database,
+//! decryption) are logged with their details and answered with a generic message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use credmgr_common::error::codes;
+use credmgr_common::ErrorBody;
+
+use crate::crypto::CryptoError;
+use crate::store::StoreError;
+use crate::tokens::TokenFailure;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or invalid input; `field` names the offending field when there is one.
+    #[error("{message}")]
+    InvalidRequest {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The connection has no token and can only get one through a user's consent.
+    #[error("{0}")]
+    ConsentRequired(String),
+    /// No usable token: the provider failed and nothing valid is stored.
+    #[error("{0}")]
+    TokenUnavailable(TokenFailure),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An invalid value in the named field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ConsentRequired(_) | ApiError::TokenUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::MethodNotAllowed
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge(_) => codes::INVALID_REQUEST,
+            ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            ApiError::NotFound(_) => codes::NOT_FOUND,
+            ApiError::Conflict(_) => codes::CONFLICT,
+            ApiError::ConsentRequired(_) => codes::CONSENT_REQUIRED,
+            ApiError::TokenUnavailable(f) => f.kind.code(),
+            ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => codes::INTERNAL,
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        match self {
+            ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => {
+                // The details may name tables, keys or records: the log gets them, the client
+                // gets a pointer to the log.
+                tracing::error!(error = %self, "internal error while answering a request");
+                ErrorBody::new(
+                    self.code(),
+                    "internal error; the control plane's log has the details",
+                )
+            }
+            ApiError::InvalidRequest {
+                field: Some(field), ..
+            } => ErrorBody::new(self.code(), self.to_string()).with_detail("field", field.clone()),
+            _ => ErrorBody::new(self.code(), self.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

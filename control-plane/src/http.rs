@@ -1,0 +1,87 @@
+//! Assembles the HTTP router: the management API (admin token), the runtime API (gateway
+//! keys), and the unauthenticated operational endpoints.
+
+use std::any::Any;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use credmgr_common::error::codes;
+use credmgr_common::ErrorBody;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
+
+use crate::error::ApiError;
+use crate::{auth, connections, metrics, providers, runtime, AppState};
+
+/// The whole HTTP surface of the control plane.
+pub fn app(state: AppState) -> Router {
+    let management = Router::new()
+        .merge(providers::routes())
+        .merge(connections::routes())
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    let runtime =
+        runtime::routes().route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
+    Router::new()
+        .merge(management)
+        .merge(runtime)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        // After all routes: applies to the paths registered above.
+        .method_not_allowed_fallback(method_not_allowed)
+        // Failures are logged by the handlers, with their meaning; the trace layer's own
+        // "response failed" line would only repeat them at ERROR.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
+        .layer(CatchPanicLayer::custom(panicked))
+        .with_state(state)
+}
+
+/// `200 {"status":"ok"}` when the database answers.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(ErrorBody::new(
+                    codes::INTERNAL,
+                    "the database does not answer",
+                )),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .encode()
+        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    Ok(([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A panic in a handler is a bug: log it, answer 500 in the usual shape, keep serving.
+fn panicked(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    ApiError::Internal(format!("handler panicked: {what}")).into_response()
+}

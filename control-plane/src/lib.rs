@@ -1,0 +1,135 @@
+//! credmgr's control plane: the management API for credential providers and connections,
+//! the encrypted token store, token fetching and refresh, and the runtime API that gateways
+//! call for tokens.
+//!
+//! [`app`] builds the HTTP router from an [`AppState`]; [`serve`] runs it on a socket.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod connections;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod metrics;
+pub mod providers;
+pub mod runtime;
+pub mod store;
+pub mod tokens;
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use http::app;
+
+use crate::auth::Credentials;
+use crate::crypto::Keyring;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::tokens::{OAuthClient, TokenService};
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub tokens: Arc<TokenService>,
+    pub metrics: Arc<Metrics>,
+    pub credentials: Arc<Credentials>,
+}
+
+impl AppState {
+    /// Opens the store (running migrations) and wires the services together.
+    pub async fn build(config: Config) -> anyhow::Result<AppState> {
+        let store = Store::connect(&config.database_url).await?;
+        let keyring = Arc::new(config.keyring);
+        let metrics = Arc::new(Metrics::new());
+        let client = OAuthClient::new(config.provider_timeout)
+            .context("could not set up the HTTP client for token endpoints")?;
+        let tokens = Arc::new(TokenService::new(
+            store.clone(),
+            keyring.clone(),
+            client,
+            metrics.clone(),
+        ));
+        if config.gateway_keys.is_empty() {
+            tracing::warn!(
+                "no gateway keys configured (CREDMGR_GATEWAY_KEYS / --gateway-key): the \
+                 runtime API refuses every request"
+            );
+        }
+        let credentials = Arc::new(Credentials::new(config.admin_token, config.gateway_keys));
+        Ok(AppState {
+            store,
+            keyring,
+            tokens,
+            metrics,
+            credentials,
+        })
+    }
+}
+
+/// Runs the control plane until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let database = config.database_url.clone();
+    let active_key = config.keyring.active_id().to_owned();
+    let state = AppState::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen on {listen}: is another process using it? Choose another \
+             address with CREDMGR_LISTEN (--listen)"
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, %database, active_key, "credmgr control plane started");
+    {
+        // Test harnesses and scripts wait for this exact line.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "credmgr listening on http://{addr}")?;
+        out.flush()?;
+    }
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    state.store.close().await;
+    tracing::info!("credmgr control plane stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what container runtimes and systemd send).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

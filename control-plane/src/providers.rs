@@ -1,0 +1,448 @@
+//! Credential providers: an OAuth 2.0 authorization server, the client registered at it, and
+//! how to ask it for tokens. Management API under `/v1/providers`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{rfc3339, unix_now};
+use crate::crypto::Aad;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ProviderPath};
+use crate::store::ProviderRecord;
+use crate::AppState;
+
+/// The kind of identity provider. Presets (GitHub, Entra ID, ...) come later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentityProvider {
+    /// Generic OAuth 2.0.
+    #[serde(rename = "oauth2")]
+    OAuth2,
+    /// Generic OAuth 2.0 with PKCE (RFC 7636) on the authorization-code grant.
+    #[serde(rename = "oauth2-pkce")]
+    OAuth2Pkce,
+}
+
+/// The grant a provider's connections use to obtain tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// RFC 6749 §4.4: the client's own credentials; no user involved.
+    ClientCredentials,
+    /// RFC 6749 §4.1: a user consents in a browser. Stored, but this version has no consent
+    /// flow yet, so its connections stay `not_connected` and the runtime API answers
+    /// `consent_required`.
+    AuthorizationCode,
+}
+
+impl GrantType {
+    /// Whether a connection needs a user's consent before it can have a token.
+    pub fn needs_consent(self) -> bool {
+        matches!(self, GrantType::AuthorizationCode)
+    }
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// HTTP Basic with the form-urlencoded client id and secret; every server must support it.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// `as_str` / `FromStr` for the enums above, spelled as in the API (and in the database).
+macro_rules! wire_names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+        }
+        impl FromStr for $ty {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                match s { $($name => Ok(Self::$variant),)+ _ => Err(()) }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_names!(IdentityProvider { OAuth2 => "oauth2", OAuth2Pkce => "oauth2-pkce" });
+wire_names!(GrantType {
+    ClientCredentials => "client_credentials",
+    AuthorizationCode => "authorization_code",
+});
+wire_names!(AuthMethod {
+    ClientSecretBasic => "client_secret_basic",
+    ClientSecretPost => "client_secret_post",
+});
+
+/// Body of `PUT /v1/providers/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    #[serde(default)]
+    display_name: Option<String>,
+    identity_provider: IdentityProvider,
+    grant_type: GrantType,
+    client_id: String,
+    /// Write-only. Required on create; omitted on replace keeps the stored one.
+    #[serde(default)]
+    client_secret: Option<SecretString>,
+    token_url: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    token_endpoint_auth_method: AuthMethod,
+    /// Extra parameters for the token endpoint, such as `audience` or `resource`.
+    /// Not for secrets: they are stored and shown in plain text.
+    #[serde(default)]
+    token_params: BTreeMap<String, String>,
+}
+
+/// Token-request parameters that credmgr sets itself (RFC 6749 §4.4.2, §2.3.1).
+const RESERVED_TOKEN_PARAMS: &[&str] = &["grant_type", "scope", "client_id", "client_secret"];
+
+/// A provider as the API shows it: everything but the secret.
+#[derive(Debug, Serialize)]
+pub struct ProviderView {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub identity_provider: IdentityProvider,
+    pub grant_type: GrantType,
+    pub client_id: String,
+    pub client_secret: SecretState,
+    pub token_url: String,
+    pub scopes: Vec<String>,
+    pub token_endpoint_auth_method: AuthMethod,
+    pub token_params: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What the API says about a write-only secret: only whether it is set.
+#[derive(Debug, Serialize)]
+pub struct SecretState {
+    pub set: bool,
+}
+
+impl From<&ProviderRecord> for ProviderView {
+    fn from(p: &ProviderRecord) -> Self {
+        ProviderView {
+            id: p.id.clone(),
+            display_name: p.display_name.clone(),
+            identity_provider: p.identity_provider,
+            grant_type: p.grant_type,
+            client_id: p.client_id.clone(),
+            client_secret: SecretState { set: true },
+            token_url: p.token_url.clone(),
+            scopes: p.scopes.clone(),
+            token_endpoint_auth_method: p.token_endpoint_auth_method,
+            token_params: p.token_params.clone(),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/providers", get(list)).route(
+        "/v1/providers/{provider_id}",
+        get(show).put(put).delete(delete),
+    )
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
+    let providers = state.store.list_providers().await?;
+    Ok(Json(providers.iter().map(ProviderView::from).collect()))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    path: ProviderPath,
+) -> Result<Json<ProviderView>, ApiError> {
+    let p = find(&state, &path.provider_id).await?;
+    Ok(Json(ProviderView::from(&p)))
+}
+
+/// Loads a provider or answers 404.
+pub async fn find(state: &AppState, id: &str) -> Result<ProviderRecord, ApiError> {
+    state
+        .store
+        .get_provider(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("provider `{id}` does not exist")))
+}
+
+async fn put(
+    State(state): State<AppState>,
+    path: ProviderPath,
+    ApiJson(body): ApiJson<ProviderBody>,
+) -> Result<Response, ApiError> {
+    validate(&body)?;
+    let id = path.provider_id;
+    let now = unix_now();
+    let existing = state.store.get_provider(&id).await?;
+    let client_secret = match (&body.client_secret, &existing) {
+        (Some(secret), _) => state.keyring.encrypt(
+            &Aad::provider_client_secret(&id),
+            secret.expose_secret().as_bytes(),
+        )?,
+        (None, Some(old)) => old.client_secret.clone(),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "client_secret",
+                "`client_secret` is required when creating a provider",
+            ))
+        }
+    };
+    let record = ProviderRecord {
+        id: id.clone(),
+        display_name: body.display_name,
+        identity_provider: body.identity_provider,
+        grant_type: body.grant_type,
+        client_id: body.client_id,
+        client_secret,
+        token_url: body.token_url,
+        scopes: body.scopes,
+        token_endpoint_auth_method: body.token_endpoint_auth_method,
+        token_params: body.token_params,
+        created_at: existing.as_ref().map_or(now, |old| old.created_at),
+        updated_at: now,
+    };
+    let status = match existing {
+        None => {
+            if !state.store.insert_provider(&record).await? {
+                return Err(concurrent_change(&id));
+            }
+            tracing::info!(provider = %id, grant_type = %record.grant_type, "provider created");
+            StatusCode::CREATED
+        }
+        Some(old) => {
+            let invalidate = changes_tokens(&old, &record)
+                || body.client_secret.as_ref().is_some_and(|new| {
+                    // A secret that cannot be decrypted any more counts as changed: replacing
+                    // it is how an operator recovers.
+                    let aad = Aad::provider_client_secret(&id);
+                    let same = state.keyring.holds(
+                        &aad,
+                        &old.client_secret,
+                        new.expose_secret().as_bytes(),
+                    );
+                    !same.unwrap_or(false)
+                });
+            if !state.store.replace_provider(&record, invalidate).await? {
+                return Err(concurrent_change(&id));
+            }
+            tracing::info!(provider = %id, tokens_invalidated = invalidate, "provider replaced");
+            StatusCode::OK
+        }
+    };
+    Ok((status, Json(ProviderView::from(&record))).into_response())
+}
+
+fn concurrent_change(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "provider `{id}` was created or deleted by another request at the same time; retry"
+    ))
+}
+
+/// Whether a replacement makes the stored tokens wrong for the new configuration: they were
+/// issued to another client, for other scopes or by another endpoint. Such tokens are
+/// dropped so the next request gets one that matches (and a new client secret is tried at
+/// once). Re-sending the same configuration, as declarative tooling does, keeps them.
+fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
+    old.identity_provider != new.identity_provider
+        || old.grant_type != new.grant_type
+        || old.client_id != new.client_id
+        || old.token_url != new.token_url
+        || old.scopes != new.scopes
+        || old.token_endpoint_auth_method != new.token_endpoint_auth_method
+        || old.token_params != new.token_params
+}
+
+async fn delete(State(state): State<AppState>, path: ProviderPath) -> Result<StatusCode, ApiError> {
+    if !state.store.delete_provider(&path.provider_id).await? {
+        return Err(ApiError::NotFound(format!(
+            "provider `{}` does not exist",
+            path.provider_id
+        )));
+    }
+    tracing::info!(provider = %path.provider_id, "provider deleted with its connections");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+const MAX_DISPLAY_NAME: usize = 200;
+
+/// Checks a display name (shown to people; plain text of reasonable length).
+pub fn validate_display_name(name: &Option<String>) -> Result<(), ApiError> {
+    if let Some(name) = name {
+        if name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(ApiError::invalid(
+                "display_name",
+                format!("`display_name` must be at most {MAX_DISPLAY_NAME} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "display_name",
+                "`display_name` must not contain control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a client id: RFC 6749 Appendix A.1 allows printable ASCII (VSCHAR).
+pub fn validate_client_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || !id.chars().all(|c| matches!(c, '\x20'..='\x7e')) {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be non-empty printable ASCII (RFC 6749 Appendix A.1)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a client secret: non-empty (RFC 6749 Appendix A.2 allows printable ASCII, but
+/// providers issue others, so only emptiness and control characters are refused).
+pub fn validate_client_secret(field: &str, secret: &SecretString) -> Result<(), ApiError> {
+    let s = secret.expose_secret();
+    if s.is_empty() || s.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be non-empty and free of control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate(body: &ProviderBody) -> Result<(), ApiError> {
+    validate_display_name(&body.display_name)?;
+    validate_client_id("client_id", &body.client_id)?;
+    if let Some(secret) = &body.client_secret {
+        validate_client_secret("client_secret", secret)?;
+    }
+    let url = validate_token_url(&body.token_url)?;
+    if url.scheme() == "http" {
+        tracing::warn!(
+            token_url = %url,
+            "token_url uses plain http: client secrets and tokens cross it unencrypted"
+        );
+    }
+    for (i, scope) in body.scopes.iter().enumerate() {
+        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+        let ok = !scope.is_empty()
+            && scope
+                .chars()
+                .all(|c| matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'));
+        if !ok {
+            return Err(ApiError::invalid(
+                format!("scopes[{i}]"),
+                format!(
+                    "`scopes[{i}]` is not a valid scope token (RFC 6749 §3.3): one or more \
+                     printable ASCII characters other than space, '\"' and '\\'"
+                ),
+            ));
+        }
+    }
+    for (key, value) in &body.token_params {
+        let field = format!("token_params.{key}");
+        if RESERVED_TOKEN_PARAMS.contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                &field,
+                format!("`{field}` is set by credmgr itself and cannot be overridden"),
+            ));
+        }
+        if key.is_empty() || key.chars().chain(value.chars()).any(char::is_control) {
+            return Err(ApiError::invalid(
+                &field,
+                format!("`{field}`: names must be non-empty; no control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The token endpoint must be an absolute http(s) URL without a fragment (RFC 6749 §3.2).
+/// Plain http is accepted for local development and tests, with a warning: RFC 6749 §3.2
+/// requires TLS, since the client secret and the tokens cross this connection.
+pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
+    let bad = |why: &str| {
+        ApiError::invalid(
+            "token_url",
+            format!("`token_url` must be an absolute http or https URL: {why}"),
+        )
+    };
+    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(&format!(
+            "scheme `{}` is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("it must not have a fragment (RFC 6749 §3.2)"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "it must not carry credentials; use client_id and client_secret",
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_urls_must_be_absolute_http() {
+        assert!(validate_token_url("https://idp.example/oauth/token").is_ok());
+        assert!(validate_token_url("http://127.0.0.1:8080/token?x=1").is_ok());
+        for bad in [
+            "/token",
+            "ftp://idp.example/token",
+            "https://idp.example/token#frag",
+            "https://user:pw@idp.example/token",
+            "not a url",
+        ] {
+            assert!(validate_token_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wire_names_roundtrip() {
+        for g in [GrantType::ClientCredentials, GrantType::AuthorizationCode] {
+            assert_eq!(g.as_str().parse::<GrantType>(), Ok(g));
+            assert_eq!(serde_json::to_value(g).unwrap(), g.as_str());
+        }
+        for i in [IdentityProvider::OAuth2, IdentityProvider::OAuth2Pkce] {
+            assert_eq!(i.as_str().parse::<IdentityProvider>(), Ok(i));
+            assert_eq!(serde_json::to_value(i).unwrap(), i.as_str());
+        }
+        for a in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
+            assert_eq!(a.as_str().parse::<AuthMethod>(), Ok(a));
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Persistence of providers, connections and tokens.
+//!
+//! [`Store`] is the one door to the database. It speaks in records whose secrets are already
+//! encrypted ([`Envelope`]s): the store never sees a plaintext secret, and never holds a key.
+//! Behind it sits one backend per database; SQLite is the only one so far. A PostgreSQL
+//! backend (several replicas on one database) becomes another [`Backend`] variant with its own
+//! migration folder, `migrations/postgresql/`, and the same runtime (not compile-time checked)
+//! queries, so nothing above this module changes.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::Context as _;
+
+use crate::connections::ConnectionStatus;
+use crate::crypto::Envelope;
+use crate::providers::{AuthMethod, GrantType, IdentityProvider};
+
+pub use sqlite::SqliteStore;
+
+/// A credential provider as stored.
+#[derive(Debug, Clone)]
+pub struct ProviderRecord {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub identity_provider: IdentityProvider,
+    pub grant_type: GrantType,
+    pub client_id: String,
+    pub client_secret: Envelope,
+    pub token_url: String,
+    pub scopes: Vec<String>,
+    pub token_endpoint_auth_method: AuthMethod,
+    pub token_params: BTreeMap<String, String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A connection as stored, with the expiry of its token if it has one.
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub provider_id: String,
+    pub id: String,
+    pub display_name: Option<String>,
+    /// Overrides the provider's client id (client-credentials connections).
+    pub client_id: Option<String>,
+    /// Overrides the provider's client secret; set exactly when `client_id` is.
+    pub client_secret: Option<Envelope>,
+    pub status: ConnectionStatus,
+    /// The last failure to obtain a token: `(code, message)`.
+    pub error: Option<(String, String)>,
+    /// Incremented whenever the stored token stops being valid for the connection's
+    /// configuration (credentials, scopes, endpoint changed). A token fetched under an older
+    /// generation is discarded instead of stored.
+    pub token_generation: i64,
+    pub last_refresh_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Read from the token, if any; not written through this record.
+    pub token_expires_at: Option<i64>,
+}
+
+/// A connection's current access token, encrypted.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub access_token: Envelope,
+    pub token_type: String,
+    /// The token response's non-secret fields.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub obtained_at: i64,
+    pub expires_at: i64,
+    pub refresh_at: i64,
+}
+
+/// What a failed token fetch leaves on its connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionError<'a> {
+    pub status: ConnectionStatus,
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+/// A database failure. The details go to the log, never to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// The database URL, shown without its password.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL itself, for the driver only: it may hold a password.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced, safe to log.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                u.to_string()
+            }
+            Ok(_) => self.0.clone(),
+            Err(_) if self.0.contains('@') => "[unparseable URL, redacted]".to_owned(),
+            Err(_) => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The store: cheap to clone, shared by all requests.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqliteStore),
+}
+
+/// Forwards a call to whichever backend is configured.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `url` and brings its schema up to date.
+    pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Store> {
+        let raw = url.expose();
+        if raw.starts_with("sqlite:") {
+            let store = SqliteStore::connect(raw).await.with_context(|| {
+                format!(
+                    "could not open the SQLite database {url}: check that its directory \
+                         exists and is writable, or set CREDMGR_DATABASE_URL (--database-url)"
+                )
+            })?;
+            return Ok(Store {
+                backend: Backend::Sqlite(store),
+            });
+        }
+        if raw.starts_with("postgres:") || raw.starts_with("postgresql:") {
+            anyhow::bail!(
+                "PostgreSQL is not supported by this version yet: set CREDMGR_DATABASE_URL \
+                 (--database-url) to sqlite://PATH"
+            );
+        }
+        anyhow::bail!(
+            "unsupported database URL {url}: set CREDMGR_DATABASE_URL (--database-url) to \
+             sqlite://PATH, for example sqlite://credmgr.db"
+        )
+    }
+
+    /// Waits for open connections to finish and closes them.
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+
+    pub async fn get_provider(&self, id: &str) -> Result<Option<ProviderRecord>, StoreError> {
+        dispatch!(self.get_provider(id))
+    }
+
+    pub async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
+        dispatch!(self.list_providers())
+    }
+
+    /// Inserts a new provider; `false` if one with that id exists already.
+    pub async fn insert_provider(&self, p: &ProviderRecord) -> Result<bool, StoreError> {
+        dispatch!(self.insert_provider(p))
+    }
+
+    /// Replaces a provider (not its `created_at`); `false` if it does not exist. With
+    /// `invalidate_tokens`, its connections' tokens are deleted in the same transaction and
+    /// the connections go back to `not_connected`.
+    pub async fn replace_provider(
+        &self,
+        p: &ProviderRecord,
+        invalidate_tokens: bool,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.replace_provider(p, invalidate_tokens))
+    }
+
+    /// Deletes a provider with its connections and tokens; `false` if it did not exist.
+    pub async fn delete_provider(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_provider(id))
+    }
+
+    pub async fn get_connection(
+        &self,
+        provider_id: &str,
+        id: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        dispatch!(self.get_connection(provider_id, id))
+    }
+
+    pub async fn list_connections(
+        &self,
+        provider_id: &str,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        dispatch!(self.list_connections(provider_id))
+    }
+
+    /// Inserts a new connection; `false` if one with that id exists already under the
+    /// provider. Fails if the provider does not exist (foreign key).
+    pub async fn insert_connection(&self, c: &ConnectionRecord) -> Result<bool, StoreError> {
+        dispatch!(self.insert_connection(c))
+    }
+
+    /// Replaces a connection's configuration (name, credentials override); `false` if it does
+    /// not exist. With `invalidate_token`, its token is deleted in the same transaction.
+    pub async fn replace_connection(
+        &self,
+        c: &ConnectionRecord,
+        invalidate_token: bool,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.replace_connection(c, invalidate_token))
+    }
+
+    pub async fn delete_connection(&self, provider_id: &str, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_connection(provider_id, id))
+    }
+
+    pub async fn get_token(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        dispatch!(self.get_token(provider_id, connection_id))
+    }
+
+    /// Stores a newly obtained token and marks the connection `connected`, in one
+    /// transaction. Returns `false`, storing nothing, if the connection is gone or its
+    /// `token_generation` is no longer `generation`.
+    pub async fn put_token(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        token: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.put_token(provider_id, connection_id, generation, token))
+    }
+
+    /// Records a failure to obtain a token on the connection (if still at `generation`);
+    /// the stored token, if any, is left as it is.
+    pub async fn record_token_error(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        error: &ConnectionError<'_>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.record_token_error(provider_id, connection_id, generation, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_never_shows_a_password() {
+        let url = DatabaseUrl::new("postgres://credmgr:hunter2@db:5432/credmgr");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(!url.to_string().contains("hunter2"));
+        assert!(url.to_string().contains("credmgr:redacted@db"), "{url}");
+        let plain = DatabaseUrl::new("sqlite://credmgr.db");
+        assert_eq!(plain.to_string(), "sqlite://credmgr.db");
+    }
+}

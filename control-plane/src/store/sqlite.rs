@@ -1,0 +1,415 @@
+//! The SQLite backend: one file, WAL mode, for a single control-plane node.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row as _;
+
+use super::{ConnectionError, ConnectionRecord, ProviderRecord, StoreError, TokenRecord};
+use crate::crypto::Envelope;
+
+/// Write transactions take the write lock up front. A deferred transaction that reads first
+/// and writes later can fail with SQLITE_BUSY when another writer got in between, and SQLite
+/// does not retry that case even with a busy timeout.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const PROVIDER_COLUMNS: &str = "id, display_name, identity_provider, grant_type, client_id, \
+     client_secret, token_url, scopes, token_endpoint_auth_method, token_params, created_at, \
+     updated_at";
+
+const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.display_name, c.client_id, \
+     c.client_secret, c.status, c.error_code, c.error_message, c.token_generation, \
+     c.last_refresh_at, c.created_at, c.updated_at, t.expires_at AS token_expires_at \
+     FROM connections c LEFT JOIN tokens t \
+     ON t.provider_id = c.provider_id AND t.connection_id = c.id";
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across application crashes in WAL mode; only an OS crash
+            // can lose the last transactions, which at worst costs a token re-fetch.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn get_provider(&self, id: &str) -> Result<Option<ProviderRecord>, StoreError> {
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(provider_from_row).transpose()
+    }
+
+    pub async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(provider_from_row).collect()
+    }
+
+    pub async fn insert_provider(&self, p: &ProviderRecord) -> Result<bool, StoreError> {
+        let sql = format!(
+            "INSERT INTO providers ({PROVIDER_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+        );
+        let done = sqlx::query(&sql)
+            .bind(&p.id)
+            .bind(&p.display_name)
+            .bind(p.identity_provider.as_str())
+            .bind(p.grant_type.as_str())
+            .bind(&p.client_id)
+            .bind(p.client_secret.to_bytes())
+            .bind(&p.token_url)
+            .bind(to_json(&p.scopes)?)
+            .bind(p.token_endpoint_auth_method.as_str())
+            .bind(to_json(&p.token_params)?)
+            .bind(p.created_at)
+            .bind(p.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn replace_provider(
+        &self,
+        p: &ProviderRecord,
+        invalidate_tokens: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let done = sqlx::query(
+            "UPDATE providers SET display_name = ?, identity_provider = ?, grant_type = ?, \
+             client_id = ?, client_secret = ?, token_url = ?, scopes = ?, \
+             token_endpoint_auth_method = ?, token_params = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&p.display_name)
+        .bind(p.identity_provider.as_str())
+        .bind(p.grant_type.as_str())
+        .bind(&p.client_id)
+        .bind(p.client_secret.to_bytes())
+        .bind(&p.token_url)
+        .bind(to_json(&p.scopes)?)
+        .bind(p.token_endpoint_auth_method.as_str())
+        .bind(to_json(&p.token_params)?)
+        .bind(p.updated_at)
+        .bind(&p.id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if invalidate_tokens {
+            sqlx::query("DELETE FROM tokens WHERE provider_id = ?")
+                .bind(&p.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE connections SET token_generation = token_generation + 1, \
+                 status = 'not_connected', error_code = NULL, error_message = NULL \
+                 WHERE provider_id = ?",
+            )
+            .bind(&p.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delete_provider(&self, id: &str) -> Result<bool, StoreError> {
+        // Connections and tokens go with it: ON DELETE CASCADE.
+        let done = sqlx::query("DELETE FROM providers WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_connection(
+        &self,
+        provider_id: &str,
+        id: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let sql = format!("{CONNECTION_SELECT} WHERE c.provider_id = ? AND c.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(provider_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(connection_from_row).transpose()
+    }
+
+    pub async fn list_connections(
+        &self,
+        provider_id: &str,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let sql = format!("{CONNECTION_SELECT} WHERE c.provider_id = ? ORDER BY c.id");
+        let rows = sqlx::query(&sql)
+            .bind(provider_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
+    pub async fn insert_connection(&self, c: &ConnectionRecord) -> Result<bool, StoreError> {
+        let (error_code, error_message) = split_error(&c.error);
+        let done = sqlx::query(
+            "INSERT INTO connections (provider_id, id, display_name, client_id, client_secret, \
+             status, error_code, error_message, token_generation, last_refresh_at, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (provider_id, id) DO NOTHING",
+        )
+        .bind(&c.provider_id)
+        .bind(&c.id)
+        .bind(&c.display_name)
+        .bind(&c.client_id)
+        .bind(c.client_secret.as_ref().map(Envelope::to_bytes))
+        .bind(c.status.as_str())
+        .bind(error_code)
+        .bind(error_message)
+        .bind(c.token_generation)
+        .bind(c.last_refresh_at)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn replace_connection(
+        &self,
+        c: &ConnectionRecord,
+        invalidate_token: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let done = sqlx::query(
+            "UPDATE connections SET display_name = ?, client_id = ?, client_secret = ?, \
+             updated_at = ? WHERE provider_id = ? AND id = ?",
+        )
+        .bind(&c.display_name)
+        .bind(&c.client_id)
+        .bind(c.client_secret.as_ref().map(Envelope::to_bytes))
+        .bind(c.updated_at)
+        .bind(&c.provider_id)
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if invalidate_token {
+            sqlx::query("DELETE FROM tokens WHERE provider_id = ? AND connection_id = ?")
+                .bind(&c.provider_id)
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE connections SET token_generation = token_generation + 1, \
+                 status = 'not_connected', error_code = NULL, error_message = NULL \
+                 WHERE provider_id = ? AND id = ?",
+            )
+            .bind(&c.provider_id)
+            .bind(&c.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delete_connection(&self, provider_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM connections WHERE provider_id = ? AND id = ?")
+            .bind(provider_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_token(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT access_token, token_type, claims, obtained_at, expires_at, refresh_at \
+             FROM tokens WHERE provider_id = ? AND connection_id = ?",
+        )
+        .bind(provider_id)
+        .bind(connection_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn put_token(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        t: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let done = sqlx::query(
+            "UPDATE connections SET status = 'connected', error_code = NULL, \
+             error_message = NULL, last_refresh_at = ? \
+             WHERE provider_id = ? AND id = ? AND token_generation = ?",
+        )
+        .bind(t.obtained_at)
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO tokens (provider_id, connection_id, access_token, token_type, claims, \
+             obtained_at, expires_at, refresh_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (provider_id, connection_id) DO UPDATE SET \
+             access_token = excluded.access_token, token_type = excluded.token_type, \
+             claims = excluded.claims, obtained_at = excluded.obtained_at, \
+             expires_at = excluded.expires_at, refresh_at = excluded.refresh_at",
+        )
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(t.access_token.to_bytes())
+        .bind(&t.token_type)
+        .bind(to_json(&t.claims)?)
+        .bind(t.obtained_at)
+        .bind(t.expires_at)
+        .bind(t.refresh_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn record_token_error(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        e: &ConnectionError<'_>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET status = ?, error_code = ?, error_message = ? \
+             WHERE provider_id = ? AND id = ? AND token_generation = ?",
+        )
+        .bind(e.status.as_str())
+        .bind(e.code)
+        .bind(e.message)
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn split_error(e: &Option<(String, String)>) -> (Option<&str>, Option<&str>) {
+    match e {
+        Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
+        None => (None, None),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn parsed<T: FromStr>(column: &str, text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{column}: unknown value {text:?}")))
+}
+
+fn envelope(column: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
+    Envelope::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
+    Ok(ProviderRecord {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        identity_provider: parsed("identity_provider", row.try_get("identity_provider")?)?,
+        grant_type: parsed("grant_type", row.try_get("grant_type")?)?,
+        client_id: row.try_get("client_id")?,
+        client_secret: envelope("client_secret", row.try_get("client_secret")?)?,
+        token_url: row.try_get("token_url")?,
+        scopes: from_json("scopes", row.try_get("scopes")?)?,
+        token_endpoint_auth_method: parsed(
+            "token_endpoint_auth_method",
+            row.try_get("token_endpoint_auth_method")?,
+        )?,
+        token_params: from_json("token_params", row.try_get("token_params")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn connection_from_row(row: &SqliteRow) -> Result<ConnectionRecord, StoreError> {
+    let code: Option<String> = row.try_get("error_code")?;
+    let message: Option<String> = row.try_get("error_message")?;
+    let secret: Option<Vec<u8>> = row.try_get("client_secret")?;
+    Ok(ConnectionRecord {
+        provider_id: row.try_get("provider_id")?,
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        client_id: row.try_get("client_id")?,
+        client_secret: secret.map(|b| envelope("client_secret", &b)).transpose()?,
+        status: parsed("status", row.try_get("status")?)?,
+        error: code.map(|c| (c, message.unwrap_or_default())),
+        token_generation: row.try_get("token_generation")?,
+        last_refresh_at: row.try_get("last_refresh_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        token_expires_at: row.try_get("token_expires_at")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        access_token: envelope("access_token", row.try_get("access_token")?)?,
+        token_type: row.try_get("token_type")?,
+        claims: from_json("claims", row.try_get("claims")?)?,
+        obtained_at: row.try_get("obtained_at")?,
+        expires_at: row.try_get("expires_at")?,
+        refresh_at: row.try_get("refresh_at")?,
+    })
+}

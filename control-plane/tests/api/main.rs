@@ -1,0 +1,10 @@
+//! The HTTP APIs, driven through `app(state)` with `tower::ServiceExt::oneshot` against a
+//! temporary SQLite file. No network beyond 127.0.0.1: "unreachable" providers are closed or
+//! silent local ports.
+
+// clippy.toml allows these in `#[test]` functions; the harness helpers are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+mod management;
+mod runtime;

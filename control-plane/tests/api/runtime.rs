@@ -1,0 +1,231 @@
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use credmgr_control_plane::tokens::RETRY_AFTER_FAILURE_SECS;
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn the_runtime_api_needs_a_gateway_key() {
+    let h = Harness::new().await;
+    h.provider("gh", &closed_port_url()).await;
+    h.connection("gh", "alice").await;
+    let path = credmgr_common::runtime::token_path("gh", "alice");
+    for token in [None, Some("wrong-key"), Some(ADMIN)] {
+        let r = h.call(Method::GET, &path, token, None).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
+    }
+    // The runtime key opens nothing on the management API.
+    let r = h
+        .call(Method::GET, "/v1/providers", Some(GATEWAY_KEY), None)
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn unknown_connections_are_404() {
+    let h = Harness::new().await;
+    h.provider("gh", &closed_port_url()).await;
+    assert_error(
+        &h.runtime("gh", "nobody").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &h.runtime("nope", "alice").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let r = h
+        .call(
+            Method::GET,
+            "/runtime/v1/providers/gh/connections/bad%20id/token",
+            Some(GATEWAY_KEY),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_fresh_stored_token_is_served_without_asking_the_provider() {
+    let h = Harness::new().await;
+    h.provider("gh", &closed_port_url()).await;
+    h.connection("gh", "alice").await;
+    let (t0, refresh, expires) = (now(), now() + 2880, now() + 3600);
+    h.store_token("gh", "alice", "stored-token", t0, refresh, expires)
+        .await;
+
+    let r = h.runtime("gh", "alice").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(
+        r.json,
+        json!({
+            "access_token": "stored-token",
+            "token_type": "Bearer",
+            "expires_at": expires,
+            "refresh_at": refresh,
+            "claims": {"scope": "api:read", "token_type": "Bearer"}
+        })
+    );
+    let token: credmgr_common::RuntimeToken = serde_json::from_value(r.json).unwrap();
+    assert_eq!(token.access_token, "stored-token");
+
+    let metrics = h.metrics();
+    assert!(
+        metrics.contains(r#"credmgr_runtime_token_requests_total{outcome="hit"} 1"#),
+        "{metrics}"
+    );
+    // Only the connection's creation asked the provider.
+    assert!(
+        metrics.contains(r#"outcome="provider_unreachable"} 1"#),
+        "{metrics}"
+    );
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "connected");
+    assert_eq!(r.json["error"], json!(null));
+}
+
+#[tokio::test]
+async fn a_due_token_still_valid_is_served_when_the_provider_is_down() {
+    let h = Harness::new().await;
+    h.provider("gh", &closed_port_url()).await;
+    h.connection("gh", "alice").await;
+    let (t0, refresh, expires) = (now() - 3000, now() - 120, now() + 600);
+    h.store_token("gh", "alice", "old-but-valid", t0, refresh, expires)
+        .await;
+
+    let before = now();
+    let r = h.runtime("gh", "alice").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["access_token"], "old-but-valid");
+    assert_eq!(r.json["expires_at"], expires);
+    let retry = r.json["refresh_at"].as_i64().unwrap();
+    assert!(
+        retry >= before && retry <= now() + RETRY_AFTER_FAILURE_SECS,
+        "{retry}"
+    );
+
+    // The stored token is untouched; the failure is recorded on the connection.
+    let stored = h
+        .state
+        .store
+        .get_token("gh", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.obtained_at, stored.refresh_at, stored.expires_at),
+        (t0, refresh, expires)
+    );
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "connected", "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "provider_unreachable");
+    assert!(h
+        .metrics()
+        .contains(r#"credmgr_runtime_token_requests_total{outcome="stale"} 1"#));
+}
+
+#[tokio::test]
+async fn an_expired_token_is_never_served() {
+    let h = Harness::new().await;
+    h.provider("gh", &closed_port_url()).await;
+    h.connection("gh", "alice").await;
+    h.store_token(
+        "gh",
+        "alice",
+        "expired",
+        now() - 4000,
+        now() - 1000,
+        now() - 400,
+    )
+    .await;
+    let r = h.runtime("gh", "alice").await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "provider_unreachable");
+    assert!(!r.json.to_string().contains("expired\""));
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "error");
+}
+
+#[tokio::test]
+async fn authorization_code_connections_need_consent() {
+    let h = Harness::new().await;
+    let mut body = provider_body("https://idp.example/token");
+    body["grant_type"] = json!("authorization_code");
+    body["identity_provider"] = json!("oauth2-pkce");
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let r = h.connection("gh", "alice").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json["status"], "not_connected");
+    assert_error(
+        &h.runtime("gh", "alice").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "consent_required",
+    );
+    // No token request was made.
+    assert!(!h
+        .metrics()
+        .contains("credmgr_provider_token_requests_total{"));
+}
+
+/// A provider that accepts connections and never answers: requests time out.
+fn silent_provider() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_fetch() {
+    let h = std::sync::Arc::new(Harness::with_timeout(Duration::from_millis(800)).await);
+    let (_listener, url) = silent_provider();
+    h.provider("gh", &url).await;
+    let r = h.connection("gh", "alice").await;
+    assert_eq!(
+        r.json["error"]["code"], "provider_unreachable",
+        "{}",
+        r.json
+    );
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{}",
+        r.json
+    );
+
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.runtime("gh", "alice").await })
+        })
+        .collect();
+    for r in requests {
+        assert_error(
+            &r.await.unwrap(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unreachable",
+        );
+    }
+    // One request for the connection's creation, one for the five concurrent runtime requests.
+    let metrics = h.metrics();
+    assert!(
+        metrics.contains(r#"outcome="provider_unreachable"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"credmgr_runtime_token_requests_total{outcome="error"} 5"#),
+        "{metrics}"
+    );
+}
