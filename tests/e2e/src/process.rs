@@ -19,9 +19,14 @@ impl Process {
     /// Starts `cmd`, logging to `dir/<name>.log`.
     pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Process {
         let log = dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
+        let stderr = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = child.stdout.take() {
             let lines = Arc::clone(&stdout);
@@ -58,7 +63,11 @@ impl Process {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}) before it was ready; its log:\n{}", self.name, self.log_text());
+                panic!(
+                    "{} exited ({status}) before it was ready; its log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,

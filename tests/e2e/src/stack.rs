@@ -25,7 +25,9 @@ impl OAuthServer {
             "tests/oauth-server/node_modules is missing: run `make test` (it runs npm ci there)"
         );
         let mut cmd = Command::new("node");
-        cmd.arg("server.mjs").current_dir(&script_dir).env("PORT", "0");
+        cmd.arg("server.mjs")
+            .current_dir(&script_dir)
+            .env("PORT", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -50,7 +52,9 @@ impl OAuthServer {
 
     /// How many tokens the server issued.
     pub fn tokens_issued(&self) -> u64 {
-        self.stats()["tokens_issued"].as_u64().unwrap_or_else(|| panic!("no tokens_issued in {}", self.stats()))
+        self.stats()["tokens_issued"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tokens_issued in {}", self.stats()))
     }
 }
 
@@ -71,7 +75,11 @@ impl ControlPlane {
             .args(["gen-key", "--id", "test-key"])
             .output()
             .unwrap_or_else(|e| panic!("credmgr gen-key: {e}"));
-        assert!(key.status.success(), "credmgr gen-key failed: {}", String::from_utf8_lossy(&key.stderr));
+        assert!(
+            key.status.success(),
+            "credmgr gen-key failed: {}",
+            String::from_utf8_lossy(&key.stderr)
+        );
         let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
         let port = free_port();
         let database = dir.join("credmgr.db");
@@ -80,9 +88,15 @@ impl ControlPlane {
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .env("CREDMGR_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CREDMGR_DATABASE_URL", format!("sqlite://{}", database.display()))
+            .env(
+                "CREDMGR_DATABASE_URL",
+                format!("sqlite://{}", database.display()),
+            )
             .env("CREDMGR_ADMIN_TOKEN", &admin_token)
-            .env("CREDMGR_GATEWAY_KEYS", format!("test-gateway={gateway_key}"))
+            .env(
+                "CREDMGR_GATEWAY_KEYS",
+                format!("test-gateway={gateway_key}"),
+            )
             .env("CREDMGR_KEYS", key)
             .env("RUST_LOG", "info,credmgr=debug");
         let mut process = Process::spawn("control-plane", cmd, dir);
@@ -113,7 +127,12 @@ impl ControlPlane {
     }
 
     /// Creates a client-credentials provider for `oauth` and one connection under it.
-    pub fn create_client_credentials_connection(&self, oauth: &OAuthServer, provider: &str, connection: &str) -> Value {
+    pub fn create_client_credentials_connection(
+        &self,
+        oauth: &OAuthServer,
+        provider: &str,
+        connection: &str,
+    ) -> Value {
         let (status, body) = self.admin(
             "PUT",
             &format!("/v1/providers/{provider}"),
@@ -133,7 +152,10 @@ impl ControlPlane {
             &format!("/v1/providers/{provider}/connections/{connection}"),
             Some(json!({"display_name": "Test service account"})),
         );
-        assert_eq!(status, 201, "creating connection {provider}/{connection}: {body}");
+        assert_eq!(
+            status, 201,
+            "creating connection {provider}/{connection}: {body}"
+        );
         body
     }
 
@@ -145,8 +167,14 @@ impl ControlPlane {
             .bearer_auth(&self.gateway_key)
             .send()
             .unwrap_or_else(|e| panic!("calling the runtime API: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "runtime API: {:?}", resp.text());
-        resp.json().unwrap_or_else(|e| panic!("runtime API answer: {e}"))
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "runtime API: {:?}",
+            resp.text()
+        );
+        resp.json()
+            .unwrap_or_else(|e| panic!("runtime API answer: {e}"))
     }
 }
 
@@ -159,10 +187,15 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(dir: &Path, oauth: &OAuthServer) -> Backend {
-        let bin = artifact("CREDMGR_DEMO_BACKEND_BIN", "target/debug/credmgr-demo-backend");
+        let bin = artifact(
+            "CREDMGR_DEMO_BACKEND_BIN",
+            "target/debug/credmgr-demo-backend",
+        );
         let mut cmd = Command::new(bin);
-        cmd.env("DEMO_BACKEND_LISTEN", "127.0.0.1:0")
-            .env("DEMO_BACKEND_INTROSPECTION_URL", format!("{}/token/introspection", oauth.url));
+        cmd.env("DEMO_BACKEND_LISTEN", "127.0.0.1:0").env(
+            "DEMO_BACKEND_INTROSPECTION_URL",
+            format!("{}/token/introspection", oauth.url),
+        );
         let mut process = Process::spawn("demo-backend", cmd, dir);
         let url = process.wait_for_line("demo-backend listening on ", READY_TIMEOUT);
         let port = url
@@ -187,7 +220,10 @@ impl Envoy {
     pub fn render(dir: &Path, template: &str, vars: &[(&str, String)]) -> (PathBuf, u16, u16) {
         let listen = free_port();
         let admin = free_port();
-        let wasm = artifact("CREDMGR_WASM", "target/wasm32-wasip1/wasm/credmgr_filter.wasm");
+        let wasm = artifact(
+            "CREDMGR_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_filter.wasm",
+        );
         let mut all: Vec<(&str, String)> = vec![
             ("ENVOY_LISTEN_PORT", listen.to_string()),
             ("ENVOY_ADMIN_PORT", admin.to_string()),
@@ -202,7 +238,9 @@ impl Envoy {
         for (k, v) in &all {
             cmd.env(k, v);
         }
-        let result = cmd.output().unwrap_or_else(|e| panic!("running scripts/render-envoy: {e}"));
+        let result = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running scripts/render-envoy: {e}"));
         assert!(
             result.status.success(),
             "rendering {template}: {}",
@@ -229,7 +267,10 @@ impl Envoy {
         let client = http();
         wait_for("Envoy to be ready", READY_TIMEOUT, || {
             if let Some(code) = process.exited() {
-                panic!("Envoy exited ({code}) while starting; its log:\n{}", process.log_text());
+                panic!(
+                    "Envoy exited ({code}) while starting; its log:\n{}",
+                    process.log_text()
+                );
             }
             let ready = client.get(format!("{admin_url}/ready")).send().ok()?;
             (ready.status().as_u16() == 200).then_some(())
@@ -245,12 +286,22 @@ impl Envoy {
     }
 
     /// Runs Envoy on a configuration expected to be refused; returns its exit code and log.
-    pub fn run_expecting_exit(dir: &Path, template: &str, vars: &[(&str, String)], edit: impl Fn(String) -> String) -> (i32, String) {
+    pub fn run_expecting_exit(
+        dir: &Path,
+        template: &str,
+        vars: &[(&str, String)],
+        edit: impl Fn(String) -> String,
+    ) -> (i32, String) {
         let (config, _, _) = Envoy::render(dir, template, vars);
         let text = std::fs::read_to_string(&config).unwrap_or_default();
-        std::fs::write(&config, edit(text)).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        std::fs::write(&config, edit(text))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         let mut process = Process::spawn("envoy-refused", Envoy::command(&config), dir);
-        let code = wait_for("Envoy to refuse the configuration and exit", READY_TIMEOUT, || process.exited());
+        let code = wait_for(
+            "Envoy to refuse the configuration and exit",
+            READY_TIMEOUT,
+            || process.exited(),
+        );
         (code, process.log_text())
     }
 }
@@ -287,11 +338,18 @@ impl Deployment {
             .prefix("credmgr-e2e-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let oauth = OAuthServer::start(dir.path(), &[("ACCESS_TOKEN_TTL", &access_token_ttl.to_string())]);
+        let oauth = OAuthServer::start(
+            dir.path(),
+            &[("ACCESS_TOKEN_TTL", &access_token_ttl.to_string())],
+        );
         let control_plane = ControlPlane::start(dir.path());
         let backend = Backend::start(dir.path(), &oauth);
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
-        let envoy = Envoy::start(dir.path(), "demo.yaml", &Deployment::envoy_vars(&control_plane, &backend));
+        let envoy = Envoy::start(
+            dir.path(),
+            "demo.yaml",
+            &Deployment::envoy_vars(&control_plane, &backend),
+        );
         Deployment {
             envoy,
             backend,
@@ -320,6 +378,9 @@ impl Deployment {
             .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        )
     }
 }

@@ -14,21 +14,35 @@ fn fingerprint(seen: &serde_json::Value) -> String {
 }
 
 #[test]
-fn a_token_reaches_the_backend_once_fetched_then_comes_from_envoys_cache_and_is_never_stored_in_plaintext() {
+fn a_token_reaches_the_backend_once_fetched_then_comes_from_envoys_cache_and_is_never_stored_in_plaintext(
+) {
     let d = Deployment::start(3600);
 
     let (status, seen) = d.call("/hello");
-    assert_eq!(status, 200, "the backend must accept the injected token: {seen}");
+    assert_eq!(
+        status, 200,
+        "the backend must accept the injected token: {seen}"
+    );
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["client_id"], "credmgr-demo", "{seen}");
-    assert!(seen["scope"].as_str().unwrap_or_default().contains("api:read"), "{seen}");
+    assert!(
+        seen["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("api:read"),
+        "{seen}"
+    );
     assert_eq!(seen["path"], "/hello");
     let first = fingerprint(&seen);
 
     for i in 0..10 {
         let (status, seen) = d.call(&format!("/again/{i}"));
         assert_eq!(status, 200, "request {i}: {seen}");
-        assert_eq!(fingerprint(&seen), first, "request {i} must reuse the cached token");
+        assert_eq!(
+            fingerprint(&seen),
+            first,
+            "request {i} must reuse the cached token"
+        );
     }
     assert_eq!(
         d.oauth.tokens_issued(),
@@ -39,7 +53,11 @@ fn a_token_reaches_the_backend_once_fetched_then_comes_from_envoys_cache_and_is_
 
     // The token and the client secret at rest: never in plaintext in the database files.
     let token = d.control_plane.runtime_token(PROVIDER, CONNECTION);
-    assert_eq!(d.oauth.tokens_issued(), 1, "the runtime API serves the stored token");
+    assert_eq!(
+        d.oauth.tokens_issued(),
+        1,
+        "the runtime API serves the stored token"
+    );
     let secrets: [(&str, &[u8]); 3] = [
         ("access token", token.access_token.as_bytes()),
         ("client secret", b"credmgr-demo-secret"),
@@ -48,10 +66,15 @@ fn a_token_reaches_the_backend_once_fetched_then_comes_from_envoys_cache_and_is_
     let db = d.control_plane.database.display().to_string();
     let mut checked = 0;
     for suffix in ["", "-wal", "-shm"] {
-        let Ok(bytes) = std::fs::read(format!("{db}{suffix}")) else { continue };
+        let Ok(bytes) = std::fs::read(format!("{db}{suffix}")) else {
+            continue;
+        };
         checked += 1;
         for (what, secret) in &secrets {
-            assert!(!contains_bytes(&bytes, secret), "the {what} is in plaintext in {db}{suffix}");
+            assert!(
+                !contains_bytes(&bytes, secret),
+                "the {what} is in plaintext in {db}{suffix}"
+            );
         }
     }
     assert!(checked > 0, "no database file at {db}");
@@ -62,7 +85,11 @@ fn a_token_reaches_the_backend_once_fetched_then_comes_from_envoys_cache_and_is_
         if path.extension().is_some_and(|e| e == "log") {
             let bytes = std::fs::read(&path).unwrap();
             for (what, secret) in &secrets {
-                assert!(!contains_bytes(&bytes, secret), "the {what} appears in {}", path.display());
+                assert!(
+                    !contains_bytes(&bytes, secret),
+                    "the {what} appears in {}",
+                    path.display()
+                );
             }
         }
     }
@@ -74,16 +101,28 @@ fn after_the_token_expires_requests_carry_a_new_valid_token() {
     let (status, seen) = d.call("/");
     assert_eq!(status, 200, "{seen}");
     let first = fingerprint(&seen);
-    let first_exp = seen["exp"].as_u64().unwrap_or_else(|| panic!("no exp in {seen}"));
+    let first_exp = seen["exp"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no exp in {seen}"));
 
     wait_for("the first token to expire", Duration::from_secs(30), || {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         (now > first_exp).then_some(())
     });
     let (status, seen) = d.call("/after-expiry");
-    assert_eq!(status, 200, "a request after expiry must carry a valid token: {seen}");
-    assert_ne!(fingerprint(&seen), first, "the expired token must not be sent again");
-    assert!(seen["exp"].as_u64().unwrap_or_default() > first_exp, "{seen}");
+    assert_eq!(
+        status, 200,
+        "a request after expiry must carry a valid token: {seen}"
+    );
+    assert_ne!(
+        fingerprint(&seen),
+        first,
+        "the expired token must not be sent again"
+    );
+    assert!(
+        seen["exp"].as_u64().unwrap_or_default() > first_exp,
+        "{seen}"
+    );
     assert!(d.oauth.tokens_issued() >= 2, "{}", d.oauth.stats());
 }
 
@@ -96,7 +135,10 @@ fn with_the_control_plane_down_cached_tokens_serve_and_without_one_the_answer_is
     d.control_plane.process.stop();
     for i in 0..5 {
         let (status, seen) = d.call(&format!("/cp-down/{i}"));
-        assert_eq!(status, 200, "a cached token must keep serving with the control plane down: {seen}");
+        assert_eq!(
+            status, 200,
+            "a cached token must keep serving with the control plane down: {seen}"
+        );
     }
 
     // A second Envoy with the same configuration starts with an empty cache.
@@ -104,17 +146,28 @@ fn with_the_control_plane_down_cached_tokens_serve_and_without_one_the_answer_is
     std::fs::create_dir_all(&dir2).unwrap();
     let vars = Deployment::envoy_vars(&d.control_plane, &d.backend);
     let cold = Envoy::start(&dir2, "demo.yaml", &vars);
-    let resp = credmgr_e2e::http().get(format!("{}/cold", cold.url)).send().unwrap();
+    let resp = credmgr_e2e::http()
+        .get(format!("{}/cold", cold.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 503);
     assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/json")
     );
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body["error"]["code"], "control_plane_unavailable", "{body}");
     assert_eq!(body["error"]["details"]["provider_id"], PROVIDER, "{body}");
-    assert_eq!(body["error"]["details"]["authorization_id"], CONNECTION, "{body}");
-    assert!(!body["error"]["message"].as_str().unwrap_or_default().is_empty());
+    assert_eq!(
+        body["error"]["details"]["authorization_id"], CONNECTION,
+        "{body}"
+    );
+    assert!(!body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
 }
 
 #[test]
