@@ -81,6 +81,27 @@ impl TokenCache {
         }
     }
 
+    /// Retires `token` if the cache still holds it (a backend refused it): the entry is marked
+    /// expired, so the next request fetches a new one. A newer token is left alone. Returns
+    /// whether the entry was retired.
+    pub fn retire(&self, host: &impl Host, key: &str, token: &RuntimeToken) -> bool {
+        let Ok((Some(bytes), cas)) = host.get_shared(key) else {
+            return false;
+        };
+        let Ok(mut current) = serde_json::from_slice::<RuntimeToken>(&bytes) else {
+            return false;
+        };
+        if current.access_token != token.access_token || current.expires_at <= 0 {
+            return false;
+        }
+        current.expires_at = 0;
+        current.refresh_at = 0;
+        let Ok(bytes) = serde_json::to_vec(&current) else {
+            return false;
+        };
+        host.set_shared(key, &bytes, cas).is_ok()
+    }
+
     /// Stores `token` unless the cache already holds one that expires later (another worker
     /// may have fetched a newer token meanwhile). Writes with compare-and-swap so that a
     /// concurrent writer's newer token is never overwritten by an older one.

@@ -65,14 +65,23 @@ struct RawCache {
     /// its way to the backend.
     #[serde(default = "default_expiry_margin_ms")]
     expiry_margin_ms: u64,
+    /// How often each worker fetches, in the background, the tokens that requests found past
+    /// their refresh point.
+    #[serde(default = "default_refresh_tick_ms")]
+    refresh_tick_ms: u64,
 }
 
 impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             expiry_margin_ms: default_expiry_margin_ms(),
+            refresh_tick_ms: default_refresh_tick_ms(),
         }
     }
+}
+
+fn default_refresh_tick_ms() -> u64 {
+    200
 }
 
 fn default_expiry_margin_ms() -> u64 {
@@ -150,6 +159,7 @@ pub enum ExistsAction {
 pub struct FilterConfig {
     pub control_plane: ControlPlane,
     pub expiry_margin_ms: u64,
+    pub refresh_tick_ms: u64,
     pub default_policy: Option<Rc<PolicySet>>,
     pub policies: BTreeMap<String, Rc<PolicySet>>,
 }
@@ -175,7 +185,7 @@ pub enum Step {
     SetHeader(SetHeader),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GetAuthorizationContext {
     pub provider_id: String,
     pub authorization_id: String,
@@ -231,6 +241,11 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
             "at control_plane.gateway_key: must not be empty".into(),
         ));
     }
+    if raw.cache.refresh_tick_ms == 0 {
+        return Err(ConfigError(
+            "at cache.refresh_tick_ms: must be greater than 0".into(),
+        ));
+    }
     if cp.timeout_ms == 0 {
         return Err(ConfigError(
             "at control_plane.timeout_ms: must be greater than 0".into(),
@@ -260,6 +275,7 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
             gateway_key: cp.gateway_key,
         },
         expiry_margin_ms: raw.cache.expiry_margin_ms,
+        refresh_tick_ms: raw.cache.refresh_tick_ms,
         default_policy,
         policies,
     })

@@ -71,6 +71,17 @@ pub trait Host {
     /// Removes a request header.
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
 
+    /// Makes `context_id` the context that later host calls act on (used to resume the other
+    /// requests that waited for the same token).
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
+    /// Resumes the paused request of the effective context.
+    fn resume_request(&self) -> Result<(), HostError>;
+
+    /// The id of a counter (Envoy stat), defined on first use.
+    fn define_counter(&self, name: &str) -> Result<u32, HostError>;
+    /// Adds `by` to a counter.
+    fn increment(&self, counter: u32, by: i64) -> Result<(), HostError>;
+
     /// Answers the request locally instead of forwarding it.
     fn send_response(
         &self,

@@ -9,7 +9,9 @@ pub mod cache;
 pub mod config;
 pub mod host;
 pub mod pipeline;
+pub mod stats;
 pub mod template;
+pub mod worker;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -1,309 +1,219 @@
-//! The policy pipeline of one request: `get-authorization-context` and `set-header` steps run
-//! in order. A step that must wait for the control plane leaves a [`Pending`] record keyed by
-//! its call token; the answer resumes the pipeline where it stopped. Whether the request
-//! continues, waits or is answered locally is decided in one place: the [`Flow`] returned.
+//! The policy pipeline of one request: its `get-authorization-context` and `set-header` steps,
+//! run in order. A step that needs a token the cache cannot give stops the pipeline with
+//! [`Progress::NeedToken`]; the [`Worker`](crate::worker::Worker) fetches it (once for every
+//! request that needs it) and hands the answer back through [`Request::token_ready`].
 
-use crate::cache::{freshness, token_key, Freshness, TokenCache};
-use crate::config::{
-    ExistsAction, FilterConfig, GetAuthorizationContext, PolicySet, SetHeader, Step,
-};
+use crate::cache::{freshness, token_key, Freshness};
+use crate::config::{ExistsAction, GetAuthorizationContext, PolicySet, SetHeader, Step};
 use crate::host::{CallResponse, Host, HostError, Level};
-use crate::template::Values;
+use crate::stats;
+use crate::template::{Segment, Values};
+use crate::worker::Worker;
 use credmgr_common::error::codes;
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::rc::Rc;
 
-/// What Envoy should do with the request now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Forward it (or resume it, if it was paused).
-    Continue,
-    /// Keep it paused: a call to the control plane is in flight.
-    Pause,
-    /// A local reply was sent; the request goes no further.
-    Respond,
+/// Where a request's pipeline stands after a step.
+#[derive(Debug)]
+pub enum Progress {
+    /// Every step ran: forward the request.
+    Done,
+    /// A token must be fetched first.
+    NeedToken(TokenNeed),
+    /// Answer the request locally with this status and body.
+    Respond(u16, ErrorBody),
 }
 
-/// State shared by every request on one worker.
-pub struct Worker {
-    pub config: Rc<FilterConfig>,
-    pub cache: TokenCache,
+/// A token to fetch from the control plane.
+#[derive(Debug, Clone)]
+pub struct TokenNeed {
+    /// Shared-data key of the token.
+    pub key: String,
+    pub provider_id: String,
+    pub connection_id: String,
 }
 
-/// Where a route names its policy set: `filter_metadata.credmgr.policy` in its metadata.
-const ROUTE_POLICY: [&str; 5] = [
-    "xds",
-    "route_metadata",
-    "filter_metadata",
-    "credmgr",
-    "policy",
-];
+/// Why no token could be had, as answered to the caller.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub body: ErrorBody,
+}
 
-impl Worker {
-    /// The policy set of the request's route: the one its metadata names, else the default
-    /// (none: the request passes untouched). A name the configuration does not define is an
-    /// error: failing closed beats forwarding a request without the credential it needs.
-    pub fn policy_for_route(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
-        let named = match host.property(&ROUTE_POLICY) {
-            Ok(v) => v,
-            Err(e) => {
-                host.log(
-                    Level::Warn,
-                    &format!("cannot read the route's metadata: {e}"),
-                );
-                None
-            }
-        };
-        let Some(name) = named else {
-            return Ok(self.config.default_policy.clone());
-        };
-        let name = String::from_utf8_lossy(&name);
-        match self.config.policies.get(name.as_ref()) {
-            Some(set) => Ok(Some(Rc::clone(set))),
-            None => Err(format!(
-                "the route names policy set {name:?} (filter_metadata.credmgr.policy), which the credmgr filter configuration does not define"
-            )),
+impl Failure {
+    pub fn unavailable(message: String) -> Failure {
+        Failure {
+            status: 503,
+            body: ErrorBody::new(codes::CONTROL_PLANE_UNAVAILABLE, message),
         }
     }
 }
 
-/// A step waiting for the control plane's answer.
-#[derive(Debug)]
-struct Pending {
-    token_id: u32,
+/// A context variable: the token it holds (`None`: null, after an ignored error) and the
+/// cache key it came from.
+struct Var {
+    name: String,
     key: String,
-    /// The cached token past its refresh point, used if the fetch fails.
-    fallback: Option<Rc<RuntimeToken>>,
+    token: Option<Rc<RuntimeToken>>,
 }
 
 /// One request's run through its policy set.
 pub struct Request {
-    worker: Rc<Worker>,
     policy: Option<Rc<PolicySet>>,
     next_step: usize,
-    /// Context variables set so far; `None` is the null context left by an ignored error.
-    vars: Vec<(String, Option<Rc<RuntimeToken>>)>,
-    pending: Option<Pending>,
+    vars: Vec<Var>,
+    /// Tokens written into the request (cache key, token), to recognise a backend's 401.
+    pub injected: Vec<(String, Rc<RuntimeToken>)>,
 }
 
 impl Request {
-    /// A request; its policy set is chosen from its route when its headers arrive.
-    pub fn new(worker: Rc<Worker>) -> Request {
+    /// A request that runs `policy` (none: it passes untouched).
+    pub fn new(policy: Option<Rc<PolicySet>>) -> Request {
         Request {
-            worker,
-            policy: None,
+            policy,
             next_step: 0,
             vars: Vec::new(),
-            pending: None,
+            injected: Vec::new(),
         }
     }
 
-    /// Chooses the policy set and runs the pipeline from the request headers.
-    pub fn on_request_headers(&mut self, host: &impl Host) -> Flow {
-        match self.worker.policy_for_route(host) {
-            Ok(policy) => self.policy = policy,
-            Err(message) => {
-                host.log(Level::Error, &message);
-                let body = ErrorBody::new(codes::UNKNOWN_POLICY, message);
-                return self.respond(host, 500, &body);
-            }
-        }
-        self.run(host)
-    }
-
-    /// Handles the control plane's answer to call `token_id` and runs the rest of the pipeline.
-    pub fn on_call_response(
-        &mut self,
-        host: &impl Host,
-        token_id: u32,
-        response: CallResponse,
-    ) -> Flow {
-        let pending = match self.pending.take() {
-            Some(p) if p.token_id == token_id => p,
-            other => {
-                // Not ours (cannot happen with one call per request); stay as we are.
-                self.pending = other;
-                return Flow::Pause;
-            }
-        };
+    /// Runs steps until the pipeline is done, needs a token, or must answer.
+    pub fn advance(&mut self, host: &impl Host, worker: &Worker) -> Progress {
         let Some(policy) = self.policy.clone() else {
-            return Flow::Continue;
-        };
-        let Some(Step::GetAuthorizationContext(step)) = policy.steps.get(self.next_step) else {
-            return Flow::Continue;
-        };
-        let outcome = match parse_answer(&response) {
-            Ok(token) => {
-                self.worker.cache.put(host, &pending.key, &token);
-                Ok(Rc::new(token))
-            }
-            Err(failure) => match pending.fallback {
-                // A token past its refresh point is still valid: serve it while the control
-                // plane is unavailable, rather than fail the request.
-                Some(stale)
-                    if freshness(&stale, host.now_ms(), self.worker.config.expiry_margin_ms)
-                        != Freshness::Expired =>
-                {
-                    host.log(
-                        Level::Warn,
-                        &format!(
-                            "token fetch for {}/{} failed ({}); using the cached token until it expires",
-                            step.provider_id, step.authorization_id, failure.body.error.code
-                        ),
-                    );
-                    Ok(stale)
-                }
-                _ => Err(failure),
-            },
-        };
-        match outcome {
-            Ok(token) => {
-                let var = step.variable.clone();
-                self.vars.push((var, Some(token)));
-                self.next_step += 1;
-                self.run(host)
-            }
-            Err(failure) => self.fail(host, failure),
-        }
-    }
-
-    fn run(&mut self, host: &impl Host) -> Flow {
-        let Some(policy) = self.policy.clone() else {
-            return Flow::Continue;
+            return Progress::Done;
         };
         while let Some(step) = policy.steps.get(self.next_step) {
             match step {
-                Step::GetAuthorizationContext(g) => match self.authorization_context(host, g) {
-                    StepOutcome::Done => {}
-                    StepOutcome::Wait => return Flow::Pause,
-                    StepOutcome::Failed(f) => return self.fail(host, f),
-                },
-                Step::SetHeader(s) => {
-                    if let Err(e) = self.set_header(host, s) {
+                Step::GetAuthorizationContext(g) => {
+                    if let Some(need) = self.use_cached(host, worker, g) {
+                        return Progress::NeedToken(need);
+                    }
+                }
+                Step::SetHeader(s) => match self.set_header(host, s) {
+                    Ok(injected) => {
+                        if injected {
+                            worker.stats.inc(host, stats::TOKEN_INJECTED);
+                        }
+                    }
+                    Err(e) => {
                         host.log(Level::Error, &format!("set-header {}: {e}", s.name));
                         let body = ErrorBody::new(
                             codes::INTERNAL,
                             "the gateway could not set a request header",
                         );
-                        return self.respond(host, 500, &body);
+                        return Progress::Respond(500, body);
                     }
-                }
+                },
             }
             self.next_step += 1;
         }
-        Flow::Continue
+        Progress::Done
     }
 
-    fn authorization_context(
+    /// The token this request waited for arrived, or could not be had; continues the pipeline.
+    pub fn token_ready(
         &mut self,
         host: &impl Host,
-        step: &GetAuthorizationContext,
-    ) -> StepOutcome {
-        let key = token_key(&step.provider_id, &step.authorization_id, "managed");
-        let cached = self.worker.cache.get(host, &key);
-        let fallback = match cached {
-            Some(token) => {
-                match freshness(&token, host.now_ms(), self.worker.config.expiry_margin_ms) {
-                    Freshness::Fresh => {
-                        self.vars.push((step.variable.clone(), Some(token)));
-                        return StepOutcome::Done;
-                    }
-                    Freshness::Refresh => Some(token),
-                    Freshness::Expired => None,
-                }
-            }
-            None => None,
+        worker: &Worker,
+        result: Result<Rc<RuntimeToken>, Failure>,
+    ) -> Progress {
+        let Some(Step::GetAuthorizationContext(step)) = self.current_step() else {
+            return Progress::Done;
         };
-        let cp = &self.worker.config.control_plane;
-        let path = credmgr_common::runtime::token_path(&step.provider_id, &step.authorization_id);
-        let auth = format!("Bearer {}", cp.gateway_key);
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", cp.authority.as_str()),
-            ("accept", "application/json"),
-            ("authorization", auth.as_str()),
-        ];
-        match host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms) {
-            Ok(token_id) => {
-                self.pending = Some(Pending {
-                    token_id,
-                    key,
-                    fallback,
-                });
-                StepOutcome::Wait
-            }
-            Err(e) => {
+        let step = step.clone();
+        let key = token_key(&step.provider_id, &step.authorization_id, "managed");
+        match result {
+            Ok(token) => self.vars.push(Var {
+                name: step.variable.clone(),
+                key,
+                token: Some(token),
+            }),
+            Err(failure) if step.ignore_error => {
                 host.log(
-                    Level::Error,
+                    Level::Info,
                     &format!(
-                        "cannot call the control plane through cluster {}: {e}",
-                        cp.cluster
+                        "no token for {}/{} ({}); continuing without it (ignore-error)",
+                        step.provider_id, step.authorization_id, failure.body.error.code
                     ),
                 );
-                match fallback {
-                    Some(token) => {
-                        self.vars.push((step.variable.clone(), Some(token)));
-                        StepOutcome::Done
-                    }
-                    None => StepOutcome::Failed(Failure::unavailable(format!(
-                        "the gateway cannot reach the credmgr control plane (cluster {})",
-                        cp.cluster
-                    ))),
-                }
+                self.vars.push(Var {
+                    name: step.variable.clone(),
+                    key,
+                    token: None,
+                });
+            }
+            Err(failure) => {
+                let body = failure
+                    .body
+                    .with_detail("provider_id", step.provider_id.as_str())
+                    .with_detail("authorization_id", step.authorization_id.as_str());
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "no usable token for {}/{}: {}",
+                        step.provider_id, step.authorization_id, body.error.message
+                    ),
+                );
+                return Progress::Respond(failure.status, body);
+            }
+        }
+        self.next_step += 1;
+        self.advance(host, worker)
+    }
+
+    fn current_step(&self) -> Option<&Step> {
+        self.policy.as_ref()?.steps.get(self.next_step)
+    }
+
+    /// Sets the step's context variable from the cache; `Some` when a fetch is needed.
+    fn use_cached(
+        &mut self,
+        host: &impl Host,
+        worker: &Worker,
+        step: &GetAuthorizationContext,
+    ) -> Option<TokenNeed> {
+        let key = token_key(&step.provider_id, &step.authorization_id, "managed");
+        let need = TokenNeed {
+            key: key.clone(),
+            provider_id: step.provider_id.clone(),
+            connection_id: step.authorization_id.clone(),
+        };
+        let cached = worker.cache.get(host, &key);
+        let usable = match &cached {
+            Some(token) => freshness(token, host.now_ms(), worker.config.expiry_margin_ms),
+            None => Freshness::Expired,
+        };
+        match (usable, cached) {
+            (Freshness::Fresh, Some(token)) => {
+                worker.stats.inc(host, stats::CACHE_HIT);
+                self.vars.push(Var {
+                    name: step.variable.clone(),
+                    key,
+                    token: Some(token),
+                });
+                None
+            }
+            // Past its refresh point but valid: serve it, and have it fetched again in the
+            // background, so no request waits for the refresh.
+            (Freshness::Refresh, Some(token)) => {
+                worker.stats.inc(host, stats::CACHE_HIT);
+                worker.refresh_in_background(need);
+                self.vars.push(Var {
+                    name: step.variable.clone(),
+                    key,
+                    token: Some(token),
+                });
+                None
+            }
+            _ => {
+                worker.stats.inc(host, stats::CACHE_MISS);
+                Some(need)
             }
         }
     }
 
-    /// A `get-authorization-context` step failed: with `ignore-error` the request goes on with a
-    /// null context; otherwise it is answered with the error.
-    fn fail(&mut self, host: &impl Host, failure: Failure) -> Flow {
-        let policy = self.policy.clone();
-        let Some(Step::GetAuthorizationContext(step)) =
-            policy.as_ref().and_then(|p| p.steps.get(self.next_step))
-        else {
-            return self.respond(host, failure.status, &failure.body);
-        };
-        if step.ignore_error {
-            host.log(
-                Level::Info,
-                &format!(
-                    "no token for {}/{} ({}); continuing without it (ignore-error)",
-                    step.provider_id, step.authorization_id, failure.body.error.code
-                ),
-            );
-            let var = step.variable.clone();
-            self.vars.push((var, None));
-            self.next_step += 1;
-            return self.run(host);
-        }
-        let body = failure
-            .body
-            .with_detail("provider_id", step.provider_id.as_str())
-            .with_detail("authorization_id", step.authorization_id.as_str());
-        host.log(
-            Level::Warn,
-            &format!(
-                "no usable token for {}/{}: {}",
-                step.provider_id, step.authorization_id, body.error.message
-            ),
-        );
-        self.respond(host, failure.status, &body)
-    }
-
-    fn respond(&self, host: &impl Host, status: u16, body: &ErrorBody) -> Flow {
-        let json = body.to_json();
-        if let Err(e) = host.send_response(
-            status,
-            &[("content-type", "application/json")],
-            json.as_bytes(),
-        ) {
-            host.log(Level::Critical, &format!("cannot send local reply: {e}"));
-        }
-        Flow::Respond
-    }
-
-    fn set_header(&self, host: &impl Host, step: &SetHeader) -> Result<(), HostError> {
+    /// Applies a `set-header` step; `Ok(true)` when it wrote an access token.
+    fn set_header(&mut self, host: &impl Host, step: &SetHeader) -> Result<bool, HostError> {
         let values = Vars {
             vars: &self.vars,
             host,
@@ -313,50 +223,43 @@ impl Request {
             match t.render(&values) {
                 Some(v) => rendered.push(v),
                 // A null context (ignored error): leave the header alone.
-                None => return Ok(()),
+                None => return Ok(false),
             }
         }
         match step.exists_action {
-            ExistsAction::Delete => host.remove_request_header(&step.name),
-            ExistsAction::Skip if host.request_header(&step.name)?.is_some() => Ok(()),
+            ExistsAction::Delete => return host.remove_request_header(&step.name).map(|()| false),
+            ExistsAction::Skip if host.request_header(&step.name)?.is_some() => return Ok(false),
             ExistsAction::Override | ExistsAction::Skip => {
                 let mut it = rendered.iter();
                 if let Some(first) = it.next() {
                     host.set_request_header(&step.name, first)?;
                 }
-                it.try_for_each(|v| host.add_request_header(&step.name, v))
+                it.try_for_each(|v| host.add_request_header(&step.name, v))?;
             }
             ExistsAction::Append => rendered
                 .iter()
-                .try_for_each(|v| host.add_request_header(&step.name, v)),
+                .try_for_each(|v| host.add_request_header(&step.name, v))?,
         }
-    }
-}
-
-enum StepOutcome {
-    Done,
-    Wait,
-    Failed(Failure),
-}
-
-/// Why no token could be had, as answered to the caller.
-#[derive(Debug)]
-struct Failure {
-    status: u16,
-    body: ErrorBody,
-}
-
-impl Failure {
-    fn unavailable(message: String) -> Failure {
-        Failure {
-            status: 503,
-            body: ErrorBody::new(codes::CONTROL_PLANE_UNAVAILABLE, message),
+        // Remember which tokens went out, so a 401 from the backend can retire them.
+        let mut wrote_token = false;
+        for t in &step.values {
+            for seg in t.segments() {
+                if let Segment::AccessToken(var) = seg {
+                    if let Some(v) = self.vars.iter().rev().find(|v| &v.name == var) {
+                        if let Some(token) = &v.token {
+                            self.injected.push((v.key.clone(), Rc::clone(token)));
+                            wrote_token = true;
+                        }
+                    }
+                }
+            }
         }
+        Ok(wrote_token)
     }
 }
 
 /// Reads the control plane's answer: a token, or the failure to report.
-fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
+pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
     match response.status {
         None => Err(Failure::unavailable(
             "the credmgr control plane did not answer (connection failed or timed out)".into(),
@@ -395,7 +298,7 @@ fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
 
 /// Template values of one request: its context variables and headers.
 struct Vars<'a, H> {
-    vars: &'a [(String, Option<Rc<RuntimeToken>>)],
+    vars: &'a [Var],
     host: &'a H,
 }
 
@@ -404,8 +307,8 @@ impl<H> Vars<'_, H> {
         self.vars
             .iter()
             .rev()
-            .find(|(name, _)| name == var)
-            .and_then(|(_, t)| t.as_deref())
+            .find(|v| v.name == var)
+            .and_then(|v| v.token.as_deref())
     }
 }
 
@@ -427,7 +330,3 @@ impl<H: Host> Values for Vars<'_, H> {
         self.host.request_header(name).ok().flatten()
     }
 }
-
-#[cfg(test)]
-#[path = "pipeline_tests.rs"]
-mod tests;

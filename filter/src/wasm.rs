@@ -1,16 +1,15 @@
 //! The thin glue between Envoy and the filter's logic: the Proxy-Wasm root and HTTP contexts,
 //! and [`Host`] implemented over `proxy_wasm::hostcalls`. Nothing here decides anything; it
-//! translates host events into calls on [`Request`] and its [`Flow`] back into actions.
+//! translates host events into calls on the [`Worker`] and its [`Flow`] back into actions.
 
-use crate::cache::TokenCache;
 use crate::config::FilterConfig;
 use crate::host::{CallResponse, Host, HostError, Level, SetSharedError};
-use crate::pipeline::{Flow, Request, Worker};
+use crate::worker::{Flow, Worker};
 use credmgr_common::error::codes;
 use credmgr_common::ErrorBody;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,14 +19,32 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(LogLevel::Critical, &format!("panic: {info}"));
     }));
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { worker: None }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, worker: None }) });
 }}
 
 struct Root {
+    id: u32,
     worker: Option<Rc<Worker>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        call: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(worker) = &self.worker {
+            worker.on_call_response(
+                &WasmHost,
+                self.id,
+                call,
+                call_response(num_headers, body_size),
+            );
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -58,10 +75,14 @@ impl RootContext for Root {
                         config.control_plane.cluster
                     ),
                 );
-                self.worker = Some(Rc::new(Worker {
-                    config: Rc::new(config),
-                    cache: TokenCache::default(),
-                }));
+                let tick = Duration::from_millis(config.refresh_tick_ms);
+                if let Err(status) = hostcalls::set_tick_period(tick) {
+                    WasmHost.log(
+                        Level::Warn,
+                        &format!("no background refresh: set_tick_period: {status:?}"),
+                    );
+                }
+                self.worker = Some(Rc::new(Worker::new(config)));
                 true
             }
             Err(e) => {
@@ -72,10 +93,16 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        if let Some(worker) = &self.worker {
+            worker.on_tick(&WasmHost, self.id);
+        }
+    }
+
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
+            id,
             worker: self.worker.clone(),
-            request: None,
         }))
     }
 
@@ -84,64 +111,55 @@ impl RootContext for Root {
     }
 }
 
-struct Http {
-    worker: Option<Rc<Worker>>,
-    request: Option<Request>,
+/// Reads the answer to an HTTP call. Envoy reports a failed call (connect error, timeout,
+/// reset) with no headers at all.
+fn call_response(num_headers: usize, body_size: usize) -> CallResponse {
+    let status = if num_headers == 0 {
+        None
+    } else {
+        hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+    };
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    CallResponse { status, body }
 }
 
-impl Http {
-    fn act(flow: Flow) -> Action {
-        match flow {
-            Flow::Continue => Action::Continue,
-            Flow::Pause | Flow::Respond => Action::Pause,
-        }
-    }
+struct Http {
+    id: u32,
+    worker: Option<Rc<Worker>>,
 }
 
 impl Context for Http {
     fn on_http_call_response(
         &mut self,
-        token_id: u32,
+        call: u32,
         num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(request) = self.request.as_mut() else {
-            return;
-        };
-        // Envoy reports a failed call (connect error, timeout, reset) with no headers at all.
-        let status = if num_headers == 0 {
-            None
-        } else {
-            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse::<u16>().ok())
-        };
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
-        if request.on_call_response(&WasmHost, token_id, CallResponse { status, body })
-            == Flow::Continue
-        {
-            if let Err(status) = hostcalls::resume_http_request() {
-                WasmHost.log(
-                    Level::Error,
-                    &format!("cannot resume the request: {status:?}"),
-                );
-            }
+        if let Some(worker) = &self.worker {
+            worker.on_call_response(
+                &WasmHost,
+                self.id,
+                call,
+                call_response(num_headers, body_size),
+            );
         }
     }
 }
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(worker) = self.worker.clone() else {
+        let Some(worker) = &self.worker else {
             // Envoy does not start a filter whose configuration failed; this is belt and braces.
             let body =
                 ErrorBody::new(codes::INTERNAL, "the credmgr filter is not configured").to_json();
@@ -152,10 +170,31 @@ impl HttpContext for Http {
             );
             return Action::Pause;
         };
-        let mut request = Request::new(worker);
-        let flow = request.on_request_headers(&WasmHost);
-        self.request = Some(request);
-        Self::act(flow)
+        match worker.on_request_headers(&WasmHost, self.id) {
+            Flow::Continue => Action::Continue,
+            Flow::Pause | Flow::Respond => Action::Pause,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(worker) = &self.worker {
+            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok());
+            if let Some(status) = status {
+                worker.on_response_status(&WasmHost, self.id, status);
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        if let Some(worker) = &self.worker {
+            worker.on_done(self.id);
+        }
     }
 }
 
@@ -236,6 +275,24 @@ impl Host for WasmHost {
     fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
         hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
             .map_err(|s| host_err("remove_header", s))
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        hostcalls::set_effective_context(context_id)
+            .map_err(|s| host_err("set_effective_context", s))
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        hostcalls::resume_http_request().map_err(|s| host_err("resume_http_request", s))
+    }
+
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        hostcalls::define_metric(MetricType::Counter, name)
+            .map_err(|s| host_err("define_metric", s))
+    }
+
+    fn increment(&self, counter: u32, by: i64) -> Result<(), HostError> {
+        hostcalls::increment_metric(counter, by).map_err(|s| host_err("increment_metric", s))
     }
 
     fn send_response(

@@ -1,0 +1,66 @@
+//! Counters through the Proxy-Wasm metrics API. Envoy shows them in its `/stats` with the
+//! `wasmcustom.` prefix, e.g. `wasmcustom.credmgr.cache_hit`.
+
+use crate::host::{Host, Level};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// A cached token served.
+pub const CACHE_HIT: &str = "credmgr.cache_hit";
+/// No usable cached token: the request waited for the control plane.
+pub const CACHE_MISS: &str = "credmgr.cache_miss";
+/// A background fetch of a token past its refresh point.
+pub const REFRESH_AHEAD: &str = "credmgr.refresh_ahead";
+/// Calls to the control plane's runtime API.
+pub const CONTROL_PLANE_CALL: &str = "credmgr.control_plane_call";
+/// Failed calls, by reason (`credmgr.control_plane_failure.<code>`).
+pub const CONTROL_PLANE_FAILURE: &str = "credmgr.control_plane_failure";
+/// A still-valid token served because the control plane failed.
+pub const STALE_SERVED: &str = "credmgr.stale_token_served";
+/// Headers set from a token.
+pub const TOKEN_INJECTED: &str = "credmgr.token_injected";
+/// Requests answered by the filter itself (`credmgr.request_rejected.<status>`).
+pub const REQUEST_REJECTED: &str = "credmgr.request_rejected";
+/// Backend answers of 401 to a request that carried a token; the token is fetched anew.
+pub const UPSTREAM_UNAUTHORIZED: &str = "credmgr.upstream_unauthorized";
+
+/// The counters of one worker, defined on first use.
+#[derive(Default)]
+pub struct Stats {
+    ids: RefCell<HashMap<String, u32>>,
+    warned: Cell<bool>,
+}
+
+impl Stats {
+    /// Adds one to counter `name`. A failing metrics call is logged once, never fatal.
+    pub fn inc(&self, host: &impl Host, name: &str) {
+        let known = self.ids.borrow().get(name).copied();
+        let id = match known {
+            Some(id) => id,
+            None => match host.define_counter(name) {
+                Ok(id) => {
+                    self.ids.borrow_mut().insert(name.to_owned(), id);
+                    id
+                }
+                Err(e) => return self.warn(host, name, &e.to_string()),
+            },
+        };
+        if let Err(e) = host.increment(id, 1) {
+            self.warn(host, name, &e.to_string());
+        }
+    }
+
+    /// Adds one to `<name>.<reason>`.
+    pub fn inc_by_reason(&self, host: &impl Host, name: &str, reason: &str) {
+        self.inc(host, &format!("{name}.{reason}"));
+    }
+
+    fn warn(&self, host: &impl Host, name: &str, error: &str) {
+        if !self.warned.replace(true) {
+            host.log(
+                Level::Warn,
+                &format!("metrics unavailable ({name}: {error}); counting stops"),
+            );
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Everything one Envoy worker's filter instance knows: the compiled configuration, the token
+//! cache, the requests waiting for a token and the fetches in flight.
+//!
+//! Requests are kept here by context id, not inside their Envoy contexts, so that one fetch
+//! can resume every request that waited for it: a miss makes one call to the control plane
+//! per key on this worker, however many requests need that key. Tokens past their refresh
+//! point are fetched again from the root context's tick, in the background: the request that
+//! noticed goes on with the current token, and a call made by the root context is not
+//! cancelled when a request ends.
+
+use crate::cache::{freshness, Freshness, TokenCache};
+use crate::config::{FilterConfig, PolicySet};
+use crate::host::{CallResponse, Host, Level, SetSharedError};
+use crate::pipeline::{parse_answer, Failure, Progress, Request, TokenNeed};
+use crate::stats::{self, Stats};
+use credmgr_common::error::codes;
+use credmgr_common::{ErrorBody, RuntimeToken};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// What Envoy should do with a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Forward it (or resume it, if it was paused).
+    Continue,
+    /// Keep it paused: a call to the control plane is in flight.
+    Pause,
+    /// A local reply was sent; the request goes no further.
+    Respond,
+}
+
+/// Where a route names its policy set: `filter_metadata.credmgr.policy` in its metadata.
+const ROUTE_POLICY: [&str; 5] = [
+    "xds",
+    "route_metadata",
+    "filter_metadata",
+    "credmgr",
+    "policy",
+];
+
+/// A call to the control plane in flight for one token.
+struct Fetch {
+    need: TokenNeed,
+    call: u32,
+    /// The context that made the call; Envoy cancels the call when that context ends.
+    dispatcher: u32,
+    /// Requests waiting for the answer.
+    waiters: Vec<u32>,
+    /// The dispatching request ended while others still wait: call again from the root.
+    orphaned: bool,
+}
+
+/// One worker's filter state.
+pub struct Worker {
+    pub config: Rc<FilterConfig>,
+    pub cache: TokenCache,
+    pub stats: Stats,
+    requests: RefCell<HashMap<u32, Request>>,
+    fetches: RefCell<HashMap<String, Fetch>>,
+    calls: RefCell<HashMap<u32, String>>,
+    background: RefCell<BTreeMap<String, TokenNeed>>,
+    /// Keys whose token the backend refused, with that token's expiry: the next fetch asks the
+    /// control plane for a newer one.
+    rejected: RefCell<HashMap<String, i64>>,
+}
+
+impl Worker {
+    pub fn new(config: FilterConfig) -> Worker {
+        Worker {
+            config: Rc::new(config),
+            cache: TokenCache::default(),
+            stats: Stats::default(),
+            requests: RefCell::default(),
+            fetches: RefCell::default(),
+            calls: RefCell::default(),
+            background: RefCell::default(),
+            rejected: RefCell::default(),
+        }
+    }
+
+    /// The policy set of the request's route: the one its metadata names, else the default
+    /// (none: the request passes untouched). A name the configuration does not define is an
+    /// error: failing closed beats forwarding a request without the credential it needs.
+    pub fn policy_for_route(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
+        let named = match host.property(&ROUTE_POLICY) {
+            Ok(v) => v,
+            Err(e) => {
+                host.log(
+                    Level::Warn,
+                    &format!("cannot read the route's metadata: {e}"),
+                );
+                None
+            }
+        };
+        let Some(name) = named else {
+            return Ok(self.config.default_policy.clone());
+        };
+        let name = String::from_utf8_lossy(&name);
+        match self.config.policies.get(name.as_ref()) {
+            Some(set) => Ok(Some(Rc::clone(set))),
+            None => Err(format!(
+                "the route names policy set {name:?} (filter_metadata.credmgr.policy), which the credmgr filter configuration does not define"
+            )),
+        }
+    }
+
+    /// A request's headers arrived on context `ctx`.
+    pub fn on_request_headers(&self, host: &impl Host, ctx: u32) -> Flow {
+        match self.policy_for_route(host) {
+            Ok(policy) => {
+                let mut request = Request::new(policy);
+                let progress = request.advance(host, self);
+                self.settle(host, ctx, request, progress)
+            }
+            Err(message) => {
+                host.log(Level::Error, &message);
+                let body = ErrorBody::new(codes::UNKNOWN_POLICY, message);
+                self.settle(host, ctx, Request::new(None), Progress::Respond(500, body))
+            }
+        }
+    }
+
+    /// The backend answered request `ctx` with `status`. A 401 to a request that carried a
+    /// token retires that token, so the next request gets a fresh one.
+    pub fn on_response_status(&self, host: &impl Host, ctx: u32, status: u16) {
+        if status != 401 {
+            return;
+        }
+        let injected = match self.requests.borrow().get(&ctx) {
+            Some(request) => request.injected.clone(),
+            None => return,
+        };
+        for (key, token) in injected {
+            self.stats.inc(host, stats::UPSTREAM_UNAUTHORIZED);
+            if self.cache.retire(host, &key, &token) {
+                host.log(
+                    Level::Info,
+                    &format!("the backend refused the token of {key}; it will be fetched anew"),
+                );
+            }
+            self.rejected.borrow_mut().insert(key, token.expires_at);
+        }
+    }
+
+    /// Request `ctx` ended. If it had made a call that others wait for, the call dies with
+    /// it; the next tick makes it again from the root context.
+    pub fn on_done(&self, ctx: u32) {
+        self.requests.borrow_mut().remove(&ctx);
+        let mut calls = self.calls.borrow_mut();
+        self.fetches.borrow_mut().retain(|_, f| {
+            f.waiters.retain(|w| *w != ctx);
+            if f.dispatcher == ctx {
+                f.orphaned = true;
+            }
+            let keep = !(f.orphaned && f.waiters.is_empty());
+            if !keep {
+                calls.remove(&f.call);
+            }
+            keep
+        });
+    }
+
+    /// Asks for `need` to be fetched again on the next tick.
+    pub fn refresh_in_background(&self, need: TokenNeed) {
+        self.background
+            .borrow_mut()
+            .entry(need.key.clone())
+            .or_insert(need);
+    }
+
+    /// The root context's periodic tick: calls again for orphaned fetches, and fetches the
+    /// tokens that requests found past their refresh point.
+    pub fn on_tick(&self, host: &impl Host, root_ctx: u32) {
+        let orphaned: Vec<String> = self
+            .fetches
+            .borrow()
+            .iter()
+            .filter(|(_, f)| f.orphaned)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in orphaned {
+            let Some(need) = self.fetches.borrow().get(&key).map(|f| f.need.clone()) else {
+                continue;
+            };
+            match self.dispatch(host, &need) {
+                Ok(call) => {
+                    let mut fetches = self.fetches.borrow_mut();
+                    if let Some(f) = fetches.get_mut(&key) {
+                        let mut calls = self.calls.borrow_mut();
+                        calls.remove(&f.call);
+                        calls.insert(call, key.clone());
+                        f.call = call;
+                        f.dispatcher = root_ctx;
+                        f.orphaned = false;
+                    }
+                }
+                Err(failure) => {
+                    let fetch = self.fetches.borrow_mut().remove(&key);
+                    if let Some(fetch) = fetch {
+                        self.calls.borrow_mut().remove(&fetch.call);
+                        let result = self.after_failure(host, &key, failure);
+                        self.resume_waiters(host, root_ctx, fetch.waiters, result);
+                    }
+                }
+            }
+        }
+
+        let due = std::mem::take(&mut *self.background.borrow_mut());
+        for (key, need) in due {
+            if self.fetches.borrow().contains_key(&key) {
+                continue;
+            }
+            let fresh = self.cache.get(host, &key).is_some_and(|t| {
+                freshness(&t, host.now_ms(), self.config.expiry_margin_ms) == Freshness::Fresh
+            });
+            if fresh || !self.claim(host, &key) {
+                continue;
+            }
+            self.stats.inc(host, stats::REFRESH_AHEAD);
+            if let Ok(call) = self.dispatch(host, &need) {
+                self.calls.borrow_mut().insert(call, key.clone());
+                self.fetches.borrow_mut().insert(
+                    key,
+                    Fetch {
+                        need,
+                        call,
+                        dispatcher: root_ctx,
+                        waiters: Vec::new(),
+                        orphaned: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The control plane answered call `call`; `current_ctx` is the context Envoy delivered
+    /// the answer to. Stores the token and resumes every request that waited for it.
+    pub fn on_call_response(
+        &self,
+        host: &impl Host,
+        current_ctx: u32,
+        call: u32,
+        response: CallResponse,
+    ) {
+        let Some(key) = self.calls.borrow_mut().remove(&call) else {
+            return;
+        };
+        let Some(fetch) = self.fetches.borrow_mut().remove(&key) else {
+            return;
+        };
+        let result = match parse_answer(&response) {
+            Ok(token) => {
+                self.cache.put(host, &key, &token);
+                self.rejected.borrow_mut().remove(&key);
+                Ok(Rc::new(token))
+            }
+            Err(failure) => {
+                self.stats.inc_by_reason(
+                    host,
+                    stats::CONTROL_PLANE_FAILURE,
+                    &failure.body.error.code,
+                );
+                self.after_failure(host, &key, failure)
+            }
+        };
+        self.resume_waiters(host, current_ctx, fetch.waiters, result);
+    }
+
+    /// Hands `result` to each waiting request and resumes those whose pipeline completes.
+    /// Host calls act on the effective context, so it is switched to each waiter in turn.
+    fn resume_waiters(
+        &self,
+        host: &impl Host,
+        current_ctx: u32,
+        waiters: Vec<u32>,
+        result: Result<Rc<RuntimeToken>, Failure>,
+    ) {
+        let mut switched = false;
+        for waiter in waiters {
+            let Some(mut request) = self.requests.borrow_mut().remove(&waiter) else {
+                continue;
+            };
+            if waiter != current_ctx {
+                if let Err(e) = host.set_effective_context(waiter) {
+                    host.log(Level::Debug, &format!("request {waiter} is gone: {e}"));
+                    continue;
+                }
+                switched = true;
+            }
+            let progress = request.token_ready(host, self, result.clone());
+            if self.settle(host, waiter, request, progress) == Flow::Continue {
+                if let Err(e) = host.resume_request() {
+                    host.log(
+                        Level::Error,
+                        &format!("cannot resume request {waiter}: {e}"),
+                    );
+                }
+            }
+        }
+        if switched {
+            let _ = host.set_effective_context(current_ctx);
+        }
+    }
+
+    /// After a failed fetch: a token another worker cached meanwhile, or one still valid,
+    /// beats failing the request.
+    fn after_failure(
+        &self,
+        host: &impl Host,
+        key: &str,
+        failure: Failure,
+    ) -> Result<Rc<RuntimeToken>, Failure> {
+        match self.cache.get(host, key) {
+            Some(token)
+                if freshness(&token, host.now_ms(), self.config.expiry_margin_ms)
+                    != Freshness::Expired =>
+            {
+                self.stats.inc(host, stats::STALE_SERVED);
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "token fetch for {key} failed ({}); using the cached token until it expires",
+                        failure.body.error.code
+                    ),
+                );
+                Ok(token)
+            }
+            _ => Err(failure),
+        }
+    }
+
+    /// Acts on where a request's pipeline stands: forward it, keep it waiting for a token
+    /// (joining a fetch in flight, or starting one), or answer it.
+    fn settle(&self, host: &impl Host, ctx: u32, mut request: Request, progress: Progress) -> Flow {
+        match progress {
+            Progress::Done => {
+                if !request.injected.is_empty() {
+                    // Kept until the response, to recognise a 401 for the token it carried.
+                    self.requests.borrow_mut().insert(ctx, request);
+                }
+                Flow::Continue
+            }
+            Progress::Respond(status, body) => {
+                self.stats
+                    .inc_by_reason(host, stats::REQUEST_REJECTED, &status.to_string());
+                let json = body.to_json();
+                if let Err(e) = host.send_response(
+                    status,
+                    &[("content-type", "application/json")],
+                    json.as_bytes(),
+                ) {
+                    host.log(Level::Critical, &format!("cannot send local reply: {e}"));
+                }
+                Flow::Respond
+            }
+            Progress::NeedToken(need) => match self.join_or_fetch(host, ctx, need.clone()) {
+                Ok(()) => {
+                    self.requests.borrow_mut().insert(ctx, request);
+                    Flow::Pause
+                }
+                Err(failure) => {
+                    let result = self.after_failure(host, &need.key, failure);
+                    let progress = request.token_ready(host, self, result);
+                    self.settle(host, ctx, request, progress)
+                }
+            },
+        }
+    }
+
+    fn join_or_fetch(&self, host: &impl Host, ctx: u32, need: TokenNeed) -> Result<(), Failure> {
+        if let Some(fetch) = self.fetches.borrow_mut().get_mut(&need.key) {
+            fetch.waiters.push(ctx);
+            return Ok(());
+        }
+        let call = self.dispatch(host, &need)?;
+        let key = need.key.clone();
+        self.calls.borrow_mut().insert(call, key.clone());
+        self.fetches.borrow_mut().insert(
+            key,
+            Fetch {
+                need,
+                call,
+                dispatcher: ctx,
+                waiters: vec![ctx],
+                orphaned: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Calls the control plane's runtime API for one token.
+    fn dispatch(&self, host: &impl Host, need: &TokenNeed) -> Result<u32, Failure> {
+        let cp = &self.config.control_plane;
+        let mut path = credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
+        if let Some(expires_at) = self.rejected.borrow().get(&need.key) {
+            path.push_str(&format!("?rejected_expires_at={expires_at}"));
+        }
+        let auth = format!("Bearer {}", cp.gateway_key);
+        let headers = [
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", cp.authority.as_str()),
+            ("accept", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        self.stats.inc(host, stats::CONTROL_PLANE_CALL);
+        host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
+            .map_err(|e| {
+                self.stats
+                    .inc_by_reason(host, stats::CONTROL_PLANE_FAILURE, "dispatch_failed");
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "cannot call the control plane through cluster {}: {e}",
+                        cp.cluster
+                    ),
+                );
+                Failure::unavailable(format!(
+                    "the gateway cannot reach the credmgr control plane (cluster {})",
+                    cp.cluster
+                ))
+            })
+    }
+
+    /// Claims the right to refresh `key` across this VM's workers with a CAS marker in shared
+    /// data, valid for one call timeout. Another worker's live claim means it is fetching.
+    fn claim(&self, host: &impl Host, key: &str) -> bool {
+        let marker = format!("credmgr/v1/fetching/{key}");
+        let now = host.now_ms();
+        let (current, cas) = match host.get_shared(&marker) {
+            Ok(v) => v,
+            Err(_) => return true,
+        };
+        let held_until = current
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if held_until > now {
+            return false;
+        }
+        let until = now.saturating_add(self.config.control_plane.timeout_ms);
+        match host.set_shared(&marker, until.to_string().as_bytes(), cas) {
+            Ok(()) => true,
+            Err(SetSharedError::CasMismatch) => false,
+            Err(SetSharedError::Host(_)) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

@@ -1,0 +1,602 @@
+use super::*;
+use crate::host::{CallResponse, HostError, SetSharedError};
+use serde_json::json;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// An in-memory Envoy: contexts with their request headers, shared data with CAS, calls out,
+/// local replies, resumed requests and counters.
+#[derive(Default)]
+struct FakeHost {
+    now_ms: Cell<u64>,
+    current: Cell<u32>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
+    calls: RefCell<Vec<(u32, String)>>,
+    fail_dispatch: Cell<bool>,
+    route_policy: RefCell<Option<String>>,
+    replies: RefCell<HashMap<u32, (u16, String)>>,
+    resumed: RefCell<Vec<u32>>,
+    counters: RefCell<Vec<(String, i64)>>,
+    logs: RefCell<Vec<String>>,
+}
+
+impl FakeHost {
+    fn on(&self, ctx: u32) -> &Self {
+        self.current.set(ctx);
+        self
+    }
+    fn set_headers(&self, ctx: u32, headers: &[(&str, &str)]) {
+        let h = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.headers.borrow_mut().insert(ctx, h);
+    }
+    fn header_values(&self, ctx: u32, name: &str) -> Vec<String> {
+        let headers = self.headers.borrow();
+        let h = headers.get(&ctx).cloned().unwrap_or_default();
+        h.into_iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .collect()
+    }
+    fn calls(&self) -> usize {
+        self.calls.borrow().len()
+    }
+    fn last_call_path(&self) -> String {
+        self.calls.borrow().last().unwrap().1.clone()
+    }
+    fn counter(&self, name: &str) -> i64 {
+        self.counters
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+    fn reply(&self, ctx: u32) -> Option<(u16, serde_json::Value)> {
+        self.replies
+            .borrow()
+            .get(&ctx)
+            .map(|(s, b)| (*s, serde_json::from_str(b).unwrap()))
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+    fn log(&self, _level: Level, message: &str) {
+        self.logs.borrow_mut().push(message.to_owned());
+    }
+    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        Ok(match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetSharedError> {
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map(|(_, c)| *c);
+        if let (Some(want), Some(have)) = (cas, current) {
+            if want != have {
+                return Err(SetSharedError::CasMismatch);
+            }
+        }
+        shared.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        Ok(())
+    }
+    fn dispatch_http_call(
+        &self,
+        _cluster: &str,
+        headers: &[(&str, &str)],
+        _timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        if self.fail_dispatch.get() {
+            return Err(HostError("BadArgument".into()));
+        }
+        assert!(headers.contains(&("authorization", "Bearer gw-key")));
+        let path = headers
+            .iter()
+            .find(|(k, _)| *k == ":path")
+            .unwrap()
+            .1
+            .to_owned();
+        let mut calls = self.calls.borrow_mut();
+        calls.push((self.current.get(), path));
+        Ok(100 + calls.len() as u32)
+    }
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(match path {
+            ["xds", "route_metadata", "filter_metadata", "credmgr", "policy"] => self
+                .route_policy
+                .borrow()
+                .as_ref()
+                .map(|p| p.as_bytes().to_vec()),
+            _ => None,
+        })
+    }
+    fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
+        Ok(self
+            .header_values(self.current.get(), name)
+            .into_iter()
+            .next())
+    }
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.remove_request_header(name)?;
+        self.add_request_header(name, value)
+    }
+    fn add_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        let mut headers = self.headers.borrow_mut();
+        headers
+            .entry(self.current.get())
+            .or_default()
+            .push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        let mut headers = self.headers.borrow_mut();
+        headers
+            .entry(self.current.get())
+            .or_default()
+            .retain(|(k, _)| k != name);
+        Ok(())
+    }
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        self.current.set(context_id);
+        Ok(())
+    }
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.resumed.borrow_mut().push(self.current.get());
+        Ok(())
+    }
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        let mut counters = self.counters.borrow_mut();
+        if let Some(i) = counters.iter().position(|(n, _)| n == name) {
+            return Ok(i as u32);
+        }
+        counters.push((name.to_owned(), 0));
+        Ok(counters.len() as u32 - 1)
+    }
+    fn increment(&self, counter: u32, by: i64) -> Result<(), HostError> {
+        self.counters.borrow_mut()[counter as usize].1 += by;
+        Ok(())
+    }
+    fn send_response(
+        &self,
+        status: u16,
+        _headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        let body = String::from_utf8_lossy(body).into_owned();
+        self.replies
+            .borrow_mut()
+            .insert(self.current.get(), (status, body));
+        Ok(())
+    }
+}
+
+const ROOT: u32 = 1;
+
+fn worker_from(config: serde_json::Value) -> Worker {
+    Worker::new(FilterConfig::parse(config.to_string().as_bytes()).unwrap())
+}
+
+fn worker(set_header: serde_json::Value, ignore_error: bool) -> Worker {
+    worker_from(json!({
+        "control_plane": {"cluster": "cp", "gateway_key": "gw-key"},
+        "default_policy": "p",
+        "policies": {"p": [
+            {"get-authorization-context": {"provider-id": "gh", "authorization-id": "alice",
+                "context-variable-name": "auth", "ignore-error": ignore_error}},
+            {"set-header": set_header}
+        ]}
+    }))
+}
+
+fn bearer_worker() -> Worker {
+    worker(
+        json!({"name": "Authorization", "value": "Bearer {{auth.AccessToken}}"}),
+        false,
+    )
+}
+
+fn answer(token: &str, expires_at: i64, refresh_at: i64) -> CallResponse {
+    let body = json!({"access_token": token, "token_type": "Bearer", "expires_at": expires_at,
+        "refresh_at": refresh_at, "claims": {"scope": "api:read"}});
+    CallResponse {
+        status: Some(200),
+        body: body.to_string().into_bytes(),
+    }
+}
+
+const DOWN: CallResponse = CallResponse {
+    status: None,
+    body: Vec::new(),
+};
+
+/// Runs request `ctx` to its first decision.
+fn start(w: &Worker, host: &FakeHost, ctx: u32) -> Flow {
+    w.on_request_headers(host.on(ctx), ctx)
+}
+
+/// Delivers the answer to the most recent call, to the context that made it.
+fn answer_last(w: &Worker, host: &FakeHost, response: CallResponse) {
+    let (ctx, call) = {
+        let calls = host.calls.borrow();
+        (calls.last().unwrap().0, 100 + calls.len() as u32)
+    };
+    w.on_call_response(host.on(ctx), ctx, call, response);
+}
+
+#[test]
+fn a_miss_pauses_and_fetches_once_then_the_header_is_set_and_later_requests_hit_the_cache() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    host.set_headers(10, &[("authorization", "Basic caller-sent-this")]);
+    assert_eq!(start(&w, &host, 10), Flow::Pause);
+    assert_eq!(
+        host.last_call_path(),
+        "/runtime/v1/providers/gh/connections/alice/token"
+    );
+
+    answer_last(&w, &host, answer("tok-1", 3600, 3000));
+    assert_eq!(
+        host.header_values(10, "authorization"),
+        vec!["Bearer tok-1"]
+    );
+    assert_eq!(*host.resumed.borrow(), vec![10]);
+
+    for ctx in 11..21 {
+        assert_eq!(start(&w, &host, ctx), Flow::Continue);
+        assert_eq!(
+            host.header_values(ctx, "authorization"),
+            vec!["Bearer tok-1"]
+        );
+    }
+    assert_eq!(host.calls(), 1);
+    assert_eq!(host.counter(stats::CACHE_MISS), 1);
+    assert_eq!(host.counter(stats::CACHE_HIT), 10);
+    assert_eq!(host.counter(stats::CONTROL_PLANE_CALL), 1);
+    assert_eq!(host.counter(stats::TOKEN_INJECTED), 11);
+}
+
+#[test]
+fn concurrent_misses_for_one_key_share_one_call_and_all_resume() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    for ctx in 10..60 {
+        assert_eq!(start(&w, &host, ctx), Flow::Pause);
+    }
+    assert_eq!(host.calls(), 1, "one call per key per worker");
+    answer_last(&w, &host, answer("shared", 3600, 3000));
+    for ctx in 10..60 {
+        assert_eq!(
+            host.header_values(ctx, "authorization"),
+            vec!["Bearer shared"],
+            "ctx {ctx}"
+        );
+    }
+    let mut resumed = host.resumed.borrow().clone();
+    resumed.sort();
+    assert_eq!(resumed, (10..60).collect::<Vec<_>>());
+}
+
+#[test]
+fn when_the_calling_request_ends_early_the_root_calls_again_for_the_others() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    start(&w, &host, 11);
+    w.on_done(10); // Envoy cancels request 10's call with it.
+    w.on_tick(host.on(ROOT), ROOT);
+    assert_eq!(host.calls(), 2);
+    assert_eq!(
+        host.calls.borrow()[1].0,
+        ROOT,
+        "the second call is the root's"
+    );
+    answer_last(&w, &host, answer("t", 3600, 3000));
+    assert_eq!(host.header_values(11, "authorization"), vec!["Bearer t"]);
+    assert_eq!(*host.resumed.borrow(), vec![11]);
+}
+
+#[test]
+fn past_the_refresh_point_the_cached_token_serves_while_the_root_fetches_a_new_one() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    answer_last(&w, &host, answer("old", 100, 80));
+
+    host.now_ms.set(85_000);
+    assert_eq!(
+        start(&w, &host, 11),
+        Flow::Continue,
+        "no request waits for a refresh"
+    );
+    assert_eq!(host.header_values(11, "authorization"), vec!["Bearer old"]);
+    assert_eq!(
+        host.calls(),
+        1,
+        "the refresh happens on the tick, not in the request"
+    );
+
+    w.on_tick(host.on(ROOT), ROOT);
+    assert_eq!(host.calls(), 2);
+    // A second worker's tick finds the first worker's claim and does not call again.
+    let other = bearer_worker();
+    other.refresh_in_background(TokenNeed {
+        key: crate::cache::token_key("gh", "alice", "managed"),
+        provider_id: "gh".into(),
+        connection_id: "alice".into(),
+    });
+    other.on_tick(host.on(ROOT), ROOT);
+    assert_eq!(host.calls(), 2);
+
+    answer_last(&w, &host, answer("new", 200, 180));
+    assert_eq!(start(&w, &host, 12), Flow::Continue);
+    assert_eq!(host.header_values(12, "authorization"), vec!["Bearer new"]);
+}
+
+#[test]
+fn an_expired_token_is_fetched_again() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    answer_last(&w, &host, answer("old", 5, 4));
+    host.now_ms.set(5_000);
+    assert_eq!(start(&w, &host, 11), Flow::Pause);
+    answer_last(&w, &host, answer("new", 10, 9));
+    assert_eq!(host.header_values(11, "authorization"), vec!["Bearer new"]);
+}
+
+#[test]
+fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_json() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    answer_last(&w, &host, answer("cached", 100, 80));
+
+    // Past the refresh point with the control plane down: the cached token keeps serving.
+    host.now_ms.set(90_000);
+    assert_eq!(start(&w, &host, 11), Flow::Continue);
+    w.on_tick(host.on(ROOT), ROOT);
+    answer_last(&w, &host, DOWN);
+    assert_eq!(start(&w, &host, 12), Flow::Continue);
+    assert_eq!(
+        host.header_values(12, "authorization"),
+        vec!["Bearer cached"]
+    );
+
+    // Expired, control plane down: 503 with a JSON body, no token forwarded.
+    host.now_ms.set(100_000);
+    host.set_headers(13, &[]);
+    assert_eq!(start(&w, &host, 13), Flow::Pause);
+    answer_last(&w, &host, DOWN);
+    let (status, body) = host.reply(13).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "control_plane_unavailable");
+    assert_eq!(body["error"]["details"]["provider_id"], "gh");
+    assert_eq!(body["error"]["details"]["authorization_id"], "alice");
+    assert!(host.header_values(13, "authorization").is_empty());
+    assert_eq!(
+        host.counter("credmgr.control_plane_failure.control_plane_unavailable"),
+        2
+    );
+    assert_eq!(host.counter(stats::STALE_SERVED), 1);
+    assert_eq!(host.counter("credmgr.request_rejected.503"), 1);
+    assert!(!host.resumed.borrow().contains(&13));
+}
+
+#[test]
+fn a_control_plane_error_is_passed_on_and_never_leaks_the_gateway_key() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    let body = ErrorBody::new(
+        "client_secret_rejected",
+        "the provider refused the client credentials",
+    );
+    answer_last(
+        &w,
+        &host,
+        CallResponse {
+            status: Some(503),
+            body: body.to_json().into_bytes(),
+        },
+    );
+    let (status, body) = host.reply(10).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "client_secret_rejected");
+    assert!(!body.to_string().contains("gw-key"));
+    assert!(host.logs.borrow().iter().all(|l| !l.contains("gw-key")));
+
+    // Envoy's own answer for an unreachable cluster says what happened.
+    start(&w, &host, 11);
+    answer_last(
+        &w,
+        &host,
+        CallResponse {
+            status: Some(503),
+            body: b"upstream connect error or disconnect/reset before headers".to_vec(),
+        },
+    );
+    let (_, body) = host.reply(11).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream connect error"),
+        "{body}"
+    );
+}
+
+#[test]
+fn dispatch_failure_without_a_token_answers_503() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    host.fail_dispatch.set(true);
+    assert_eq!(start(&w, &host, 10), Flow::Respond);
+    assert_eq!(host.reply(10).unwrap().0, 503);
+}
+
+#[test]
+fn ignore_error_continues_with_a_null_context_and_leaves_headers_alone() {
+    let w = worker(
+        json!({"name": "Authorization", "value": "Bearer {{auth.AccessToken}}"}),
+        true,
+    );
+    let host = FakeHost::default();
+    host.set_headers(10, &[("authorization", "Basic mine")]);
+    start(&w, &host, 10);
+    answer_last(&w, &host, DOWN);
+    assert_eq!(host.header_values(10, "authorization"), vec!["Basic mine"]);
+    assert!(host.reply(10).is_none());
+    assert_eq!(*host.resumed.borrow(), vec![10]);
+}
+
+#[test]
+fn a_backend_401_retires_the_token_and_the_next_fetch_asks_for_a_newer_one() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    answer_last(&w, &host, answer("revoked", 3600, 3000));
+    // Two requests carried the token; both come back 401.
+    assert_eq!(start(&w, &host, 11), Flow::Continue);
+    for ctx in [10, 11] {
+        w.on_response_status(host.on(ctx), ctx, 401);
+        w.on_done(ctx);
+    }
+    assert_eq!(host.counter(stats::UPSTREAM_UNAUTHORIZED), 2);
+    assert_eq!(
+        start(&w, &host, 12),
+        Flow::Pause,
+        "the refused token is not used again"
+    );
+    assert_eq!(
+        host.last_call_path(),
+        "/runtime/v1/providers/gh/connections/alice/token?rejected_expires_at=3600"
+    );
+    answer_last(&w, &host, answer("fresh", 3700, 3600));
+    assert_eq!(
+        host.header_values(12, "authorization"),
+        vec!["Bearer fresh"]
+    );
+    // A late 401 for the old token does not retire the new one.
+    assert!(!w.cache.retire(
+        &host,
+        &crate::cache::token_key("gh", "alice", "managed"),
+        &RuntimeToken {
+            access_token: "revoked".into(),
+            token_type: "Bearer".into(),
+            expires_at: 3600,
+            refresh_at: 3000,
+            claims: Default::default(),
+        }
+    ));
+    assert_eq!(start(&w, &host, 13), Flow::Continue);
+}
+
+fn run_with_cached(set_header: serde_json::Value, headers: &[(&str, &str)]) -> FakeHost {
+    let w = worker(set_header, false);
+    let host = FakeHost::default();
+    host.set_headers(10, headers);
+    let key = crate::cache::token_key("gh", "alice", "managed");
+    host.set_shared(&key, &answer("tok", 3600, 3000).body, None)
+        .unwrap();
+    assert_eq!(start(&w, &host, 10), Flow::Continue);
+    host
+}
+
+#[test]
+fn exists_actions_follow_apim_semantics() {
+    let v = "{{auth.Claims.scope}}";
+    let h = run_with_cached(
+        json!({"name": "x-scope", "value": v}),
+        &[("x-scope", "old")],
+    );
+    assert_eq!(h.header_values(10, "x-scope"), vec!["api:read"]);
+    let h = run_with_cached(
+        json!({"name": "x-scope", "exists-action": "skip", "value": v}),
+        &[("x-scope", "old")],
+    );
+    assert_eq!(h.header_values(10, "x-scope"), vec!["old"]);
+    let h = run_with_cached(
+        json!({"name": "x-scope", "exists-action": "skip", "value": v}),
+        &[],
+    );
+    assert_eq!(h.header_values(10, "x-scope"), vec!["api:read"]);
+    let h = run_with_cached(
+        json!({"name": "x-scope", "exists-action": "append", "value": [v, "b"]}),
+        &[("x-scope", "old")],
+    );
+    assert_eq!(h.header_values(10, "x-scope"), vec!["old", "api:read", "b"]);
+    let h = run_with_cached(
+        json!({"name": "x-scope", "exists-action": "delete"}),
+        &[("x-scope", "old")],
+    );
+    assert!(h.header_values(10, "x-scope").is_empty());
+    let h = run_with_cached(
+        json!({"name": "x-scope", "value": [v, "{{request.headers.x-user}}"]}),
+        &[("x-user", "bob")],
+    );
+    assert_eq!(h.header_values(10, "x-scope"), vec!["api:read", "bob"]);
+}
+
+#[test]
+fn a_newer_cached_token_is_not_overwritten_by_an_older_answer() {
+    let w = bearer_worker();
+    let other = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    let slow_call = 101;
+    start(&other, &host, 20);
+    answer_last(&other, &host, answer("newer", 200, 160));
+    w.on_call_response(host.on(10), 10, slow_call, answer("older", 100, 80));
+    assert_eq!(start(&w, &host, 11), Flow::Continue);
+    assert_eq!(
+        host.header_values(11, "authorization"),
+        vec!["Bearer newer"]
+    );
+}
+
+#[test]
+fn without_a_policy_the_request_passes_untouched() {
+    let w = worker_from(
+        json!({"control_plane": {"cluster": "cp", "gateway_key": "k"}, "policies": {"p": []}}),
+    );
+    let host = FakeHost::default();
+    host.set_headers(10, &[("authorization", "Basic x")]);
+    assert_eq!(start(&w, &host, 10), Flow::Continue);
+    assert_eq!(host.header_values(10, "authorization"), vec!["Basic x"]);
+    assert_eq!(host.calls(), 0);
+}
+
+#[test]
+fn the_route_metadata_chooses_the_policy_set_and_an_unknown_one_fails_closed() {
+    let w = worker_from(json!({
+        "control_plane": {"cluster": "cp", "gateway_key": "k"},
+        "default_policy": "tag",
+        "policies": {
+            "tag": [{"set-header": {"name": "x-policy", "value": "tag"}}],
+            "other": [{"set-header": {"name": "x-policy", "value": "other"}}]
+        }
+    }));
+    let host = FakeHost::default();
+    assert_eq!(start(&w, &host, 10), Flow::Continue);
+    assert_eq!(host.header_values(10, "x-policy"), vec!["tag"]);
+
+    *host.route_policy.borrow_mut() = Some("other".into());
+    assert_eq!(start(&w, &host, 11), Flow::Continue);
+    assert_eq!(host.header_values(11, "x-policy"), vec!["other"]);
+
+    *host.route_policy.borrow_mut() = Some("missing".into());
+    assert_eq!(start(&w, &host, 12), Flow::Respond);
+    let (status, body) = host.reply(12).unwrap();
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "unknown_policy");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("missing"));
+}
