@@ -60,9 +60,12 @@ pub struct Worker {
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
     background: RefCell<BTreeMap<String, TokenNeed>>,
-    /// Keys whose token the backend refused, with that token's expiry: the next fetch asks the
-    /// control plane for a newer one.
-    rejected: RefCell<HashMap<String, i64>>,
+}
+
+/// Shared-data key recording the expiry of a token that a backend refused, so that the next
+/// fetch from any worker asks the control plane for a newer one.
+fn rejected_key(key: &str) -> String {
+    format!("credmgr/v1/rejected/{key}")
 }
 
 impl Worker {
@@ -75,7 +78,6 @@ impl Worker {
             fetches: RefCell::default(),
             calls: RefCell::default(),
             background: RefCell::default(),
-            rejected: RefCell::default(),
         }
     }
 
@@ -139,7 +141,15 @@ impl Worker {
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
                 );
             }
-            self.rejected.borrow_mut().insert(key, token.expires_at);
+            let marker = token.expires_at.to_string();
+            if let Err(SetSharedError::Host(e)) =
+                host.set_shared(&rejected_key(&key), marker.as_bytes(), None)
+            {
+                host.log(
+                    Level::Warn,
+                    &format!("cannot record the refused token of {key}: {e}"),
+                );
+            }
         }
     }
 
@@ -252,7 +262,6 @@ impl Worker {
         let result = match parse_answer(&response) {
             Ok(token) => {
                 self.cache.put(host, &key, &token);
-                self.rejected.borrow_mut().remove(&key);
                 Ok(Rc::new(token))
             }
             Err(failure) => {
@@ -393,7 +402,15 @@ impl Worker {
     fn dispatch(&self, host: &impl Host, need: &TokenNeed) -> Result<u32, Failure> {
         let cp = &self.config.control_plane;
         let mut path = credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
-        if let Some(expires_at) = self.rejected.borrow().get(&need.key) {
+        // The control plane replaces a stored token no newer than one a backend refused; a
+        // marker older than the stored token changes nothing, so it is never cleared.
+        let rejected = host
+            .get_shared(&rejected_key(&need.key))
+            .ok()
+            .and_then(|(v, _)| v)
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<i64>().ok());
+        if let Some(expires_at) = rejected {
             path.push_str(&format!("?rejected_expires_at={expires_at}"));
         }
         let auth = format!("Bearer {}", cp.gateway_key);

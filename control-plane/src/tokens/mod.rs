@@ -48,6 +48,12 @@ pub fn refresh_at(obtained_at: i64, lifetime: i64) -> i64 {
     obtained_at.saturating_add(lifetime * 4 / 5)
 }
 
+/// Must `t` be replaced before it is handed out? Past its refresh point, or as old as a token
+/// a backend refused.
+fn is_due(t: &TokenRecord, rejected_expires_at: Option<i64>) -> bool {
+    unix_now() >= t.refresh_at || rejected_expires_at.is_some_and(|r| t.expires_at <= r)
+}
+
 /// Why no new token could be obtained from a provider.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -133,35 +139,45 @@ impl TokenService {
     }
 
     /// The connection's token for a gateway, fetched first if the stored one is due.
+    ///
+    /// `rejected_expires_at`: a gateway saw a backend refuse the token that expires then (it was
+    /// revoked, say). A stored token that old is replaced first; a newer one is served, so many
+    /// refusals of one token cost one fetch.
     pub async fn runtime_token(
         &self,
         p: &str,
         c: &str,
+        rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), ApiError> {
         let provider = self.load(p, c).await?.0;
         if provider.grant_type.needs_consent() {
             return Err(consent_required(p, c));
         }
         if let Some(t) = self.store.get_token(p, c).await? {
-            if unix_now() < t.refresh_at {
+            if !is_due(&t, rejected_expires_at) {
                 return Ok((self.runtime(p, c, &t)?, Served::Hit));
             }
         }
-        self.refresh(p, c).await
+        self.refresh(p, c, rejected_expires_at).await
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
     pub async fn connect(&self, p: &str, c: &str) -> Result<(), ApiError> {
-        match self.refresh(p, c).await {
+        match self.refresh(p, c, None).await {
             Ok(_) | Err(ApiError::TokenUnavailable(_) | ApiError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    async fn refresh(&self, p: &str, c: &str) -> Result<(RuntimeToken, Served), ApiError> {
+    async fn refresh(
+        &self,
+        p: &str,
+        c: &str,
+        rejected_expires_at: Option<i64>,
+    ) -> Result<(RuntimeToken, Served), ApiError> {
         for _ in 0..MAX_CONFIG_RACES {
-            if let Some(answer) = self.refresh_once(p, c).await? {
+            if let Some(answer) = self.refresh_once(p, c, rejected_expires_at).await? {
                 return Ok(answer);
             }
         }
@@ -177,6 +193,7 @@ impl TokenService {
         &self,
         p: &str,
         c: &str,
+        rejected_expires_at: Option<i64>,
     ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         // One fetch per connection in this process. With several replicas on one database,
         // a lease row in the store (taken with a conditional UPDATE, with an expiry) is
@@ -189,7 +206,7 @@ impl TokenService {
         }
         let stored = self.store.get_token(p, c).await?;
         if let Some(t) = &stored {
-            if unix_now() < t.refresh_at {
+            if !is_due(t, rejected_expires_at) {
                 return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
             }
         }

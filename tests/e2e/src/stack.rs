@@ -285,6 +285,21 @@ impl Envoy {
         }
     }
 
+    /// The value of the counter whose name ends with `suffix` in Envoy's `/stats` (filter
+    /// counters appear as `wasmcustom.credmgr.<name>`); 0 when it is not there yet.
+    pub fn stat(&self, suffix: &str) -> u64 {
+        let text = http()
+            .get(format!("{}/stats", self.admin_url))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("reading Envoy's /stats: {e}"));
+        text.lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(name, _)| name.ends_with(suffix))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Runs Envoy on a configuration expected to be refused; returns its exit code and log.
     pub fn run_expecting_exit(
         dir: &Path,
@@ -331,9 +346,14 @@ pub const PROVIDER: &str = "demo";
 pub const CONNECTION: &str = "demo";
 
 impl Deployment {
-    /// Starts everything; `access_token_ttl` is the lifetime, in seconds, of the tokens the
-    /// OAuth server issues.
+    /// Starts everything with `envoy/demo.yaml`; `access_token_ttl` is the lifetime, in
+    /// seconds, of the tokens the OAuth server issues.
     pub fn start(access_token_ttl: u32) -> Deployment {
+        Deployment::start_with(access_token_ttl, "demo.yaml")
+    }
+
+    /// Starts everything with the Envoy template `template` (under `envoy/`).
+    pub fn start_with(access_token_ttl: u32, template: &str) -> Deployment {
         let dir = tempfile::Builder::new()
             .prefix("credmgr-e2e-")
             .tempdir()
@@ -347,7 +367,7 @@ impl Deployment {
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
         let envoy = Envoy::start(
             dir.path(),
-            "demo.yaml",
+            template,
             &Deployment::envoy_vars(&control_plane, &backend),
         );
         Deployment {
@@ -372,8 +392,16 @@ impl Deployment {
 
     /// A request through Envoy, as a caller with no credentials of its own would send it.
     pub fn call(&self, path: &str) -> (u16, Value) {
-        let resp = http()
-            .get(format!("{}{path}", self.envoy.url))
+        self.call_with(path, &[])
+    }
+
+    /// A request through Envoy with the given headers.
+    pub fn call_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = http().get(format!("{}{path}", self.envoy.url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
             .send()
             .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
         let status = resp.status().as_u16();

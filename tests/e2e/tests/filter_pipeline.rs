@@ -1,0 +1,206 @@
+//! The filter's pipeline in a real Envoy (`envoy/e2e.yaml`): routes choosing policy sets,
+//! every set-header exists-action as the backend sees it, ignore-error, coalescing of cold
+//! misses, serving cached tokens through a control-plane outage, and a backend's 401.
+
+use credmgr_e2e::stack::{CONNECTION, PROVIDER};
+use credmgr_e2e::{http, wait_for, Deployment};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn fingerprint(seen: &Value) -> String {
+    seen["token_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token_fingerprint in {seen}"))
+        .to_owned()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn routes_choose_policy_sets_and_every_exists_action_reaches_the_backend_as_specified() {
+    let d = Deployment::start_with(3600, "e2e.yaml");
+    let (status, body) = d.control_plane.admin(
+        "PUT",
+        &format!("/v1/providers/{PROVIDER}/connections/second"),
+        Some(json!({"display_name": "Second service account"})),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let old = [("x-demo", "old")];
+    let (status, seen) = d.call_with("/override/a", &old);
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(
+        seen["headers"]["x-demo"], "api:read",
+        "override replaces: {seen}"
+    );
+
+    let (_, seen) = d.call_with("/skip/a", &old);
+    assert_eq!(
+        seen["headers"]["x-demo"], "old",
+        "skip keeps an existing value: {seen}"
+    );
+    let (_, seen) = d.call("/skip/b");
+    assert_eq!(
+        seen["headers"]["x-demo"], "new",
+        "skip sets an absent header: {seen}"
+    );
+
+    let (_, seen) = d.call_with("/append/a", &[("x-demo", "old"), ("x-user", "bob")]);
+    assert_eq!(
+        seen["headers"]["x-demo"],
+        json!(["old", "new", "from bob"]),
+        "{seen}"
+    );
+
+    let (status, seen) = d.call_with("/delete/a", &old);
+    assert_eq!(status, 200, "{seen}");
+    assert!(
+        seen["headers"].get("x-demo").is_none(),
+        "delete removes: {seen}"
+    );
+
+    // Another policy set, another connection, another token.
+    let (status, first) = d.call("/bearer/a");
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = d.call("/second/a");
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(fingerprint(&first), fingerprint(&second));
+
+    // A route without a policy set passes untouched: the backend sees no token.
+    let (status, body) = d.call("/no-policy");
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        body["error"]["code"], "unauthenticated",
+        "the backend's own answer: {body}"
+    );
+
+    // ignore-error: the missing connection leaves its variable null and its header unset;
+    // the rest of the pipeline runs.
+    let (status, seen) = d.call("/ignore/a");
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen["headers"].get("x-broken").is_none(), "{seen}");
+
+    // Envoy's /stats shows the filter's counters.
+    assert!(d.envoy.stat("credmgr.cache_hit") >= 1);
+    assert!(d.envoy.stat("credmgr.cache_miss") >= 2);
+    assert!(d.envoy.stat("credmgr.token_injected") >= 8);
+    assert!(d.envoy.stat("credmgr.control_plane_call") >= 3);
+    assert!(d.envoy.stat("credmgr.control_plane_failure.not_found") >= 1);
+}
+
+#[test]
+fn two_hundred_concurrent_requests_on_a_cold_cache_make_at_most_one_call_per_worker() {
+    let d = Deployment::start_with(3600, "e2e.yaml");
+    let url = format!("{}/bearer/concurrent", d.envoy.url);
+    let client = http();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..200)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                s.spawn(move || {
+                    client
+                        .get(&url)
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let calls = d.envoy.stat("credmgr.control_plane_call");
+    // The harness runs Envoy with two workers.
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} control-plane calls for one key"
+    );
+}
+
+#[test]
+fn with_the_control_plane_stopped_cached_tokens_serve_until_they_expire_then_503() {
+    let mut d = Deployment::start_with(8, "e2e.yaml");
+    let (status, seen) = d.call("/bearer/warm");
+    assert_eq!(status, 200, "{seen}");
+    let exp = seen["exp"].as_u64().unwrap();
+    d.control_plane.process.stop();
+
+    // Requests until two seconds past expiry; the filter keeps a one-second margin.
+    let deadline = Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()) + 2);
+    let mut first_failure = None;
+    let mut served = 0;
+    while Instant::now() < deadline {
+        let (status, body) = d.call("/bearer/outage");
+        let now = unix_now();
+        if status == 200 {
+            assert!(first_failure.is_none(), "a success after a failure: {body}");
+            assert!(now < exp, "a token was sent after its expiry");
+            served += 1;
+        } else {
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["error"]["code"], "control_plane_unavailable", "{body}");
+            assert_eq!(
+                body["error"]["details"]["authorization_id"], CONNECTION,
+                "{body}"
+            );
+            assert!(
+                now + 2 >= exp,
+                "failed {}s before the token expired: {body}",
+                exp - now
+            );
+            first_failure.get_or_insert(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        served > 10,
+        "only {served} requests served during the outage"
+    );
+    assert!(first_failure.is_some(), "no 503 after the token expired");
+    assert!(d.envoy.stat("credmgr.stale_token_served") >= 1);
+}
+
+#[test]
+fn a_backend_401_gets_the_next_request_a_new_token() {
+    let d = Deployment::start_with(3600, "e2e.yaml");
+    let (status, seen) = d.call("/bearer/before");
+    assert_eq!(status, 200, "{seen}");
+    let before = fingerprint(&seen);
+
+    // Revoke the token at the OAuth server: the backend's introspection now says inactive.
+    let token = d.control_plane.runtime_token(PROVIDER, CONNECTION);
+    let resp = http()
+        .post(format!("{}/token/revocation", d.oauth.url))
+        .basic_auth("credmgr-demo", Some("credmgr-demo-secret"))
+        .form(&[
+            ("token", token.access_token.as_str()),
+            ("token_type_hint", "access_token"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let (status, body) = d.call("/bearer/revoked");
+    assert_eq!(status, 401, "the backend refuses the revoked token: {body}");
+    let seen = wait_for(
+        "a request with a new token",
+        Duration::from_secs(10),
+        || {
+            let (status, seen) = d.call("/bearer/after");
+            (status == 200).then_some(seen)
+        },
+    );
+    assert_ne!(fingerprint(&seen), before);
+    assert_eq!(d.envoy.stat("credmgr.upstream_unauthorized"), 1);
+    assert_eq!(
+        d.oauth.tokens_issued(),
+        2,
+        "one new token, however many 401s: {}",
+        d.oauth.stats()
+    );
+}
