@@ -15,7 +15,7 @@ CARGO           ?= cargo
 export CREDMGR_ENVOY := $(abspath $(ENVOY))
 export CREDMGR_WASM  := $(abspath $(WASM))
 
-.PHONY: help tools build wasm lint unit validate-envoy e2e test run clean
+.PHONY: help tools build wasm lint unit unit-wasm validate-envoy e2e test run clean
 
 help:
 	@echo "make run    start the demo (OAuth server, control plane, backend, Envoy) and print what to try"
@@ -57,6 +57,12 @@ lint: .wasm-target
 unit:
 	$(CARGO) test --workspace --exclude credmgr-e2e
 
+# The filter's logic (and the shared crate) again, compiled to wasm32 as Envoy runs it, under
+# Node's WASI: catches 32-bit and Wasm-only behaviour that native tests cannot.
+unit-wasm: .wasm-target
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-run.mjs" \
+	  $(CARGO) test -p credmgr-common -p credmgr-filter --target $(WASM_TARGET)
+
 # Every shipped Envoy config is a template; render each with example values and let Envoy
 # itself check it, which also loads the filter and runs its configuration check.
 validate-envoy: tools wasm
@@ -73,7 +79,7 @@ validate-envoy: tools wasm
 e2e: tools build
 	$(CARGO) test -p credmgr-e2e -- --test-threads=2
 
-test: tools lint unit validate-envoy e2e
+test: tools lint unit unit-wasm validate-envoy e2e
 
 ## ---- demo ----
 
