@@ -35,14 +35,13 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        if let Some(worker) = &self.worker {
-            worker.on_call_response(
-                &WasmHost,
-                self.id,
-                call,
-                call_response(num_headers, body_size),
-            );
-        }
+        deliver(
+            self.worker.as_deref(),
+            self.id,
+            call,
+            num_headers,
+            body_size,
+        );
     }
 }
 
@@ -111,6 +110,13 @@ impl RootContext for Root {
     }
 }
 
+/// Hands the answer to call `call`, delivered to context `id` (root or request), to the worker.
+fn deliver(worker: Option<&Worker>, id: u32, call: u32, num_headers: usize, body_size: usize) {
+    if let Some(worker) = worker {
+        worker.on_call_response(&WasmHost, id, call, call_response(num_headers, body_size));
+    }
+}
+
 /// Reads the answer to an HTTP call. Envoy reports a failed call (connect error, timeout,
 /// reset) with no headers at all.
 fn call_response(num_headers: usize, body_size: usize) -> CallResponse {
@@ -146,14 +152,13 @@ impl Context for Http {
         body_size: usize,
         _trailers: usize,
     ) {
-        if let Some(worker) = &self.worker {
-            worker.on_call_response(
-                &WasmHost,
-                self.id,
-                call,
-                call_response(num_headers, body_size),
-            );
-        }
+        deliver(
+            self.worker.as_deref(),
+            self.id,
+            call,
+            num_headers,
+            body_size,
+        );
     }
 }
 

@@ -228,19 +228,9 @@ impl Worker {
                 continue;
             }
             self.stats.inc(host, stats::REFRESH_AHEAD);
-            if let Ok(call) = self.dispatch(host, &need) {
-                self.calls.borrow_mut().insert(call, key.clone());
-                self.fetches.borrow_mut().insert(
-                    key,
-                    Fetch {
-                        need,
-                        call,
-                        dispatcher: root_ctx,
-                        waiters: Vec::new(),
-                        orphaned: false,
-                    },
-                );
-            }
+            // A failure is logged and counted by dispatch; the next request past the refresh
+            // point asks again.
+            let _ = self.start_fetch(host, need, root_ctx, Vec::new());
         }
     }
 
@@ -382,6 +372,17 @@ impl Worker {
             fetch.waiters.push(ctx);
             return Ok(());
         }
+        self.start_fetch(host, need, ctx, vec![ctx])
+    }
+
+    /// Calls for `need` from context `dispatcher` and records the fetch with its waiters.
+    fn start_fetch(
+        &self,
+        host: &impl Host,
+        need: TokenNeed,
+        dispatcher: u32,
+        waiters: Vec<u32>,
+    ) -> Result<(), Failure> {
         let call = self.dispatch(host, &need)?;
         let key = need.key.clone();
         self.calls.borrow_mut().insert(call, key.clone());
@@ -390,8 +391,8 @@ impl Worker {
             Fetch {
                 need,
                 call,
-                dispatcher: ctx,
-                waiters: vec![ctx],
+                dispatcher,
+                waiters,
                 orphaned: false,
             },
         );
