@@ -107,6 +107,8 @@ struct RawGetAuthorizationContext {
     #[serde(default)]
     identity_type: IdentityType,
     #[serde(default)]
+    identity: Option<String>,
+    #[serde(default)]
     ignore_error: bool,
 }
 
@@ -117,6 +119,10 @@ pub enum IdentityType {
     /// The gateway's own identity (its gateway key).
     #[default]
     Managed,
+    /// A caller's JWT (the `identity` template). Recognised so that the error can say why it
+    /// is refused: verifying callers needs trusted issuers and access policies, which the
+    /// control plane does not have yet.
+    Jwt,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,6 +314,19 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                         at("context-variable-name")
                     )));
                 }
+                if g.identity_type == IdentityType::Jwt {
+                    return Err(ConfigError(format!(
+                        "{}: \"jwt\" is not supported yet: verifying a caller's JWT needs trusted \
+                         issuers and access policies in the control plane; use \"managed\"",
+                        at("identity-type")
+                    )));
+                }
+                if g.identity.is_some() {
+                    return Err(ConfigError(format!(
+                        "{}: only used with identity-type \"jwt\"; the managed identity is the gateway's own",
+                        at("identity")
+                    )));
+                }
                 variables.push(var.clone());
                 Step::GetAuthorizationContext(GetAuthorizationContext {
                     provider_id: g.provider_id,
@@ -467,6 +486,22 @@ mod tests {
             .unwrap()
             .remove("gateway_key");
         assert!(err(v).contains("gateway_key"));
+    }
+
+    #[test]
+    fn jwt_identities_are_refused_with_the_reason() {
+        let mut v = base();
+        v["policies"]["p"][0]["get-authorization-context"]["identity-type"] = json!("jwt");
+        let e = err(v);
+        assert!(
+            e.contains("identity-type") && e.contains("not supported yet"),
+            "{e}"
+        );
+
+        let mut v = base();
+        v["policies"]["p"][0]["get-authorization-context"]["identity"] =
+            json!("{{request.headers.authorization}}");
+        assert!(err(v).contains("get-authorization-context.identity"));
     }
 
     #[test]
