@@ -7,4 +7,5 @@
 
 mod harness;
 mod management;
+mod rejected;
 mod runtime;
