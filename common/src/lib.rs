@@ -4,6 +4,7 @@
 //! once, so the two sides cannot drift apart. The crate is deliberately small and has no
 //! dependencies beyond `serde`: it is compiled into the Wasm filter, where every byte counts.
 
+pub mod access;
 pub mod error;
 pub mod ids;
 pub mod runtime;
