@@ -1,0 +1,304 @@
+//! Verifying callers' JWTs locally (`identity-type: jwt`), against the keys of the issuers the
+//! control plane trusts.
+//!
+//! Only asymmetric signatures are accepted: RS256, ES256 and EdDSA (Ed25519). The algorithm a
+//! token claims is checked against this list before any key is touched, and each key is used
+//! only with its own algorithm, so `alg: none` and the HMAC-with-a-public-key confusion
+//! (RFC 8725 §2.1) have nothing to work with. A verified token is remembered per worker until
+//! it expires, so a caller pays for signature verification once.
+//!
+//! Groundwork for issue 5: the control plane does not publish issuers and keys to gateways
+//! yet, so nothing calls this outside its tests.
+
+use credmgr_common::access::{ClaimNames, JwtIdentity};
+use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPublicKey};
+use jwt_compact::jwk::JsonWebKey;
+use jwt_compact::{Algorithm, AlgorithmExt, Claims, Token, UntrustedToken};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+type Es256Key = <Es256 as Algorithm>::VerifyingKey;
+type Ed25519Key = <Ed25519 as Algorithm>::VerifyingKey;
+
+/// A public key of a trusted issuer, ready for one algorithm.
+enum Key {
+    Rs256(RsaPublicKey),
+    Es256(Es256Key),
+    EdDsa(Ed25519Key),
+}
+
+impl Key {
+    fn alg(&self) -> &'static str {
+        match self {
+            Key::Rs256(_) => "RS256",
+            Key::Es256(_) => "ES256",
+            Key::EdDsa(_) => "EdDSA",
+        }
+    }
+}
+
+struct KeyEntry {
+    kid: Option<String>,
+    key: Key,
+}
+
+/// An issuer whose tokens are accepted.
+pub struct TrustedIssuer {
+    /// `iss`, compared exactly.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one. Empty: any audience.
+    pub audiences: Vec<String>,
+    pub claim_names: ClaimNames,
+    keys: Vec<KeyEntry>,
+}
+
+/// Why a JWT was refused; [`JwtError::code`] is the error code in the 401 body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtError {
+    Malformed(String),
+    AlgorithmNotAllowed(String),
+    UntrustedIssuer(String),
+    UnknownKey(Option<String>),
+    BadSignature,
+    MissingClaim(&'static str),
+    Expired,
+    NotYetValid,
+    WrongAudience,
+}
+
+impl JwtError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JwtError::Malformed(_) => "jwt_malformed",
+            JwtError::AlgorithmNotAllowed(_) => "jwt_algorithm_not_allowed",
+            JwtError::UntrustedIssuer(_) => "jwt_untrusted_issuer",
+            JwtError::UnknownKey(_) => "jwt_unknown_key",
+            JwtError::BadSignature => "jwt_bad_signature",
+            JwtError::MissingClaim(_) => "jwt_missing_claim",
+            JwtError::Expired => "jwt_expired",
+            JwtError::NotYetValid => "jwt_not_yet_valid",
+            JwtError::WrongAudience => "jwt_wrong_audience",
+        }
+    }
+}
+
+impl std::fmt::Display for JwtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtError::Malformed(why) => write!(f, "the token is not a well-formed JWT: {why}"),
+            JwtError::AlgorithmNotAllowed(alg) => write!(
+                f,
+                "algorithm {alg:?} is not accepted; tokens must be signed with RS256, ES256 or EdDSA"
+            ),
+            JwtError::UntrustedIssuer(iss) => write!(f, "issuer {iss:?} is not trusted"),
+            JwtError::UnknownKey(Some(kid)) => write!(f, "the issuer has no key {kid:?}"),
+            JwtError::UnknownKey(None) => {
+                write!(f, "the issuer has no key for the token's algorithm")
+            }
+            JwtError::BadSignature => write!(f, "the signature does not verify"),
+            JwtError::MissingClaim(c) => write!(f, "the token has no {c:?} claim"),
+            JwtError::Expired => write!(f, "the token has expired"),
+            JwtError::NotYetValid => write!(f, "the token is not valid yet (nbf)"),
+            JwtError::WrongAudience => write!(f, "the token is not meant for this audience"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<Value>,
+}
+
+impl TrustedIssuer {
+    /// An issuer with the keys of its JWKS (RFC 7517 §5). Keys for encryption, symmetric keys
+    /// and algorithms other than RS256, ES256 and EdDSA are left out; a key that cannot be
+    /// read is an error naming it.
+    pub fn new(
+        issuer: String,
+        audiences: Vec<String>,
+        claim_names: ClaimNames,
+        jwks: &[u8],
+    ) -> Result<TrustedIssuer, String> {
+        let jwks: Jwks =
+            serde_json::from_slice(jwks).map_err(|e| format!("unreadable JWKS: {e}"))?;
+        let mut keys = Vec::new();
+        for (i, raw) in jwks.keys.iter().enumerate() {
+            let field = |name: &str| raw.get(name).and_then(Value::as_str);
+            let kid = field("kid").map(str::to_owned);
+            if field("use") == Some("enc") {
+                continue;
+            }
+            let jwk: JsonWebKey<'_> = serde_json::from_value(raw.clone())
+                .map_err(|e| format!("JWKS key {i} ({kid:?}): {e}"))?;
+            let key = match (&jwk, field("alg")) {
+                (JsonWebKey::Rsa { .. }, None | Some("RS256")) => {
+                    RsaPublicKey::try_from(&jwk).map(Key::Rs256)
+                }
+                (JsonWebKey::EllipticCurve { curve, .. }, None | Some("ES256"))
+                    if curve == "P-256" =>
+                {
+                    Es256Key::try_from(&jwk).map(Key::Es256)
+                }
+                (JsonWebKey::KeyPair { curve, .. }, None | Some("EdDSA")) if curve == "Ed25519" => {
+                    Ed25519Key::try_from(&jwk).map(Key::EdDsa)
+                }
+                _ => continue,
+            }
+            .map_err(|e| format!("JWKS key {i} ({kid:?}): {e}"))?;
+            keys.push(KeyEntry { kid, key });
+        }
+        Ok(TrustedIssuer {
+            issuer,
+            audiences,
+            claim_names,
+            keys,
+        })
+    }
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub identity: JwtIdentity,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Verifies `token` against `issuers` at `now` (Unix seconds), allowing `leeway` seconds of
+/// clock skew for `exp` and `nbf`.
+pub fn verify(
+    issuers: &[TrustedIssuer],
+    token: &str,
+    now: i64,
+    leeway: i64,
+) -> Result<Verified, JwtError> {
+    let untrusted = UntrustedToken::new(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let alg = untrusted.algorithm();
+    if !matches!(alg, "RS256" | "ES256" | "EdDSA") {
+        return Err(JwtError::AlgorithmNotAllowed(alg.to_owned()));
+    }
+    let unverified: Claims<Map<String, Value>> = untrusted
+        .deserialize_claims_unchecked()
+        .map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let iss = unverified
+        .custom
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::MissingClaim("iss"))?;
+    let issuer = issuers
+        .iter()
+        .find(|i| i.issuer == iss)
+        .ok_or_else(|| JwtError::UntrustedIssuer(iss.to_owned()))?;
+
+    let kid = untrusted.header().key_id.as_deref();
+    let candidates = issuer
+        .keys
+        .iter()
+        .filter(|k| k.key.alg() == alg && (kid.is_none() || k.kid.as_deref() == kid));
+    let mut verified: Option<Token<Map<String, Value>>> = None;
+    let mut tried = false;
+    for entry in candidates {
+        tried = true;
+        let result = match &entry.key {
+            Key::Rs256(k) => Rsa::rs256().validator(k).validate(&untrusted),
+            Key::Es256(k) => Es256.validator(k).validate(&untrusted),
+            Key::EdDsa(k) => Ed25519.validator(k).validate(&untrusted),
+        };
+        if let Ok(token) = result {
+            verified = Some(token);
+            break;
+        }
+    }
+    let token = match verified {
+        Some(token) => token,
+        None if tried => return Err(JwtError::BadSignature),
+        None => return Err(JwtError::UnknownKey(kid.map(str::to_owned))),
+    };
+
+    let claims = token.claims();
+    let expires_at = claims
+        .expiration
+        .map(|t| t.timestamp())
+        .ok_or(JwtError::MissingClaim("exp"))?;
+    if now > expires_at.saturating_add(leeway) {
+        return Err(JwtError::Expired);
+    }
+    if let Some(nbf) = claims.not_before {
+        if nbf.timestamp().saturating_sub(leeway) > now {
+            return Err(JwtError::NotYetValid);
+        }
+    }
+    if !issuer.audiences.is_empty() {
+        let ok = match claims.custom.get("aud") {
+            Some(Value::String(a)) => issuer.audiences.iter().any(|x| x == a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| issuer.audiences.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !ok {
+            return Err(JwtError::WrongAudience);
+        }
+    }
+    Ok(Verified {
+        identity: issuer.claim_names.identity(iss, &claims.custom),
+        expires_at,
+    })
+}
+
+/// Verified tokens of one worker, kept until they expire.
+#[derive(Default)]
+pub struct VerifiedCache {
+    entries: HashMap<String, Verified>,
+}
+
+/// Most tokens remembered per worker; beyond it, expired entries go first, then all.
+const MAX_CACHED: usize = 10_000;
+
+impl VerifiedCache {
+    /// The verified identity of `token`, verifying it only if it is not remembered (or has
+    /// expired since). `verifications` counts signature checks, for tests and stats.
+    pub fn verify(
+        &mut self,
+        issuers: &[TrustedIssuer],
+        token: &str,
+        now: i64,
+        leeway: i64,
+    ) -> Result<Verified, JwtError> {
+        if let Some(v) = self.entries.get(token) {
+            if now <= v.expires_at.saturating_add(leeway) {
+                return Ok(v.clone());
+            }
+        }
+        let verified = verify(issuers, token, now, leeway)?;
+        if self.entries.len() >= MAX_CACHED {
+            self.entries
+                .retain(|_, v| now <= v.expires_at.saturating_add(leeway));
+            if self.entries.len() >= MAX_CACHED {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(token.to_owned(), verified.clone());
+        Ok(verified)
+    }
+
+    /// Forgets every token, e.g. when the trusted keys change.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;
