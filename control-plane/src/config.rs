@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the control plane: management API, runtime API, token store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a new random key-encryption key as `ID:BASE64`, for CREDMGR_KEYS.
     GenKey(GenKeyArgs),
 }
@@ -105,6 +105,31 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub provider_timeout: Duration,
+
+    /// The control plane's URL as browsers reach it, e.g. `https://credmgr.example.com`.
+    /// Login links point here, and `<public URL>/oauth2/callback` is the redirect URI to
+    /// register at each authorization-code provider. Defaults to `http://<listen address>`.
+    #[arg(long, env = "CREDMGR_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// How long a login link stays valid (it is also single-use), e.g. `10m`.
+    #[arg(
+        long,
+        env = "CREDMGR_LOGIN_LINK_TTL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub login_link_ttl: Duration,
+
+    /// A token is refreshed at 80 % of its lifetime, and at the latest this long before it
+    /// expires (but never before half its lifetime).
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_SKEW",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub refresh_skew: Duration,
 }
 
 #[derive(Args)]
@@ -123,6 +148,10 @@ pub struct Config {
     pub gateway_keys: Vec<GatewayKey>,
     pub keyring: Keyring,
     pub provider_timeout: Duration,
+    /// `None`: `http://<listen address>` (with the port actually bound).
+    pub public_url: Option<url::Url>,
+    pub login_link_ttl: Duration,
+    pub refresh_skew: Duration,
 }
 
 impl Config {
@@ -154,7 +183,18 @@ impl Config {
         if args.provider_timeout.is_zero() {
             bail!("CREDMGR_PROVIDER_TIMEOUT (--provider-timeout) must be more than 0");
         }
+        let public_url = args
+            .public_url
+            .as_deref()
+            .map(parse_public_url)
+            .transpose()?;
+        if args.login_link_ttl.is_zero() {
+            bail!("CREDMGR_LOGIN_LINK_TTL (--login-link-ttl) must be more than 0");
+        }
         Ok(Config {
+            public_url,
+            login_link_ttl: args.login_link_ttl,
+            refresh_skew: args.refresh_skew,
             listen: args.listen,
             database_url: DatabaseUrl::new(args.database_url),
             admin_token,
@@ -163,6 +203,22 @@ impl Config {
             provider_timeout: args.provider_timeout,
         })
     }
+}
+
+/// An absolute http(s) URL with no query or fragment; a trailing `/` is dropped.
+fn parse_public_url(raw: &str) -> anyhow::Result<url::Url> {
+    let fix = "set CREDMGR_PUBLIC_URL (--public-url) to the control plane's URL as browsers \
+               reach it, e.g. https://credmgr.example.com";
+    let url = url::Url::parse(raw.trim().trim_end_matches('/'))
+        .map_err(|e| anyhow::anyhow!("`{raw}` is not a URL ({e}): {fix}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        bail!("`{raw}` must be an http or https URL without query or fragment: {fix}");
+    }
+    Ok(url)
 }
 
 fn parse_gateway_keys(entries: &[String]) -> anyhow::Result<Vec<GatewayKey>> {

@@ -257,7 +257,13 @@ async fn put(
                 client_id: creds.client_id,
                 client_secret: creds.client_secret,
                 status: ConnectionStatus::NotConnected,
-                error: None,
+                // What to do next, for connections that only a user's consent connects.
+                error: provider.grant_type.needs_consent().then(|| {
+                    (
+                        credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
+                        crate::tokens::consent_required_message(p, c),
+                    )
+                }),
                 token_generation: 0,
                 last_refresh_at: None,
                 created_at: now,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod consent;
 pub mod crypto;
 pub mod error;
 pub mod extract;
@@ -41,11 +42,24 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub metrics: Arc<Metrics>,
     pub credentials: Arc<Credentials>,
+    pub consent: Arc<consent::Settings>,
 }
 
 impl AppState {
     /// Opens the store (running migrations) and wires the services together.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {
+        let listen = config.listen;
+        Self::build_at(config, listen).await
+    }
+
+    /// As [`AppState::build`], for a server bound to `bound` (the default public URL).
+    pub async fn build_at(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
+        let public_url = match config.public_url.clone() {
+            Some(u) => u,
+            None => url::Url::parse(&format!("http://{bound}"))
+                .context("the listen address does not make a URL; set CREDMGR_PUBLIC_URL")?,
+        };
+        let consent = Arc::new(consent::Settings::new(public_url, config.login_link_ttl));
         let store = Store::connect(&config.database_url).await?;
         let keyring = Arc::new(config.keyring);
         let metrics = Arc::new(Metrics::new());
@@ -56,6 +70,7 @@ impl AppState {
             keyring.clone(),
             client,
             metrics.clone(),
+            config.refresh_skew,
         ));
         if config.gateway_keys.is_empty() {
             tracing::warn!(
@@ -70,6 +85,7 @@ impl AppState {
             tokens,
             metrics,
             credentials,
+            consent,
         })
     }
 }
@@ -79,7 +95,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let database = config.database_url.clone();
     let active_key = config.keyring.active_id().to_owned();
-    let state = AppState::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -89,7 +104,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, %database, active_key, "credmgr control plane started");
+    let state = AppState::build_at(config, addr).await?;
+    tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
+        "credmgr control plane started");
     {
         // Test harnesses and scripts wait for this exact line.
         let mut out = std::io::stdout().lock();

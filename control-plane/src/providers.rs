@@ -37,9 +37,8 @@ pub enum IdentityProvider {
 pub enum GrantType {
     /// RFC 6749 §4.4: the client's own credentials; no user involved.
     ClientCredentials,
-    /// RFC 6749 §4.1: a user consents in a browser. Stored, but this version has no consent
-    /// flow yet, so its connections stay `not_connected` and the runtime API answers
-    /// `consent_required`.
+    /// RFC 6749 §4.1: a user consents in a browser (login link, interstitial, provider,
+    /// callback); the access token is then refreshed with the refresh token.
     AuthorizationCode,
 }
 
@@ -114,10 +113,47 @@ pub struct ProviderBody {
     /// Not for secrets: they are stored and shown in plain text.
     #[serde(default)]
     token_params: BTreeMap<String, String>,
+    /// The authorization endpoint; required for the authorization-code grant.
+    #[serde(default)]
+    authorization_url: Option<String>,
+    /// Where refresh tokens are redeemed; defaults to `token_url`.
+    #[serde(default)]
+    refresh_url: Option<String>,
+    /// The provider's issuer identifier, compared with the `iss` of authorization responses
+    /// (RFC 9207). Without it, `iss` must have the authorization URL's origin.
+    #[serde(default)]
+    issuer: Option<String>,
+    /// Extra parameters of the authorization request, such as `access_type=offline`.
+    #[serde(default)]
+    authorize_params: BTreeMap<String, String>,
+    /// Where a login link may send the user after consent (exact match).
+    #[serde(default)]
+    allowed_redirect_urls: Vec<String>,
 }
 
-/// Token-request parameters that credmgr sets itself (RFC 6749 §4.4.2, §2.3.1).
-const RESERVED_TOKEN_PARAMS: &[&str] = &["grant_type", "scope", "client_id", "client_secret"];
+/// Token-request parameters that credmgr sets itself (RFC 6749 §4.1.3, §4.4.2, §6, §2.3.1,
+/// RFC 7636 §4.5).
+const RESERVED_TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "scope",
+    "client_id",
+    "client_secret",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+];
+
+/// Authorization-request parameters that credmgr sets itself (RFC 6749 §4.1.1, RFC 7636).
+const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
 
 /// A provider as the API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
@@ -132,6 +168,12 @@ pub struct ProviderView {
     pub scopes: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
     pub token_params: BTreeMap<String, String>,
+    pub authorization_url: Option<String>,
+    /// The effective refresh endpoint: `token_url` unless set.
+    pub refresh_url: String,
+    pub issuer: Option<String>,
+    pub authorize_params: BTreeMap<String, String>,
+    pub allowed_redirect_urls: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -155,6 +197,11 @@ impl From<&ProviderRecord> for ProviderView {
             scopes: p.scopes.clone(),
             token_endpoint_auth_method: p.token_endpoint_auth_method,
             token_params: p.token_params.clone(),
+            authorization_url: p.authorization_url.clone(),
+            refresh_url: p.refresh_endpoint().to_owned(),
+            issuer: p.issuer.clone(),
+            authorize_params: p.authorize_params.clone(),
+            allowed_redirect_urls: p.allowed_redirect_urls.clone(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -219,10 +266,16 @@ async fn put(
         grant_type: body.grant_type,
         client_id: body.client_id,
         client_secret,
-        token_url: body.token_url,
         scopes: body.scopes,
         token_endpoint_auth_method: body.token_endpoint_auth_method,
         token_params: body.token_params,
+        // Re-sending the effective refresh URL (what GET shows) is the same as leaving it out.
+        refresh_url: body.refresh_url.filter(|u| *u != body.token_url),
+        token_url: body.token_url,
+        authorization_url: body.authorization_url,
+        issuer: body.issuer,
+        authorize_params: body.authorize_params,
+        allowed_redirect_urls: body.allowed_redirect_urls,
         created_at: existing.as_ref().map_or(now, |old| old.created_at),
         updated_at: now,
     };
@@ -275,6 +328,7 @@ fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
         || old.scopes != new.scopes
         || old.token_endpoint_auth_method != new.token_endpoint_auth_method
         || old.token_params != new.token_params
+        || old.refresh_url != new.refresh_url
 }
 
 async fn delete(State(state): State<AppState>, path: ProviderPath) -> Result<StatusCode, ApiError> {
@@ -339,13 +393,46 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
     if let Some(secret) = &body.client_secret {
         validate_client_secret("client_secret", secret)?;
     }
-    let url = validate_token_url(&body.token_url)?;
+    let url = validate_endpoint("token_url", &body.token_url)?;
     if url.scheme() == "http" {
         tracing::warn!(
             token_url = %url,
             "token_url uses plain http: client secrets and tokens cross it unencrypted"
         );
     }
+    if let Some(refresh) = &body.refresh_url {
+        validate_endpoint("refresh_url", refresh)?;
+    }
+    match (&body.authorization_url, body.grant_type) {
+        (Some(a), _) => {
+            validate_endpoint("authorization_url", a)?;
+        }
+        (None, GrantType::AuthorizationCode) => {
+            return Err(ApiError::invalid(
+                "authorization_url",
+                "`authorization_url` is required with the authorization_code grant",
+            ))
+        }
+        (None, GrantType::ClientCredentials) => {}
+    }
+    if let Some(issuer) = &body.issuer {
+        // RFC 8414 §2: an https URL without query or fragment; http is allowed for tests.
+        let u = validate_endpoint("issuer", issuer)?;
+        if u.query().is_some() {
+            return Err(ApiError::invalid(
+                "issuer",
+                "`issuer` must not have a query (RFC 8414 §2)",
+            ));
+        }
+    }
+    for (i, redirect) in body.allowed_redirect_urls.iter().enumerate() {
+        validate_endpoint(&format!("allowed_redirect_urls[{i}]"), redirect)?;
+    }
+    check_params(
+        "authorize_params",
+        &body.authorize_params,
+        RESERVED_AUTHORIZE_PARAMS,
+    )?;
     for (i, scope) in body.scopes.iter().enumerate() {
         // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
         let ok = !scope.is_empty()
@@ -362,9 +449,18 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
             ));
         }
     }
-    for (key, value) in &body.token_params {
-        let field = format!("token_params.{key}");
-        if RESERVED_TOKEN_PARAMS.contains(&key.as_str()) {
+    check_params("token_params", &body.token_params, RESERVED_TOKEN_PARAMS)
+}
+
+/// Extra request parameters: none of those credmgr sets itself, no control characters.
+fn check_params(
+    name: &str,
+    params: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Result<(), ApiError> {
+    for (key, value) in params {
+        let field = format!("{name}.{key}");
+        if reserved.contains(&key.as_str()) {
             return Err(ApiError::invalid(
                 &field,
                 format!("`{field}` is set by credmgr itself and cannot be overridden"),
@@ -384,10 +480,15 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
 /// Plain http is accepted for local development and tests, with a warning: RFC 6749 §3.2
 /// requires TLS, since the client secret and the tokens cross this connection.
 pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
+    validate_endpoint("token_url", raw)
+}
+
+/// An absolute http(s) URL without fragment or credentials (RFC 6749 §3.1, §3.1.2, §3.2).
+pub fn validate_endpoint(field: &str, raw: &str) -> Result<url::Url, ApiError> {
     let bad = |why: &str| {
         ApiError::invalid(
-            "token_url",
-            format!("`token_url` must be an absolute http or https URL: {why}"),
+            field,
+            format!("`{field}` must be an absolute http or https URL: {why}"),
         )
     };
     let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
@@ -404,9 +505,7 @@ pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
         return Err(bad("it must not have a fragment (RFC 6749 §3.2)"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "it must not carry credentials; use client_id and client_secret",
-        ));
+        return Err(bad("it must not carry a user name or password"));
     }
     Ok(url)
 }

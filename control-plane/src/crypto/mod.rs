@@ -53,6 +53,18 @@ impl Aad {
         ))
     }
 
+    /// The refresh token stored for a connection.
+    pub fn connection_refresh_token(provider_id: &str, connection_id: &str) -> Self {
+        Aad(format!(
+            "credmgr/v1/connection/{provider_id}/{connection_id}/refresh_token"
+        ))
+    }
+
+    /// The PKCE code verifier of one authorization request, named by its state's hash (hex).
+    pub fn consent_code_verifier(state_hash_hex: &str) -> Self {
+        Aad(format!("credmgr/v1/consent/{state_hash_hex}/code_verifier"))
+    }
+
     /// Ids are validated (no `/`), so each record and field has exactly one string.
     pub fn as_str(&self) -> &str {
         &self.0

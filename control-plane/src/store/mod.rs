@@ -33,8 +33,25 @@ pub struct ProviderRecord {
     pub scopes: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
     pub token_params: BTreeMap<String, String>,
+    /// Where users consent (authorization-code providers).
+    pub authorization_url: Option<String>,
+    /// Where refresh tokens are redeemed; `None`: `token_url`.
+    pub refresh_url: Option<String>,
+    /// The `iss` expected in authorization responses (RFC 9207).
+    pub issuer: Option<String>,
+    /// Extra parameters of the authorization request.
+    pub authorize_params: BTreeMap<String, String>,
+    /// Where users may be sent back after consent.
+    pub allowed_redirect_urls: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl ProviderRecord {
+    /// The endpoint that redeems refresh tokens.
+    pub fn refresh_endpoint(&self) -> &str {
+        self.refresh_url.as_deref().unwrap_or(&self.token_url)
+    }
 }
 
 /// A connection as stored, with the expiry of its token if it has one.
@@ -65,12 +82,44 @@ pub struct ConnectionRecord {
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
     pub access_token: Envelope,
+    /// The refresh token, if the provider issued one (authorization code).
+    pub refresh_token: Option<Envelope>,
     pub token_type: String,
     /// The token response's non-secret fields.
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub obtained_at: i64,
     pub expires_at: i64,
     pub refresh_at: i64,
+}
+
+/// A login link: its secret is in the URL only; the store keys it by the secret's hash.
+#[derive(Debug, Clone)]
+pub struct LoginLink {
+    pub id_hash: Vec<u8>,
+    pub provider_id: String,
+    pub connection_id: String,
+    pub redirect_url: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// An authorization request in progress, from the interstitial's Continue to the callback.
+#[derive(Debug, Clone)]
+pub struct ConsentState {
+    /// SHA-256 of the `state` parameter.
+    pub state_hash: Vec<u8>,
+    /// SHA-256 of the cookie that binds the request to one browser.
+    pub browser_hash: Vec<u8>,
+    pub provider_id: String,
+    pub connection_id: String,
+    pub redirect_url: String,
+    /// The PKCE code verifier (RFC 7636), encrypted.
+    pub code_verifier: Envelope,
+    /// The connection's generation when the request started; tokens obtained for an older
+    /// configuration are discarded.
+    pub token_generation: i64,
+    pub expires_at: i64,
 }
 
 /// What a failed token fetch leaves on its connection.
@@ -282,6 +331,54 @@ impl Store {
         error: &ConnectionError<'_>,
     ) -> Result<bool, StoreError> {
         dispatch!(self.record_token_error(provider_id, connection_id, generation, error))
+    }
+}
+
+impl Store {
+    /// Stores a new login link, dropping expired ones.
+    pub async fn insert_login_link(&self, link: &LoginLink) -> Result<(), StoreError> {
+        dispatch!(self.insert_login_link(link))
+    }
+
+    /// The login link with this hash, used or not.
+    pub async fn get_login_link(&self, id_hash: &[u8]) -> Result<Option<LoginLink>, StoreError> {
+        dispatch!(self.get_login_link(id_hash))
+    }
+
+    /// Marks the link used, if it is unused and unexpired at `now`; returns it then. Atomic:
+    /// of two concurrent uses, one wins.
+    pub async fn use_login_link(
+        &self,
+        id_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<LoginLink>, StoreError> {
+        dispatch!(self.use_login_link(id_hash, now))
+    }
+
+    /// Stores an authorization request in progress, dropping expired ones.
+    pub async fn insert_consent_state(&self, state: &ConsentState) -> Result<(), StoreError> {
+        dispatch!(self.insert_consent_state(state))
+    }
+
+    /// Removes and returns the authorization request with this state hash: a state is
+    /// consumed by its first use, whatever the outcome.
+    pub async fn take_consent_state(
+        &self,
+        state_hash: &[u8],
+    ) -> Result<Option<ConsentState>, StoreError> {
+        dispatch!(self.take_consent_state(state_hash))
+    }
+
+    /// After the provider refused the refresh token: deletes the connection's tokens and
+    /// records the error, in one transaction, if the connection is still at `generation`.
+    pub async fn drop_tokens_with_error(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        error: &ConnectionError<'_>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.drop_tokens_with_error(provider_id, connection_id, generation, error))
     }
 }
 

@@ -53,6 +53,9 @@ impl Harness {
             }],
             keyring: Keyring::new(vec![key], None).unwrap(),
             provider_timeout,
+            public_url: None,
+            login_link_ttl: Duration::from_secs(600),
+            refresh_skew: Duration::from_secs(60),
         };
         let state = AppState::build(config).await.unwrap();
         Harness {
@@ -160,6 +163,7 @@ impl Harness {
             .unwrap()
             .unwrap();
         let record = TokenRecord {
+            refresh_token: None,
             access_token: self
                 .state
                 .keyring
