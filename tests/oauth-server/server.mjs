@@ -157,6 +157,11 @@ function configuration() {
     },
     // Rotate on every use; presenting a used refresh token revokes the whole grant.
     rotateRefreshToken: true,
+    // Revoking any token at /token/revocation revokes its whole grant, refresh tokens
+    // included, as "disconnect this app" does at many providers. (oidc-provider's default
+    // keeps the grant when an access token is revoked.) Tests use it to revoke a user's
+    // consent with only the access token in hand.
+    async revokeGrantPolicy() { return true; },
     // Tokens outlive the browser session at the provider (offline access).
     async expiresWithSession() { return false; },
 

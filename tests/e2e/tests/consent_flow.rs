@@ -100,3 +100,67 @@ fn with_tokens_of_a_few_seconds_requests_keep_working_for_a_minute_and_no_refres
         fingerprints.len()
     );
 }
+
+#[test]
+fn a_grant_revoked_at_the_provider_turns_the_connection_to_refresh_token_invalid_until_a_new_consent(
+) {
+    let d = credmgr_e2e::Deployment::start_consent(4, &[]);
+    d.consent("carol");
+    let (status, seen) = d.call("/before-revocation");
+    assert_eq!(status, 200, "{seen}");
+
+    // The user revokes the app at the provider: every token of the grant dies.
+    let token = d
+        .control_plane
+        .runtime_token(credmgr_e2e::stack::PROVIDER, credmgr_e2e::stack::CONNECTION);
+    let revoked = http()
+        .post(format!("{}/token/revocation", d.oauth.url))
+        .basic_auth("credmgr-demo", Some("credmgr-demo-secret"))
+        .form(&[("token", token.access_token.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+
+    // Requests keep coming; at the next refresh the provider refuses the refresh token.
+    let body = credmgr_e2e::wait_for(
+        "requests through Envoy to get 503 refresh_token_invalid",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = d.call("/after-revocation");
+            (status == 503 && body["error"]["code"] == "refresh_token_invalid").then_some(body)
+        },
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("login link") && message.contains("consent"),
+        "the 503 must say what to do: {body}"
+    );
+    let conn = d.connection();
+    assert_eq!(conn["status"], "error", "{conn}");
+    assert_eq!(conn["error"]["code"], "refresh_token_invalid", "{conn}");
+    assert!(
+        conn["token_expires_at"].is_null(),
+        "the dead tokens are dropped: {conn}"
+    );
+    // Asked once, refused once: the store was re-read, and nothing newer was there.
+    let stats = d.oauth.stats();
+    assert_eq!(stats["token_errors"]["invalid_grant"], 1, "{stats}");
+    for i in 0..3 {
+        let (status, body) = d.call(&format!("/still-revoked/{i}"));
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(d.oauth.stats()["token_errors"]["invalid_grant"], 1);
+
+    // A new consent restores service.
+    d.consent("carol");
+    assert_eq!(d.connection()["status"], "connected");
+    let seen = credmgr_e2e::wait_for(
+        "requests through Envoy to succeed again",
+        Duration::from_secs(30),
+        || {
+            let (status, seen) = d.call("/after-new-consent");
+            (status == 200).then_some(seen)
+        },
+    );
+    assert_eq!(seen["sub"], "carol", "{seen}");
+}
