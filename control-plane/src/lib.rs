@@ -11,6 +11,7 @@ pub mod connections;
 pub mod consent;
 pub mod crypto;
 pub mod error;
+pub mod etag;
 pub mod extract;
 pub mod http;
 pub mod metrics;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
 use crate::error::ApiError;
+use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
-use crate::store::ProviderRecord;
+use crate::store::{new_etag, ProviderRecord};
 use crate::AppState;
 
 /// The kind of identity provider. Presets (GitHub, Entra ID, ...) come later.
@@ -174,6 +175,8 @@ pub struct ProviderView {
     pub issuer: Option<String>,
     pub authorize_params: BTreeMap<String, String>,
     pub allowed_redirect_urls: Vec<String>,
+    /// The `ETag` of this provider, for `If-Match`.
+    pub etag: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -202,6 +205,7 @@ impl From<&ProviderRecord> for ProviderView {
             issuer: p.issuer.clone(),
             authorize_params: p.authorize_params.clone(),
             allowed_redirect_urls: p.allowed_redirect_urls.clone(),
+            etag: p.etag.clone(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -220,12 +224,9 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, 
     Ok(Json(providers.iter().map(ProviderView::from).collect()))
 }
 
-async fn show(
-    State(state): State<AppState>,
-    path: ProviderPath,
-) -> Result<Json<ProviderView>, ApiError> {
+async fn show(State(state): State<AppState>, path: ProviderPath) -> Result<Response, ApiError> {
     let p = find(&state, &path.provider_id).await?;
-    Ok(Json(ProviderView::from(&p)))
+    Ok(([etag::header(&p.etag)], Json(ProviderView::from(&p))).into_response())
 }
 
 /// Loads a provider or answers 404.
@@ -240,12 +241,23 @@ pub async fn find(state: &AppState, id: &str) -> Result<ProviderRecord, ApiError
 async fn put(
     State(state): State<AppState>,
     path: ProviderPath,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> Result<Response, ApiError> {
+    let if_match = IfMatch::from_headers(&headers)?;
     validate(&body)?;
     let id = path.provider_id;
     let now = unix_now();
     let existing = state.store.get_provider(&id).await?;
+    let what = format!("provider `{id}`");
+    if_match.check(existing.as_ref().map(|p| p.etag.as_str()), &what)?;
+    let lost_race = || {
+        if if_match.is_present() {
+            etag::stale(&what)
+        } else {
+            concurrent_change(&id)
+        }
+    };
     let client_secret = match (&body.client_secret, &existing) {
         (Some(secret), _) => state.keyring.encrypt(
             &Aad::provider_client_secret(&id),
@@ -276,13 +288,14 @@ async fn put(
         issuer: body.issuer,
         authorize_params: body.authorize_params,
         allowed_redirect_urls: body.allowed_redirect_urls,
+        etag: new_etag(),
         created_at: existing.as_ref().map_or(now, |old| old.created_at),
         updated_at: now,
     };
     let status = match existing {
         None => {
             if !state.store.insert_provider(&record).await? {
-                return Err(concurrent_change(&id));
+                return Err(lost_race());
             }
             tracing::info!(provider = %id, grant_type = %record.grant_type, "provider created");
             StatusCode::CREATED
@@ -300,19 +313,28 @@ async fn put(
                     );
                     !same.unwrap_or(false)
                 });
-            if !state.store.replace_provider(&record, invalidate).await? {
-                return Err(concurrent_change(&id));
+            if !state
+                .store
+                .replace_provider(&record, invalidate, &old.etag)
+                .await?
+            {
+                return Err(lost_race());
             }
             tracing::info!(provider = %id, tokens_invalidated = invalidate, "provider replaced");
             StatusCode::OK
         }
     };
-    Ok((status, Json(ProviderView::from(&record))).into_response())
+    Ok((
+        status,
+        [etag::header(&record.etag)],
+        Json(ProviderView::from(&record)),
+    )
+        .into_response())
 }
 
 fn concurrent_change(id: &str) -> ApiError {
     ApiError::Conflict(format!(
-        "provider `{id}` was created or deleted by another request at the same time; retry"
+        "provider `{id}` was changed by another request at the same time; retry"
     ))
 }
 
@@ -331,12 +353,23 @@ fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
         || old.refresh_url != new.refresh_url
 }
 
-async fn delete(State(state): State<AppState>, path: ProviderPath) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_provider(&path.provider_id).await? {
-        return Err(ApiError::NotFound(format!(
-            "provider `{}` does not exist",
-            path.provider_id
-        )));
+async fn delete(
+    State(state): State<AppState>,
+    path: ProviderPath,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let if_match = IfMatch::from_headers(&headers)?;
+    let id = &path.provider_id;
+    let current = find(&state, id).await?;
+    let what = format!("provider `{id}`");
+    if_match.check(Some(&current.etag), &what)?;
+    let expected = if_match.is_present().then_some(current.etag.as_str());
+    if !state.store.delete_provider(id, expected).await? {
+        return Err(if if_match.is_present() {
+            etag::stale(&what)
+        } else {
+            ApiError::NotFound(format!("provider `{id}` does not exist"))
+        });
     }
     tracing::info!(provider = %path.provider_id, "provider deleted with its connections");
     Ok(StatusCode::NO_CONTENT)

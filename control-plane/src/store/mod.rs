@@ -43,6 +43,8 @@ pub struct ProviderRecord {
     pub authorize_params: BTreeMap<String, String>,
     /// Where users may be sent back after consent.
     pub allowed_redirect_urls: Vec<String>,
+    /// Changes with every write of the configuration ([`new_etag`]).
+    pub etag: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -72,6 +74,8 @@ pub struct ConnectionRecord {
     /// generation is discarded instead of stored.
     pub token_generation: i64,
     pub last_refresh_at: Option<i64>,
+    /// Changes with every write of the configuration (not with token refreshes).
+    pub etag: String,
     pub created_at: i64,
     pub updated_at: i64,
     /// Read from the token, if any; not written through this record.
@@ -90,6 +94,14 @@ pub struct TokenRecord {
     pub obtained_at: i64,
     pub expires_at: i64,
     pub refresh_at: i64,
+}
+
+/// A fresh entity tag: 96 random bits as hex.
+pub fn new_etag() -> String {
+    use aes_gcm::aead::rand_core::RngCore as _;
+    let mut bytes = [0u8; 12];
+    aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A login link: its secret is in the URL only; the store keys it by the secret's hash.
@@ -249,20 +261,27 @@ impl Store {
         dispatch!(self.insert_provider(p))
     }
 
-    /// Replaces a provider (not its `created_at`); `false` if it does not exist. With
-    /// `invalidate_tokens`, its connections' tokens are deleted in the same transaction and
-    /// the connections go back to `not_connected`.
+    /// Replaces a provider (not its `created_at`) if its etag is still `expected_etag`;
+    /// `false` if it does not exist or changed meanwhile. With `invalidate_tokens`, its
+    /// connections' tokens are deleted in the same transaction and the connections go back
+    /// to `not_connected`.
     pub async fn replace_provider(
         &self,
         p: &ProviderRecord,
         invalidate_tokens: bool,
+        expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.replace_provider(p, invalidate_tokens))
+        dispatch!(self.replace_provider(p, invalidate_tokens, expected_etag))
     }
 
-    /// Deletes a provider with its connections and tokens; `false` if it did not exist.
-    pub async fn delete_provider(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self.delete_provider(id))
+    /// Deletes a provider with its connections and tokens (only if its etag is
+    /// `expected_etag`, when given); `false` if nothing was deleted.
+    pub async fn delete_provider(
+        &self,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.delete_provider(id, expected_etag))
     }
 
     pub async fn get_connection(
@@ -286,18 +305,26 @@ impl Store {
         dispatch!(self.insert_connection(c))
     }
 
-    /// Replaces a connection's configuration (name, credentials override); `false` if it does
-    /// not exist. With `invalidate_token`, its token is deleted in the same transaction.
+    /// Replaces a connection's configuration (name, credentials override) if its etag is
+    /// still `expected_etag`; `false` if it does not exist or changed meanwhile. With
+    /// `invalidate_token`, its token is deleted in the same transaction.
     pub async fn replace_connection(
         &self,
         c: &ConnectionRecord,
         invalidate_token: bool,
+        expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.replace_connection(c, invalidate_token))
+        dispatch!(self.replace_connection(c, invalidate_token, expected_etag))
     }
 
-    pub async fn delete_connection(&self, provider_id: &str, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self.delete_connection(provider_id, id))
+    /// Deletes a connection (only if its etag is `expected_etag`, when given).
+    pub async fn delete_connection(
+        &self,
+        provider_id: &str,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.delete_connection(provider_id, id, expected_etag))
     }
 
     pub async fn get_token(

@@ -30,11 +30,12 @@ pub struct SqliteStore {
 
 const PROVIDER_COLUMNS: &str = "id, display_name, identity_provider, grant_type, client_id, \
      client_secret, token_url, scopes, token_endpoint_auth_method, token_params, created_at, \
-     updated_at, authorization_url, refresh_url, issuer, authorize_params, allowed_redirect_urls";
+     updated_at, authorization_url, refresh_url, issuer, authorize_params, allowed_redirect_urls, \
+     etag";
 
 const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.display_name, c.client_id, \
      c.client_secret, c.status, c.error_code, c.error_message, c.token_generation, \
-     c.last_refresh_at, c.created_at, c.updated_at, t.expires_at AS token_expires_at \
+     c.last_refresh_at, c.created_at, c.updated_at, c.etag, t.expires_at AS token_expires_at \
      FROM connections c LEFT JOIN tokens t \
      ON t.provider_id = c.provider_id AND t.connection_id = c.id";
 
@@ -84,7 +85,7 @@ impl SqliteStore {
     pub async fn insert_provider(&self, p: &ProviderRecord) -> Result<bool, StoreError> {
         let sql = format!(
             "INSERT INTO providers ({PROVIDER_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
         );
         let done = sqlx::query(&sql)
             .bind(&p.id)
@@ -104,6 +105,7 @@ impl SqliteStore {
             .bind(&p.issuer)
             .bind(to_json(&p.authorize_params)?)
             .bind(to_json(&p.allowed_redirect_urls)?)
+            .bind(&p.etag)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -113,6 +115,7 @@ impl SqliteStore {
         &self,
         p: &ProviderRecord,
         invalidate_tokens: bool,
+        expected_etag: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let done = sqlx::query(
@@ -120,7 +123,7 @@ impl SqliteStore {
              client_id = ?, client_secret = ?, token_url = ?, scopes = ?, \
              token_endpoint_auth_method = ?, token_params = ?, updated_at = ?, \
              authorization_url = ?, refresh_url = ?, issuer = ?, authorize_params = ?, \
-             allowed_redirect_urls = ? WHERE id = ?",
+             allowed_redirect_urls = ?, etag = ? WHERE id = ? AND etag = ?",
         )
         .bind(&p.display_name)
         .bind(p.identity_provider.as_str())
@@ -137,7 +140,9 @@ impl SqliteStore {
         .bind(&p.issuer)
         .bind(to_json(&p.authorize_params)?)
         .bind(to_json(&p.allowed_redirect_urls)?)
+        .bind(&p.etag)
         .bind(&p.id)
+        .bind(expected_etag)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -161,10 +166,16 @@ impl SqliteStore {
         Ok(true)
     }
 
-    pub async fn delete_provider(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_provider(
+        &self,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
         // Connections and tokens go with it: ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM providers WHERE id = ?")
+        let done = sqlx::query("DELETE FROM providers WHERE id = ? AND (? IS NULL OR etag = ?)")
             .bind(id)
+            .bind(expected_etag)
+            .bind(expected_etag)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -201,7 +212,7 @@ impl SqliteStore {
         let done = sqlx::query(
             "INSERT INTO connections (provider_id, id, display_name, client_id, client_secret, \
              status, error_code, error_message, token_generation, last_refresh_at, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             updated_at, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (provider_id, id) DO NOTHING",
         )
         .bind(&c.provider_id)
@@ -216,6 +227,7 @@ impl SqliteStore {
         .bind(c.last_refresh_at)
         .bind(c.created_at)
         .bind(c.updated_at)
+        .bind(&c.etag)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -225,18 +237,21 @@ impl SqliteStore {
         &self,
         c: &ConnectionRecord,
         invalidate_token: bool,
+        expected_etag: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let done = sqlx::query(
             "UPDATE connections SET display_name = ?, client_id = ?, client_secret = ?, \
-             updated_at = ? WHERE provider_id = ? AND id = ?",
+             updated_at = ?, etag = ? WHERE provider_id = ? AND id = ? AND etag = ?",
         )
         .bind(&c.display_name)
         .bind(&c.client_id)
         .bind(c.client_secret.as_ref().map(Envelope::to_bytes))
         .bind(c.updated_at)
+        .bind(&c.etag)
         .bind(&c.provider_id)
         .bind(&c.id)
+        .bind(expected_etag)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -262,12 +277,22 @@ impl SqliteStore {
         Ok(true)
     }
 
-    pub async fn delete_connection(&self, provider_id: &str, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM connections WHERE provider_id = ? AND id = ?")
-            .bind(provider_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn delete_connection(
+        &self,
+        provider_id: &str,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM connections WHERE provider_id = ? AND id = ? \
+             AND (? IS NULL OR etag = ?)",
+        )
+        .bind(provider_id)
+        .bind(id)
+        .bind(expected_etag)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -554,6 +579,7 @@ fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
             "allowed_redirect_urls",
             row.try_get("allowed_redirect_urls")?,
         )?,
+        etag: row.try_get("etag")?,
     })
 }
 
@@ -571,6 +597,7 @@ fn connection_from_row(row: &SqliteRow) -> Result<ConnectionRecord, StoreError> 
         error: code.map(|c| (c, message.unwrap_or_default())),
         token_generation: row.try_get("token_generation")?,
         last_refresh_at: row.try_get("last_refresh_at")?,
+        etag: row.try_get("etag")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         token_expires_at: row.try_get("token_expires_at")?,
