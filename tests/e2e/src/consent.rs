@@ -164,3 +164,91 @@ pub fn consent_provider_body(oauth: &OAuthServer) -> Value {
         "allowed_redirect_urls": [LANDING],
     })
 }
+
+/// A browser without a browser: an HTTP client with its own cookie jar, for the tests that
+/// need to stop half-way or to present one browser's answer from another.
+pub struct HttpBrowser {
+    pub client: reqwest::blocking::Client,
+}
+
+impl Default for HttpBrowser {
+    fn default() -> Self {
+        HttpBrowser::new()
+    }
+}
+
+impl HttpBrowser {
+    pub fn new() -> HttpBrowser {
+        let client = reqwest::blocking::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"));
+        HttpBrowser { client }
+    }
+
+    /// Presses Continue on the interstitial; returns the status and the `Location`.
+    pub fn continue_login(&self, login_url: &str) -> (u16, Option<String>) {
+        let r = self
+            .client
+            .post(login_url)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {login_url}: {e}"));
+        (r.status().as_u16(), location(&r, login_url))
+    }
+
+    /// Logs in and consents at oidc-provider's dev pages, starting at the authorization URL;
+    /// returns the callback URL the provider redirects to (not followed).
+    pub fn consent_at_provider(&self, authorization_url: &str, user: &str) -> String {
+        let mut url = authorization_url.to_owned();
+        for _ in 0..10 {
+            if url::Url::parse(&url).is_ok_and(|u| u.path() == "/oauth2/callback") {
+                return url;
+            }
+            let response = if url.contains("/interaction/") {
+                let page = self
+                    .client
+                    .get(&url)
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                let form: &[(&str, &str)] = if page.contains("name=\"login\"") {
+                    &[("prompt", "login"), ("login", user), ("password", "x")]
+                } else {
+                    &[("prompt", "consent")]
+                };
+                self.client.post(&url).form(form).send()
+            } else {
+                self.client.get(&url).send()
+            }
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+            url = location(&response, &url)
+                .unwrap_or_else(|| panic!("no redirect from {url}: {}", response.status()));
+        }
+        panic!("the provider never redirected to the callback (last: {url})")
+    }
+
+    /// GETs a URL; returns the status, `Location` and body.
+    pub fn get(&self, url: &str) -> (u16, Option<String>, String) {
+        let r = self
+            .client
+            .get(url)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = r.status().as_u16();
+        let loc = location(&r, url);
+        (status, loc, r.text().unwrap_or_default())
+    }
+}
+
+/// The `Location` of a response, resolved against the request URL.
+fn location(r: &reqwest::blocking::Response, base: &str) -> Option<String> {
+    let loc = r.headers().get("location")?.to_str().ok()?;
+    url::Url::parse(base)
+        .ok()?
+        .join(loc)
+        .ok()
+        .map(|u| u.to_string())
+}
