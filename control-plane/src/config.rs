@@ -130,6 +130,16 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub refresh_skew: Duration,
+
+    /// How often the background scheduler looks for tokens to refresh before they are due;
+    /// `0` turns proactive refresh off (tokens are then refreshed only on runtime requests).
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_INTERVAL",
+        default_value = "1s",
+        value_parser = parse_duration
+    )]
+    pub refresh_interval: Duration,
 }
 
 #[derive(Args)]
@@ -152,6 +162,8 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     pub login_link_ttl: Duration,
     pub refresh_skew: Duration,
+    /// Zero: no proactive refresh.
+    pub refresh_interval: Duration,
 }
 
 impl Config {
@@ -195,6 +207,7 @@ impl Config {
             public_url,
             login_link_ttl: args.login_link_ttl,
             refresh_skew: args.refresh_skew,
+            refresh_interval: args.refresh_interval,
             listen: args.listen,
             database_url: DatabaseUrl::new(args.database_url),
             admin_token,

@@ -105,7 +105,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let refresh_interval = config.refresh_interval;
     let state = AppState::build_at(config, addr).await?;
+    let scheduler =
+        tokens::scheduler::spawn(state.tokens.clone(), state.store.clone(), refresh_interval);
     tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
         "credmgr control plane started");
     {
@@ -118,6 +121,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
     state.store.close().await;
     tracing::info!("credmgr control plane stopped");
     Ok(())

@@ -134,6 +134,16 @@ pub struct ConsentState {
     pub expires_at: i64,
 }
 
+/// A stored token's schedule, for the background refresher.
+#[derive(Debug, Clone)]
+pub struct TokenSchedule {
+    pub provider_id: String,
+    pub connection_id: String,
+    pub obtained_at: i64,
+    pub expires_at: i64,
+    pub refresh_at: i64,
+}
+
 /// What a failed token fetch leaves on its connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionError<'a> {
@@ -394,6 +404,11 @@ impl Store {
         state_hash: &[u8],
     ) -> Result<Option<ConsentState>, StoreError> {
         dispatch!(self.take_consent_state(state_hash))
+    }
+
+    /// The tokens whose `refresh_at` is at or before `horizon`, soonest first.
+    pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
+        dispatch!(self.tokens_due_by(horizon))
     }
 
     /// After the provider refused the refresh token: deletes the connection's tokens and

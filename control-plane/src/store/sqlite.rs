@@ -11,7 +11,7 @@ use sqlx::Row as _;
 
 use super::{
     ConnectionError, ConnectionRecord, ConsentState, LoginLink, ProviderRecord, StoreError,
-    TokenRecord,
+    TokenRecord, TokenSchedule,
 };
 use crate::crypto::Envelope;
 
@@ -480,6 +480,27 @@ impl SqliteStore {
             token_generation: row.try_get("token_generation")?,
             expires_at: row.try_get("expires_at")?,
         }))
+    }
+
+    pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider_id, connection_id, obtained_at, expires_at, refresh_at \
+             FROM tokens WHERE refresh_at <= ? ORDER BY refresh_at",
+        )
+        .bind(horizon)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenSchedule {
+                    provider_id: row.try_get("provider_id")?,
+                    connection_id: row.try_get("connection_id")?,
+                    obtained_at: row.try_get("obtained_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    refresh_at: row.try_get("refresh_at")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn drop_tokens_with_error(

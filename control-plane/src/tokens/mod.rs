@@ -10,6 +10,7 @@
 
 mod client;
 mod flight;
+pub mod scheduler;
 
 use std::sync::Arc;
 
@@ -173,26 +174,32 @@ impl TokenService {
                 return Ok((self.runtime(p, c, &t)?, Served::Hit));
             }
         }
-        self.refresh(p, c).await
+        self.refresh(p, c, 0).await
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
     pub async fn connect(&self, p: &str, c: &str) -> Result<(), ApiError> {
-        match self.refresh(p, c).await {
+        match self.refresh(p, c, 0).await {
             Ok(_) | Err(ApiError::TokenUnavailable(_) | ApiError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Refreshes the connection's token if it is due (the background scheduler's entry).
-    pub async fn refresh_if_due(&self, p: &str, c: &str) -> Result<(), ApiError> {
-        self.refresh(p, c).await.map(|_| ())
+    /// Refreshes the connection's token if it is due within `lead` seconds (the background
+    /// scheduler's entry: it refreshes a little ahead of the runtime API, with jitter).
+    pub async fn refresh_if_due(&self, p: &str, c: &str, lead: i64) -> Result<Served, ApiError> {
+        self.refresh(p, c, lead).await.map(|(_, served)| served)
     }
 
-    async fn refresh(&self, p: &str, c: &str) -> Result<(RuntimeToken, Served), ApiError> {
+    async fn refresh(
+        &self,
+        p: &str,
+        c: &str,
+        lead: i64,
+    ) -> Result<(RuntimeToken, Served), ApiError> {
         for _ in 0..MAX_CONFIG_RACES {
-            if let Some(answer) = self.refresh_once(p, c).await? {
+            if let Some(answer) = self.refresh_once(p, c, lead).await? {
                 return Ok(answer);
             }
         }
@@ -208,6 +215,7 @@ impl TokenService {
         &self,
         p: &str,
         c: &str,
+        lead: i64,
     ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         // One fetch per connection in this process. With several replicas on one database,
         // a lease row in the store (taken with a conditional UPDATE, with an expiry) is
@@ -217,7 +225,7 @@ impl TokenService {
         let (provider, conn) = self.load(p, c).await?;
         let stored = self.store.get_token(p, c).await?;
         if let Some(t) = &stored {
-            if unix_now() < t.refresh_at {
+            if unix_now() < t.refresh_at.saturating_sub(lead) {
                 return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
             }
         }

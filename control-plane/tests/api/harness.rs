@@ -56,6 +56,7 @@ impl Harness {
             public_url: None,
             login_link_ttl: Duration::from_secs(600),
             refresh_skew: Duration::from_secs(60),
+            refresh_interval: Duration::ZERO,
         };
         let state = AppState::build(config).await.unwrap();
         Harness {
