@@ -86,8 +86,10 @@ pub struct ServeArgs {
     )]
     pub keys: Vec<String>,
 
-    /// File with one ID:BASE64 key-encryption key per line; blank lines and lines starting
-    /// with `#` are ignored. Instead of --keys.
+    /// File with one ID:BASE64 key-encryption key per line, and optionally a line
+    /// `active=ID` naming the active key (it takes precedence over CREDMGR_ACTIVE_KEY_ID);
+    /// blank lines and lines starting with `#` are ignored. Instead of --keys. The file is
+    /// read again on SIGHUP and on `POST /v1/keys/reload`, for key rotation without restart.
     #[arg(long, env = "CREDMGR_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
 
@@ -157,6 +159,10 @@ pub struct Config {
     pub admin_token: SecretString,
     pub gateway_keys: Vec<GatewayKey>,
     pub keyring: Keyring,
+    /// Where the keys come from when they are reloaded (`None`: CREDMGR_KEYS, not reloadable).
+    pub key_file: Option<PathBuf>,
+    /// CREDMGR_ACTIVE_KEY_ID, for reloads.
+    pub active_key_id: Option<String>,
     pub provider_timeout: Duration,
     /// `None`: `http://<listen address>` (with the port actually bound).
     pub public_url: Option<url::Url>,
@@ -183,15 +189,13 @@ impl Config {
             );
         }
         let gateway_keys = parse_gateway_keys(&args.gateway_keys)?;
-        let keys = match &args.key_file {
-            Some(path) => read_key_file(path)?,
-            None => parse_key_entries(&args.keys, "CREDMGR_KEYS (--keys)")?,
+        let keyring = match &args.key_file {
+            Some(path) => load_key_file(path, args.active_key_id.as_deref())?,
+            None => {
+                let keys = parse_key_entries(&args.keys, "CREDMGR_KEYS (--keys)")?;
+                keyring(keys, args.active_key_id.as_deref())?
+            }
         };
-        if keys.is_empty() {
-            bail!("no key-encryption key is configured: {FIX_KEYS}");
-        }
-        let keyring = Keyring::new(keys, args.active_key_id.as_deref())
-            .with_context(|| "the key-encryption keys cannot be used".to_owned())?;
         if args.provider_timeout.is_zero() {
             bail!("CREDMGR_PROVIDER_TIMEOUT (--provider-timeout) must be more than 0");
         }
@@ -213,6 +217,8 @@ impl Config {
             admin_token,
             gateway_keys,
             keyring,
+            key_file: args.key_file,
+            active_key_id: args.active_key_id,
             provider_timeout: args.provider_timeout,
         })
     }
@@ -288,7 +294,23 @@ fn parse_key_entries(entries: &[String], source: &str) -> anyhow::Result<Vec<Key
         .collect()
 }
 
-fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>> {
+fn keyring(keys: Vec<KeyEncryptionKey>, active: Option<&str>) -> anyhow::Result<Keyring> {
+    if keys.is_empty() {
+        bail!("no key-encryption key is configured: {FIX_KEYS}");
+    }
+    Keyring::new(keys, active).with_context(|| "the key-encryption keys cannot be used".to_owned())
+}
+
+/// Reads a key file into a keyring: at start-up, and again on each reload. The file's
+/// `active=ID` line, if any, wins over `active_env` (CREDMGR_ACTIVE_KEY_ID).
+pub fn load_key_file(path: &std::path::Path, active_env: Option<&str>) -> anyhow::Result<Keyring> {
+    let (keys, active_in_file) = read_key_file(path)?;
+    keyring(keys, active_in_file.as_deref().or(active_env))
+}
+
+fn read_key_file(
+    path: &std::path::Path,
+) -> anyhow::Result<(Vec<KeyEncryptionKey>, Option<String>)> {
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
         format!(
             "could not read the key file {} named by CREDMGR_KEY_FILE (--key-file)",
@@ -296,9 +318,14 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>
         )
     })?);
     let mut keys = Vec::new();
+    let mut active = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(id) = line.strip_prefix("active=") {
+            active = Some(id.trim().to_owned());
             continue;
         }
         keys.push(KeyEncryptionKey::parse(line).map_err(|err| {
@@ -309,7 +336,7 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>
             )
         })?);
     }
-    Ok(keys)
+    Ok((keys, active))
 }
 
 /// `10s`, `500ms`, `2m`, or a bare number of seconds.
@@ -436,6 +463,21 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn the_key_file_can_name_the_active_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(
+            &file,
+            format!("{}\n{}\nactive=b\n", key_line("a"), key_line("b")),
+        )
+        .unwrap();
+        let ring = load_key_file(&file, Some("a")).unwrap();
+        assert_eq!(ring.active_id(), "b", "the file wins over the environment");
+        std::fs::write(&file, format!("{}\nactive=zz\n", key_line("a"))).unwrap();
+        assert!(load_key_file(&file, None).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
-use crate::{auth, connections, consent, metrics, providers, runtime, AppState};
+use crate::{auth, connections, consent, keys, metrics, providers, runtime, AppState};
 
 /// The whole HTTP surface of the control plane.
 pub fn app(state: AppState) -> Router {
@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .merge(providers::routes())
         .merge(connections::routes())
         .merge(consent::management_routes())
+        .merge(keys::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let runtime =
         runtime::routes().route_layer(from_fn_with_state(state.clone(), auth::require_gateway));

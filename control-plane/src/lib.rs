@@ -14,6 +14,7 @@ pub mod error;
 pub mod etag;
 pub mod extract;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod providers;
 pub mod runtime;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub credentials: Arc<Credentials>,
     pub consent: Arc<consent::Settings>,
+    pub rotation: Arc<keys::Rotation>,
 }
 
 impl AppState {
@@ -61,6 +63,10 @@ impl AppState {
                 .context("the listen address does not make a URL; set CREDMGR_PUBLIC_URL")?,
         };
         let consent = Arc::new(consent::Settings::new(public_url, config.login_link_ttl));
+        let rotation = Arc::new(keys::Rotation::new(
+            config.key_file.clone(),
+            config.active_key_id.clone(),
+        ));
         let store = Store::connect(&config.database_url).await?;
         let keyring = Arc::new(config.keyring);
         let metrics = Arc::new(Metrics::new());
@@ -87,6 +93,7 @@ impl AppState {
             metrics,
             credentials,
             consent,
+            rotation,
         })
     }
 }
@@ -109,6 +116,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::build_at(config, addr).await?;
     let scheduler =
         tokens::scheduler::spawn(state.tokens.clone(), state.store.clone(), refresh_interval);
+    let rewrapper = keys::spawn_rewrapper(state.clone());
+    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
     tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
         "credmgr control plane started");
     {
@@ -124,9 +133,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }
+    rewrapper.abort();
+    reloader.abort();
     state.store.close().await;
     tracing::info!("credmgr control plane stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the key file, as `POST /v1/keys/reload` does.
+async fn reload_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload keys with POST /v1/keys/reload");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            if let Err(e) = keys::reload(&state).await {
+                tracing::error!("SIGHUP: {e}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what container runtimes and systemd send).

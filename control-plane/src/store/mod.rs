@@ -144,6 +144,28 @@ pub struct TokenSchedule {
     pub refresh_at: i64,
 }
 
+/// Which stored field an envelope is (for key rotation, which visits them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeField {
+    ProviderClientSecret,
+    ConnectionClientSecret,
+    AccessToken,
+    RefreshToken,
+    CodeVerifier,
+}
+
+/// One stored envelope and where it lives.
+#[derive(Debug, Clone)]
+pub struct StoredEnvelope {
+    pub field: EnvelopeField,
+    pub provider_id: String,
+    /// For connection fields and tokens.
+    pub connection_id: String,
+    /// For code verifiers: the consent state's hash.
+    pub state_hash: Vec<u8>,
+    pub envelope: Envelope,
+}
+
 /// What a failed token fetch leaves on its connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionError<'a> {
@@ -404,6 +426,21 @@ impl Store {
         state_hash: &[u8],
     ) -> Result<Option<ConsentState>, StoreError> {
         dispatch!(self.take_consent_state(state_hash))
+    }
+
+    /// Every stored envelope (key rotation and the key-usage report).
+    pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
+        dispatch!(self.all_envelopes())
+    }
+
+    /// Writes `new` in place of `old.envelope`, only if the stored value is still exactly
+    /// `old.envelope` (a token refreshed meanwhile is newer and left alone); `false` then.
+    pub async fn replace_envelope(
+        &self,
+        old: &StoredEnvelope,
+        new: &Envelope,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.replace_envelope(old, new))
     }
 
     /// The tokens whose `refresh_at` is at or before `horizon`, soonest first.

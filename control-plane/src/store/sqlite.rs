@@ -10,8 +10,8 @@ use sqlx::sqlite::{
 use sqlx::Row as _;
 
 use super::{
-    ConnectionError, ConnectionRecord, ConsentState, LoginLink, ProviderRecord, StoreError,
-    TokenRecord, TokenSchedule,
+    ConnectionError, ConnectionRecord, ConsentState, EnvelopeField, LoginLink, ProviderRecord,
+    StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
 };
 use crate::crypto::Envelope;
 
@@ -482,6 +482,97 @@ impl SqliteStore {
         }))
     }
 
+    pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let mut out = Vec::new();
+        for field in ENVELOPE_FIELDS {
+            let (table, column, keys) = envelope_location(field);
+            let sql =
+                format!("SELECT {keys}, {column} AS env FROM {table} WHERE {column} IS NOT NULL");
+            for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                let bytes: Vec<u8> = row.try_get("env")?;
+                let text = |name: &str| -> Result<String, StoreError> {
+                    Ok(row
+                        .try_get::<Option<String>, _>(name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default())
+                };
+                out.push(StoredEnvelope {
+                    field,
+                    provider_id: text("provider_id")?,
+                    connection_id: match field {
+                        EnvelopeField::ProviderClientSecret => String::new(),
+                        EnvelopeField::ConnectionClientSecret => text("id")?,
+                        _ => text("connection_id")?,
+                    },
+                    state_hash: match field {
+                        EnvelopeField::CodeVerifier => row.try_get("state_hash")?,
+                        _ => Vec::new(),
+                    },
+                    envelope: envelope(column, &bytes)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn replace_envelope(
+        &self,
+        old: &StoredEnvelope,
+        new: &Envelope,
+    ) -> Result<bool, StoreError> {
+        let (table, column, _) = envelope_location(old.field);
+        let old_bytes = old.envelope.to_bytes();
+        let new_bytes = new.to_bytes();
+        let done = match old.field {
+            EnvelopeField::ProviderClientSecret => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = ? WHERE id = ? AND {column} = ?"
+                ))
+                .bind(new_bytes)
+                .bind(&old.provider_id)
+                .bind(old_bytes)
+                .execute(&self.pool)
+                .await?
+            }
+            EnvelopeField::ConnectionClientSecret => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = ? \
+                     WHERE provider_id = ? AND id = ? AND {column} = ?"
+                ))
+                .bind(new_bytes)
+                .bind(&old.provider_id)
+                .bind(&old.connection_id)
+                .bind(old_bytes)
+                .execute(&self.pool)
+                .await?
+            }
+            EnvelopeField::AccessToken | EnvelopeField::RefreshToken => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = ? \
+                     WHERE provider_id = ? AND connection_id = ? AND {column} = ?"
+                ))
+                .bind(new_bytes)
+                .bind(&old.provider_id)
+                .bind(&old.connection_id)
+                .bind(old_bytes)
+                .execute(&self.pool)
+                .await?
+            }
+            EnvelopeField::CodeVerifier => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = ? WHERE state_hash = ? AND {column} = ?"
+                ))
+                .bind(new_bytes)
+                .bind(&old.state_hash)
+                .bind(old_bytes)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
         let rows = sqlx::query(
             "SELECT provider_id, connection_id, obtained_at, expires_at, refresh_at \
@@ -533,6 +624,29 @@ impl SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+const ENVELOPE_FIELDS: [EnvelopeField; 5] = [
+    EnvelopeField::ProviderClientSecret,
+    EnvelopeField::ConnectionClientSecret,
+    EnvelopeField::AccessToken,
+    EnvelopeField::RefreshToken,
+    EnvelopeField::CodeVerifier,
+];
+
+/// Table, column and key columns of each kind of envelope.
+fn envelope_location(field: EnvelopeField) -> (&'static str, &'static str, &'static str) {
+    match field {
+        EnvelopeField::ProviderClientSecret => ("providers", "client_secret", "id AS provider_id"),
+        EnvelopeField::ConnectionClientSecret => {
+            ("connections", "client_secret", "provider_id, id")
+        }
+        EnvelopeField::AccessToken => ("tokens", "access_token", "provider_id, connection_id"),
+        EnvelopeField::RefreshToken => ("tokens", "refresh_token", "provider_id, connection_id"),
+        EnvelopeField::CodeVerifier => {
+            ("consent_states", "code_verifier", "provider_id, state_hash")
+        }
     }
 }
 

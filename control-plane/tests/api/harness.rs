@@ -52,6 +52,8 @@ impl Harness {
                 key: GATEWAY_KEY.into(),
             }],
             keyring: Keyring::new(vec![key], None).unwrap(),
+            key_file: None,
+            active_key_id: None,
             provider_timeout,
             public_url: None,
             login_link_ttl: Duration::from_secs(600),
