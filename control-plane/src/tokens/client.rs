@@ -98,6 +98,12 @@ impl OAuthClient {
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No idle connections: a pooled connection that the provider closes just as a
+            // request is sent on it (Node's default keep-alive timeout is 5 s) fails the
+            // request, and a token request must not be retried blindly: a refresh token that
+            // reached the provider is used up, and sending it again revokes the grant. Token
+            // requests are rare (one per token lifetime), so a fresh connection costs little.
+            .pool_max_idle_per_host(0)
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("credmgr/", env!("CARGO_PKG_VERSION")))

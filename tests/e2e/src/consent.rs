@@ -252,3 +252,69 @@ fn location(r: &reqwest::blocking::Response, base: &str) -> Option<String> {
         .ok()
         .map(|u| u.to_string())
 }
+
+impl Deployment {
+    /// Searches the control plane's database files and logs for the client secret and every
+    /// access and refresh token the OAuth server issued: none may appear in plaintext.
+    pub fn assert_no_plaintext_secrets(&self) {
+        let issued: Value = crate::http()
+            .get(format!("{}/test/issued-tokens", self.oauth.url))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("reading the issued tokens: {e}"));
+        let mut secrets: Vec<(String, String)> =
+            vec![("client secret".into(), "credmgr-demo-secret".into())];
+        for (kind, what) in [
+            ("access_tokens", "access token"),
+            ("refresh_tokens", "refresh token"),
+        ] {
+            for t in issued[kind].as_array().into_iter().flatten() {
+                if let Some(t) = t.as_str() {
+                    secrets.push((what.into(), t.to_owned()));
+                }
+            }
+        }
+        assert!(
+            secrets.len() > 2,
+            "the OAuth server issued no tokens to look for: {issued}"
+        );
+        let db = self.control_plane.database.display().to_string();
+        let mut files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|s| std::path::PathBuf::from(format!("{db}{s}")))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(!files.is_empty(), "no database at {db}");
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("control-plane") && name.ends_with(".log") {
+                files.push(entry.path());
+            }
+        }
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap_or_default();
+            for (what, secret) in &secrets {
+                assert!(
+                    !crate::contains_bytes(&bytes, secret.as_bytes()),
+                    "a {what} is in plaintext in {}",
+                    file.display()
+                );
+            }
+        }
+        eprintln!(
+            "secret scan: {} secrets, {} files ({}), none in plaintext",
+            secrets.len(),
+            files.len(),
+            files
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}

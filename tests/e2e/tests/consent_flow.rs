@@ -54,6 +54,7 @@ fn a_user_consents_in_a_browser_and_requests_through_envoy_carry_their_token() {
     assert!(text.contains("already completed"), "{text}");
     assert_eq!(d.connection(), before);
     assert_eq!(d.oauth.stats()["token_requests"]["authorization_code"], 1);
+    d.assert_no_plaintext_secrets();
 }
 
 #[test]
@@ -99,6 +100,7 @@ fn with_tokens_of_a_few_seconds_requests_keep_working_for_a_minute_and_no_refres
         "{requests} requests, {refreshes} refreshes, {} tokens",
         fingerprints.len()
     );
+    d.assert_no_plaintext_secrets();
 }
 
 #[test]
@@ -163,4 +165,5 @@ fn a_grant_revoked_at_the_provider_turns_the_connection_to_refresh_token_invalid
         },
     );
     assert_eq!(seen["sub"], "carol", "{seen}");
+    d.assert_no_plaintext_secrets();
 }

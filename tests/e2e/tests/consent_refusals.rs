@@ -190,4 +190,5 @@ fn foreign_state_expired_links_bad_redirects_wrong_admin_tokens_and_stale_etags_
     assert_eq!(d.connection()["status"], "connected");
     let (status, _, _) = HttpBrowser::new().get(&callback);
     assert_eq!(status, 400, "a replayed answer is refused");
+    d.assert_no_plaintext_secrets();
 }

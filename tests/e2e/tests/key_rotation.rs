@@ -134,4 +134,5 @@ fn rotating_the_key_under_traffic_fails_no_request_and_leaves_nothing_under_the_
     assert_eq!(d.connection()["status"], "connected");
     let stats = d.oauth.stats();
     assert_eq!(stats["token_errors"]["invalid_grant"], 0, "{stats}");
+    d.assert_no_plaintext_secrets();
 }

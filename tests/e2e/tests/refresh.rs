@@ -53,7 +53,19 @@ fn fifty_concurrent_runtime_requests_for_an_expired_token_cause_exactly_one_refr
         })
         .collect();
     let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    if !answers.iter().all(|(s, _)| *s == 200) {
+        let log = d.control_plane.process.log_text();
+        let interesting: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("no token") || l.contains("ERROR"))
+            .take(20)
+            .collect();
+        panic!(
+            "{answers:?}\nstats: {}\nlog:\n{}",
+            d.oauth.stats(),
+            interesting.join("\n")
+        );
+    }
     let tokens: std::collections::BTreeSet<&str> =
         answers.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(tokens.len(), 1, "all 50 share the one refreshed token");
@@ -74,6 +86,7 @@ fn fifty_concurrent_runtime_requests_for_an_expired_token_cause_exactly_one_refr
     let (status, seen) = d.call("/after-refresh");
     assert_eq!(status, 200, "{seen}");
     assert_eq!(seen["sub"], "dave", "{seen}");
+    d.assert_no_plaintext_secrets();
 }
 
 #[test]
@@ -97,4 +110,5 @@ fn tokens_are_refreshed_in_the_background_before_they_expire() {
         !log.contains("token handed out"),
         "no runtime request was made"
     );
+    d.assert_no_plaintext_secrets();
 }
