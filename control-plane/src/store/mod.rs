@@ -428,6 +428,29 @@ impl Store {
         dispatch!(self.take_consent_state(state_hash))
     }
 
+    /// Takes the connection's refresh lease for `owner` until `until`, if nobody else holds
+    /// an unexpired one at `now`. Atomic across replicas sharing the database.
+    pub async fn try_refresh_lease(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.try_refresh_lease(provider_id, connection_id, owner, now, until))
+    }
+
+    /// Gives the lease back, if `owner` still holds it.
+    pub async fn release_refresh_lease(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.release_refresh_lease(provider_id, connection_id, owner))
+    }
+
     /// Every stored envelope (key rotation and the key-usage report).
     pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
         dispatch!(self.all_envelopes())

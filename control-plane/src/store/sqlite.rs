@@ -482,6 +482,48 @@ impl SqliteStore {
         }))
     }
 
+    pub async fn try_refresh_lease(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_lease_owner = ?, refresh_lease_until = ? \
+             WHERE provider_id = ? AND id = ? AND (refresh_lease_owner IS NULL \
+             OR refresh_lease_owner = ? OR refresh_lease_until <= ?)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(owner)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release_refresh_lease(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET refresh_lease_owner = NULL, refresh_lease_until = NULL \
+             WHERE provider_id = ? AND id = ? AND refresh_lease_owner = ?",
+        )
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
         let mut out = Vec::new();
         for field in ENVELOPE_FIELDS {

@@ -111,6 +111,11 @@ impl OAuthClient {
         Ok(OAuthClient { http, timeout })
     }
 
+    /// The timeout of one token request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Asks the token endpoint for a token.
     pub async fn request(
         &self,

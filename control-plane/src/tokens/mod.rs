@@ -2,7 +2,7 @@
 //!
 //! [`TokenService`] serves a connection's token from the store while it is fresh (before its
 //! `refresh_at`), and otherwise obtains a new one before answering, one fetch per connection
-//! at a time: with the client's credentials (client-credentials connections) or with the
+//! at a time (a lock in this process, and a lease in the store across replicas): with the client's credentials (client-credentials connections) or with the
 //! stored refresh token (authorization-code connections). A provider that fails while the
 //! stored token is still valid costs nothing: the stored token is served, and the gateway is
 //! told to ask again soon. The first tokens of an authorization-code connection come from a
@@ -136,7 +136,14 @@ pub struct TokenService {
     flights: Flights<(String, String)>,
     /// Seconds before expiry by which a token is refreshed at the latest.
     refresh_skew: i64,
+    /// This process, as the holder of refresh leases in the shared store.
+    instance: String,
+    /// How long a refresh lease lasts: longer than any refresh can take.
+    lease_secs: i64,
 }
+
+/// How often a replica waiting for another one's refresh looks at the store.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A refresh token as used for one request: its stored envelope and plaintext.
 struct UsedRefreshToken {
@@ -155,16 +162,26 @@ impl TokenService {
         TokenService {
             store,
             keyring,
-            client,
             metrics,
+            lease_secs: i64::try_from(client.timeout().as_secs())
+                .unwrap_or(60)
+                .saturating_mul(3)
+                .saturating_add(5),
             flights: Flights::default(),
             refresh_skew: i64::try_from(refresh_skew.as_secs()).unwrap_or(i64::MAX),
+            client,
+            instance: {
+                use aes_gcm::aead::rand_core::RngCore as _;
+                let mut bytes = [0u8; 12];
+                aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            },
         }
     }
 
     /// The connection's token for a gateway, fetched first if the stored one is due.
     pub async fn runtime_token(
-        &self,
+        self: &Arc<Self>,
         p: &str,
         c: &str,
     ) -> Result<(RuntimeToken, Served), ApiError> {
@@ -179,7 +196,7 @@ impl TokenService {
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
-    pub async fn connect(&self, p: &str, c: &str) -> Result<(), ApiError> {
+    pub async fn connect(self: &Arc<Self>, p: &str, c: &str) -> Result<(), ApiError> {
         match self.refresh(p, c, 0).await {
             Ok(_) | Err(ApiError::TokenUnavailable(_) | ApiError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
@@ -188,11 +205,33 @@ impl TokenService {
 
     /// Refreshes the connection's token if it is due within `lead` seconds (the background
     /// scheduler's entry: it refreshes a little ahead of the runtime API, with jitter).
-    pub async fn refresh_if_due(&self, p: &str, c: &str, lead: i64) -> Result<Served, ApiError> {
+    pub async fn refresh_if_due(
+        self: &Arc<Self>,
+        p: &str,
+        c: &str,
+        lead: i64,
+    ) -> Result<Served, ApiError> {
         self.refresh(p, c, lead).await.map(|(_, served)| served)
     }
 
+    /// Refreshes in a task of its own: if the gateway gives up and its request is dropped, the
+    /// refresh still completes and stores what the provider sent. Abandoned half-way, a
+    /// rotated refresh token would be lost, and the next refresh would present the used one,
+    /// which revokes the grant at providers that detect reuse.
     async fn refresh(
+        self: &Arc<Self>,
+        p: &str,
+        c: &str,
+        lead: i64,
+    ) -> Result<(RuntimeToken, Served), ApiError> {
+        let this = Arc::clone(self);
+        let (p, c) = (p.to_owned(), c.to_owned());
+        tokio::spawn(async move { this.refresh_detached(&p, &c, lead).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the refresh task failed: {e}")))?
+    }
+
+    async fn refresh_detached(
         &self,
         p: &str,
         c: &str,
@@ -217,10 +256,8 @@ impl TokenService {
         c: &str,
         lead: i64,
     ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
-        // One fetch per connection in this process. With several replicas on one database,
-        // a lease row in the store (taken with a conditional UPDATE, with an expiry) is
-        // acquired right after this lock, and everything below stays as it is: it re-reads
-        // the store once it holds the right to fetch.
+        // One fetch per connection: in this process by the flight lock, across replicas that
+        // share the database by the lease taken below.
         let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
         let (provider, conn) = self.load(p, c).await?;
         let stored = self.store.get_token(p, c).await?;
@@ -238,6 +275,88 @@ impl TokenService {
             }
         }
 
+        if let Some(t) = self.lease(p, c, Some(lead)).await? {
+            // Another replica refreshed while we waited for its lease.
+            return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+        }
+        // The lease is ours: what is stored now is the latest (another replica may have
+        // rotated the refresh token just before).
+        let outcome = async {
+            let stored = self.store.get_token(p, c).await?;
+            if let Some(t) = &stored {
+                if unix_now() < t.refresh_at.saturating_sub(lead) {
+                    return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
+                }
+            }
+            self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
+                .await
+        }
+        .await;
+        self.release_lease(p, c).await;
+        outcome
+    }
+
+    /// Waits for the connection's refresh lease. With `fresh_within = Some(lead)`, gives up
+    /// waiting as soon as another replica has stored a token that is not due within `lead`
+    /// seconds, and returns it; `None` means the lease is ours.
+    async fn lease(
+        &self,
+        p: &str,
+        c: &str,
+        fresh_within: Option<i64>,
+    ) -> Result<Option<TokenRecord>, ApiError> {
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(u64::try_from(self.lease_secs).unwrap_or(60) + 2);
+        loop {
+            let now = unix_now();
+            let until = now.saturating_add(self.lease_secs);
+            if self
+                .store
+                .try_refresh_lease(p, c, &self.instance, now, until)
+                .await?
+            {
+                return Ok(None);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ApiError::TokenUnavailable(TokenFailure::new(
+                    FailureKind::ProviderUnreachable,
+                    format!(
+                        "another control-plane replica has been refreshing connection `{c}` \
+                         of provider `{p}` for longer than {}s",
+                        self.lease_secs
+                    ),
+                )));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+            if let Some(lead) = fresh_within {
+                if let Some(t) = self.store.get_token(p, c).await? {
+                    if unix_now() < t.refresh_at.saturating_sub(lead) {
+                        return Ok(Some(t));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn release_lease(&self, p: &str, c: &str) {
+        if let Err(e) = self.store.release_refresh_lease(p, c, &self.instance).await {
+            // It expires by itself; until then other replicas wait for it.
+            tracing::warn!(provider = %p, connection = %c, error = %e,
+                "could not release the refresh lease");
+        }
+    }
+
+    /// The refresh proper, holding both the flight lock and the lease.
+    async fn refresh_leased(
+        &self,
+        p: &str,
+        c: &str,
+        provider: &ProviderRecord,
+        conn: &ConnectionRecord,
+        stored: Option<TokenRecord>,
+        flight: &mut flight::FlightGuard<'_, (String, String)>,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+        let (provider, conn) = (provider.clone(), conn.clone());
         let sent_at = unix_now();
         let (result, kept_refresh) = if provider.grant_type.needs_consent() {
             let Some(used) = self.stored_refresh_token(p, c, stored.as_ref())? else {
@@ -407,13 +526,37 @@ impl TokenService {
         if conn.token_generation != generation || !provider.grant_type.needs_consent() {
             return Ok(Err(ConsentFailure::Reconfigured));
         }
+        // Not while another replica refreshes: its result would overwrite the new tokens.
+        self.lease(p, c, None).await?;
+        let outcome = self
+            .exchange_code(p, c, &provider, &conn, code, code_verifier, redirect_uri)
+            .await;
+        self.release_lease(p, c).await;
+        if matches!(outcome, Ok(Ok(()))) {
+            flight.finish(None);
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_code(
+        &self,
+        p: &str,
+        c: &str,
+        provider: &ProviderRecord,
+        conn: &ConnectionRecord,
+        code: &secrecy::SecretString,
+        code_verifier: &secrecy::SecretString,
+        redirect_uri: &str,
+    ) -> Result<Result<(), ConsentFailure>, ApiError> {
+        let generation = conn.token_generation;
         let grant = Grant::AuthorizationCode {
             code,
             redirect_uri,
             code_verifier,
         };
         let sent_at = unix_now();
-        let response = match self.fetch(&provider, &conn, &grant).await? {
+        let response = match self.fetch(provider, conn, &grant).await? {
             Ok(r) => r,
             Err(failure) => {
                 tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
@@ -425,7 +568,6 @@ impl TokenService {
         if !self.store.put_token(p, c, generation, &record).await? {
             return Ok(Err(ConsentFailure::Reconfigured));
         }
-        flight.finish(None);
         tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
             refresh_token = record.refresh_token.is_some(), "consent completed; tokens stored");
         Ok(Ok(()))
