@@ -2,7 +2,9 @@
 //! interstitial and the real `oidc-provider`'s login and consent pages; then requests through
 //! Envoy carry the user's token, refreshed with rotating refresh tokens.
 
+use credmgr_e2e::consent::HttpBrowser;
 use credmgr_e2e::http;
+use credmgr_e2e::stack::{CONNECTION, PROVIDER};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -54,6 +56,36 @@ fn a_user_consents_in_a_browser_and_requests_through_envoy_carry_their_token() {
     assert!(text.contains("already completed"), "{text}");
     assert_eq!(d.connection(), before);
     assert_eq!(d.oauth.stats()["token_requests"]["authorization_code"], 1);
+
+    // Consent again on a connected connection: a failed one replaces nothing...
+    let token = d.control_plane.runtime_token(PROVIDER, CONNECTION);
+    let b = HttpBrowser::new();
+    let (_, authorize) = b.continue_login(&d.login_link());
+    let state = url::Url::parse(&authorize.unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let (status, _, page) = b.get(&format!(
+        "{}/oauth2/callback?code=forged&state={state}&iss={}",
+        d.control_plane.url, d.oauth.url
+    ));
+    assert_eq!(status, 502, "{page}");
+    assert_eq!(d.connection(), before);
+    assert_eq!(
+        d.control_plane
+            .runtime_token(PROVIDER, CONNECTION)
+            .access_token,
+        token.access_token
+    );
+    // ...and a successful one replaces the tokens.
+    d.consent("alice-again");
+    let renewed = d.control_plane.runtime_token(PROVIDER, CONNECTION);
+    assert_ne!(renewed.access_token, token.access_token);
+    assert_eq!(d.connection()["status"], "connected");
+    // The first consent, the forged code (refused) and the new consent.
+    assert_eq!(d.oauth.stats()["token_requests"]["authorization_code"], 3);
     d.assert_no_plaintext_secrets();
 }
 
