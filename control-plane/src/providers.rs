@@ -320,6 +320,21 @@ async fn put(
             {
                 return Err(lost_race());
             }
+            if invalidate && record.grant_type.needs_consent() {
+                // The old tokens are gone; say what to do next, as for a new connection.
+                for conn in state.store.list_connections(&id).await? {
+                    let message = crate::tokens::consent_required_message(&id, &conn.id);
+                    let error = crate::store::ConnectionError {
+                        status: crate::connections::ConnectionStatus::NotConnected,
+                        code: credmgr_common::error::codes::CONSENT_REQUIRED,
+                        message: &message,
+                    };
+                    state
+                        .store
+                        .record_token_error(&id, &conn.id, conn.token_generation, &error)
+                        .await?;
+                }
+            }
             tracing::info!(provider = %id, tokens_invalidated = invalidate, "provider replaced");
             StatusCode::OK
         }

@@ -275,6 +275,11 @@ impl TokenService {
             }
         }
 
+        let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
+        if provider.grant_type.needs_consent() && !has_refresh_token {
+            // Nothing to ask the provider: no lease needed.
+            return self.without_refresh_token(p, c, &conn, stored).map(Some);
+        }
         if let Some(t) = self.lease(p, c, Some(lead)).await? {
             // Another replica refreshed while we waited for its lease.
             return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));

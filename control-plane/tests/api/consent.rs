@@ -171,3 +171,29 @@ async fn login_links_are_only_for_authorization_code_providers() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     assert_eq!(r.json["error"]["details"]["field"], "authorization_url");
 }
+
+#[tokio::test]
+async fn a_provider_change_that_drops_tokens_says_consent_is_required_again() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let now = now();
+    h.store_token("gh", "alice", "old-token", now, now + 1800, now + 3600)
+        .await;
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "connected", "{}", r.json);
+    let mut body = h.admin(Method::GET, "/v1/providers/gh", None).await.json;
+    for k in ["id", "etag", "created_at", "updated_at", "client_secret"] {
+        body.as_object_mut().unwrap().remove(k);
+    }
+    body["scopes"] = json!(["api:read", "api:write"]);
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "not_connected", "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "consent_required", "{}", r.json);
+    assert!(r.json["token_expires_at"].is_null(), "{}", r.json);
+}
