@@ -9,4 +9,5 @@ mod consent;
 mod etags;
 mod harness;
 mod management;
+mod refresh_tokens;
 mod runtime;
