@@ -197,3 +197,51 @@ async fn a_provider_change_that_drops_tokens_says_consent_is_required_again() {
     assert_eq!(r.json["error"]["code"], "consent_required", "{}", r.json);
     assert!(r.json["token_expires_at"].is_null(), "{}", r.json);
 }
+
+#[tokio::test]
+async fn an_expired_state_is_refused_even_from_the_right_browser() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
+    let path = r.json["login_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://127.0.0.1:0")
+        .unwrap()
+        .to_owned();
+    let go = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
+    let location = url::Url::parse(go.headers["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let cookie = go.headers["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    // Ten minutes pass: move the stored state's expiry into the past.
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(state.as_bytes()).to_vec();
+    let mut stored = h
+        .state
+        .store
+        .take_consent_state(&hash)
+        .await
+        .unwrap()
+        .unwrap();
+    stored.expires_at = now() - 1;
+    h.state.store.insert_consent_state(&stored).await.unwrap();
+
+    let cb = Request::get(format!("/oauth2/callback?code=x&state={state}"))
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap();
+    let r = h.raw(cb).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json.as_str().unwrap().contains("expired"), "{}", r.json);
+    let conn = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(conn.json["status"], "not_connected");
+}
