@@ -8,6 +8,7 @@ ENVOY_VERSION   := 1.40.0
 VENV            := .venv
 ENVOY           := $(VENV)/bin/envoy
 OAUTH_SERVER    := tests/oauth-server
+BROWSER         := tests/browser
 WASM_TARGET     := wasm32-wasip1
 WASM            := target/$(WASM_TARGET)/wasm/credmgr_filter.wasm
 CARGO           ?= cargo
@@ -15,7 +16,7 @@ CARGO           ?= cargo
 export CREDMGR_ENVOY := $(abspath $(ENVOY))
 export CREDMGR_WASM  := $(abspath $(WASM))
 
-.PHONY: help tools build wasm lint unit unit-wasm validate-envoy e2e test run clean
+.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run clean
 
 help:
 	@echo "make run    start the demo (OAuth server, control plane, backend, Envoy) and print what to try"
@@ -23,7 +24,8 @@ help:
 
 ## ---- tools: everything the demo and the tests need, installed into the repository ----
 
-tools: $(VENV)/.envoy-$(ENVOY_VERSION) $(OAUTH_SERVER)/node_modules/.installed .wasm-target
+tools: $(VENV)/.envoy-$(ENVOY_VERSION) $(OAUTH_SERVER)/node_modules/.installed .wasm-target \
+       $(BROWSER)/node_modules/.installed chromium
 
 .wasm-target:
 	rustup target add $(WASM_TARGET)
@@ -38,6 +40,14 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 $(OAUTH_SERVER)/node_modules/.installed: $(OAUTH_SERVER)/package-lock.json
 	cd $(OAUTH_SERVER) && npm ci --no-audit --no-fund
 	@touch $@
+
+# The consent tests drive Debian's Chromium with npm playwright-core (no browser download).
+$(BROWSER)/node_modules/.installed: $(BROWSER)/package-lock.json
+	cd $(BROWSER) && npm ci --no-audit --no-fund
+	@touch $@
+
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 ## ---- build ----
 
@@ -88,4 +98,4 @@ run: tools build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) $(OAUTH_SERVER)/node_modules .wasm-target
+	rm -rf $(VENV) $(OAUTH_SERVER)/node_modules $(BROWSER)/node_modules .wasm-target

@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the control plane: management API, runtime API, token store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a new random key-encryption key as `ID:BASE64`, for CREDMGR_KEYS.
     GenKey(GenKeyArgs),
 }
@@ -86,8 +86,10 @@ pub struct ServeArgs {
     )]
     pub keys: Vec<String>,
 
-    /// File with one ID:BASE64 key-encryption key per line; blank lines and lines starting
-    /// with `#` are ignored. Instead of --keys.
+    /// File with one ID:BASE64 key-encryption key per line, and optionally a line
+    /// `active=ID` naming the active key (it takes precedence over CREDMGR_ACTIVE_KEY_ID);
+    /// blank lines and lines starting with `#` are ignored. Instead of --keys. The file is
+    /// read again on SIGHUP and on `POST /v1/keys/reload`, for key rotation without restart.
     #[arg(long, env = "CREDMGR_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
 
@@ -105,6 +107,41 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub provider_timeout: Duration,
+
+    /// The control plane's URL as browsers reach it, e.g. `https://credmgr.example.com`.
+    /// Login links point here, and `<public URL>/oauth2/callback` is the redirect URI to
+    /// register at each authorization-code provider. Defaults to `http://<listen address>`.
+    #[arg(long, env = "CREDMGR_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// How long a login link stays valid (it is also single-use), e.g. `10m`.
+    #[arg(
+        long,
+        env = "CREDMGR_LOGIN_LINK_TTL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub login_link_ttl: Duration,
+
+    /// A token is refreshed at 80 % of its lifetime, and at the latest this long before it
+    /// expires (but never before half its lifetime).
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_SKEW",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub refresh_skew: Duration,
+
+    /// How often the background scheduler looks for tokens to refresh before they are due;
+    /// `0` turns proactive refresh off (tokens are then refreshed only on runtime requests).
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_INTERVAL",
+        default_value = "1s",
+        value_parser = parse_duration
+    )]
+    pub refresh_interval: Duration,
 }
 
 #[derive(Args)]
@@ -122,7 +159,17 @@ pub struct Config {
     pub admin_token: SecretString,
     pub gateway_keys: Vec<GatewayKey>,
     pub keyring: Keyring,
+    /// Where the keys come from when they are reloaded (`None`: CREDMGR_KEYS, not reloadable).
+    pub key_file: Option<PathBuf>,
+    /// CREDMGR_ACTIVE_KEY_ID, for reloads.
+    pub active_key_id: Option<String>,
     pub provider_timeout: Duration,
+    /// `None`: `http://<listen address>` (with the port actually bound).
+    pub public_url: Option<url::Url>,
+    pub login_link_ttl: Duration,
+    pub refresh_skew: Duration,
+    /// Zero: no proactive refresh.
+    pub refresh_interval: Duration,
 }
 
 impl Config {
@@ -142,27 +189,55 @@ impl Config {
             );
         }
         let gateway_keys = parse_gateway_keys(&args.gateway_keys)?;
-        let keys = match &args.key_file {
-            Some(path) => read_key_file(path)?,
-            None => parse_key_entries(&args.keys, "CREDMGR_KEYS (--keys)")?,
+        let keyring = match &args.key_file {
+            Some(path) => load_key_file(path, args.active_key_id.as_deref())?,
+            None => {
+                let keys = parse_key_entries(&args.keys, "CREDMGR_KEYS (--keys)")?;
+                keyring(keys, args.active_key_id.as_deref())?
+            }
         };
-        if keys.is_empty() {
-            bail!("no key-encryption key is configured: {FIX_KEYS}");
-        }
-        let keyring = Keyring::new(keys, args.active_key_id.as_deref())
-            .with_context(|| "the key-encryption keys cannot be used".to_owned())?;
         if args.provider_timeout.is_zero() {
             bail!("CREDMGR_PROVIDER_TIMEOUT (--provider-timeout) must be more than 0");
         }
+        let public_url = args
+            .public_url
+            .as_deref()
+            .map(parse_public_url)
+            .transpose()?;
+        if args.login_link_ttl.is_zero() {
+            bail!("CREDMGR_LOGIN_LINK_TTL (--login-link-ttl) must be more than 0");
+        }
         Ok(Config {
+            public_url,
+            login_link_ttl: args.login_link_ttl,
+            refresh_skew: args.refresh_skew,
+            refresh_interval: args.refresh_interval,
             listen: args.listen,
             database_url: DatabaseUrl::new(args.database_url),
             admin_token,
             gateway_keys,
             keyring,
+            key_file: args.key_file,
+            active_key_id: args.active_key_id,
             provider_timeout: args.provider_timeout,
         })
     }
+}
+
+/// An absolute http(s) URL with no query or fragment; a trailing `/` is dropped.
+fn parse_public_url(raw: &str) -> anyhow::Result<url::Url> {
+    let fix = "set CREDMGR_PUBLIC_URL (--public-url) to the control plane's URL as browsers \
+               reach it, e.g. https://credmgr.example.com";
+    let url = url::Url::parse(raw.trim().trim_end_matches('/'))
+        .map_err(|e| anyhow::anyhow!("`{raw}` is not a URL ({e}): {fix}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        bail!("`{raw}` must be an http or https URL without query or fragment: {fix}");
+    }
+    Ok(url)
 }
 
 fn parse_gateway_keys(entries: &[String]) -> anyhow::Result<Vec<GatewayKey>> {
@@ -219,7 +294,23 @@ fn parse_key_entries(entries: &[String], source: &str) -> anyhow::Result<Vec<Key
         .collect()
 }
 
-fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>> {
+fn keyring(keys: Vec<KeyEncryptionKey>, active: Option<&str>) -> anyhow::Result<Keyring> {
+    if keys.is_empty() {
+        bail!("no key-encryption key is configured: {FIX_KEYS}");
+    }
+    Keyring::new(keys, active).with_context(|| "the key-encryption keys cannot be used".to_owned())
+}
+
+/// Reads a key file into a keyring: at start-up, and again on each reload. The file's
+/// `active=ID` line, if any, wins over `active_env` (CREDMGR_ACTIVE_KEY_ID).
+pub fn load_key_file(path: &std::path::Path, active_env: Option<&str>) -> anyhow::Result<Keyring> {
+    let (keys, active_in_file) = read_key_file(path)?;
+    keyring(keys, active_in_file.as_deref().or(active_env))
+}
+
+fn read_key_file(
+    path: &std::path::Path,
+) -> anyhow::Result<(Vec<KeyEncryptionKey>, Option<String>)> {
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
         format!(
             "could not read the key file {} named by CREDMGR_KEY_FILE (--key-file)",
@@ -227,9 +318,14 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>
         )
     })?);
     let mut keys = Vec::new();
+    let mut active = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(id) = line.strip_prefix("active=") {
+            active = Some(id.trim().to_owned());
             continue;
         }
         keys.push(KeyEncryptionKey::parse(line).map_err(|err| {
@@ -240,7 +336,7 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<KeyEncryptionKey>
             )
         })?);
     }
-    Ok(keys)
+    Ok((keys, active))
 }
 
 /// `10s`, `500ms`, `2m`, or a bare number of seconds.
@@ -367,6 +463,21 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn the_key_file_can_name_the_active_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(
+            &file,
+            format!("{}\n{}\nactive=b\n", key_line("a"), key_line("b")),
+        )
+        .unwrap();
+        let ring = load_key_file(&file, Some("a")).unwrap();
+        assert_eq!(ring.active_id(), "b", "the file wins over the environment");
+        std::fs::write(&file, format!("{}\nactive=zz\n", key_line("a"))).unwrap();
+        assert!(load_key_file(&file, None).is_err());
     }
 
     #[test]

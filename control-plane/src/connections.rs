@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::{Aad, Envelope};
 use crate::error::ApiError;
+use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ConnectionPath, ProviderPath};
 use crate::providers::{self, validate_client_id, validate_client_secret, SecretState};
-use crate::store::ConnectionRecord;
+use crate::store::{new_etag, ConnectionRecord};
 use crate::AppState;
 
 /// Whether the runtime API can hand out a token for the connection.
@@ -94,6 +95,8 @@ pub struct ConnectionView {
     pub error: Option<ErrorView>,
     pub token_expires_at: Option<String>,
     pub last_refresh_at: Option<String>,
+    /// The `ETag` of this connection's configuration, for `If-Match`.
+    pub etag: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -122,6 +125,7 @@ impl From<&ConnectionRecord> for ConnectionView {
             }),
             token_expires_at: c.token_expires_at.map(rfc3339),
             last_refresh_at: c.last_refresh_at.map(rfc3339),
+            etag: c.etag.clone(),
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
         }
@@ -146,12 +150,9 @@ async fn list(
     Ok(Json(connections.iter().map(ConnectionView::from).collect()))
 }
 
-async fn show(
-    State(state): State<AppState>,
-    path: ConnectionPath,
-) -> Result<Json<ConnectionView>, ApiError> {
+async fn show(State(state): State<AppState>, path: ConnectionPath) -> Result<Response, ApiError> {
     let c = find(&state, &path).await?;
-    Ok(Json(ConnectionView::from(&c)))
+    Ok(([etag::header(&c.etag)], Json(ConnectionView::from(&c))).into_response())
 }
 
 async fn find(state: &AppState, path: &ConnectionPath) -> Result<ConnectionRecord, ApiError> {
@@ -233,8 +234,10 @@ fn credentials(
 async fn put(
     State(state): State<AppState>,
     path: ConnectionPath,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ConnectionBody>,
 ) -> Result<Response, ApiError> {
+    let if_match = IfMatch::from_headers(&headers)?;
     providers::validate_display_name(&body.display_name)?;
     let provider = providers::find(&state, &path.provider_id).await?;
     if provider.grant_type.needs_consent() && body.client_id.is_some() {
@@ -246,6 +249,8 @@ async fn put(
     }
     let (p, c) = (&path.provider_id, &path.connection_id);
     let existing = state.store.get_connection(p, c).await?;
+    let what = format!("connection `{c}` of provider `{p}`");
+    if_match.check(existing.as_ref().map(|c| c.etag.as_str()), &what)?;
     let creds = credentials(&state, &path, &body, existing.as_ref())?;
     let now = unix_now();
     let (status, fetch) = match existing {
@@ -257,14 +262,24 @@ async fn put(
                 client_id: creds.client_id,
                 client_secret: creds.client_secret,
                 status: ConnectionStatus::NotConnected,
-                error: None,
+                // What to do next, for connections that only a user's consent connects.
+                error: provider.grant_type.needs_consent().then(|| {
+                    (
+                        credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
+                        crate::tokens::consent_required_message(p, c),
+                    )
+                }),
                 token_generation: 0,
                 last_refresh_at: None,
+                etag: new_etag(),
                 created_at: now,
                 updated_at: now,
                 token_expires_at: None,
             };
             if !state.store.insert_connection(&record).await? {
+                if if_match.is_present() {
+                    return Err(etag::stale(&what));
+                }
                 return Err(ApiError::Conflict(format!(
                     "connection `{c}` was created by another request at the same time; retry"
                 )));
@@ -274,19 +289,27 @@ async fn put(
         }
         Some(old) => {
             let fetch = creds.changed || old.status != ConnectionStatus::Connected;
+            let expected = old.etag.clone();
             let record = ConnectionRecord {
                 display_name: body.display_name,
                 client_id: creds.client_id,
                 client_secret: creds.client_secret,
                 updated_at: now,
+                etag: new_etag(),
                 ..old
             };
             if !state
                 .store
-                .replace_connection(&record, creds.changed)
+                .replace_connection(&record, creds.changed, &expected)
                 .await?
             {
-                return Err(not_found(&path));
+                return Err(if if_match.is_present() {
+                    etag::stale(&what)
+                } else {
+                    ApiError::Conflict(format!(
+                        "{what} was changed by another request at the same time; retry"
+                    ))
+                });
             }
             tracing::info!(
                 provider = %p, connection = %c, credentials_changed = creds.changed,
@@ -303,19 +326,37 @@ async fn put(
         .get_connection(p, c)
         .await?
         .ok_or_else(|| not_found(&path))?;
-    Ok((status, Json(ConnectionView::from(&stored))).into_response())
+    Ok((
+        status,
+        [etag::header(&stored.etag)],
+        Json(ConnectionView::from(&stored)),
+    )
+        .into_response())
 }
 
 async fn delete(
     State(state): State<AppState>,
     path: ConnectionPath,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let if_match = IfMatch::from_headers(&headers)?;
+    let current = find(&state, &path).await?;
+    let what = format!(
+        "connection `{}` of provider `{}`",
+        path.connection_id, path.provider_id
+    );
+    if_match.check(Some(&current.etag), &what)?;
+    let expected = if_match.is_present().then_some(current.etag.as_str());
     if !state
         .store
-        .delete_connection(&path.provider_id, &path.connection_id)
+        .delete_connection(&path.provider_id, &path.connection_id, expected)
         .await?
     {
-        return Err(not_found(&path));
+        return Err(if if_match.is_present() {
+            etag::stale(&what)
+        } else {
+            not_found(&path)
+        });
     }
     tracing::info!(
         provider = %path.provider_id, connection = %path.connection_id,

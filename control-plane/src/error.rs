@@ -14,6 +14,10 @@ use crate::crypto::CryptoError;
 use crate::store::StoreError;
 use crate::tokens::TokenFailure;
 
+/// The code of a 412: `If-Match` did not match. (Management API only, so not in the codes
+/// shared with the filter.)
+pub const PRECONDITION_FAILED: &str = "precondition_failed";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Malformed or invalid input; `field` names the offending field when there is one.
@@ -28,6 +32,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// `If-Match` named a version the resource no longer has.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -63,6 +70,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,6 +92,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
             ApiError::NotFound(_) => codes::NOT_FOUND,
             ApiError::Conflict(_) => codes::CONFLICT,
+            ApiError::PreconditionFailed(_) => PRECONDITION_FAILED,
             ApiError::ConsentRequired(_) => codes::CONSENT_REQUIRED,
             ApiError::TokenUnavailable(f) => f.kind.code(),
             ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => codes::INTERNAL,

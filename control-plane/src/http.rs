@@ -17,19 +17,22 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
-use crate::{auth, connections, metrics, providers, runtime, AppState};
+use crate::{auth, connections, consent, keys, metrics, providers, runtime, AppState};
 
 /// The whole HTTP surface of the control plane.
 pub fn app(state: AppState) -> Router {
     let management = Router::new()
         .merge(providers::routes())
         .merge(connections::routes())
+        .merge(consent::management_routes())
+        .merge(keys::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let runtime =
         runtime::routes().route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
     Router::new()
         .merge(management)
         .merge(runtime)
+        .merge(consent::browser_routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)

@@ -8,10 +8,13 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod consent;
 pub mod crypto;
 pub mod error;
+pub mod etag;
 pub mod extract;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod providers;
 pub mod runtime;
@@ -41,11 +44,29 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub metrics: Arc<Metrics>,
     pub credentials: Arc<Credentials>,
+    pub consent: Arc<consent::Settings>,
+    pub rotation: Arc<keys::Rotation>,
 }
 
 impl AppState {
     /// Opens the store (running migrations) and wires the services together.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {
+        let listen = config.listen;
+        Self::build_at(config, listen).await
+    }
+
+    /// As [`AppState::build`], for a server bound to `bound` (the default public URL).
+    pub async fn build_at(config: Config, bound: std::net::SocketAddr) -> anyhow::Result<AppState> {
+        let public_url = match config.public_url.clone() {
+            Some(u) => u,
+            None => url::Url::parse(&format!("http://{bound}"))
+                .context("the listen address does not make a URL; set CREDMGR_PUBLIC_URL")?,
+        };
+        let consent = Arc::new(consent::Settings::new(public_url, config.login_link_ttl));
+        let rotation = Arc::new(keys::Rotation::new(
+            config.key_file.clone(),
+            config.active_key_id.clone(),
+        ));
         let store = Store::connect(&config.database_url).await?;
         let keyring = Arc::new(config.keyring);
         let metrics = Arc::new(Metrics::new());
@@ -56,6 +77,7 @@ impl AppState {
             keyring.clone(),
             client,
             metrics.clone(),
+            config.refresh_skew,
         ));
         if config.gateway_keys.is_empty() {
             tracing::warn!(
@@ -70,6 +92,8 @@ impl AppState {
             tokens,
             metrics,
             credentials,
+            consent,
+            rotation,
         })
     }
 }
@@ -79,7 +103,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let database = config.database_url.clone();
     let active_key = config.keyring.active_id().to_owned();
-    let state = AppState::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -89,7 +112,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, %database, active_key, "credmgr control plane started");
+    let refresh_interval = config.refresh_interval;
+    let state = AppState::build_at(config, addr).await?;
+    let scheduler =
+        tokens::scheduler::spawn(state.tokens.clone(), state.store.clone(), refresh_interval);
+    let rewrapper = keys::spawn_rewrapper(state.clone());
+    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
+    tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
+        "credmgr control plane started");
     {
         // Test harnesses and scripts wait for this exact line.
         let mut out = std::io::stdout().lock();
@@ -100,9 +130,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
+    rewrapper.abort();
+    reloader.abort();
     state.store.close().await;
     tracing::info!("credmgr control plane stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the key file, as `POST /v1/keys/reload` does.
+async fn reload_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload keys with POST /v1/keys/reload");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            if let Err(e) = keys::reload(&state).await {
+                tracing::error!("SIGHUP: {e}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what container runtimes and systemd send).

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_logging();
-            run(args)
+            run(*args)
         }
     };
     match result {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
 use crate::error::ApiError;
+use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
-use crate::store::ProviderRecord;
+use crate::store::{new_etag, ProviderRecord};
 use crate::AppState;
 
 /// The kind of identity provider. Presets (GitHub, Entra ID, ...) come later.
@@ -37,9 +38,8 @@ pub enum IdentityProvider {
 pub enum GrantType {
     /// RFC 6749 §4.4: the client's own credentials; no user involved.
     ClientCredentials,
-    /// RFC 6749 §4.1: a user consents in a browser. Stored, but this version has no consent
-    /// flow yet, so its connections stay `not_connected` and the runtime API answers
-    /// `consent_required`.
+    /// RFC 6749 §4.1: a user consents in a browser (login link, interstitial, provider,
+    /// callback); the access token is then refreshed with the refresh token.
     AuthorizationCode,
 }
 
@@ -114,10 +114,47 @@ pub struct ProviderBody {
     /// Not for secrets: they are stored and shown in plain text.
     #[serde(default)]
     token_params: BTreeMap<String, String>,
+    /// The authorization endpoint; required for the authorization-code grant.
+    #[serde(default)]
+    authorization_url: Option<String>,
+    /// Where refresh tokens are redeemed; defaults to `token_url`.
+    #[serde(default)]
+    refresh_url: Option<String>,
+    /// The provider's issuer identifier, compared with the `iss` of authorization responses
+    /// (RFC 9207). Without it, `iss` must have the authorization URL's origin.
+    #[serde(default)]
+    issuer: Option<String>,
+    /// Extra parameters of the authorization request, such as `access_type=offline`.
+    #[serde(default)]
+    authorize_params: BTreeMap<String, String>,
+    /// Where a login link may send the user after consent (exact match).
+    #[serde(default)]
+    allowed_redirect_urls: Vec<String>,
 }
 
-/// Token-request parameters that credmgr sets itself (RFC 6749 §4.4.2, §2.3.1).
-const RESERVED_TOKEN_PARAMS: &[&str] = &["grant_type", "scope", "client_id", "client_secret"];
+/// Token-request parameters that credmgr sets itself (RFC 6749 §4.1.3, §4.4.2, §6, §2.3.1,
+/// RFC 7636 §4.5).
+const RESERVED_TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "scope",
+    "client_id",
+    "client_secret",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+];
+
+/// Authorization-request parameters that credmgr sets itself (RFC 6749 §4.1.1, RFC 7636).
+const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
 
 /// A provider as the API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
@@ -132,6 +169,14 @@ pub struct ProviderView {
     pub scopes: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
     pub token_params: BTreeMap<String, String>,
+    pub authorization_url: Option<String>,
+    /// The effective refresh endpoint: `token_url` unless set.
+    pub refresh_url: String,
+    pub issuer: Option<String>,
+    pub authorize_params: BTreeMap<String, String>,
+    pub allowed_redirect_urls: Vec<String>,
+    /// The `ETag` of this provider, for `If-Match`.
+    pub etag: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -155,6 +200,12 @@ impl From<&ProviderRecord> for ProviderView {
             scopes: p.scopes.clone(),
             token_endpoint_auth_method: p.token_endpoint_auth_method,
             token_params: p.token_params.clone(),
+            authorization_url: p.authorization_url.clone(),
+            refresh_url: p.refresh_endpoint().to_owned(),
+            issuer: p.issuer.clone(),
+            authorize_params: p.authorize_params.clone(),
+            allowed_redirect_urls: p.allowed_redirect_urls.clone(),
+            etag: p.etag.clone(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -173,12 +224,9 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, 
     Ok(Json(providers.iter().map(ProviderView::from).collect()))
 }
 
-async fn show(
-    State(state): State<AppState>,
-    path: ProviderPath,
-) -> Result<Json<ProviderView>, ApiError> {
+async fn show(State(state): State<AppState>, path: ProviderPath) -> Result<Response, ApiError> {
     let p = find(&state, &path.provider_id).await?;
-    Ok(Json(ProviderView::from(&p)))
+    Ok(([etag::header(&p.etag)], Json(ProviderView::from(&p))).into_response())
 }
 
 /// Loads a provider or answers 404.
@@ -193,12 +241,23 @@ pub async fn find(state: &AppState, id: &str) -> Result<ProviderRecord, ApiError
 async fn put(
     State(state): State<AppState>,
     path: ProviderPath,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> Result<Response, ApiError> {
+    let if_match = IfMatch::from_headers(&headers)?;
     validate(&body)?;
     let id = path.provider_id;
     let now = unix_now();
     let existing = state.store.get_provider(&id).await?;
+    let what = format!("provider `{id}`");
+    if_match.check(existing.as_ref().map(|p| p.etag.as_str()), &what)?;
+    let lost_race = || {
+        if if_match.is_present() {
+            etag::stale(&what)
+        } else {
+            concurrent_change(&id)
+        }
+    };
     let client_secret = match (&body.client_secret, &existing) {
         (Some(secret), _) => state.keyring.encrypt(
             &Aad::provider_client_secret(&id),
@@ -219,17 +278,24 @@ async fn put(
         grant_type: body.grant_type,
         client_id: body.client_id,
         client_secret,
-        token_url: body.token_url,
         scopes: body.scopes,
         token_endpoint_auth_method: body.token_endpoint_auth_method,
         token_params: body.token_params,
+        // Re-sending the effective refresh URL (what GET shows) is the same as leaving it out.
+        refresh_url: body.refresh_url.filter(|u| *u != body.token_url),
+        token_url: body.token_url,
+        authorization_url: body.authorization_url,
+        issuer: body.issuer,
+        authorize_params: body.authorize_params,
+        allowed_redirect_urls: body.allowed_redirect_urls,
+        etag: new_etag(),
         created_at: existing.as_ref().map_or(now, |old| old.created_at),
         updated_at: now,
     };
     let status = match existing {
         None => {
             if !state.store.insert_provider(&record).await? {
-                return Err(concurrent_change(&id));
+                return Err(lost_race());
             }
             tracing::info!(provider = %id, grant_type = %record.grant_type, "provider created");
             StatusCode::CREATED
@@ -247,19 +313,43 @@ async fn put(
                     );
                     !same.unwrap_or(false)
                 });
-            if !state.store.replace_provider(&record, invalidate).await? {
-                return Err(concurrent_change(&id));
+            if !state
+                .store
+                .replace_provider(&record, invalidate, &old.etag)
+                .await?
+            {
+                return Err(lost_race());
+            }
+            if invalidate && record.grant_type.needs_consent() {
+                // The old tokens are gone; say what to do next, as for a new connection.
+                for conn in state.store.list_connections(&id).await? {
+                    let message = crate::tokens::consent_required_message(&id, &conn.id);
+                    let error = crate::store::ConnectionError {
+                        status: crate::connections::ConnectionStatus::NotConnected,
+                        code: credmgr_common::error::codes::CONSENT_REQUIRED,
+                        message: &message,
+                    };
+                    state
+                        .store
+                        .record_token_error(&id, &conn.id, conn.token_generation, &error)
+                        .await?;
+                }
             }
             tracing::info!(provider = %id, tokens_invalidated = invalidate, "provider replaced");
             StatusCode::OK
         }
     };
-    Ok((status, Json(ProviderView::from(&record))).into_response())
+    Ok((
+        status,
+        [etag::header(&record.etag)],
+        Json(ProviderView::from(&record)),
+    )
+        .into_response())
 }
 
 fn concurrent_change(id: &str) -> ApiError {
     ApiError::Conflict(format!(
-        "provider `{id}` was created or deleted by another request at the same time; retry"
+        "provider `{id}` was changed by another request at the same time; retry"
     ))
 }
 
@@ -275,14 +365,26 @@ fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
         || old.scopes != new.scopes
         || old.token_endpoint_auth_method != new.token_endpoint_auth_method
         || old.token_params != new.token_params
+        || old.refresh_url != new.refresh_url
 }
 
-async fn delete(State(state): State<AppState>, path: ProviderPath) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_provider(&path.provider_id).await? {
-        return Err(ApiError::NotFound(format!(
-            "provider `{}` does not exist",
-            path.provider_id
-        )));
+async fn delete(
+    State(state): State<AppState>,
+    path: ProviderPath,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let if_match = IfMatch::from_headers(&headers)?;
+    let id = &path.provider_id;
+    let current = find(&state, id).await?;
+    let what = format!("provider `{id}`");
+    if_match.check(Some(&current.etag), &what)?;
+    let expected = if_match.is_present().then_some(current.etag.as_str());
+    if !state.store.delete_provider(id, expected).await? {
+        return Err(if if_match.is_present() {
+            etag::stale(&what)
+        } else {
+            ApiError::NotFound(format!("provider `{id}` does not exist"))
+        });
     }
     tracing::info!(provider = %path.provider_id, "provider deleted with its connections");
     Ok(StatusCode::NO_CONTENT)
@@ -339,13 +441,46 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
     if let Some(secret) = &body.client_secret {
         validate_client_secret("client_secret", secret)?;
     }
-    let url = validate_token_url(&body.token_url)?;
+    let url = validate_endpoint("token_url", &body.token_url)?;
     if url.scheme() == "http" {
         tracing::warn!(
             token_url = %url,
             "token_url uses plain http: client secrets and tokens cross it unencrypted"
         );
     }
+    if let Some(refresh) = &body.refresh_url {
+        validate_endpoint("refresh_url", refresh)?;
+    }
+    match (&body.authorization_url, body.grant_type) {
+        (Some(a), _) => {
+            validate_endpoint("authorization_url", a)?;
+        }
+        (None, GrantType::AuthorizationCode) => {
+            return Err(ApiError::invalid(
+                "authorization_url",
+                "`authorization_url` is required with the authorization_code grant",
+            ))
+        }
+        (None, GrantType::ClientCredentials) => {}
+    }
+    if let Some(issuer) = &body.issuer {
+        // RFC 8414 §2: an https URL without query or fragment; http is allowed for tests.
+        let u = validate_endpoint("issuer", issuer)?;
+        if u.query().is_some() {
+            return Err(ApiError::invalid(
+                "issuer",
+                "`issuer` must not have a query (RFC 8414 §2)",
+            ));
+        }
+    }
+    for (i, redirect) in body.allowed_redirect_urls.iter().enumerate() {
+        validate_endpoint(&format!("allowed_redirect_urls[{i}]"), redirect)?;
+    }
+    check_params(
+        "authorize_params",
+        &body.authorize_params,
+        RESERVED_AUTHORIZE_PARAMS,
+    )?;
     for (i, scope) in body.scopes.iter().enumerate() {
         // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
         let ok = !scope.is_empty()
@@ -362,9 +497,18 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
             ));
         }
     }
-    for (key, value) in &body.token_params {
-        let field = format!("token_params.{key}");
-        if RESERVED_TOKEN_PARAMS.contains(&key.as_str()) {
+    check_params("token_params", &body.token_params, RESERVED_TOKEN_PARAMS)
+}
+
+/// Extra request parameters: none of those credmgr sets itself, no control characters.
+fn check_params(
+    name: &str,
+    params: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Result<(), ApiError> {
+    for (key, value) in params {
+        let field = format!("{name}.{key}");
+        if reserved.contains(&key.as_str()) {
             return Err(ApiError::invalid(
                 &field,
                 format!("`{field}` is set by credmgr itself and cannot be overridden"),
@@ -384,10 +528,15 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
 /// Plain http is accepted for local development and tests, with a warning: RFC 6749 §3.2
 /// requires TLS, since the client secret and the tokens cross this connection.
 pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
+    validate_endpoint("token_url", raw)
+}
+
+/// An absolute http(s) URL without fragment or credentials (RFC 6749 §3.1, §3.1.2, §3.2).
+pub fn validate_endpoint(field: &str, raw: &str) -> Result<url::Url, ApiError> {
     let bad = |why: &str| {
         ApiError::invalid(
-            "token_url",
-            format!("`token_url` must be an absolute http or https URL: {why}"),
+            field,
+            format!("`{field}` must be an absolute http or https URL: {why}"),
         )
     };
     let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
@@ -404,9 +553,7 @@ pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
         return Err(bad("it must not have a fragment (RFC 6749 §3.2)"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "it must not carry credentials; use client_id and client_secret",
-        ));
+        return Err(bad("it must not carry a user name or password"));
     }
     Ok(url)
 }

@@ -157,6 +157,11 @@ function configuration() {
     },
     // Rotate on every use; presenting a used refresh token revokes the whole grant.
     rotateRefreshToken: true,
+    // Revoking any token at /token/revocation revokes its whole grant, refresh tokens
+    // included, as "disconnect this app" does at many providers. (oidc-provider's default
+    // keeps the grant when an access token is revoked.) Tests use it to revoke a user's
+    // consent with only the access token in hand.
+    async revokeGrantPolicy() { return true; },
     // Tokens outlive the browser session at the provider (offline access).
     async expiresWithSession() { return false; },
 
@@ -192,6 +197,10 @@ function freshStats() {
 
 let stats = freshStats();
 
+// Every access and refresh token issued, so that tests can search credmgr's database and
+// logs for them. Test-only, like the rest of /test/.
+const issued = { access_tokens: [], refresh_tokens: [] };
+
 function bump(counters, key) {
   counters[key] = (counters[key] || 0) + 1;
 }
@@ -200,6 +209,10 @@ function testRoutesAndTokenStats(tokenPath) {
   return async function testStats(ctx, next) {
     if (ctx.path === '/test/stats' && ctx.method === 'GET') {
       ctx.body = stats;
+      return;
+    }
+    if (ctx.path === '/test/issued-tokens' && ctx.method === 'GET') {
+      ctx.body = issued;
       return;
     }
     if (ctx.path === '/test/stats/reset' && ctx.method === 'POST') {
@@ -221,6 +234,8 @@ function testRoutesAndTokenStats(tokenPath) {
       bump(stats.token_requests, typeof grantType === 'string' && grantType ? grantType : 'missing');
       if (ctx.status >= 200 && ctx.status < 300) {
         stats.tokens_issued += 1;
+        if (typeof ctx.body?.access_token === 'string') issued.access_tokens.push(ctx.body.access_token);
+        if (typeof ctx.body?.refresh_token === 'string') issued.refresh_tokens.push(ctx.body.refresh_token);
       } else {
         const code = ctx.body && typeof ctx.body === 'object' && typeof ctx.body.error === 'string'
           ? ctx.body.error

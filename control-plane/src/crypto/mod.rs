@@ -14,6 +14,7 @@ mod keys;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
@@ -53,6 +54,18 @@ impl Aad {
         ))
     }
 
+    /// The refresh token stored for a connection.
+    pub fn connection_refresh_token(provider_id: &str, connection_id: &str) -> Self {
+        Aad(format!(
+            "credmgr/v1/connection/{provider_id}/{connection_id}/refresh_token"
+        ))
+    }
+
+    /// The PKCE code verifier of one authorization request, named by its state's hash (hex).
+    pub fn consent_code_verifier(state_hash_hex: &str) -> Self {
+        Aad(format!("credmgr/v1/consent/{state_hash_hex}/code_verifier"))
+    }
+
     /// Ids are validated (no `/`), so each record and field has exactly one string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -88,17 +101,23 @@ pub enum CryptoError {
 }
 
 /// The configured key-encryption keys: one active (wraps new data keys), the others kept to
-/// unwrap what they wrapped before a rotation.
+/// unwrap what they wrapped before a rotation. The set can be swapped while the control plane
+/// runs ([`Keyring::replace_with`]): each operation works on the set current when it starts.
 pub struct Keyring {
+    current: RwLock<Arc<KeySet>>,
+}
+
+struct KeySet {
     active: String,
     keys: BTreeMap<String, Aes256Gcm>,
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = self.set();
         f.debug_struct("Keyring")
-            .field("active", &self.active)
-            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("active", &set.active)
+            .field("ids", &set.keys.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -139,22 +158,73 @@ impl Keyring {
                 n => return Err(KeyringError::NoActive(n, ids())),
             },
         };
-        Ok(Keyring { active, keys: map })
+        Ok(Keyring {
+            current: RwLock::new(Arc::new(KeySet { active, keys: map })),
+        })
+    }
+
+    fn set(&self) -> Arc<KeySet> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes over `other`'s keys and active key (key rotation without a restart).
+    pub fn replace_with(&self, other: Keyring) {
+        let new = other.set();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = new;
     }
 
     /// Id of the key that wraps new data keys.
-    pub fn active_id(&self) -> &str {
-        &self.active
+    pub fn active_id(&self) -> String {
+        self.set().active.clone()
     }
 
+    /// Ids of all configured keys.
+    pub fn ids(&self) -> Vec<String> {
+        self.set().keys.keys().cloned().collect()
+    }
+
+    /// Encrypts `plaintext` under a fresh data key wrapped by the active KEK.
+    pub fn encrypt(&self, aad: &Aad, plaintext: &[u8]) -> Result<Envelope, CryptoError> {
+        self.set().encrypt(aad, plaintext)
+    }
+
+    /// Decrypts an envelope made for `aad`.
+    pub fn decrypt(&self, aad: &Aad, env: &Envelope) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.set().decrypt(aad, env)
+    }
+
+    /// Decrypts an envelope whose plaintext is text (client secrets, tokens).
+    pub fn decrypt_string(&self, aad: &Aad, env: &Envelope) -> Result<SecretString, CryptoError> {
+        let bytes = self.decrypt(aad, env)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| CryptoError::Decrypt(aad.as_str().to_owned()))?;
+        Ok(SecretString::from(text))
+    }
+
+    /// Whether `env` holds exactly `candidate`; the comparison takes constant time.
+    pub fn holds(&self, aad: &Aad, env: &Envelope, candidate: &[u8]) -> Result<bool, CryptoError> {
+        let plaintext = self.decrypt(aad, env)?;
+        Ok(bool::from(plaintext.as_slice().ct_eq(candidate)))
+    }
+
+    /// The same envelope with its data key wrapped by the active KEK: what key rotation
+    /// writes back. The secret's ciphertext and nonce are kept as they are.
+    pub fn rewrap(&self, aad: &Aad, env: &Envelope) -> Result<Envelope, CryptoError> {
+        self.set().rewrap(aad, env)
+    }
+}
+
+impl KeySet {
     fn kek(&self, id: &str) -> Result<&Aes256Gcm, CryptoError> {
         self.keys
             .get(id)
             .ok_or_else(|| CryptoError::UnknownKek(id.to_owned()))
     }
 
-    /// Encrypts `plaintext` under a fresh data key wrapped by the active KEK.
-    pub fn encrypt(&self, aad: &Aad, plaintext: &[u8]) -> Result<Envelope, CryptoError> {
+    fn encrypt(&self, aad: &Aad, plaintext: &[u8]) -> Result<Envelope, CryptoError> {
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(dek.as_mut());
         let nonce = random_nonce();
@@ -177,8 +247,7 @@ impl Keyring {
         })
     }
 
-    /// Decrypts an envelope made for `aad`.
-    pub fn decrypt(&self, aad: &Aad, env: &Envelope) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    fn decrypt(&self, aad: &Aad, env: &Envelope) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let dek = self.unwrap_dek(aad, env)?;
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(dek.as_ref()))
             .decrypt(
@@ -192,23 +261,7 @@ impl Keyring {
             .map_err(|_| CryptoError::Decrypt(aad.as_str().to_owned()))
     }
 
-    /// Decrypts an envelope whose plaintext is text (client secrets, tokens).
-    pub fn decrypt_string(&self, aad: &Aad, env: &Envelope) -> Result<SecretString, CryptoError> {
-        let bytes = self.decrypt(aad, env)?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| CryptoError::Decrypt(aad.as_str().to_owned()))?;
-        Ok(SecretString::from(text))
-    }
-
-    /// Whether `env` holds exactly `candidate`; the comparison takes constant time.
-    pub fn holds(&self, aad: &Aad, env: &Envelope, candidate: &[u8]) -> Result<bool, CryptoError> {
-        let plaintext = self.decrypt(aad, env)?;
-        Ok(bool::from(plaintext.as_slice().ct_eq(candidate)))
-    }
-
-    /// The same envelope with its data key wrapped by the active KEK: what key rotation
-    /// writes back. The secret's ciphertext and nonce are kept as they are.
-    pub fn rewrap(&self, aad: &Aad, env: &Envelope) -> Result<Envelope, CryptoError> {
+    fn rewrap(&self, aad: &Aad, env: &Envelope) -> Result<Envelope, CryptoError> {
         let dek = self.unwrap_dek(aad, env)?;
         let (dek_nonce, wrapped_dek) = self.wrap(aad, &self.active, &dek)?;
         Ok(Envelope {

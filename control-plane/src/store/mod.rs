@@ -33,8 +33,27 @@ pub struct ProviderRecord {
     pub scopes: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
     pub token_params: BTreeMap<String, String>,
+    /// Where users consent (authorization-code providers).
+    pub authorization_url: Option<String>,
+    /// Where refresh tokens are redeemed; `None`: `token_url`.
+    pub refresh_url: Option<String>,
+    /// The `iss` expected in authorization responses (RFC 9207).
+    pub issuer: Option<String>,
+    /// Extra parameters of the authorization request.
+    pub authorize_params: BTreeMap<String, String>,
+    /// Where users may be sent back after consent.
+    pub allowed_redirect_urls: Vec<String>,
+    /// Changes with every write of the configuration ([`new_etag`]).
+    pub etag: String,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl ProviderRecord {
+    /// The endpoint that redeems refresh tokens.
+    pub fn refresh_endpoint(&self) -> &str {
+        self.refresh_url.as_deref().unwrap_or(&self.token_url)
+    }
 }
 
 /// A connection as stored, with the expiry of its token if it has one.
@@ -55,6 +74,8 @@ pub struct ConnectionRecord {
     /// generation is discarded instead of stored.
     pub token_generation: i64,
     pub last_refresh_at: Option<i64>,
+    /// Changes with every write of the configuration (not with token refreshes).
+    pub etag: String,
     pub created_at: i64,
     pub updated_at: i64,
     /// Read from the token, if any; not written through this record.
@@ -65,12 +86,84 @@ pub struct ConnectionRecord {
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
     pub access_token: Envelope,
+    /// The refresh token, if the provider issued one (authorization code).
+    pub refresh_token: Option<Envelope>,
     pub token_type: String,
     /// The token response's non-secret fields.
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub obtained_at: i64,
     pub expires_at: i64,
     pub refresh_at: i64,
+}
+
+/// A fresh entity tag: 96 random bits as hex.
+pub fn new_etag() -> String {
+    use aes_gcm::aead::rand_core::RngCore as _;
+    let mut bytes = [0u8; 12];
+    aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A login link: its secret is in the URL only; the store keys it by the secret's hash.
+#[derive(Debug, Clone)]
+pub struct LoginLink {
+    pub id_hash: Vec<u8>,
+    pub provider_id: String,
+    pub connection_id: String,
+    pub redirect_url: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// An authorization request in progress, from the interstitial's Continue to the callback.
+#[derive(Debug, Clone)]
+pub struct ConsentState {
+    /// SHA-256 of the `state` parameter.
+    pub state_hash: Vec<u8>,
+    /// SHA-256 of the cookie that binds the request to one browser.
+    pub browser_hash: Vec<u8>,
+    pub provider_id: String,
+    pub connection_id: String,
+    pub redirect_url: String,
+    /// The PKCE code verifier (RFC 7636), encrypted.
+    pub code_verifier: Envelope,
+    /// The connection's generation when the request started; tokens obtained for an older
+    /// configuration are discarded.
+    pub token_generation: i64,
+    pub expires_at: i64,
+}
+
+/// A stored token's schedule, for the background refresher.
+#[derive(Debug, Clone)]
+pub struct TokenSchedule {
+    pub provider_id: String,
+    pub connection_id: String,
+    pub obtained_at: i64,
+    pub expires_at: i64,
+    pub refresh_at: i64,
+}
+
+/// Which stored field an envelope is (for key rotation, which visits them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeField {
+    ProviderClientSecret,
+    ConnectionClientSecret,
+    AccessToken,
+    RefreshToken,
+    CodeVerifier,
+}
+
+/// One stored envelope and where it lives.
+#[derive(Debug, Clone)]
+pub struct StoredEnvelope {
+    pub field: EnvelopeField,
+    pub provider_id: String,
+    /// For connection fields and tokens.
+    pub connection_id: String,
+    /// For code verifiers: the consent state's hash.
+    pub state_hash: Vec<u8>,
+    pub envelope: Envelope,
 }
 
 /// What a failed token fetch leaves on its connection.
@@ -200,20 +293,27 @@ impl Store {
         dispatch!(self.insert_provider(p))
     }
 
-    /// Replaces a provider (not its `created_at`); `false` if it does not exist. With
-    /// `invalidate_tokens`, its connections' tokens are deleted in the same transaction and
-    /// the connections go back to `not_connected`.
+    /// Replaces a provider (not its `created_at`) if its etag is still `expected_etag`;
+    /// `false` if it does not exist or changed meanwhile. With `invalidate_tokens`, its
+    /// connections' tokens are deleted in the same transaction and the connections go back
+    /// to `not_connected`.
     pub async fn replace_provider(
         &self,
         p: &ProviderRecord,
         invalidate_tokens: bool,
+        expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.replace_provider(p, invalidate_tokens))
+        dispatch!(self.replace_provider(p, invalidate_tokens, expected_etag))
     }
 
-    /// Deletes a provider with its connections and tokens; `false` if it did not exist.
-    pub async fn delete_provider(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self.delete_provider(id))
+    /// Deletes a provider with its connections and tokens (only if its etag is
+    /// `expected_etag`, when given); `false` if nothing was deleted.
+    pub async fn delete_provider(
+        &self,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.delete_provider(id, expected_etag))
     }
 
     pub async fn get_connection(
@@ -237,18 +337,26 @@ impl Store {
         dispatch!(self.insert_connection(c))
     }
 
-    /// Replaces a connection's configuration (name, credentials override); `false` if it does
-    /// not exist. With `invalidate_token`, its token is deleted in the same transaction.
+    /// Replaces a connection's configuration (name, credentials override) if its etag is
+    /// still `expected_etag`; `false` if it does not exist or changed meanwhile. With
+    /// `invalidate_token`, its token is deleted in the same transaction.
     pub async fn replace_connection(
         &self,
         c: &ConnectionRecord,
         invalidate_token: bool,
+        expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.replace_connection(c, invalidate_token))
+        dispatch!(self.replace_connection(c, invalidate_token, expected_etag))
     }
 
-    pub async fn delete_connection(&self, provider_id: &str, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self.delete_connection(provider_id, id))
+    /// Deletes a connection (only if its etag is `expected_etag`, when given).
+    pub async fn delete_connection(
+        &self,
+        provider_id: &str,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.delete_connection(provider_id, id, expected_etag))
     }
 
     pub async fn get_token(
@@ -282,6 +390,97 @@ impl Store {
         error: &ConnectionError<'_>,
     ) -> Result<bool, StoreError> {
         dispatch!(self.record_token_error(provider_id, connection_id, generation, error))
+    }
+}
+
+impl Store {
+    /// Stores a new login link, dropping expired ones.
+    pub async fn insert_login_link(&self, link: &LoginLink) -> Result<(), StoreError> {
+        dispatch!(self.insert_login_link(link))
+    }
+
+    /// The login link with this hash, used or not.
+    pub async fn get_login_link(&self, id_hash: &[u8]) -> Result<Option<LoginLink>, StoreError> {
+        dispatch!(self.get_login_link(id_hash))
+    }
+
+    /// Marks the link used, if it is unused and unexpired at `now`; returns it then. Atomic:
+    /// of two concurrent uses, one wins.
+    pub async fn use_login_link(
+        &self,
+        id_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<LoginLink>, StoreError> {
+        dispatch!(self.use_login_link(id_hash, now))
+    }
+
+    /// Stores an authorization request in progress, dropping expired ones.
+    pub async fn insert_consent_state(&self, state: &ConsentState) -> Result<(), StoreError> {
+        dispatch!(self.insert_consent_state(state))
+    }
+
+    /// Removes and returns the authorization request with this state hash: a state is
+    /// consumed by its first use, whatever the outcome.
+    pub async fn take_consent_state(
+        &self,
+        state_hash: &[u8],
+    ) -> Result<Option<ConsentState>, StoreError> {
+        dispatch!(self.take_consent_state(state_hash))
+    }
+
+    /// Takes the connection's refresh lease for `owner` until `until`, if nobody else holds
+    /// an unexpired one at `now`. Atomic across replicas sharing the database.
+    pub async fn try_refresh_lease(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.try_refresh_lease(provider_id, connection_id, owner, now, until))
+    }
+
+    /// Gives the lease back, if `owner` still holds it.
+    pub async fn release_refresh_lease(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.release_refresh_lease(provider_id, connection_id, owner))
+    }
+
+    /// Every stored envelope (key rotation and the key-usage report).
+    pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
+        dispatch!(self.all_envelopes())
+    }
+
+    /// Writes `new` in place of `old.envelope`, only if the stored value is still exactly
+    /// `old.envelope` (a token refreshed meanwhile is newer and left alone); `false` then.
+    pub async fn replace_envelope(
+        &self,
+        old: &StoredEnvelope,
+        new: &Envelope,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.replace_envelope(old, new))
+    }
+
+    /// The tokens whose `refresh_at` is at or before `horizon`, soonest first.
+    pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
+        dispatch!(self.tokens_due_by(horizon))
+    }
+
+    /// After the provider refused the refresh token: deletes the connection's tokens and
+    /// records the error, in one transaction, if the connection is still at `generation`.
+    pub async fn drop_tokens_with_error(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        error: &ConnectionError<'_>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.drop_tokens_with_error(provider_id, connection_id, generation, error))
     }
 }
 

@@ -33,19 +33,45 @@ pub struct OAuthClient {
     timeout: Duration,
 }
 
-/// A client-credentials token request (RFC 6749 §4.4.2).
-pub struct ClientCredentialsRequest<'a> {
+/// The client and endpoint of a token request.
+pub struct ClientAuth<'a> {
     pub token_url: &'a str,
     pub client_id: &'a str,
     pub client_secret: &'a SecretString,
     pub auth_method: AuthMethod,
-    pub scopes: &'a [String],
+    /// The provider's extra token parameters.
     pub extra_params: &'a BTreeMap<String, String>,
+}
+
+/// What to ask the token endpoint for.
+pub enum Grant<'a> {
+    /// RFC 6749 §4.4.2.
+    ClientCredentials { scopes: &'a [String] },
+    /// RFC 6749 §4.1.3 with RFC 7636 §4.5.
+    AuthorizationCode {
+        code: &'a SecretString,
+        redirect_uri: &'a str,
+        code_verifier: &'a SecretString,
+    },
+    /// RFC 6749 §6. No `scope`: the new token gets the scope of the grant.
+    RefreshToken { refresh_token: &'a SecretString },
+}
+
+impl Grant<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Grant::ClientCredentials { .. } => "client_credentials",
+            Grant::AuthorizationCode { .. } => "authorization_code",
+            Grant::RefreshToken { .. } => "refresh_token",
+        }
+    }
 }
 
 /// A successful token response (RFC 6749 §5.1).
 pub struct TokenResponse {
     pub access_token: SecretString,
+    /// A new refresh token, if the provider sent one.
+    pub refresh_token: Option<SecretString>,
     pub token_type: String,
     /// Lifetime in seconds, if the provider said.
     pub expires_in: Option<i64>,
@@ -57,6 +83,10 @@ impl std::fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenResponse")
             .field("access_token", &"[redacted]")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
             .field("claims", &self.claims)
@@ -68,6 +98,12 @@ impl OAuthClient {
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No idle connections: a pooled connection that the provider closes just as a
+            // request is sent on it (Node's default keep-alive timeout is 5 s) fails the
+            // request, and a token request must not be retried blindly: a refresh token that
+            // reached the provider is used up, and sending it again revokes the grant. Token
+            // requests are rare (one per token lifetime), so a fresh connection costs little.
+            .pool_max_idle_per_host(0)
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("credmgr/", env!("CARGO_PKG_VERSION")))
@@ -75,15 +111,38 @@ impl OAuthClient {
         Ok(OAuthClient { http, timeout })
     }
 
-    /// Asks the token endpoint for a token with the client's own credentials.
-    pub async fn client_credentials(
+    /// The timeout of one token request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Asks the token endpoint for a token.
+    pub async fn request(
         &self,
-        req: &ClientCredentialsRequest<'_>,
+        req: &ClientAuth<'_>,
+        grant: &Grant<'_>,
     ) -> Result<TokenResponse, TokenFailure> {
-        let scope = req.scopes.join(" "); // RFC 6749 §3.3: space-delimited.
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-        if !scope.is_empty() {
-            form.push(("scope", &scope));
+        let scope;
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", grant.name())];
+        match grant {
+            Grant::ClientCredentials { scopes } => {
+                scope = scopes.join(" "); // RFC 6749 §3.3: space-delimited.
+                if !scope.is_empty() {
+                    form.push(("scope", &scope));
+                }
+            }
+            Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => {
+                form.push(("code", code.expose_secret()));
+                form.push(("redirect_uri", redirect_uri));
+                form.push(("code_verifier", code_verifier.expose_secret()));
+            }
+            Grant::RefreshToken { refresh_token } => {
+                form.push(("refresh_token", refresh_token.expose_secret()));
+            }
         }
         form.extend(
             req.extra_params
@@ -245,11 +304,16 @@ pub(crate) fn interpret(
         Some(_) => None,
     }
     .filter(|secs| *secs >= 0);
+    let refresh_token = match json.get("refresh_token") {
+        Some(Value::String(t)) if !t.is_empty() => Some(SecretString::from(t.as_str())),
+        _ => None,
+    };
     for field in SECRET_FIELDS {
         json.remove(*field);
     }
     Ok(TokenResponse {
         access_token,
+        refresh_token,
         token_type,
         expires_in,
         claims: json,
@@ -273,8 +337,14 @@ fn oauth_error(json: &Map<String, Value>) -> Option<TokenFailure> {
             FailureKind::ClientSecretRejected,
             format!(
                 "the provider refused the client credentials ({quoted}); check the client id \
-                 and client secret, and that the client may use the client-credentials grant"
+                 and client secret, and that the client may use this grant"
             ),
+        ),
+        // RFC 6749 §5.2: the code or refresh token is invalid, expired, revoked or was
+        // issued to another client.
+        "invalid_grant" => TokenFailure::new(
+            FailureKind::InvalidGrant,
+            format!("the provider refused the grant ({quoted})"),
         ),
         _ => TokenFailure::new(
             FailureKind::ProviderError,
@@ -311,12 +381,16 @@ mod tests {
                        "refresh_token":"rt","id_token":"idt","scope":"api:read","instance_url":"x"}"#,
         );
         assert_eq!(t.access_token.expose_secret(), "at-1");
+        assert_eq!(t.refresh_token.as_ref().unwrap().expose_secret(), "rt");
         assert_eq!(t.token_type, "Bearer");
         assert_eq!(t.expires_in, Some(3600));
         let keys: Vec<_> = t.claims.keys().map(String::as_str).collect();
         assert_eq!(keys, ["expires_in", "instance_url", "scope", "token_type"]);
         let shown = format!("{t:?}");
-        assert!(!shown.contains("at-1"), "{shown}");
+        assert!(
+            !shown.contains("at-1") && !shown.contains("\"rt"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -351,6 +425,10 @@ mod tests {
         );
         assert_eq!(e.kind, FailureKind::ProviderError);
         assert!(e.message.contains("invalid_scope") && e.message.contains("scope x"));
+        assert_eq!(
+            err(400, r#"{"error":"invalid_grant"}"#).kind,
+            FailureKind::InvalidGrant
+        );
         assert_eq!(
             err(200, r#"{"error":"invalid_request"}"#).kind,
             FailureKind::ProviderError

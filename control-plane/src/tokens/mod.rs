@@ -1,13 +1,16 @@
 //! Obtaining, storing and handing out access tokens.
 //!
 //! [`TokenService`] serves a connection's token from the store while it is fresh (before its
-//! `refresh_at`, 80 % of its lifetime), and otherwise fetches a new one from the provider
-//! before answering, one fetch per connection at a time. A provider that fails while the
+//! `refresh_at`), and otherwise obtains a new one before answering, one fetch per connection
+//! at a time (a lock in this process, and a lease in the store across replicas): with the client's credentials (client-credentials connections) or with the
+//! stored refresh token (authorization-code connections). A provider that fails while the
 //! stored token is still valid costs nothing: the stored token is served, and the gateway is
-//! told to ask again soon.
+//! told to ask again soon. The first tokens of an authorization-code connection come from a
+//! user's consent ([`TokenService::complete_consent`]).
 
 mod client;
 mod flight;
+pub mod scheduler;
 
 use std::sync::Arc;
 
@@ -17,12 +20,13 @@ use secrecy::ExposeSecret;
 
 use crate::clock::unix_now;
 use crate::connections::ConnectionStatus;
+use crate::crypto::Envelope;
 use crate::crypto::{Aad, Keyring};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{ConnectionError, ConnectionRecord, ProviderRecord, Store, TokenRecord};
 
-pub use client::{ClientCredentialsRequest, OAuthClient, TokenResponse};
+pub use client::{ClientAuth, Grant, OAuthClient, TokenResponse};
 use flight::Flights;
 
 /// Lifetime assumed for a token whose response has no `expires_in` (RFC 6749 §5.1 makes it
@@ -41,17 +45,21 @@ pub const RETRY_AFTER_FAILURE_SECS: i64 = 5;
 const MAX_CONFIG_RACES: usize = 2;
 
 /// When a token obtained at `obtained_at` and valid for `lifetime` seconds should be replaced:
-/// at 80 % of its lifetime, which leaves the last fifth to refresh in, and to ride out a
-/// provider outage.
-pub fn refresh_at(obtained_at: i64, lifetime: i64) -> i64 {
+/// at 80 % of its lifetime, which leaves the last fifth to refresh in and to ride out a
+/// provider outage, and at least `skew` seconds before it expires, but never before half its
+/// lifetime (a token shorter than twice the skew would otherwise be due at once).
+pub fn refresh_at(obtained_at: i64, lifetime: i64, skew: i64) -> i64 {
     let lifetime = lifetime.clamp(0, MAX_LIFETIME_SECS);
-    obtained_at.saturating_add(lifetime * 4 / 5)
+    let at_80 = lifetime * 4 / 5;
+    let before_skew = lifetime.saturating_sub(skew.max(0));
+    obtained_at.saturating_add(at_80.min(before_skew).max(lifetime / 2))
 }
 
-/// Must `t` be replaced before it is handed out? Past its refresh point, or as old as a token
+/// Must `t` be replaced now? Within `lead` seconds of its refresh point, or as old as a token
 /// a backend refused.
-fn is_due(t: &TokenRecord, rejected_expires_at: Option<i64>) -> bool {
-    unix_now() >= t.refresh_at || rejected_expires_at.is_some_and(|r| t.expires_at <= r)
+fn is_due(t: &TokenRecord, lead: i64, rejected_expires_at: Option<i64>) -> bool {
+    unix_now() >= t.refresh_at.saturating_sub(lead)
+        || rejected_expires_at.is_some_and(|r| t.expires_at <= r)
 }
 
 /// Why no new token could be obtained from a provider.
@@ -80,6 +88,9 @@ pub enum FailureKind {
     ClientSecretRejected,
     /// Any other OAuth error.
     ProviderError,
+    /// `invalid_grant` (RFC 6749 §5.2): the refresh token (or code) is invalid, expired or
+    /// revoked.
+    InvalidGrant,
 }
 
 impl FailureKind {
@@ -88,6 +99,7 @@ impl FailureKind {
             FailureKind::ProviderUnreachable => codes::PROVIDER_UNREACHABLE,
             FailureKind::ClientSecretRejected => codes::CLIENT_SECRET_REJECTED,
             FailureKind::ProviderError => codes::PROVIDER_ERROR,
+            FailureKind::InvalidGrant => codes::REFRESH_TOKEN_INVALID,
         }
     }
 }
@@ -113,6 +125,15 @@ impl Served {
     }
 }
 
+/// Why a consent could not be completed. Nothing was stored.
+#[derive(Debug)]
+pub enum ConsentFailure {
+    /// The provider refused the code exchange or could not be reached.
+    Provider(TokenFailure),
+    /// The provider or connection was changed or deleted while the user consented.
+    Reconfigured,
+}
+
 /// Hands out tokens, fetching and storing them as needed.
 pub struct TokenService {
     store: Store,
@@ -120,6 +141,21 @@ pub struct TokenService {
     client: OAuthClient,
     metrics: Arc<Metrics>,
     flights: Flights<(String, String)>,
+    /// Seconds before expiry by which a token is refreshed at the latest.
+    refresh_skew: i64,
+    /// This process, as the holder of refresh leases in the shared store.
+    instance: String,
+    /// How long a refresh lease lasts: longer than any refresh can take.
+    lease_secs: i64,
+}
+
+/// How often a replica waiting for another one's refresh looks at the store.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A refresh token as used for one request: its stored envelope and plaintext.
+struct UsedRefreshToken {
+    envelope: Envelope,
+    secret: secrecy::SecretString,
 }
 
 impl TokenService {
@@ -128,13 +164,25 @@ impl TokenService {
         keyring: Arc<Keyring>,
         client: OAuthClient,
         metrics: Arc<Metrics>,
+        refresh_skew: std::time::Duration,
     ) -> Self {
         TokenService {
             store,
             keyring,
-            client,
             metrics,
+            lease_secs: i64::try_from(client.timeout().as_secs())
+                .unwrap_or(60)
+                .saturating_mul(3)
+                .saturating_add(5),
             flights: Flights::default(),
+            refresh_skew: i64::try_from(refresh_skew.as_secs()).unwrap_or(i64::MAX),
+            client,
+            instance: {
+                use aes_gcm::aead::rand_core::RngCore as _;
+                let mut bytes = [0u8; 12];
+                aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            },
         }
     }
 
@@ -144,40 +192,72 @@ impl TokenService {
     /// revoked, say). A stored token that old is replaced first; a newer one is served, so many
     /// refusals of one token cost one fetch.
     pub async fn runtime_token(
-        &self,
+        self: &Arc<Self>,
         p: &str,
         c: &str,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), ApiError> {
-        let provider = self.load(p, c).await?.0;
-        if provider.grant_type.needs_consent() {
-            return Err(consent_required(p, c));
-        }
+        self.load(p, c).await?;
         if let Some(t) = self.store.get_token(p, c).await? {
-            if !is_due(&t, rejected_expires_at) {
+            if !is_due(&t, 0, rejected_expires_at) {
                 return Ok((self.runtime(p, c, &t)?, Served::Hit));
             }
         }
-        self.refresh(p, c, rejected_expires_at).await
+        self.refresh(p, c, 0, rejected_expires_at).await
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
-    pub async fn connect(&self, p: &str, c: &str) -> Result<(), ApiError> {
-        match self.refresh(p, c, None).await {
+    pub async fn connect(self: &Arc<Self>, p: &str, c: &str) -> Result<(), ApiError> {
+        match self.refresh(p, c, 0, None).await {
             Ok(_) | Err(ApiError::TokenUnavailable(_) | ApiError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
+    /// Refreshes the connection's token if it is due within `lead` seconds (the background
+    /// scheduler's entry: it refreshes a little ahead of the runtime API, with jitter).
+    pub async fn refresh_if_due(
+        self: &Arc<Self>,
+        p: &str,
+        c: &str,
+        lead: i64,
+    ) -> Result<Served, ApiError> {
+        self.refresh(p, c, lead, None)
+            .await
+            .map(|(_, served)| served)
+    }
+
+    /// Refreshes in a task of its own: if the gateway gives up and its request is dropped, the
+    /// refresh still completes and stores what the provider sent. Abandoned half-way, a
+    /// rotated refresh token would be lost, and the next refresh would present the used one,
+    /// which revokes the grant at providers that detect reuse.
     async fn refresh(
+        self: &Arc<Self>,
+        p: &str,
+        c: &str,
+        lead: i64,
+        rejected_expires_at: Option<i64>,
+    ) -> Result<(RuntimeToken, Served), ApiError> {
+        let this = Arc::clone(self);
+        let (p, c) = (p.to_owned(), c.to_owned());
+        tokio::spawn(async move {
+            this.refresh_detached(&p, &c, lead, rejected_expires_at)
+                .await
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the refresh task failed: {e}")))?
+    }
+
+    async fn refresh_detached(
         &self,
         p: &str,
         c: &str,
+        lead: i64,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), ApiError> {
         for _ in 0..MAX_CONFIG_RACES {
-            if let Some(answer) = self.refresh_once(p, c, rejected_expires_at).await? {
+            if let Some(answer) = self.refresh_once(p, c, lead, rejected_expires_at).await? {
                 return Ok(answer);
             }
         }
@@ -193,20 +273,16 @@ impl TokenService {
         &self,
         p: &str,
         c: &str,
+        lead: i64,
         rejected_expires_at: Option<i64>,
     ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
-        // One fetch per connection in this process. With several replicas on one database,
-        // a lease row in the store (taken with a conditional UPDATE, with an expiry) is
-        // acquired right after this lock, and everything below stays as it is: it re-reads
-        // the store once it holds the right to fetch.
+        // One fetch per connection: in this process by the flight lock, across replicas that
+        // share the database by the lease taken below.
         let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
         let (provider, conn) = self.load(p, c).await?;
-        if provider.grant_type.needs_consent() {
-            return Err(consent_required(p, c));
-        }
         let stored = self.store.get_token(p, c).await?;
         if let Some(t) = &stored {
-            if !is_due(t, rejected_expires_at) {
+            if !is_due(t, lead, rejected_expires_at) {
                 return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
             }
         }
@@ -219,10 +295,108 @@ impl TokenService {
             }
         }
 
+        let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
+        if provider.grant_type.needs_consent() && !has_refresh_token {
+            // Nothing to ask the provider: no lease needed.
+            return self.without_refresh_token(p, c, &conn, stored).map(Some);
+        }
+        if let Some(t) = self.lease(p, c, Some((lead, rejected_expires_at))).await? {
+            // Another replica refreshed while we waited for its lease.
+            return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+        }
+        // The lease is ours: what is stored now is the latest (another replica may have
+        // rotated the refresh token just before).
+        let outcome = async {
+            let stored = self.store.get_token(p, c).await?;
+            if let Some(t) = &stored {
+                if !is_due(t, lead, rejected_expires_at) {
+                    return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
+                }
+            }
+            self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
+                .await
+        }
+        .await;
+        self.release_lease(p, c).await;
+        outcome
+    }
+
+    /// Waits for the connection's refresh lease. With `fresh_within = Some((lead, rejected))`,
+    /// gives up waiting as soon as another replica has stored a token that is not due (see
+    /// [`is_due`]), and returns it; `None` means the lease is ours.
+    async fn lease(
+        &self,
+        p: &str,
+        c: &str,
+        fresh_within: Option<(i64, Option<i64>)>,
+    ) -> Result<Option<TokenRecord>, ApiError> {
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(u64::try_from(self.lease_secs).unwrap_or(60) + 2);
+        loop {
+            let now = unix_now();
+            let until = now.saturating_add(self.lease_secs);
+            if self
+                .store
+                .try_refresh_lease(p, c, &self.instance, now, until)
+                .await?
+            {
+                return Ok(None);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ApiError::TokenUnavailable(TokenFailure::new(
+                    FailureKind::ProviderUnreachable,
+                    format!(
+                        "another control-plane replica has been refreshing connection `{c}` \
+                         of provider `{p}` for longer than {}s",
+                        self.lease_secs
+                    ),
+                )));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+            if let Some((lead, rejected_expires_at)) = fresh_within {
+                if let Some(t) = self.store.get_token(p, c).await? {
+                    if !is_due(&t, lead, rejected_expires_at) {
+                        return Ok(Some(t));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn release_lease(&self, p: &str, c: &str) {
+        if let Err(e) = self.store.release_refresh_lease(p, c, &self.instance).await {
+            // It expires by itself; until then other replicas wait for it.
+            tracing::warn!(provider = %p, connection = %c, error = %e,
+                "could not release the refresh lease");
+        }
+    }
+
+    /// The refresh proper, holding both the flight lock and the lease.
+    async fn refresh_leased(
+        &self,
+        p: &str,
+        c: &str,
+        provider: &ProviderRecord,
+        conn: &ConnectionRecord,
+        stored: Option<TokenRecord>,
+        flight: &mut flight::FlightGuard<'_, (String, String)>,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+        let (provider, conn) = (provider.clone(), conn.clone());
         let sent_at = unix_now();
-        match self.fetch(&provider, &conn).await? {
+        let (result, kept_refresh) = if provider.grant_type.needs_consent() {
+            let Some(used) = self.stored_refresh_token(p, c, stored.as_ref())? else {
+                return self.without_refresh_token(p, c, &conn, stored).map(Some);
+            };
+            self.redeem_refresh_token(&provider, &conn, used).await?
+        } else {
+            let grant = Grant::ClientCredentials {
+                scopes: &provider.scopes,
+            };
+            (self.fetch(&provider, &conn, &grant).await?, None)
+        };
+        match result {
             Ok(response) => {
-                let (record, token) = self.token_record(p, c, &response, sent_at)?;
+                let (record, token) = self.token_record(p, c, &response, kept_refresh, sent_at)?;
                 let stored = self
                     .store
                     .put_token(p, c, conn.token_generation, &record)
@@ -234,8 +408,32 @@ impl TokenService {
                     return Ok(None);
                 }
                 tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
-                    "token obtained");
+                    rotated = response.refresh_token.is_some(), "token obtained");
                 Ok(Some((token, Served::Fetched)))
+            }
+            Err(failure) if failure.kind == FailureKind::InvalidGrant => {
+                // The grant is gone (revoked, expired, or the refresh token was reused): the
+                // stored access token belongs to it and dies with it.
+                let failure = TokenFailure::new(
+                    FailureKind::InvalidGrant,
+                    format!(
+                        "{}; the refresh token no longer works, so a user must consent \
+                         again: create a login link for this connection",
+                        failure.message
+                    ),
+                );
+                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
+                    "refresh refused: {failure}");
+                let error = ConnectionError {
+                    status: ConnectionStatus::Error,
+                    code: failure.kind.code(),
+                    message: &failure.message,
+                };
+                self.store
+                    .drop_tokens_with_error(p, c, conn.token_generation, &error)
+                    .await?;
+                flight.finish(Some((conn.token_generation, failure.clone())));
+                Err(ApiError::TokenUnavailable(failure))
             }
             Err(failure) => {
                 let still_valid = stored.as_ref().is_some_and(|t| unix_now() < t.expires_at);
@@ -260,16 +458,165 @@ impl TokenService {
         }
     }
 
-    async fn load(&self, p: &str, c: &str) -> Result<(ProviderRecord, ConnectionRecord), ApiError> {
-        let not_found =
-            || ApiError::NotFound(format!("connection `{c}` of provider `{p}` does not exist"));
-        let provider = self.store.get_provider(p).await?.ok_or_else(not_found)?;
-        let conn = self
+    fn stored_refresh_token(
+        &self,
+        p: &str,
+        c: &str,
+        stored: Option<&TokenRecord>,
+    ) -> Result<Option<UsedRefreshToken>, ApiError> {
+        let Some(envelope) = stored.and_then(|t| t.refresh_token.clone()) else {
+            return Ok(None);
+        };
+        let secret = self
+            .keyring
+            .decrypt_string(&Aad::connection_refresh_token(p, c), &envelope)?;
+        Ok(Some(UsedRefreshToken { envelope, secret }))
+    }
+
+    /// Redeems the refresh token. On `invalid_grant` the store is read again: if another
+    /// request (another replica, or a new consent) stored a newer refresh token meanwhile,
+    /// that one is tried once. Returns the outcome and the refresh token to keep if the
+    /// response brings no new one.
+    async fn redeem_refresh_token(
+        &self,
+        provider: &ProviderRecord,
+        conn: &ConnectionRecord,
+        used: UsedRefreshToken,
+    ) -> Result<(Result<TokenResponse, TokenFailure>, Option<Envelope>), ApiError> {
+        let (p, c) = (conn.provider_id.as_str(), conn.id.as_str());
+        let grant = Grant::RefreshToken {
+            refresh_token: &used.secret,
+        };
+        let first = self.fetch(provider, conn, &grant).await?;
+        match &first {
+            Err(f) if f.kind == FailureKind::InvalidGrant => {}
+            _ => return Ok((first, Some(used.envelope))),
+        }
+        let current = self.store.get_token(p, c).await?;
+        let newer = self
+            .stored_refresh_token(p, c, current.as_ref())?
+            .filter(|t| t.envelope != used.envelope);
+        let Some(newer) = newer else {
+            return Ok((first, Some(used.envelope)));
+        };
+        tracing::info!(provider = %p, connection = %c,
+            "refresh token refused, but a newer one was stored meanwhile: retrying with it");
+        let grant = Grant::RefreshToken {
+            refresh_token: &newer.secret,
+        };
+        let second = self.fetch(provider, conn, &grant).await?;
+        Ok((second, Some(newer.envelope)))
+    }
+
+    /// An authorization-code connection without a refresh token: its access token serves
+    /// until it expires; then a user must consent (again).
+    fn without_refresh_token(
+        &self,
+        p: &str,
+        c: &str,
+        conn: &ConnectionRecord,
+        stored: Option<TokenRecord>,
+    ) -> Result<(RuntimeToken, Served), ApiError> {
+        if let Some(t) = stored.filter(|t| unix_now() < t.expires_at) {
+            let mut token = self.runtime(p, c, &t)?;
+            token.refresh_at = t.expires_at;
+            return Ok((token, Served::Hit));
+        }
+        match &conn.error {
+            Some((code, message)) if code == codes::REFRESH_TOKEN_INVALID => Err(
+                ApiError::TokenUnavailable(TokenFailure::new(FailureKind::InvalidGrant, message)),
+            ),
+            _ => Err(consent_required(p, c)),
+        }
+    }
+
+    /// Completes a user's consent: exchanges the authorization code (RFC 6749 §4.1.3, with
+    /// the PKCE verifier) and stores the tokens, replacing any the connection had. Nothing is
+    /// stored unless the exchange succeeds and the connection is still at `generation`.
+    pub async fn complete_consent(
+        &self,
+        p: &str,
+        c: &str,
+        generation: i64,
+        code: &secrecy::SecretString,
+        code_verifier: &secrecy::SecretString,
+        redirect_uri: &str,
+    ) -> Result<Result<(), ConsentFailure>, ApiError> {
+        // Not while a refresh of the same connection is in flight: its result would
+        // overwrite the new consent's tokens.
+        let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
+        let Some((provider, conn)) = self.try_load(p, c).await? else {
+            return Ok(Err(ConsentFailure::Reconfigured));
+        };
+        if conn.token_generation != generation || !provider.grant_type.needs_consent() {
+            return Ok(Err(ConsentFailure::Reconfigured));
+        }
+        // Not while another replica refreshes: its result would overwrite the new tokens.
+        self.lease(p, c, None).await?;
+        let outcome = self
+            .exchange_code(p, c, &provider, &conn, code, code_verifier, redirect_uri)
+            .await;
+        self.release_lease(p, c).await;
+        if matches!(outcome, Ok(Ok(()))) {
+            flight.finish(None);
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_code(
+        &self,
+        p: &str,
+        c: &str,
+        provider: &ProviderRecord,
+        conn: &ConnectionRecord,
+        code: &secrecy::SecretString,
+        code_verifier: &secrecy::SecretString,
+        redirect_uri: &str,
+    ) -> Result<Result<(), ConsentFailure>, ApiError> {
+        let generation = conn.token_generation;
+        let grant = Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        };
+        let sent_at = unix_now();
+        let response = match self.fetch(provider, conn, &grant).await? {
+            Ok(r) => r,
+            Err(failure) => {
+                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
+                    "authorization code exchange failed: {failure}");
+                return Ok(Err(ConsentFailure::Provider(failure)));
+            }
+        };
+        let (record, _) = self.token_record(p, c, &response, None, sent_at)?;
+        if !self.store.put_token(p, c, generation, &record).await? {
+            return Ok(Err(ConsentFailure::Reconfigured));
+        }
+        tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
+            refresh_token = record.refresh_token.is_some(), "consent completed; tokens stored");
+        Ok(Ok(()))
+    }
+
+    async fn try_load(
+        &self,
+        p: &str,
+        c: &str,
+    ) -> Result<Option<(ProviderRecord, ConnectionRecord)>, ApiError> {
+        let Some(provider) = self.store.get_provider(p).await? else {
+            return Ok(None);
+        };
+        Ok(self
             .store
             .get_connection(p, c)
             .await?
-            .ok_or_else(not_found)?;
-        Ok((provider, conn))
+            .map(|conn| (provider, conn)))
+    }
+
+    async fn load(&self, p: &str, c: &str) -> Result<(ProviderRecord, ConnectionRecord), ApiError> {
+        self.try_load(p, c).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("connection `{c}` of provider `{p}` does not exist"))
+        })
     }
 
     /// Asks the provider. The outer error is ours (a secret that does not decrypt); the inner
@@ -278,6 +625,7 @@ impl TokenService {
         &self,
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
+        grant: &Grant<'_>,
     ) -> Result<Result<TokenResponse, TokenFailure>, ApiError> {
         let (client_id, secret) = match (&conn.client_id, &conn.client_secret) {
             (Some(id), Some(envelope)) => {
@@ -290,32 +638,40 @@ impl TokenService {
                 (provider.client_id.as_str(), secret)
             }
         };
+        let token_url = match grant {
+            Grant::RefreshToken { .. } => provider.refresh_endpoint(),
+            _ => &provider.token_url,
+        };
         let result = self
             .client
-            .client_credentials(&ClientCredentialsRequest {
-                token_url: &provider.token_url,
-                client_id,
-                client_secret: &secret,
-                auth_method: provider.token_endpoint_auth_method,
-                scopes: &provider.scopes,
-                extra_params: &provider.token_params,
-            })
+            .request(
+                &ClientAuth {
+                    token_url,
+                    client_id,
+                    client_secret: &secret,
+                    auth_method: provider.token_endpoint_auth_method,
+                    extra_params: &provider.token_params,
+                },
+                grant,
+            )
             .await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(f) => f.kind.code(),
         };
-        self.metrics
-            .provider_token_request(provider.grant_type.as_str(), outcome);
+        self.metrics.provider_token_request(grant.name(), outcome);
         Ok(result)
     }
 
-    /// The record to store for a new token, and the answer to give for it.
+    /// The record to store for a new token, and the answer to give for it. A response
+    /// without a refresh token keeps `kept_refresh` (RFC 6749 §6: the server MAY issue a new
+    /// one; when it does not, the old one stays valid).
     fn token_record(
         &self,
         p: &str,
         c: &str,
         response: &TokenResponse,
+        kept_refresh: Option<Envelope>,
         obtained_at: i64,
     ) -> Result<(TokenRecord, RuntimeToken), ApiError> {
         let lifetime = response
@@ -323,15 +679,23 @@ impl TokenService {
             .unwrap_or(DEFAULT_LIFETIME_SECS)
             .clamp(0, MAX_LIFETIME_SECS);
         let plaintext = response.access_token.expose_secret();
+        let refresh_token = match &response.refresh_token {
+            Some(rt) => Some(self.keyring.encrypt(
+                &Aad::connection_refresh_token(p, c),
+                rt.expose_secret().as_bytes(),
+            )?),
+            None => kept_refresh,
+        };
         let record = TokenRecord {
             access_token: self
                 .keyring
                 .encrypt(&Aad::connection_access_token(p, c), plaintext.as_bytes())?,
+            refresh_token,
             token_type: response.token_type.clone(),
             claims: response.claims.clone(),
             obtained_at,
             expires_at: obtained_at.saturating_add(lifetime),
-            refresh_at: refresh_at(obtained_at, lifetime),
+            refresh_at: refresh_at(obtained_at, lifetime, self.refresh_skew),
         };
         let token = RuntimeToken {
             access_token: plaintext.to_owned(),
@@ -380,10 +744,15 @@ impl TokenService {
 }
 
 fn consent_required(p: &str, c: &str) -> ApiError {
-    ApiError::ConsentRequired(format!(
-        "connection `{c}` of provider `{p}` uses the authorization-code grant and needs a \
-         user's consent; this version of credmgr has no consent flow yet"
-    ))
+    ApiError::ConsentRequired(consent_required_message(p, c))
+}
+
+/// What a connection without tokens tells the operator to do.
+pub fn consent_required_message(p: &str, c: &str) -> String {
+    format!(
+        "connection `{c}` of provider `{p}` has no token: a user must consent first; create \
+         a login link with POST /v1/providers/{p}/connections/{c}/login-links and open it"
+    )
 }
 
 #[cfg(test)]
@@ -392,9 +761,19 @@ mod tests {
 
     #[test]
     fn refresh_is_due_at_80_percent_of_the_lifetime() {
-        assert_eq!(refresh_at(1_000, 3_600), 1_000 + 2_880);
-        assert_eq!(refresh_at(1_000, 0), 1_000);
-        assert_eq!(refresh_at(1_000, -5), 1_000);
-        assert!(refresh_at(i64::MAX - 10, i64::MAX) >= i64::MAX - 10);
+        assert_eq!(refresh_at(1_000, 3_600, 0), 1_000 + 2_880);
+        assert_eq!(refresh_at(1_000, 0, 0), 1_000);
+        assert_eq!(refresh_at(1_000, -5, 0), 1_000);
+        assert!(refresh_at(i64::MAX - 10, i64::MAX, 0) >= i64::MAX - 10);
+    }
+
+    #[test]
+    fn refresh_is_due_a_skew_before_expiry_but_not_before_half_the_lifetime() {
+        // 80 % of 3600 is 2880; 3600 - 900 is earlier.
+        assert_eq!(refresh_at(0, 3_600, 900), 2_700);
+        // 80 % is earlier than the skew asks for.
+        assert_eq!(refresh_at(0, 3_600, 60), 2_880);
+        // A token shorter than the skew: half its lifetime.
+        assert_eq!(refresh_at(0, 10, 60), 5);
     }
 }

@@ -52,7 +52,13 @@ impl Harness {
                 key: GATEWAY_KEY.into(),
             }],
             keyring: Keyring::new(vec![key], None).unwrap(),
+            key_file: None,
+            active_key_id: None,
             provider_timeout,
+            public_url: None,
+            login_link_ttl: Duration::from_secs(600),
+            refresh_skew: Duration::from_secs(60),
+            refresh_interval: Duration::ZERO,
         };
         let state = AppState::build(config).await.unwrap();
         Harness {
@@ -160,6 +166,7 @@ impl Harness {
             .unwrap()
             .unwrap();
         let record = TokenRecord {
+            refresh_token: None,
             access_token: self
                 .state
                 .keyring

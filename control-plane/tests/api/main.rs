@@ -5,7 +5,10 @@
 // clippy.toml allows these in `#[test]` functions; the harness helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod consent;
+mod etags;
 mod harness;
 mod management;
+mod refresh_tokens;
 mod rejected;
 mod runtime;

@@ -162,11 +162,21 @@ async fn authorization_code_connections_need_consent() {
     let mut body = provider_body("https://idp.example/token");
     body["grant_type"] = json!("authorization_code");
     body["identity_provider"] = json!("oauth2-pkce");
+    body["authorization_url"] = json!("https://idp.example/authorize");
     let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let r = h.connection("gh", "alice").await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json["status"], "not_connected");
+    assert_eq!(r.json["error"]["code"], "consent_required", "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("login-links"),
+        "{}",
+        r.json
+    );
     assert_error(
         &h.runtime("gh", "alice").await,
         StatusCode::SERVICE_UNAVAILABLE,

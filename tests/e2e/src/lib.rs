@@ -4,6 +4,7 @@
 //! when dropped, also when the test fails. Their logs are kept in files, so a test can search
 //! them for secrets and a failing test can show them.
 
+pub mod consent;
 pub mod process;
 pub mod stack;
 

@@ -70,6 +70,12 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(dir: &Path) -> ControlPlane {
+        ControlPlane::start_with(dir, free_port(), &[])
+    }
+
+    /// Starts on a chosen port (a provider's redirect URI names it before the control plane
+    /// runs) with extra environment, such as `CREDMGR_LOGIN_LINK_TTL`.
+    pub fn start_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> ControlPlane {
         let bin = artifact("CREDMGR_BIN", "target/debug/credmgr");
         let key = Command::new(&bin)
             .args(["gen-key", "--id", "test-key"])
@@ -81,7 +87,6 @@ impl ControlPlane {
             String::from_utf8_lossy(&key.stderr)
         );
         let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
-        let port = free_port();
         let database = dir.join("credmgr.db");
         let admin_token = format!("admin-{}", random_hex());
         let gateway_key = format!("gw-{}", random_hex());
@@ -97,8 +102,14 @@ impl ControlPlane {
                 "CREDMGR_GATEWAY_KEYS",
                 format!("test-gateway={gateway_key}"),
             )
-            .env("CREDMGR_KEYS", key)
             .env("RUST_LOG", "info,credmgr=debug");
+        // A test that rotates keys brings its own key file instead.
+        if !env.iter().any(|(k, _)| *k == "CREDMGR_KEY_FILE") {
+            cmd.env("CREDMGR_KEYS", key);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut process = Process::spawn("control-plane", cmd, dir);
         let url = process.wait_for_line("credmgr listening on ", READY_TIMEOUT);
         ControlPlane {

@@ -1,0 +1,180 @@
+//! Proactive refresh: a background task that refreshes tokens before the runtime API would
+//! have to, so that in steady state no gateway request waits for a provider.
+//!
+//! Every `interval` it looks for tokens whose refresh time is near and refreshes each one a
+//! little ahead of it: up to a tenth of the token's lifetime (at most 30 s) early, by an
+//! amount derived from the connection and the token (jitter: connections connected at the same
+//! moment do not all refresh in the same second, and the amount is stable across ticks). A
+//! connection whose refresh fails backs off exponentially (2 s, 4 s, ... at most 5 min, each
+//! with random jitter) while the runtime API keeps serving its still-valid token. Refreshes go
+//! through [`TokenService`], so they share its one-refresh-per-connection rule with the
+//! runtime API.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aes_gcm::aead::rand_core::RngCore as _;
+use aes_gcm::aead::OsRng;
+
+use super::{Served, TokenService};
+use crate::clock::unix_now;
+use crate::error::ApiError;
+use crate::store::{Store, TokenSchedule};
+
+/// The most a token is refreshed ahead of its refresh time.
+const MAX_LEAD_SECS: i64 = 30;
+const BACKOFF_BASE_SECS: i64 = 2;
+const BACKOFF_MAX_SECS: i64 = 300;
+
+/// Starts the scheduler; `None` when `interval` is zero (proactive refresh off).
+pub fn spawn(
+    tokens: Arc<TokenService>,
+    store: Store,
+    interval: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if interval.is_zero() {
+        return None;
+    }
+    let mut scheduler = Scheduler {
+        tokens,
+        store,
+        backoff: HashMap::new(),
+    };
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            scheduler.run_once().await;
+        }
+    }))
+}
+
+struct Backoff {
+    failures: u32,
+    next_attempt: i64,
+}
+
+struct Scheduler {
+    tokens: Arc<TokenService>,
+    store: Store,
+    backoff: HashMap<(String, String), Backoff>,
+}
+
+impl Scheduler {
+    async fn run_once(&mut self) {
+        let now = unix_now();
+        let due = match self.store.tokens_due_by(now + MAX_LEAD_SECS).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "refresh scheduler: cannot read the store");
+                return;
+            }
+        };
+        // Forget backoffs of connections that no longer have a token coming due.
+        self.backoff.retain(|key, _| {
+            due.iter()
+                .any(|t| t.provider_id == key.0 && t.connection_id == key.1)
+        });
+        for t in due {
+            let lead = lead(&t);
+            if now < t.refresh_at.saturating_sub(lead) {
+                continue;
+            }
+            let key = (t.provider_id.clone(), t.connection_id.clone());
+            if self.backoff.get(&key).is_some_and(|b| now < b.next_attempt) {
+                continue;
+            }
+            let outcome = self
+                .tokens
+                .refresh_if_due(&t.provider_id, &t.connection_id, lead)
+                .await;
+            match outcome {
+                Ok(Served::Hit | Served::Fetched) => {
+                    self.backoff.remove(&key);
+                }
+                Ok(Served::Stale) | Err(_) => {
+                    let b = self.backoff.entry(key).or_insert(Backoff {
+                        failures: 0,
+                        next_attempt: now,
+                    });
+                    b.failures = b.failures.saturating_add(1);
+                    let delay = backoff_delay(b.failures);
+                    b.next_attempt = unix_now().saturating_add(delay);
+                    let code = match &outcome {
+                        Err(e) => e.code(),
+                        _ => "provider_failed_token_still_valid",
+                    };
+                    if !matches!(outcome, Err(ApiError::NotFound(_))) {
+                        tracing::info!(provider = %t.provider_id, connection = %t.connection_id,
+                            code, failures = b.failures, retry_in_secs = delay,
+                            "proactive refresh failed; backing off");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How far ahead of its refresh time a token is refreshed: a stable fraction of a tenth of
+/// its lifetime (at most [`MAX_LEAD_SECS`]).
+fn lead(t: &TokenSchedule) -> i64 {
+    let window = ((t.expires_at - t.obtained_at) / 10).clamp(0, MAX_LEAD_SECS);
+    if window == 0 {
+        return 0;
+    }
+    let mut h = DefaultHasher::new();
+    (&t.provider_id, &t.connection_id, t.obtained_at).hash(&mut h);
+    i64::try_from(h.finish() % (window as u64 + 1)).unwrap_or(0)
+}
+
+/// Exponential backoff with jitter: the n-th failure waits between half and all of
+/// `2 s * 2^(n-1)`, capped at five minutes.
+fn backoff_delay(failures: u32) -> i64 {
+    let exp = BACKOFF_BASE_SECS.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
+    let cap = exp.min(BACKOFF_MAX_SECS);
+    let half = cap / 2;
+    half + i64::from(OsRng.next_u32()) % (cap - half + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(c: &str, obtained_at: i64, lifetime: i64) -> TokenSchedule {
+        TokenSchedule {
+            provider_id: "p".into(),
+            connection_id: c.into(),
+            obtained_at,
+            expires_at: obtained_at + lifetime,
+            refresh_at: obtained_at + lifetime * 4 / 5,
+        }
+    }
+
+    #[test]
+    fn the_lead_is_stable_bounded_and_spread() {
+        let t = schedule("a", 1_000, 3_600);
+        assert_eq!(lead(&t), lead(&t));
+        let leads: std::collections::BTreeSet<i64> = (0..50)
+            .map(|i| lead(&schedule(&format!("c{i}"), 1_000, 3_600)))
+            .collect();
+        assert!(leads.iter().all(|l| (0..=MAX_LEAD_SECS).contains(l)));
+        assert!(leads.len() > 5, "jitter spreads connections: {leads:?}");
+        assert_eq!(
+            lead(&schedule("a", 0, 5)),
+            0,
+            "no lead for very short tokens"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_five_minutes() {
+        for _ in 0..20 {
+            assert!((1..=2).contains(&backoff_delay(1)));
+            assert!((4..=8).contains(&backoff_delay(3)));
+            assert!((150..=300).contains(&backoff_delay(30)));
+        }
+    }
+}

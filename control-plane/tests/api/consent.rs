@@ -1,0 +1,247 @@
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::json;
+
+use crate::harness::*;
+
+const LANDING: &str = "https://app.example/connected";
+
+async fn consent_provider(h: &Harness) {
+    let mut body = provider_body("https://idp.example/token");
+    body["grant_type"] = json!("authorization_code");
+    body["display_name"] = json!("<script>alert(1)</script> IdP");
+    body["authorization_url"] = json!("https://idp.example/authorize?tenant=t1");
+    body["authorize_params"] = json!({"access_type": "offline"});
+    body["allowed_redirect_urls"] = json!([LANDING]);
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(
+        r.json["refresh_url"], "https://idp.example/token",
+        "defaults to token_url"
+    );
+    let r = h.connection("gh", "alice").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+}
+
+async fn link(h: &Harness, body: serde_json::Value) -> Reply {
+    h.admin(
+        Method::POST,
+        "/v1/providers/gh/connections/alice/login-links",
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provider() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+
+    let r = link(&h, json!({"post_login_redirect_url": LANDING, "extra": 1})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(r.json["error"]["details"]["field"], "extra", "{}", r.json);
+    let r = link(
+        &h,
+        json!({"post_login_redirect_url": "https://evil.example/"}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(
+        r.json["error"]["details"]["field"],
+        "post_login_redirect_url"
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/providers/gh/connections/alice/login-links",
+            Some("wrong"),
+            Some(json!({"post_login_redirect_url": LANDING})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+
+    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let login_url = r.json["login_url"].as_str().unwrap().to_owned();
+    let path = login_url
+        .strip_prefix("http://127.0.0.1:0")
+        .unwrap_or_else(|| panic!("{login_url}"))
+        .to_owned();
+    assert!(path.starts_with("/oauth2/login/"), "{path}");
+
+    // The interstitial: escaped, unframeable, says what is connected to what.
+    let page = h
+        .raw(Request::get(&path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.json.as_str().unwrap().to_owned();
+    assert!(
+        html.contains("&lt;script&gt;") && !html.contains("<script>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("gh/alice") && html.contains("Continue"),
+        "{html}"
+    );
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(page.headers["referrer-policy"], "no-referrer");
+
+    // Continue: to the provider with state, PKCE S256 and the extra parameters.
+    let go = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(go.status, StatusCode::SEE_OTHER);
+    let location = url::Url::parse(go.headers["location"].to_str().unwrap()).unwrap();
+    assert_eq!(location.host_str(), Some("idp.example"));
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["tenant"], "t1");
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "credmgr-demo");
+    assert_eq!(q["redirect_uri"], "http://127.0.0.1:0/oauth2/callback");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["code_challenge"].len(), 43);
+    assert_eq!(q["access_type"], "offline");
+    assert!(q["state"].len() >= 43);
+    let cookie = go.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("credmgr_consent_")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Path=/oauth2/callback"),
+        "{cookie}"
+    );
+
+    // The link works once.
+    let again = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(again.status, StatusCode::GONE);
+    let again = h
+        .raw(Request::get(&path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(again.status, StatusCode::GONE);
+    let unknown = h
+        .raw(
+            Request::get("/oauth2/login/nope")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // The state and the code verifier are not stored in plaintext.
+    let verifier_hint = q["state"].clone();
+    for file in h.db_files() {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes
+                .windows(verifier_hint.len())
+                .any(|w| w == verifier_hint.as_bytes()),
+            "state in plaintext in {}",
+            file.display()
+        );
+    }
+
+    // A callback without the browser's cookie is refused and stores nothing.
+    let cb = format!("/oauth2/callback?code=x&state={}", q["state"]);
+    let r = h.raw(Request::get(&cb).body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let conn = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(conn.json["status"], "not_connected");
+}
+
+#[tokio::test]
+async fn login_links_are_only_for_authorization_code_providers() {
+    let h = Harness::new().await;
+    h.provider("cc", &closed_port_url()).await;
+    h.connection("cc", "svc").await;
+    let r = h
+        .admin(
+            Method::POST,
+            "/v1/providers/cc/connections/svc/login-links",
+            Some(json!({"post_login_redirect_url": LANDING})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    let mut body = provider_body("https://idp.example/token");
+    body["grant_type"] = json!("authorization_code");
+    let r = h.admin(Method::PUT, "/v1/providers/ac", Some(body)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(r.json["error"]["details"]["field"], "authorization_url");
+}
+
+#[tokio::test]
+async fn a_provider_change_that_drops_tokens_says_consent_is_required_again() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let now = now();
+    h.store_token("gh", "alice", "old-token", now, now + 1800, now + 3600)
+        .await;
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "connected", "{}", r.json);
+    let mut body = h.admin(Method::GET, "/v1/providers/gh", None).await.json;
+    for k in ["id", "etag", "created_at", "updated_at", "client_secret"] {
+        body.as_object_mut().unwrap().remove(k);
+    }
+    body["scopes"] = json!(["api:read", "api:write"]);
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(r.json["status"], "not_connected", "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "consent_required", "{}", r.json);
+    assert!(r.json["token_expires_at"].is_null(), "{}", r.json);
+}
+
+#[tokio::test]
+async fn an_expired_state_is_refused_even_from_the_right_browser() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
+    let path = r.json["login_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://127.0.0.1:0")
+        .unwrap()
+        .to_owned();
+    let go = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
+    let location = url::Url::parse(go.headers["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let cookie = go.headers["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    // Ten minutes pass: move the stored state's expiry into the past.
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(state.as_bytes()).to_vec();
+    let mut stored = h
+        .state
+        .store
+        .take_consent_state(&hash)
+        .await
+        .unwrap()
+        .unwrap();
+    stored.expires_at = now() - 1;
+    h.state.store.insert_consent_state(&stored).await.unwrap();
+
+    let cb = Request::get(format!("/oauth2/callback?code=x&state={state}"))
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap();
+    let r = h.raw(cb).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json.as_str().unwrap().contains("expired"), "{}", r.json);
+    let conn = h
+        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
+        .await;
+    assert_eq!(conn.json["status"], "not_connected");
+}

@@ -1,0 +1,320 @@
+//! Authorization-code deployments: the OAuth server knows the control plane's callback, the
+//! provider `demo` uses the authorization-code grant, and a real headless Chromium (driven by
+//! `tests/browser/consent.mjs`) goes through the consent flow as a person would.
+
+use crate::stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer, CONNECTION, PROVIDER};
+use crate::{free_port, repo_root};
+use serde_json::{json, Value};
+use std::process::Command;
+
+/// The post-login page of the operator's application. Nothing listens there: the browser
+/// script answers it itself, and the tests only look at the URL it was sent to.
+pub const LANDING: &str = "http://127.0.0.1:9/after-consent";
+
+/// What the browser saw.
+#[derive(Debug)]
+pub struct BrowserRun {
+    /// Text of the interstitial page.
+    pub interstitial: String,
+    /// The provider's redirect to the control plane's callback (with `code` and `state`).
+    pub callback_url: String,
+    /// Where the browser landed, if it reached the post-login page.
+    pub landing_url: Option<String>,
+    /// Text of the last page shown.
+    pub page: String,
+}
+
+impl Deployment {
+    /// Starts a deployment whose provider `demo` uses the authorization-code grant (its
+    /// connection `demo` starts `not_connected`); `cp_env` goes to the control plane.
+    pub fn start_consent(access_token_ttl: u32, cp_env: &[(&str, &str)]) -> Deployment {
+        let dir = tempfile::Builder::new()
+            .prefix("credmgr-e2e-consent-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let port = free_port();
+        let callback = format!("http://127.0.0.1:{port}/oauth2/callback");
+        let oauth = OAuthServer::start(
+            dir.path(),
+            &[
+                ("ACCESS_TOKEN_TTL", &access_token_ttl.to_string()),
+                ("REDIRECT_URIS", &callback),
+            ],
+        );
+        let control_plane = ControlPlane::start_with(dir.path(), port, cp_env);
+        let backend = Backend::start(dir.path(), &oauth);
+        let (status, body) = control_plane.admin(
+            "PUT",
+            &format!("/v1/providers/{PROVIDER}"),
+            Some(consent_provider_body(&oauth)),
+        );
+        assert_eq!(status, 201, "creating provider {PROVIDER}: {body}");
+        let (status, body) = control_plane.admin(
+            "PUT",
+            &format!("/v1/providers/{PROVIDER}/connections/{CONNECTION}"),
+            Some(json!({"display_name": "Alice's account"})),
+        );
+        assert_eq!(status, 201, "creating connection: {body}");
+        let envoy = Envoy::start(
+            dir.path(),
+            "demo.yaml",
+            &Deployment::envoy_vars(&control_plane, &backend),
+        );
+        Deployment {
+            envoy,
+            backend,
+            control_plane,
+            oauth,
+            dir,
+        }
+    }
+
+    /// The connection as the management API shows it.
+    pub fn connection(&self) -> Value {
+        let (status, body) = self.control_plane.admin(
+            "GET",
+            &format!("/v1/providers/{PROVIDER}/connections/{CONNECTION}"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Asks for a login link; returns the status and body.
+    pub fn request_login_link(&self, redirect: &str) -> (u16, Value) {
+        self.control_plane.admin(
+            "POST",
+            &format!("/v1/providers/{PROVIDER}/connections/{CONNECTION}/login-links"),
+            Some(json!({"post_login_redirect_url": redirect})),
+        )
+    }
+
+    /// A login link to [`LANDING`].
+    pub fn login_link(&self) -> String {
+        let (status, body) = self.request_login_link(LANDING);
+        assert_eq!(status, 201, "login link: {body}");
+        body["login_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no login_url in {body}"))
+            .to_owned()
+    }
+
+    /// Opens `login_url` in a fresh headless Chromium and consents as `user`.
+    pub fn consent_in_browser(&self, login_url: &str, user: &str) -> BrowserRun {
+        let options = json!({"login_url": login_url, "landing": LANDING, "user": user});
+        let script = repo_root().join("tests/browser/consent.mjs");
+        assert!(
+            repo_root().join("tests/browser/node_modules").exists(),
+            "tests/browser/node_modules is missing: run `make test` (it runs npm ci there)"
+        );
+        let out = Command::new("node")
+            .arg(&script)
+            .arg(options.to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the browser run failed ({}):\n{}\n{stdout}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("browser output {stdout:?}: {e}"));
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        BrowserRun {
+            interstitial: text("interstitial").unwrap_or_default(),
+            callback_url: text("callback_url")
+                .unwrap_or_else(|| panic!("the browser never reached the callback: {v}")),
+            landing_url: text("landing_url"),
+            page: text("page").unwrap_or_default(),
+        }
+    }
+
+    /// Consents in the browser and checks the user landed on the post-login page, connected.
+    pub fn consent(&self, user: &str) -> BrowserRun {
+        let run = self.consent_in_browser(&self.login_link(), user);
+        let landing = run.landing_url.clone().unwrap_or_else(|| {
+            panic!(
+                "the browser did not reach the post-login page; last page:\n{}\ncontrol plane log:\n{}",
+                run.page,
+                self.control_plane.process.log_text()
+            )
+        });
+        assert!(
+            landing.contains("credmgr_status=connected"),
+            "post-login URL without the outcome: {landing}"
+        );
+        run
+    }
+}
+
+/// The authorization-code provider for the test OAuth server.
+pub fn consent_provider_body(oauth: &OAuthServer) -> Value {
+    json!({
+        "display_name": "Test OAuth server",
+        "identity_provider": "oauth2-pkce",
+        "grant_type": "authorization_code",
+        "client_id": "credmgr-demo",
+        "client_secret": "credmgr-demo-secret",
+        "authorization_url": format!("{}/auth", oauth.url),
+        "token_url": oauth.token_url(),
+        "issuer": oauth.url,
+        "scopes": ["openid", "api:read"],
+        "allowed_redirect_urls": [LANDING],
+    })
+}
+
+/// A browser without a browser: an HTTP client with its own cookie jar, for the tests that
+/// need to stop half-way or to present one browser's answer from another.
+pub struct HttpBrowser {
+    pub client: reqwest::blocking::Client,
+}
+
+impl Default for HttpBrowser {
+    fn default() -> Self {
+        HttpBrowser::new()
+    }
+}
+
+impl HttpBrowser {
+    pub fn new() -> HttpBrowser {
+        let client = reqwest::blocking::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"));
+        HttpBrowser { client }
+    }
+
+    /// Presses Continue on the interstitial; returns the status and the `Location`.
+    pub fn continue_login(&self, login_url: &str) -> (u16, Option<String>) {
+        let r = self
+            .client
+            .post(login_url)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {login_url}: {e}"));
+        (r.status().as_u16(), location(&r, login_url))
+    }
+
+    /// Logs in and consents at oidc-provider's dev pages, starting at the authorization URL;
+    /// returns the callback URL the provider redirects to (not followed).
+    pub fn consent_at_provider(&self, authorization_url: &str, user: &str) -> String {
+        let mut url = authorization_url.to_owned();
+        for _ in 0..10 {
+            if url::Url::parse(&url).is_ok_and(|u| u.path() == "/oauth2/callback") {
+                return url;
+            }
+            let response = if url.contains("/interaction/") {
+                let page = self
+                    .client
+                    .get(&url)
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                let form: &[(&str, &str)] = if page.contains("name=\"login\"") {
+                    &[("prompt", "login"), ("login", user), ("password", "x")]
+                } else {
+                    &[("prompt", "consent")]
+                };
+                self.client.post(&url).form(form).send()
+            } else {
+                self.client.get(&url).send()
+            }
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+            url = location(&response, &url)
+                .unwrap_or_else(|| panic!("no redirect from {url}: {}", response.status()));
+        }
+        panic!("the provider never redirected to the callback (last: {url})")
+    }
+
+    /// GETs a URL; returns the status, `Location` and body.
+    pub fn get(&self, url: &str) -> (u16, Option<String>, String) {
+        let r = self
+            .client
+            .get(url)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = r.status().as_u16();
+        let loc = location(&r, url);
+        (status, loc, r.text().unwrap_or_default())
+    }
+}
+
+/// The `Location` of a response, resolved against the request URL.
+fn location(r: &reqwest::blocking::Response, base: &str) -> Option<String> {
+    let loc = r.headers().get("location")?.to_str().ok()?;
+    url::Url::parse(base)
+        .ok()?
+        .join(loc)
+        .ok()
+        .map(|u| u.to_string())
+}
+
+impl Deployment {
+    /// Searches the control plane's database files and logs for the client secret and every
+    /// access and refresh token the OAuth server issued: none may appear in plaintext.
+    pub fn assert_no_plaintext_secrets(&self) {
+        let issued: Value = crate::http()
+            .get(format!("{}/test/issued-tokens", self.oauth.url))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("reading the issued tokens: {e}"));
+        let mut secrets: Vec<(String, String)> =
+            vec![("client secret".into(), "credmgr-demo-secret".into())];
+        for (kind, what) in [
+            ("access_tokens", "access token"),
+            ("refresh_tokens", "refresh token"),
+        ] {
+            for t in issued[kind].as_array().into_iter().flatten() {
+                if let Some(t) = t.as_str() {
+                    secrets.push((what.into(), t.to_owned()));
+                }
+            }
+        }
+        assert!(
+            secrets.len() > 2,
+            "the OAuth server issued no tokens to look for: {issued}"
+        );
+        let db = self.control_plane.database.display().to_string();
+        let mut files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|s| std::path::PathBuf::from(format!("{db}{s}")))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(!files.is_empty(), "no database at {db}");
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("control-plane") && name.ends_with(".log") {
+                files.push(entry.path());
+            }
+        }
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap_or_default();
+            for (what, secret) in &secrets {
+                assert!(
+                    !crate::contains_bytes(&bytes, secret.as_bytes()),
+                    "a {what} is in plaintext in {}",
+                    file.display()
+                );
+            }
+        }
+        eprintln!(
+            "secret scan: {} secrets, {} files ({}), none in plaintext",
+            secrets.len(),
+            files.len(),
+            files
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
