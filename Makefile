@@ -10,10 +10,12 @@ ENVOY           := $(VENV)/bin/envoy
 OAUTH_SERVER    := tests/oauth-server
 WASM_TARGET     := wasm32-wasip1
 WASM            := target/$(WASM_TARGET)/wasm/credmgr_filter.wasm
+EMPTY_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter.wasm
 CARGO           ?= cargo
 
 export CREDMGR_ENVOY := $(abspath $(ENVOY))
 export CREDMGR_WASM  := $(abspath $(WASM))
+export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
 
 .PHONY: help tools build wasm lint unit unit-wasm validate-envoy e2e test run clean
 
@@ -41,8 +43,10 @@ $(OAUTH_SERVER)/node_modules/.installed: $(OAUTH_SERVER)/package-lock.json
 
 ## ---- build ----
 
+# The filter, and the empty filter the benchmarks compare it with (also needed by
+# validate-envoy, since envoy/bench.yaml loads it).
 wasm: .wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p credmgr-filter
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p credmgr-filter -p credmgr-bench-empty-filter
 
 build: wasm
 	$(CARGO) build -p credmgr-control-plane -p credmgr-demo-backend
@@ -70,6 +74,9 @@ validate-envoy: tools wasm
 	for f in envoy/*.yaml; do \
 	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
 	  CREDMGR_GATEWAY_KEY=example-gateway-key CREDMGR_PROVIDER_ID=demo CREDMGR_CONNECTION_ID=demo \
+	  OAUTH_SERVER_PORT=8083 BENCH_BACKEND_PORT=10100 BENCH_BASELINE_PORT=10101 \
+	  BENCH_MANAGED_PORT=10102 BENCH_JWT_PORT=10103 BENCH_INJECTOR_PORT=10104 \
+	  BENCH_EMPTY_WASM_PORT=10105 BENCH_COLD_PORT=10106 BENCH_EMPTY_WASM=$(CREDMGR_BENCH_EMPTY_WASM) \
 	    scripts/render-envoy "$$f" "$$tmp/$$(basename $$f)"; \
 	  $(ENVOY) --mode validate -c "$$tmp/$$(basename $$f)" --log-level warn > "$$tmp/log" 2>&1 \
 	    || { cat "$$tmp/log"; echo "FAILED: $$f"; exit 1; }; \
