@@ -70,6 +70,12 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(dir: &Path) -> ControlPlane {
+        ControlPlane::start_with(dir, &[])
+    }
+
+    /// Starts the control plane with extra environment, which wins over the defaults (the
+    /// benchmarks set `RUST_LOG=info`: the tests' debug logging costs a line per request).
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> ControlPlane {
         let bin = artifact("CREDMGR_BIN", "target/debug/credmgr");
         let key = Command::new(&bin)
             .args(["gen-key", "--id", "test-key"])
@@ -99,6 +105,9 @@ impl ControlPlane {
             )
             .env("CREDMGR_KEYS", key)
             .env("RUST_LOG", "info,credmgr=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut process = Process::spawn("control-plane", cmd, dir);
         let url = process.wait_for_line("credmgr listening on ", READY_TIMEOUT);
         ControlPlane {
