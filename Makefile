@@ -1,5 +1,6 @@
-# credmgr: `make run` starts the demo, `make test` runs every check. Both install what they
-# need first (see `tools`), so they work on a fresh machine with Rust, Python 3 and Node.
+# credmgr: `make run` starts the demo, `make test` runs every check, `make bench` measures. They
+# install what they need first (see `tools`), so they work on a fresh machine with Rust,
+# Python 3 and Node.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -17,11 +18,13 @@ export CREDMGR_ENVOY := $(abspath $(ENVOY))
 export CREDMGR_WASM  := $(abspath $(WASM))
 export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
 
-.PHONY: help tools build wasm lint unit unit-wasm validate-envoy e2e test run clean
+.PHONY: help tools build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-build clean
 
 help:
 	@echo "make run    start the demo (OAuth server, control plane, backend, Envoy) and print what to try"
 	@echo "make test   install test tools, lint, unit tests, validate Envoy configs, end-to-end tests"
+	@echo "make bench  benchmarks: data plane against native Envoy, cold path, runtime API (a few minutes)"
+	@echo "make bench-quick  the data-plane comparison alone (under two minutes)"
 
 ## ---- tools: everything the demo and the tests need, installed into the repository ----
 
@@ -87,6 +90,19 @@ e2e: tools build
 	$(CARGO) test -p credmgr-e2e -- --test-threads=2
 
 test: tools lint unit unit-wasm validate-envoy e2e
+
+## ---- benchmarks (never part of `make test`) ----
+
+# Release builds throughout: the control plane and the harness are measured as shipped.
+bench-build: tools wasm
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(CARGO) build --release -p credmgr-control-plane -p credmgr-bench
+
+bench: bench-build
+	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench
+
+bench-quick: bench-build
+	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench --quick --seconds 4
 
 ## ---- demo ----
 
