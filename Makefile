@@ -12,11 +12,13 @@ OAUTH_SERVER    := tests/oauth-server
 WASM_TARGET     := wasm32-wasip1
 WASM            := target/$(WASM_TARGET)/wasm/credmgr_filter.wasm
 EMPTY_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter.wasm
+PROBE_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_probe_filter.wasm
 CARGO           ?= cargo
 
 export CREDMGR_ENVOY := $(abspath $(ENVOY))
 export CREDMGR_WASM  := $(abspath $(WASM))
 export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
+export CREDMGR_BENCH_PROBE_WASM := $(abspath $(PROBE_WASM))
 
 .PHONY: help tools build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-build clean
 
@@ -46,10 +48,11 @@ $(OAUTH_SERVER)/node_modules/.installed: $(OAUTH_SERVER)/package-lock.json
 
 ## ---- build ----
 
-# The filter, and the empty filter the benchmarks compare it with (also needed by
-# validate-envoy, since envoy/bench.yaml loads it).
+# The filter, and the empty and probe filters the benchmarks compare it with (also needed by
+# validate-envoy, since envoy/bench.yaml loads them).
 wasm: .wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p credmgr-filter -p credmgr-bench-empty-filter
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p credmgr-filter \
+	  -p credmgr-bench-empty-filter -p credmgr-bench-probe-filter
 
 build: wasm
 	$(CARGO) build -p credmgr-control-plane -p credmgr-demo-backend
@@ -59,7 +62,8 @@ build: wasm
 lint: .wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p credmgr-filter --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p credmgr-filter -p credmgr-bench-empty-filter -p credmgr-bench-probe-filter \
+	  --target $(WASM_TARGET) -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude credmgr-e2e
@@ -80,6 +84,8 @@ validate-envoy: tools wasm
 	  OAUTH_SERVER_PORT=8083 BENCH_BACKEND_PORT=10100 BENCH_BASELINE_PORT=10101 \
 	  BENCH_MANAGED_PORT=10102 BENCH_JWT_PORT=10103 BENCH_INJECTOR_PORT=10104 \
 	  BENCH_EMPTY_WASM_PORT=10105 BENCH_COLD_PORT=10106 BENCH_EMPTY_WASM=$(CREDMGR_BENCH_EMPTY_WASM) \
+	  BENCH_PROBE_LOOKUP_PORT=10107 BENCH_PROBE_INJECT_PORT=10108 BENCH_PROBE_METRICS_PORT=10109 \
+	  BENCH_PROBE_ALL_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
 	    scripts/render-envoy "$$f" "$$tmp/$$(basename $$f)"; \
 	  $(ENVOY) --mode validate -c "$$tmp/$$(basename $$f)" --log-level warn > "$$tmp/log" 2>&1 \
 	    || { cat "$$tmp/log"; echo "FAILED: $$f"; exit 1; }; \

@@ -98,7 +98,13 @@ fn envoy_version() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .ok()
-        .and_then(|s| s.lines().rev().find(|l| !l.is_empty()).map(str::to_owned))
+        .and_then(|s| {
+            let line = s.lines().rev().find(|l| !l.is_empty())?.to_owned();
+            Some(match line.split_once("version: ") {
+                Some((_, v)) => v.trim().to_owned(),
+                None => line,
+            })
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -139,17 +145,30 @@ fn bench(cli: &Cli) -> Result<()> {
         cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
     );
     let dp = dataplane::run(&stack, &load, cli.rounds, &warmup)?;
-    let (cold, runtime) = if cli.quick {
-        (None, None)
+    let profile_load = wrk::Load {
+        duration: Duration::from_secs(cli.seconds.min(3)),
+        ..load.clone()
+    };
+    let profile_settings = format!(
+        "3 rounds x {} s per variant, same load",
+        profile_load.duration.as_secs()
+    );
+    let (profile, cold, runtime) = if cli.quick {
+        (None, None, None)
     } else {
+        eprintln!("hot path profile: the probe filter with a growing set of credmgr's host calls");
+        let p = dataplane::profile(&stack, &profile_load, 3, &warmup)?;
         eprintln!("cold path: sequential requests, hot and cold alternating");
         let c = cold::run(&stack, 300, cli.load_cpu)?;
         let r = controlplane::run(&stack, cli.server_cpu, &load, 3, &warmup)?;
-        (Some(c), Some(r))
+        (Some(p), Some(c), Some(r))
     };
     drop(stack);
 
     report::print_dataplane(&dp, &settings);
+    if let Some(p) = &profile {
+        report::print_profile(p, &profile_settings);
+    }
     if let Some(c) = &cold {
         report::print_cold(c);
     }
@@ -178,6 +197,7 @@ fn bench(cli: &Cli) -> Result<()> {
         "dataplane": report::dataplane_json(&dp),
         "dataplane_targets": report::targets_json(&dp),
         "dataplane_evidence": dp.evidence,
+        "hot_path_profile": profile.as_deref().map(report::profile_json),
         "cold_path": cold,
         "runtime_api": runtime.map(|r| json!({
             "sqlite": r.sqlite,

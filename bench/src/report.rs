@@ -52,6 +52,8 @@ pub fn dataplane_json(out: &dataplane::Outcome) -> Value {
                 "p99_us": num(s.p99_us, 0),
                 "rps_ratio": num(s.rps_ratio, 3),
                 "p99_ratio": num(s.p99_ratio, 3),
+                "rps_best": num(s.rps_best, 0),
+                "rps_best_ratio": num(s.rps_best_ratio, 3),
                 "non_2xx": s.non_2xx,
                 "socket_errors": s.socket_errors,
                 "rounds": s.rounds.iter().map(|r| json!({
@@ -131,8 +133,8 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
     println!();
     println!("Data plane ({settings})");
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>10} {:>10}  notes",
-        "variant", "req/s", "p50 us", "p99 us", "rps ratio", "p99 ratio"
+        "{:<22} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}  notes",
+        "variant", "req/s", "p50 us", "p99 us", "rps ratio", "p99 ratio", "best rps", "best ratio"
     );
     for name in VARIANTS {
         let summary = out
@@ -148,8 +150,16 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
                     String::new()
                 };
                 println!(
-                    "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3}  {}",
-                    name, s.rps, s.p50_us, s.p99_us, s.rps_ratio, s.p99_ratio, notes
+                    "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3} {:>10.0} {:>10.3}  {}",
+                    name,
+                    s.rps,
+                    s.p50_us,
+                    s.p99_us,
+                    s.rps_ratio,
+                    s.p99_ratio,
+                    s.rps_best,
+                    s.rps_best_ratio,
+                    notes
                 );
             }
             None => {
@@ -163,8 +173,10 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
             }
         }
     }
+    println!("(req/s, p50, p99: medians over rounds; ratios: medians of per-round ratios to the baseline;");
+    println!(" best: the best round of each, less disturbed by other load on a shared machine)");
     println!();
-    println!("Targets");
+    println!("Targets (on the medians)");
     for (name, target, measured, met) in targets(out) {
         let verdict = match met {
             Some(true) => "met",
@@ -252,5 +264,64 @@ pub fn print_not_measured(out: &dataplane::Outcome, quick: bool) {
         for (k, v) in m {
             println!("  {k:<26} {}", v.as_str().unwrap_or_default());
         }
+    }
+}
+
+/// The hot-path profile as rows: (name, description, summary, Envoy-core microseconds per
+/// request, microseconds added by this step over the previous one). Envoy's one worker is
+/// saturated under the closed-loop load, so 1 s / throughput is its time per request.
+pub fn profile_rows(
+    rows: &[(&'static str, dataplane::Summary)],
+) -> Vec<(&'static str, &'static str, dataplane::Summary, f64, f64)> {
+    let mut out = Vec::new();
+    let mut prev: Option<f64> = None;
+    for (name, summary) in rows {
+        let desc = dataplane::PROFILE
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| *d)
+            .unwrap_or("");
+        let us = 1e6 / summary.rps;
+        let added = prev.map(|p| us - p).unwrap_or(0.0);
+        prev = Some(us);
+        out.push((*name, desc, summary.clone(), us, added));
+    }
+    out
+}
+
+pub fn profile_json(rows: &[(&'static str, dataplane::Summary)]) -> Value {
+    Value::Array(
+        profile_rows(rows)
+            .into_iter()
+            .map(|(name, desc, s, us, added)| {
+                json!({
+                    "variant": name,
+                    "what": desc,
+                    "rps": num(s.rps, 0),
+                    "p99_us": num(s.p99_us, 0),
+                    "rps_ratio": num(s.rps_ratio, 3),
+                    "p99_ratio": num(s.p99_ratio, 3),
+                    "envoy_us_per_request": num(us, 2),
+                    "added_us_per_request": num(added, 2),
+                    "non_2xx": s.non_2xx,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn print_profile(rows: &[(&'static str, dataplane::Summary)], settings: &str) {
+    println!();
+    println!("Hot path profile ({settings})");
+    println!(
+        "{:<15} {:<56} {:>9} {:>10} {:>12} {:>9}",
+        "variant", "what", "req/s", "rps ratio", "us/request", "added us"
+    );
+    println!("(us/request: Envoy's one saturated core divided by the median throughput)");
+    for (name, desc, s, us, added) in profile_rows(rows) {
+        println!(
+            "{name:<15} {desc:<56} {:>9.0} {:>10.3} {:>12.2} {:>+9.2}",
+            s.rps, s.rps_ratio, us, added
+        );
     }
 }

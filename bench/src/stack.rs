@@ -21,6 +21,8 @@ pub struct Ports {
     pub credential_injector: u16,
     pub empty_wasm: u16,
     pub cold: u16,
+    /// The probe filter's listeners: lookup, inject, metrics, all (see dataplane::PROFILE).
+    pub probe: [u16; 4],
     pub backend: u16,
     pub admin: u16,
 }
@@ -56,6 +58,7 @@ impl Stack {
             credential_injector: free_port(),
             empty_wasm: free_port(),
             cold: free_port(),
+            probe: [free_port(), free_port(), free_port(), free_port()],
             backend: free_port(),
             admin: 0,
         };
@@ -63,7 +66,16 @@ impl Stack {
             "CREDMGR_BENCH_EMPTY_WASM",
             "target/wasm32-wasip1/wasm/credmgr_bench_empty_filter.wasm",
         );
+        let probe_wasm = credmgr_e2e::artifact(
+            "CREDMGR_BENCH_PROBE_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_bench_probe_filter.wasm",
+        );
         let vars = vec![
+            ("BENCH_PROBE_LOOKUP_PORT", ports.probe[0].to_string()),
+            ("BENCH_PROBE_INJECT_PORT", ports.probe[1].to_string()),
+            ("BENCH_PROBE_METRICS_PORT", ports.probe[2].to_string()),
+            ("BENCH_PROBE_ALL_PORT", ports.probe[3].to_string()),
+            ("BENCH_PROBE_WASM", probe_wasm.display().to_string()),
             ("BENCH_BASELINE_PORT", ports.baseline.to_string()),
             ("BENCH_MANAGED_PORT", ports.managed.to_string()),
             ("BENCH_JWT_PORT", ports.jwt.to_string()),
