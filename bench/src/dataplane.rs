@@ -57,6 +57,11 @@ pub struct Summary {
     /// disturbed ones: a second view next to the medians, not a replacement.
     pub rps_best: f64,
     pub rps_best_ratio: f64,
+    /// Envoy's CPU time per request (all its threads; the backend listener's share is the
+    /// same in every variant), median over rounds, and the median per-round ratio to the
+    /// baseline's. The least noisy figure on a shared machine.
+    pub cpu_us_per_request: f64,
+    pub cpu_ratio: f64,
     /// Requests answered other than 2xx (lost credentials) and socket errors, over all rounds.
     pub non_2xx: u64,
     pub socket_errors: u64,
@@ -198,12 +203,17 @@ fn measure<'h>(
         for i in 0..names.len() {
             let v = (i + round) % names.len();
             let name = names[v];
-            let r = wrk::run(&Stack::url(port(stack, name)), &headers(name), load)?;
+            let cpu_before = stack.envoy_cpu_us();
+            let mut r = wrk::run(&Stack::url(port(stack, name)), &headers(name), load)?;
+            if let (Some(before), Some(after)) = (cpu_before, stack.envoy_cpu_us()) {
+                r.server_cpu_us_per_request = Some((after - before) / r.requests as f64);
+            }
             eprintln!(
-                "  {name:<20} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us{}",
+                "  {name:<20} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  cpu {:>6.1} us/req{}",
                 r.rps,
                 r.p50_us,
                 r.p99_us,
+                r.server_cpu_us_per_request.unwrap_or(f64::NAN),
                 if r.non_2xx + r.socket_errors > 0 {
                     format!(
                         "  ({} non-2xx, {} socket errors)",
@@ -235,7 +245,15 @@ fn measure<'h>(
                 )
             };
             let best = |rs: &[Run]| rs.iter().map(|r| r.rps).fold(f64::NAN, f64::max);
+            let cpu = |r: &Run| r.server_cpu_us_per_request.unwrap_or(f64::NAN);
             let summary = Summary {
+                cpu_us_per_request: median(&rs.iter().map(cpu).collect::<Vec<_>>()),
+                cpu_ratio: median(
+                    &rs.iter()
+                        .zip(&base)
+                        .map(|(r, b)| cpu(r) / cpu(b))
+                        .collect::<Vec<_>>(),
+                ),
                 rps_best: best(rs),
                 rps_best_ratio: best(rs) / best(&base),
                 rps: col(|r| r.rps),

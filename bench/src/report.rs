@@ -52,12 +52,15 @@ pub fn dataplane_json(out: &dataplane::Outcome) -> Value {
                 "p99_us": num(s.p99_us, 0),
                 "rps_ratio": num(s.rps_ratio, 3),
                 "p99_ratio": num(s.p99_ratio, 3),
+                "cpu_us_per_request": num(s.cpu_us_per_request, 2),
+                "cpu_ratio": num(s.cpu_ratio, 3),
                 "rps_best": num(s.rps_best, 0),
                 "rps_best_ratio": num(s.rps_best_ratio, 3),
                 "non_2xx": s.non_2xx,
                 "socket_errors": s.socket_errors,
                 "rounds": s.rounds.iter().map(|r| json!({
                     "rps": num(r.rps, 0), "p50_us": r.p50_us, "p99_us": r.p99_us,
+                    "cpu_us_per_request": r.server_cpu_us_per_request.map(|c| num(c, 2)),
                     "requests": r.requests, "non_2xx": r.non_2xx, "socket_errors": r.socket_errors,
                 })).collect::<Vec<_>>(),
             }),
@@ -133,8 +136,17 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
     println!();
     println!("Data plane ({settings})");
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}  notes",
-        "variant", "req/s", "p50 us", "p99 us", "rps ratio", "p99 ratio", "best rps", "best ratio"
+        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>10} {:>11} {:>9}  notes",
+        "variant",
+        "req/s",
+        "p50 us",
+        "p99 us",
+        "rps ratio",
+        "p99 ratio",
+        "best rps",
+        "best ratio",
+        "cpu us/req",
+        "cpu ratio"
     );
     for name in VARIANTS {
         let summary = out
@@ -150,7 +162,7 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
                     String::new()
                 };
                 println!(
-                    "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3} {:>10.0} {:>10.3}  {}",
+                    "{:<22} {:>8.0} {:>8.0} {:>8.0} {:>9.3} {:>9.3} {:>8.0} {:>10.3} {:>11.1} {:>9.3}  {}",
                     name,
                     s.rps,
                     s.p50_us,
@@ -159,6 +171,8 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
                     s.p99_ratio,
                     s.rps_best,
                     s.rps_best_ratio,
+                    s.cpu_us_per_request,
+                    s.cpu_ratio,
                     notes
                 );
             }
@@ -174,7 +188,10 @@ pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
         }
     }
     println!("(req/s, p50, p99: medians over rounds; ratios: medians of per-round ratios to the baseline;");
-    println!(" best: the best round of each, less disturbed by other load on a shared machine)");
+    println!(" best: the best round of each, less disturbed by other load on a shared machine;");
+    println!(
+        " cpu: Envoy's CPU time per request, which does not depend on how much of its core it got)"
+    );
     println!();
     println!("Targets (on the medians)");
     for (name, target, measured, met) in targets(out) {
@@ -267,9 +284,8 @@ pub fn print_not_measured(out: &dataplane::Outcome, quick: bool) {
     }
 }
 
-/// The hot-path profile as rows: (name, description, summary, Envoy-core microseconds per
-/// request, microseconds added by this step over the previous one). Envoy's one worker is
-/// saturated under the closed-loop load, so 1 s / throughput is its time per request.
+/// The hot-path profile as rows: (name, description, summary, Envoy's CPU microseconds per
+/// request, microseconds added by this step over the previous one).
 pub fn profile_rows(
     rows: &[(&'static str, dataplane::Summary)],
 ) -> Vec<(&'static str, &'static str, dataplane::Summary, f64, f64)> {
@@ -281,7 +297,7 @@ pub fn profile_rows(
             .find(|(n, _)| n == name)
             .map(|(_, d)| *d)
             .unwrap_or("");
-        let us = 1e6 / summary.rps;
+        let us = summary.cpu_us_per_request;
         let added = prev.map(|p| us - p).unwrap_or(0.0);
         prev = Some(us);
         out.push((*name, desc, summary.clone(), us, added));
@@ -301,7 +317,8 @@ pub fn profile_json(rows: &[(&'static str, dataplane::Summary)]) -> Value {
                     "p99_us": num(s.p99_us, 0),
                     "rps_ratio": num(s.rps_ratio, 3),
                     "p99_ratio": num(s.p99_ratio, 3),
-                    "envoy_us_per_request": num(us, 2),
+                    "cpu_us_per_request": num(us, 2),
+                    "cpu_ratio": num(s.cpu_ratio, 3),
                     "added_us_per_request": num(added, 2),
                     "non_2xx": s.non_2xx,
                 })
@@ -314,13 +331,13 @@ pub fn print_profile(rows: &[(&'static str, dataplane::Summary)], settings: &str
     println!();
     println!("Hot path profile ({settings})");
     println!(
-        "{:<15} {:<56} {:>9} {:>10} {:>12} {:>9}",
-        "variant", "what", "req/s", "rps ratio", "us/request", "added us"
+        "{:<15} {:<56} {:>9} {:>10} {:>11} {:>9}",
+        "variant", "what", "req/s", "rps ratio", "cpu us/req", "added us"
     );
-    println!("(us/request: Envoy's one saturated core divided by the median throughput)");
+    println!("(cpu us/req: Envoy's CPU time per request, median over rounds)");
     for (name, desc, s, us, added) in profile_rows(rows) {
         println!(
-            "{name:<15} {desc:<56} {:>9.0} {:>10.3} {:>12.2} {:>+9.2}",
+            "{name:<15} {desc:<56} {:>9.0} {:>10.3} {:>11.2} {:>+9.2}",
             s.rps, s.rps_ratio, us, added
         );
     }

@@ -31,6 +31,7 @@ pub struct Stack {
     // Field order is drop order: Envoy stops first, the OAuth server last. Envoy is only
     // held to be stopped; it is reached through its ports.
     _envoy: Process,
+    envoy_pid: u32,
     pub control_plane: ControlPlane,
     pub oauth: OAuthServer,
     pub ports: Ports,
@@ -115,6 +116,7 @@ impl Stack {
             (ready.status().as_u16() == 200).then_some(())
         });
         let stack = Stack {
+            envoy_pid: envoy.pid(),
             _envoy: envoy,
             control_plane,
             oauth,
@@ -129,6 +131,12 @@ impl Stack {
 
     pub fn url(port: u16) -> String {
         format!("http://127.0.0.1:{port}/")
+    }
+
+    /// CPU time Envoy has used so far, all threads, user and system, in microseconds (from
+    /// /proc; `taskset` and the virtualenv's launcher exec Envoy, so the pid is Envoy's).
+    pub fn envoy_cpu_us(&self) -> Option<f64> {
+        cpu_time_us(self.envoy_pid)
     }
 
     /// Does the running Envoy have a listener named `name`?
@@ -177,4 +185,21 @@ impl Stack {
             self.dir.display()
         )
     }
+}
+
+/// CPU time (user + system, all threads) of process `pid`, in microseconds.
+pub fn cpu_time_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // state(3) ... utime(14) stime(15).
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    Some((utime + stime) * 1e6 / ticks as f64)
 }

@@ -27,6 +27,10 @@ pub struct Run {
     pub non_2xx: u64,
     /// Connect, read, write errors and timeouts.
     pub socket_errors: u64,
+    /// CPU time the server used per request during the run, when it was measured: unlike
+    /// throughput, it does not depend on how much of its core the server got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +86,7 @@ pub fn run(url: &str, headers: &[(&str, &str)], load: &Load) -> Result<Run> {
         requests: r.requests,
         non_2xx: r.non_2xx,
         socket_errors: r.socket_errors,
+        server_cpu_us_per_request: None,
     })
 }
 
