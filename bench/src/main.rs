@@ -55,6 +55,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Sub {
+    /// Draw the chart of an existing latest.json again, without measuring.
+    Chart {
+        /// The directory holding latest.json; the chart is written next to it.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
     /// Serve the bare axum handler the runtime API is compared with (used by the benchmark
     /// itself; the gateway key comes from CREDMGR_BENCH_GATEWAY_KEY).
     BareRuntime {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Sub::BareRuntime { listen }) => bare::serve(listen),
+        Some(Sub::Chart { out }) => redraw(out),
         None => bench(&cli),
     };
     match result {
@@ -214,15 +221,34 @@ fn bench(cli: &Cli) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
     println!();
     println!("wrote {}", json_path.display());
-    let png = cli.out.join("dataplane-ratios.png");
+    draw_chart(&results, &cli.out);
+    Ok(())
+}
+
+/// Draws `dataplane-ratios.png` in `out` from the results; a missing font is reported, not
+/// fatal: the numbers are in latest.json.
+fn draw_chart(results: &serde_json::Value, out: &std::path::Path) {
+    let png = out.join("dataplane-ratios.png");
     let title = format!(
         "credmgr data plane vs baseline ({}, {})",
         results["machine"]["cpu_model"].as_str().unwrap_or("?"),
-        date.get(..10).unwrap_or_default()
+        results["date"]
+            .as_str()
+            .and_then(|d| d.get(..10))
+            .unwrap_or("?")
     );
-    match chart::draw(&dp, &title, &png) {
+    let (bars, unavailable) = chart::from_json(results);
+    match chart::draw(&bars, &unavailable, &title, &png) {
         Ok(()) => println!("wrote {}", png.display()),
         Err(e) => println!("no chart: {e:#}"),
     }
+}
+
+fn redraw(out: &std::path::Path) -> Result<()> {
+    let path = out.join("latest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let results: serde_json::Value = serde_json::from_str(&text)?;
+    draw_chart(&results, out);
     Ok(())
 }
