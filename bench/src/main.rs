@@ -11,6 +11,7 @@ mod chart;
 mod cold;
 mod controlplane;
 mod dataplane;
+mod refresh;
 mod report;
 mod stack;
 mod wrk;
@@ -55,6 +56,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Sub {
+    /// Only the refresh-under-load run, printed, not written to latest.json.
+    Refresh {
+        /// Lifetime of the OAuth server's tokens, in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 26)]
+        seconds: u64,
+    },
     /// Draw the chart of an existing latest.json again, without measuring.
     Chart {
         /// The directory holding latest.json; the chart is written next to it.
@@ -74,6 +84,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Sub::BareRuntime { listen }) => bare::serve(listen),
         Some(Sub::Chart { out }) => redraw(out),
+        Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
         None => bench(&cli),
     };
     match result {
@@ -146,7 +157,8 @@ fn bench(cli: &Cli) -> Result<()> {
         "starting the OAuth server, the control plane and Envoy (logs in {})",
         dir.display()
     );
-    let stack = stack::Stack::start(&dir, cli.server_cpu)?;
+    // Tokens live an hour: none expires or is refreshed during the runs.
+    let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
     let settings = format!(
         "{} rounds x {} s per variant, wrk 1 thread {} connections on core {}, Envoy --concurrency 1 on core {}",
         cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
@@ -171,6 +183,14 @@ fn bench(cli: &Cli) -> Result<()> {
         (Some(p), Some(c), Some(r))
     };
     drop(stack);
+    let refresh = if cli.quick {
+        None
+    } else {
+        eprintln!("refresh under load: tokens of 10 s, 26 s of load through Envoy with 2 workers");
+        let dir = dir.join("refresh");
+        std::fs::create_dir_all(&dir)?;
+        Some(refresh::run(&dir, 10, Duration::from_secs(26))?)
+    };
 
     report::print_dataplane(&dp, &settings);
     if let Some(p) = &profile {
@@ -182,7 +202,10 @@ fn bench(cli: &Cli) -> Result<()> {
     if let Some(r) = &runtime {
         report::print_runtime(r);
     }
-    report::print_not_measured(&dp, cli.quick);
+    if let Some(r) = &refresh {
+        report::print_refresh(r);
+    }
+    report::print_not_measured(&dp, cli.quick, refresh.is_some());
 
     let date = started
         .format(&time::format_description::well_known::Rfc3339)
@@ -212,9 +235,9 @@ fn bench(cli: &Cli) -> Result<()> {
             "postgresql": null,
             "oauth_tokens_issued_during_runs": r.oauth_tokens_issued_during_runs,
         })),
-        "refresh_under_load": null,
+        "refresh_under_load": refresh,
         "scale": null,
-        "not_measured": report::not_measured(&dp, cli.quick),
+        "not_measured": report::not_measured(&dp, cli.quick, refresh.is_some()),
     });
     std::fs::create_dir_all(&cli.out)?;
     let json_path = cli.out.join("latest.json");
@@ -242,6 +265,19 @@ fn draw_chart(results: &serde_json::Value, out: &std::path::Path) {
         Ok(()) => println!("wrote {}", png.display()),
         Err(e) => println!("no chart: {e:#}"),
     }
+}
+
+fn refresh_only(ttl: u32, seconds: u64) -> Result<()> {
+    let root = credmgr_e2e::repo_root();
+    let dir = root
+        .canonicalize()
+        .unwrap_or(root)
+        .join("run/bench-refresh");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let r = refresh::run(&dir, ttl, Duration::from_secs(seconds))?;
+    report::print_refresh(&r);
+    Ok(())
 }
 
 fn redraw(out: &std::path::Path) -> Result<()> {

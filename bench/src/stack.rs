@@ -39,10 +39,11 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts everything in `dir`, Envoy pinned to core `cpu`. Tokens live an hour: none
-    /// expires or is refreshed during a run.
-    pub fn start(dir: &Path, cpu: usize) -> Result<Stack> {
-        let oauth = OAuthServer::start(dir, &[("ACCESS_TOKEN_TTL", "3600")]);
+    /// Starts everything in `dir`, Envoy with `concurrency` workers pinned to the cores
+    /// `cpus` (a taskset list, e.g. "0" or "0,1"); the OAuth server's tokens live
+    /// `token_ttl_s` seconds.
+    pub fn start(dir: &Path, cpus: &str, concurrency: u32, token_ttl_s: u32) -> Result<Stack> {
+        let oauth = OAuthServer::start(dir, &[("ACCESS_TOKEN_TTL", &token_ttl_s.to_string())]);
         // Info level, as in production: the tests' debug level logs every token handed out.
         let control_plane = ControlPlane::start_with(dir, &[("RUST_LOG", "info")]);
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
@@ -96,12 +97,14 @@ impl Stack {
         let envoy_bin = credmgr_e2e::artifact("CREDMGR_ENVOY", ".venv/bin/envoy");
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
-            .arg(cpu.to_string())
+            .arg(cpus)
             .arg(envoy_bin)
             .arg("-c")
             .arg(&config)
             .arg("--disable-hot-restart")
-            .args(["--concurrency", "1", "--log-level", "warn"]);
+            .arg("--concurrency")
+            .arg(concurrency.to_string())
+            .args(["--log-level", "warn"]);
         let mut envoy = Process::spawn("envoy", cmd, dir);
         let admin_url = format!("http://127.0.0.1:{admin}");
         let client = http();
