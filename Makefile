@@ -1,5 +1,6 @@
-# credmgr: `make run` starts the demo, `make test` runs every check. Both install what they
-# need first (see `tools`), so they work on a fresh machine with Rust, Python 3 and Node.
+# credmgr: `make run` starts the demo, `make test` runs every check, `make bench` measures. They
+# install what they need first (see `tools`), so they work on a fresh machine with Rust,
+# Python 3 and Node.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -11,16 +12,22 @@ OAUTH_SERVER    := tests/oauth-server
 BROWSER         := tests/browser
 WASM_TARGET     := wasm32-wasip1
 WASM            := target/$(WASM_TARGET)/wasm/credmgr_filter.wasm
+EMPTY_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter.wasm
+PROBE_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_probe_filter.wasm
 CARGO           ?= cargo
 
 export CREDMGR_ENVOY := $(abspath $(ENVOY))
 export CREDMGR_WASM  := $(abspath $(WASM))
+export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
+export CREDMGR_BENCH_PROBE_WASM := $(abspath $(PROBE_WASM))
 
-.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run clean
+.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-build clean
 
 help:
 	@echo "make run    start the demo (OAuth server, control plane, backend, Envoy) and print what to try"
 	@echo "make test   install test tools, lint, unit tests, validate Envoy configs, end-to-end tests"
+	@echo "make bench  benchmarks: data plane against native Envoy, cold path, runtime API (a few minutes)"
+	@echo "make bench-quick  the data-plane comparison alone (under two minutes)"
 
 ## ---- tools: everything the demo and the tests need, installed into the repository ----
 
@@ -51,8 +58,11 @@ chromium:
 
 ## ---- build ----
 
+# The filter, and the empty and probe filters the benchmarks compare it with (also needed by
+# validate-envoy, since envoy/bench.yaml loads them).
 wasm: .wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p credmgr-filter
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p credmgr-filter \
+	  -p credmgr-bench-empty-filter -p credmgr-bench-probe-filter
 
 build: wasm
 	$(CARGO) build -p credmgr-control-plane -p credmgr-demo-backend
@@ -62,7 +72,8 @@ build: wasm
 lint: .wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p credmgr-filter --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p credmgr-filter -p credmgr-bench-empty-filter -p credmgr-bench-probe-filter \
+	  --target $(WASM_TARGET) -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude credmgr-e2e
@@ -80,6 +91,11 @@ validate-envoy: tools wasm
 	for f in envoy/*.yaml; do \
 	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
 	  CREDMGR_GATEWAY_KEY=example-gateway-key CREDMGR_PROVIDER_ID=demo CREDMGR_CONNECTION_ID=demo \
+	  OAUTH_SERVER_PORT=8083 BENCH_BACKEND_PORT=10100 BENCH_BASELINE_PORT=10101 \
+	  BENCH_MANAGED_PORT=10102 BENCH_JWT_PORT=10103 BENCH_INJECTOR_PORT=10104 \
+	  BENCH_EMPTY_WASM_PORT=10105 BENCH_COLD_PORT=10106 BENCH_EMPTY_WASM=$(CREDMGR_BENCH_EMPTY_WASM) \
+	  BENCH_PROBE_LOOKUP_PORT=10107 BENCH_PROBE_INJECT_PORT=10108 BENCH_PROBE_METRICS_PORT=10109 \
+	  BENCH_PROBE_ALL_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
 	    scripts/render-envoy "$$f" "$$tmp/$$(basename $$f)"; \
 	  $(ENVOY) --mode validate -c "$$tmp/$$(basename $$f)" --log-level warn > "$$tmp/log" 2>&1 \
 	    || { cat "$$tmp/log"; echo "FAILED: $$f"; exit 1; }; \
@@ -90,6 +106,19 @@ e2e: tools build
 	$(CARGO) test -p credmgr-e2e -- --test-threads=2
 
 test: tools lint unit unit-wasm validate-envoy e2e
+
+## ---- benchmarks (never part of `make test`) ----
+
+# Release builds throughout: the control plane and the harness are measured as shipped.
+bench-build: tools wasm
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(CARGO) build --release -p credmgr-control-plane -p credmgr-bench
+
+bench: bench-build
+	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench
+
+bench-quick: bench-build
+	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench --quick --seconds 4
 
 ## ---- demo ----
 

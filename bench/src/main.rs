@@ -1,0 +1,290 @@
+//! credmgr's benchmarks: `make bench-quick` (the data-plane comparison) and `make bench` (that,
+//! the cold path and the control plane's runtime API). See the Performance section of the
+//! README for what each figure means and how it is measured.
+//!
+//! One Envoy (`--concurrency 1`) runs on the server core, `wrk` on the load core; the OAuth
+//! server and the control plane fill the caches once and then sit idle while Envoy is measured.
+//! Results go to `bench/results/latest.json` and `bench/results/dataplane-ratios.png`.
+
+mod bare;
+mod chart;
+mod cold;
+mod controlplane;
+mod dataplane;
+mod refresh;
+mod report;
+mod stack;
+mod wrk;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "credmgr's benchmarks: the filter against native Envoy, side by side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Only the data-plane comparison (make bench-quick).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds; each runs every variant once, interleaved.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of load per variant and round.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Seconds of warm-up load per variant before the rounds.
+    #[arg(long, default_value_t = 2)]
+    warmup_seconds: u64,
+    /// Keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Core of Envoy (and of the control plane when its runtime API is measured).
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// Core of the load generator.
+    #[arg(long, default_value_t = 1)]
+    load_cpu: usize,
+    /// Where latest.json and the chart go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Only the refresh-under-load run, printed, not written to latest.json.
+    Refresh {
+        /// Lifetime of the OAuth server's tokens, in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 26)]
+        seconds: u64,
+    },
+    /// Draw the chart of an existing latest.json again, without measuring.
+    Chart {
+        /// The directory holding latest.json; the chart is written next to it.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
+    /// Serve the bare axum handler the runtime API is compared with (used by the benchmark
+    /// itself; the gateway key comes from CREDMGR_BENCH_GATEWAY_KEY).
+    BareRuntime {
+        #[arg(long)]
+        listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Sub::BareRuntime { listen }) => bare::serve(listen),
+        Some(Sub::Chart { out }) => redraw(out),
+        Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
+        None => bench(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("credmgr-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn require(tool: &str, hint: &str) -> Result<()> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        bail!("{tool} not found: {hint}");
+    }
+    Ok(())
+}
+
+fn envoy_version() -> String {
+    let bin = credmgr_e2e::artifact("CREDMGR_ENVOY", ".venv/bin/envoy");
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().rev().find(|l| !l.is_empty())?.to_owned();
+            Some(match line.split_once("version: ") {
+                Some((_, v)) => v.trim().to_owned(),
+                None => line,
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn bench(cli: &Cli) -> Result<()> {
+    require(
+        "wrk",
+        "run `make bench`, which installs the Debian package wrk",
+    )?;
+    require("taskset", "install util-linux")?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if cli.server_cpu >= cores || cli.load_cpu >= cores {
+        bail!("this machine has {cores} core(s): choose --server-cpu and --load-cpu below {cores}");
+    }
+    let machine = report::machine(&envoy_version());
+    let started = time::OffsetDateTime::now_utc();
+    let root = credmgr_e2e::repo_root();
+    let dir = root.canonicalize().unwrap_or(root).join("run/bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let load = wrk::Load {
+        connections: cli.connections,
+        duration: Duration::from_secs(cli.seconds),
+        cpu: cli.load_cpu,
+    };
+    let warmup = wrk::Load {
+        duration: Duration::from_secs(cli.warmup_seconds),
+        ..load.clone()
+    };
+    eprintln!(
+        "starting the OAuth server, the control plane and Envoy (logs in {})",
+        dir.display()
+    );
+    // Tokens live an hour: none expires or is refreshed during the runs.
+    let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
+    let settings = format!(
+        "{} rounds x {} s per variant, wrk 1 thread {} connections on core {}, Envoy --concurrency 1 on core {}",
+        cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
+    );
+    let dp = dataplane::run(&stack, &load, cli.rounds, &warmup)?;
+    let profile_load = wrk::Load {
+        duration: Duration::from_secs(cli.seconds.min(3)),
+        ..load.clone()
+    };
+    let profile_settings = format!(
+        "3 rounds x {} s per variant, same load",
+        profile_load.duration.as_secs()
+    );
+    let (profile, cold, runtime) = if cli.quick {
+        (None, None, None)
+    } else {
+        eprintln!("hot path profile: the probe filter with a growing set of credmgr's host calls");
+        let p = dataplane::profile(&stack, &profile_load, 3, &warmup)?;
+        eprintln!("cold path: sequential requests, hot and cold alternating");
+        let c = cold::run(&stack, 300, cli.load_cpu)?;
+        let r = controlplane::run(&stack, cli.server_cpu, &load, 3, &warmup)?;
+        (Some(p), Some(c), Some(r))
+    };
+    drop(stack);
+    let refresh = if cli.quick {
+        None
+    } else {
+        eprintln!("refresh under load: tokens of 10 s, 26 s of load through Envoy with 2 workers");
+        let dir = dir.join("refresh");
+        std::fs::create_dir_all(&dir)?;
+        Some(refresh::run(&dir, 10, Duration::from_secs(26))?)
+    };
+
+    report::print_dataplane(&dp, &settings);
+    if let Some(p) = &profile {
+        report::print_profile(p, &profile_settings);
+    }
+    if let Some(c) = &cold {
+        report::print_cold(c);
+    }
+    if let Some(r) = &runtime {
+        report::print_runtime(r);
+    }
+    if let Some(r) = &refresh {
+        report::print_refresh(r);
+    }
+    report::print_not_measured(&dp, cli.quick, refresh.is_some());
+
+    let date = started
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let results = json!({
+        "date": date,
+        "command": if cli.quick { "make bench-quick" } else { "make bench" },
+        "machine": machine,
+        "settings": {
+            "rounds": cli.rounds,
+            "seconds_per_run": cli.seconds,
+            "warmup_seconds": cli.warmup_seconds,
+            "connections": cli.connections,
+            "load_generator": "wrk, 1 thread",
+            "envoy_concurrency": 1,
+            "server_cpu": cli.server_cpu,
+            "load_cpu": cli.load_cpu,
+        },
+        "dataplane": report::dataplane_json(&dp),
+        "dataplane_targets": report::targets_json(&dp),
+        "dataplane_evidence": dp.evidence,
+        "hot_path_profile": profile.as_deref().map(report::profile_json),
+        "cold_path": cold,
+        "runtime_api": runtime.map(|r| json!({
+            "sqlite": r.sqlite,
+            "bare_axum": r.bare_axum,
+            "postgresql": null,
+            "oauth_tokens_issued_during_runs": r.oauth_tokens_issued_during_runs,
+        })),
+        "refresh_under_load": refresh,
+        "scale": null,
+        "not_measured": report::not_measured(&dp, cli.quick, refresh.is_some()),
+    });
+    std::fs::create_dir_all(&cli.out)?;
+    let json_path = cli.out.join("latest.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!();
+    println!("wrote {}", json_path.display());
+    draw_chart(&results, &cli.out);
+    Ok(())
+}
+
+/// Draws `dataplane-ratios.png` in `out` from the results; a missing font is reported, not
+/// fatal: the numbers are in latest.json.
+fn draw_chart(results: &serde_json::Value, out: &std::path::Path) {
+    let png = out.join("dataplane-ratios.png");
+    let title = format!(
+        "credmgr data plane vs baseline ({}, {})",
+        results["machine"]["cpu_model"].as_str().unwrap_or("?"),
+        results["date"]
+            .as_str()
+            .and_then(|d| d.get(..10))
+            .unwrap_or("?")
+    );
+    let (bars, unavailable) = chart::from_json(results);
+    match chart::draw(&bars, &unavailable, &title, &png) {
+        Ok(()) => println!("wrote {}", png.display()),
+        Err(e) => println!("no chart: {e:#}"),
+    }
+}
+
+fn refresh_only(ttl: u32, seconds: u64) -> Result<()> {
+    let root = credmgr_e2e::repo_root();
+    let dir = root
+        .canonicalize()
+        .unwrap_or(root)
+        .join("run/bench-refresh");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let r = refresh::run(&dir, ttl, Duration::from_secs(seconds))?;
+    report::print_refresh(&r);
+    Ok(())
+}
+
+fn redraw(out: &std::path::Path) -> Result<()> {
+    let path = out.join("latest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let results: serde_json::Value = serde_json::from_str(&text)?;
+    draw_chart(&results, out);
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! What a run prints and writes: the terminal table, `bench/results/latest.json`, and the
+//! machine the figures were measured on.
+
+use crate::dataplane::{self, VARIANTS};
+use crate::{cold, controlplane};
+use serde_json::{json, Value};
+
+/// The machine: cores, CPU model, memory, kernel, load when the run started (the machine may
+/// be shared; a high load makes the figures noisy), and the Envoy version.
+pub fn machine(envoy_version: &str) -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = read("/proc/meminfo");
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "load_average_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "envoy": envoy_version,
+    })
+}
+
+fn num(x: f64, digits: usize) -> Value {
+    if x.is_finite() {
+        let scale = 10f64.powi(digits as i32);
+        json!((x * scale).round() / scale)
+    } else {
+        Value::Null
+    }
+}
+
+pub fn dataplane_json(out: &dataplane::Outcome) -> Value {
+    let mut map = serde_json::Map::new();
+    for (name, summary) in &out.variants {
+        let v = match summary {
+            None => Value::Null,
+            Some(s) => json!({
+                "rps": num(s.rps, 0),
+                "p50_us": num(s.p50_us, 0),
+                "p99_us": num(s.p99_us, 0),
+                "rps_ratio": num(s.rps_ratio, 3),
+                "p99_ratio": num(s.p99_ratio, 3),
+                "cpu_us_per_request": num(s.cpu_us_per_request, 2),
+                "cpu_ratio": num(s.cpu_ratio, 3),
+                "rps_best": num(s.rps_best, 0),
+                "rps_best_ratio": num(s.rps_best_ratio, 3),
+                "non_2xx": s.non_2xx,
+                "socket_errors": s.socket_errors,
+                "rounds": s.rounds.iter().map(|r| json!({
+                    "rps": num(r.rps, 0), "p50_us": r.p50_us, "p99_us": r.p99_us,
+                    "cpu_us_per_request": r.server_cpu_us_per_request.map(|c| num(c, 2)),
+                    "requests": r.requests, "non_2xx": r.non_2xx, "socket_errors": r.socket_errors,
+                })).collect::<Vec<_>>(),
+            }),
+        };
+        map.insert((*name).to_owned(), v);
+    }
+    Value::Object(map)
+}
+
+/// The issue's targets, checked against the medians: (name, target, measured, met).
+pub fn targets(out: &dataplane::Outcome) -> Vec<(String, String, String, Option<bool>)> {
+    let get = |n: &str| {
+        out.variants
+            .iter()
+            .find(|(name, _)| *name == n)
+            .and_then(|(_, s)| s.as_ref())
+    };
+    let mut t = Vec::new();
+    match get("managed") {
+        Some(m) => {
+            t.push((
+                "managed throughput".into(),
+                ">= 0.95 x baseline".into(),
+                format!("{:.3}", m.rps_ratio),
+                Some(m.rps_ratio >= 0.95),
+            ));
+            t.push((
+                "managed p99".into(),
+                "<= 1.10 x baseline".into(),
+                format!("{:.3}", m.p99_ratio),
+                Some(m.p99_ratio <= 1.10),
+            ));
+            if let Some(ci) = get("credential_injector") {
+                t.push((
+                    "managed vs credential_injector".into(),
+                    "managed rps >= credential_injector rps".into(),
+                    format!("{:.3}", m.rps_ratio / ci.rps_ratio),
+                    Some(m.rps_ratio >= ci.rps_ratio),
+                ));
+            }
+        }
+        None => t.push(("managed".into(), "measured".into(), "missing".into(), None)),
+    }
+    match get("jwt") {
+        Some(j) => t.push((
+            "jwt throughput".into(),
+            ">= 0.90 x baseline".into(),
+            format!("{:.3}", j.rps_ratio),
+            Some(j.rps_ratio >= 0.90),
+        )),
+        None => t.push((
+            "jwt throughput".into(),
+            ">= 0.90 x baseline".into(),
+            "not available yet: needs identity-type jwt (issue 5)".into(),
+            None,
+        )),
+    }
+    t
+}
+
+pub fn targets_json(out: &dataplane::Outcome) -> Value {
+    Value::Array(
+        targets(out)
+            .into_iter()
+            .map(|(name, target, measured, met)| {
+                json!({"name": name, "target": target, "measured": measured, "met": met})
+            })
+            .collect(),
+    )
+}
+
+pub fn print_dataplane(out: &dataplane::Outcome, settings: &str) {
+    println!();
+    println!("Data plane ({settings})");
+    println!(
+        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>10} {:>11} {:>9}  notes",
+        "variant",
+        "req/s",
+        "p50 us",
+        "p99 us",
+        "rps ratio",
+        "p99 ratio",
+        "best rps",
+        "best ratio",
+        "cpu us/req",
+        "cpu ratio"
+    );
+    for name in VARIANTS {
+        let summary = out
+            .variants
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, s)| s.as_ref());
+        match summary {
+            Some(s) => {
+                let notes = if s.non_2xx + s.socket_errors > 0 {
+                    format!("{} non-2xx, {} socket errors", s.non_2xx, s.socket_errors)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:<22} {:>8.0} {:>8.0} {:>8.0} {:>9.3} {:>9.3} {:>8.0} {:>10.3} {:>11.1} {:>9.3}  {}",
+                    name,
+                    s.rps,
+                    s.p50_us,
+                    s.p99_us,
+                    s.rps_ratio,
+                    s.p99_ratio,
+                    s.rps_best,
+                    s.rps_best_ratio,
+                    s.cpu_us_per_request,
+                    s.cpu_ratio,
+                    notes
+                );
+            }
+            None => {
+                let reason = out
+                    .unavailable
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, r)| r.as_str())
+                    .unwrap_or("not measured");
+                println!("{name:<22} {reason}");
+            }
+        }
+    }
+    println!("(req/s, p50, p99: medians over rounds; ratios: medians of per-round ratios to the baseline;");
+    println!(" best: the best round of each, less disturbed by other load on a shared machine;");
+    println!(
+        " cpu: Envoy's CPU time per request, which does not depend on how much of its core it got)"
+    );
+    println!();
+    println!("Targets (on the medians)");
+    for (name, target, measured, met) in targets(out) {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "-",
+        };
+        println!("  {name:<32} {target:<40} {measured:<10} {verdict}");
+    }
+}
+
+pub fn print_cold(c: &cold::Outcome) {
+    println!();
+    println!(
+        "Cold path ({} sequential requests each, one at a time)",
+        c.samples
+    );
+    println!(
+        "  hot (cached token)      p50 {:>7.0} us   p99 {:>7.0} us",
+        c.hot_p50_us, c.hot_p99_us
+    );
+    println!(
+        "  cold (cache miss)       p50 {:>7.0} us   p99 {:>7.0} us",
+        c.cold_p50_us, c.cold_p99_us
+    );
+    println!(
+        "  added by a miss         p50 {:>7.0} us   p99 {:>7.0} us   ({} control-plane calls)",
+        c.added_p50_us, c.added_p99_us, c.control_plane_calls
+    );
+}
+
+pub fn print_refresh(r: &crate::refresh::Outcome) {
+    println!();
+    println!(
+        "Refresh under load (tokens of {} s, {} s of load, {} client threads, Envoy {} workers)",
+        r.token_ttl_s, r.duration_s, r.client_threads, r.envoy_concurrency
+    );
+    println!(
+        "  requests {}   non-2xx {}   transport errors {}",
+        r.requests, r.non_2xx, r.transport_errors
+    );
+    println!(
+        "  tokens the provider issued to credmgr {} (at most {} expected: one per refresh interval, plus one), at {:?} s",
+        r.tokens_issued, r.tokens_expected_at_most, r.refresh_times_s
+    );
+    println!(
+        "  (the OAuth server issued {} in all, credential_injector's included)",
+        r.oauth_tokens_issued_all_clients
+    );
+    println!(
+        "  within {} ms of a refresh: {} requests, p50 {:.0} us, p99 {:.0} us",
+        r.window_ms, r.in_window_requests, r.p50_in_window_us, r.p99_in_window_us
+    );
+    println!(
+        "  outside:                       p50 {:.0} us, p99 {:.0} us   p99 ratio {:.3} (target <= 1.10)",
+        r.p50_outside_us, r.p99_outside_us, r.p99_ratio
+    );
+    println!(
+        "  Envoy: {} control-plane calls, {} background refreshes (all workers)",
+        r.control_plane_calls, r.refresh_ahead
+    );
+}
+
+pub fn print_runtime(r: &controlplane::Outcome) {
+    println!();
+    println!("Control plane runtime API (token served from the store, no refresh)");
+    println!(
+        "{:<22} {:>10} {:>9} {:>9} {:>10} {:>10}",
+        "server", "req/s", "p50 us", "p99 us", "rps ratio", "p99 ratio"
+    );
+    for (name, s) in [
+        ("credmgr, SQLite", &r.sqlite),
+        ("bare axum handler", &r.bare_axum),
+    ] {
+        println!(
+            "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3}",
+            name, s.rps, s.p50_us, s.p99_us, s.rps_ratio, s.p99_ratio
+        );
+    }
+    println!(
+        "{:<22} not measured yet: needs the PostgreSQL store (issue 7)",
+        "credmgr, PostgreSQL"
+    );
+}
+
+/// The parts of the issue this harness cannot measure yet, with what they wait for.
+pub fn not_measured(out: &dataplane::Outcome, quick: bool, refresh_measured: bool) -> Value {
+    let mut m = serde_json::Map::new();
+    let full_only = json!("not run by bench-quick: run make bench");
+    if quick {
+        for part in [
+            "hot_path_profile",
+            "cold_path",
+            "runtime_api",
+            "refresh_under_load",
+        ] {
+            m.insert(part.into(), full_only.clone());
+        }
+    }
+    if refresh_measured {
+        m.insert(
+            "refresh_under_load.proactive".into(),
+            json!("measured with the control plane's lazy refresh on fetch; run again once the proactive scheduler (issue 3) lands"),
+        );
+    }
+    m.insert(
+        "runtime_api_postgresql".into(),
+        json!("not measured yet: needs the PostgreSQL store (issue 7)"),
+    );
+    m.insert(
+        "scale_100k_connections".into(),
+        json!("not measured yet: needs the proactive refresh scheduler (issue 3) to report refresh lag"),
+    );
+    for (name, reason) in &out.unavailable {
+        m.insert(format!("dataplane.{name}"), json!(reason));
+    }
+    Value::Object(m)
+}
+
+pub fn print_not_measured(out: &dataplane::Outcome, quick: bool, refresh_measured: bool) {
+    println!();
+    println!("Not measured");
+    if let Value::Object(m) = not_measured(out, quick, refresh_measured) {
+        for (k, v) in m {
+            println!("  {k:<26} {}", v.as_str().unwrap_or_default());
+        }
+    }
+}
+
+/// The hot-path profile as rows: (name, description, summary, Envoy's CPU microseconds per
+/// request, microseconds added by this step over the previous one).
+pub fn profile_rows(
+    rows: &[(&'static str, dataplane::Summary)],
+) -> Vec<(&'static str, &'static str, dataplane::Summary, f64, f64)> {
+    let mut out = Vec::new();
+    let mut prev: Option<f64> = None;
+    for (name, summary) in rows {
+        let desc = dataplane::PROFILE
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| *d)
+            .unwrap_or("");
+        let us = summary.cpu_us_per_request;
+        let added = prev.map(|p| us - p).unwrap_or(0.0);
+        prev = Some(us);
+        out.push((*name, desc, summary.clone(), us, added));
+    }
+    out
+}
+
+pub fn profile_json(rows: &[(&'static str, dataplane::Summary)]) -> Value {
+    Value::Array(
+        profile_rows(rows)
+            .into_iter()
+            .map(|(name, desc, s, us, added)| {
+                json!({
+                    "variant": name,
+                    "what": desc,
+                    "rps": num(s.rps, 0),
+                    "p99_us": num(s.p99_us, 0),
+                    "rps_ratio": num(s.rps_ratio, 3),
+                    "p99_ratio": num(s.p99_ratio, 3),
+                    "cpu_us_per_request": num(us, 2),
+                    "cpu_ratio": num(s.cpu_ratio, 3),
+                    "added_us_per_request": num(added, 2),
+                    "non_2xx": s.non_2xx,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn print_profile(rows: &[(&'static str, dataplane::Summary)], settings: &str) {
+    println!();
+    println!("Hot path profile ({settings})");
+    println!(
+        "{:<15} {:<56} {:>9} {:>10} {:>11} {:>9}",
+        "variant", "what", "req/s", "rps ratio", "cpu us/req", "added us"
+    );
+    println!("(cpu us/req: Envoy's CPU time per request, median over rounds)");
+    for (name, desc, s, us, added) in profile_rows(rows) {
+        println!(
+            "{name:<15} {desc:<56} {:>9.0} {:>10.3} {:>11.2} {:>+9.2}",
+            s.rps, s.rps_ratio, us, added
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! The processes a benchmark run needs, started with the end-to-end fixtures: the OAuth server,
+//! the control plane with one client-credentials connection, and one Envoy running
+//! `envoy/bench.yaml` with `--concurrency 1`, pinned to the server core. Each is stopped when
+//! the stack is dropped, also when the run fails.
+
+use anyhow::{bail, Result};
+use credmgr_e2e::{free_port, http, wait_for, ControlPlane, OAuthServer, Process};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub const PROVIDER: &str = "bench";
+pub const CONNECTION: &str = "bench";
+
+/// The listeners of `envoy/bench.yaml`, by the variant they serve.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub baseline: u16,
+    pub managed: u16,
+    pub jwt: u16,
+    pub credential_injector: u16,
+    pub empty_wasm: u16,
+    pub cold: u16,
+    /// The probe filter's listeners: lookup, inject, metrics, all (see dataplane::PROFILE).
+    pub probe: [u16; 4],
+    pub backend: u16,
+    pub admin: u16,
+}
+
+pub struct Stack {
+    // Field order is drop order: Envoy stops first, the OAuth server last. Envoy is only
+    // held to be stopped; it is reached through its ports.
+    _envoy: Process,
+    envoy_pid: u32,
+    pub control_plane: ControlPlane,
+    pub oauth: OAuthServer,
+    pub ports: Ports,
+    pub dir: PathBuf,
+}
+
+impl Stack {
+    /// Starts everything in `dir`, Envoy with `concurrency` workers pinned to the cores
+    /// `cpus` (a taskset list, e.g. "0" or "0,1"); the OAuth server's tokens live
+    /// `token_ttl_s` seconds.
+    pub fn start(dir: &Path, cpus: &str, concurrency: u32, token_ttl_s: u32) -> Result<Stack> {
+        let oauth = OAuthServer::start(dir, &[("ACCESS_TOKEN_TTL", &token_ttl_s.to_string())]);
+        // Info level, as in production: the tests' debug level logs every token handed out.
+        let control_plane = ControlPlane::start_with(dir, free_port(), &[("RUST_LOG", "info")]);
+        control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
+        let oauth_port = oauth
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(0);
+        let ports = Ports {
+            baseline: free_port(),
+            managed: free_port(),
+            jwt: free_port(),
+            credential_injector: free_port(),
+            empty_wasm: free_port(),
+            cold: free_port(),
+            probe: [free_port(), free_port(), free_port(), free_port()],
+            backend: free_port(),
+            admin: 0,
+        };
+        let empty_wasm = credmgr_e2e::artifact(
+            "CREDMGR_BENCH_EMPTY_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_bench_empty_filter.wasm",
+        );
+        let probe_wasm = credmgr_e2e::artifact(
+            "CREDMGR_BENCH_PROBE_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_bench_probe_filter.wasm",
+        );
+        let vars = vec![
+            ("BENCH_PROBE_LOOKUP_PORT", ports.probe[0].to_string()),
+            ("BENCH_PROBE_INJECT_PORT", ports.probe[1].to_string()),
+            ("BENCH_PROBE_METRICS_PORT", ports.probe[2].to_string()),
+            ("BENCH_PROBE_ALL_PORT", ports.probe[3].to_string()),
+            ("BENCH_PROBE_WASM", probe_wasm.display().to_string()),
+            ("BENCH_BASELINE_PORT", ports.baseline.to_string()),
+            ("BENCH_MANAGED_PORT", ports.managed.to_string()),
+            ("BENCH_JWT_PORT", ports.jwt.to_string()),
+            ("BENCH_INJECTOR_PORT", ports.credential_injector.to_string()),
+            ("BENCH_EMPTY_WASM_PORT", ports.empty_wasm.to_string()),
+            ("BENCH_COLD_PORT", ports.cold.to_string()),
+            ("BENCH_BACKEND_PORT", ports.backend.to_string()),
+            ("BENCH_EMPTY_WASM", empty_wasm.display().to_string()),
+            ("OAUTH_SERVER_PORT", oauth_port.to_string()),
+            ("CONTROL_PLANE_PORT", control_plane.port.to_string()),
+            ("CREDMGR_GATEWAY_KEY", control_plane.gateway_key.clone()),
+            ("CREDMGR_PROVIDER_ID", PROVIDER.to_owned()),
+            ("CREDMGR_CONNECTION_ID", CONNECTION.to_owned()),
+        ];
+        let (config, _, admin) = credmgr_e2e::Envoy::render(dir, "bench.yaml", &vars);
+        let ports = Ports { admin, ..ports };
+        let envoy_bin = credmgr_e2e::artifact("CREDMGR_ENVOY", ".venv/bin/envoy");
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c")
+            .arg(cpus)
+            .arg(envoy_bin)
+            .arg("-c")
+            .arg(&config)
+            .arg("--disable-hot-restart")
+            .arg("--concurrency")
+            .arg(concurrency.to_string())
+            .args(["--log-level", "warn"]);
+        let mut envoy = Process::spawn("envoy", cmd, dir);
+        let admin_url = format!("http://127.0.0.1:{admin}");
+        let client = http();
+        wait_for("Envoy to be ready", Duration::from_secs(60), || {
+            if let Some(code) = envoy.exited() {
+                panic!(
+                    "Envoy exited ({code}) while starting; its log:\n{}",
+                    envoy.log_text()
+                );
+            }
+            let ready = client.get(format!("{admin_url}/ready")).send().ok()?;
+            (ready.status().as_u16() == 200).then_some(())
+        });
+        let stack = Stack {
+            envoy_pid: envoy.pid(),
+            _envoy: envoy,
+            control_plane,
+            oauth,
+            ports,
+            dir: dir.to_path_buf(),
+        };
+        if !stack.has_listener("backend")? {
+            bail!("envoy/bench.yaml has no backend listener");
+        }
+        Ok(stack)
+    }
+
+    pub fn url(port: u16) -> String {
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    /// CPU time Envoy has used so far, all threads, user and system, in microseconds (from
+    /// /proc; `taskset` and the virtualenv's launcher exec Envoy, so the pid is Envoy's).
+    pub fn envoy_cpu_us(&self) -> Option<f64> {
+        cpu_time_us(self.envoy_pid)
+    }
+
+    /// Does the running Envoy have a listener named `name`?
+    pub fn has_listener(&self, name: &str) -> Result<bool> {
+        let text = http()
+            .get(format!("http://127.0.0.1:{}/listeners", self.ports.admin))
+            .send()?
+            .text()?;
+        let prefix = format!("{name}::");
+        Ok(text.lines().any(|l| l.starts_with(&prefix)))
+    }
+
+    /// Envoy's counters whose names end with `suffix`, summed (0 when none exists yet).
+    pub fn counter(&self, suffix: &str) -> u64 {
+        let text = http()
+            .get(format!("http://127.0.0.1:{}/stats", self.ports.admin))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(name, _)| name.ends_with(suffix))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Sends requests to `url` until one is answered 200 (a variant's token is fetched on
+    /// its first request, or right after Envoy starts for credential_injector), within 30 s.
+    pub fn wait_until_served(&self, url: &str, headers: &[(&str, &str)]) -> Result<()> {
+        let client = http();
+        let mut last = String::new();
+        for _ in 0..150 {
+            let mut req = client.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match req.send() {
+                Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+                Ok(r) => last = format!("{} {}", r.status(), r.text().unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "{url} never answered 200 (last: {last}); see the logs in {}",
+            self.dir.display()
+        )
+    }
+}
+
+/// CPU time (user + system, all threads) of process `pid`, in microseconds.
+pub fn cpu_time_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // state(3) ... utime(14) stime(15).
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    Some((utime + stime) * 1e6 / ticks as f64)
+}
