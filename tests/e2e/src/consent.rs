@@ -2,7 +2,7 @@
 //! provider `demo` uses the authorization-code grant, and a real headless Chromium (driven by
 //! `tests/browser/consent.mjs`) goes through the consent flow as a person would.
 
-use crate::stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer, CONNECTION, PROVIDER};
+use crate::stack::{Backend, ControlPlane, Deployment, OAuthServer, CONNECTION, PROVIDER};
 use crate::{free_port, repo_root};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -55,18 +55,7 @@ impl Deployment {
             Some(json!({"display_name": "Alice's account"})),
         );
         assert_eq!(status, 201, "creating connection: {body}");
-        let envoy = Envoy::start(
-            dir.path(),
-            "demo.yaml",
-            &Deployment::envoy_vars(&control_plane, &backend),
-        );
-        Deployment {
-            envoy,
-            backend,
-            control_plane,
-            oauth,
-            dir,
-        }
+        Deployment::with_envoy(dir, oauth, control_plane, backend, "demo.yaml")
     }
 
     /// The connection as the management API shows it.

@@ -67,6 +67,14 @@ pub fn http() -> reqwest::blocking::Client {
         .unwrap_or_else(|e| panic!("building the HTTP client: {e}"))
 }
 
+/// Wall-clock time, Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Does `haystack` contain `needle`? For searching files' bytes for secrets.
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)

@@ -376,6 +376,17 @@ impl Deployment {
         let control_plane = ControlPlane::start(dir.path());
         let backend = Backend::start(dir.path(), &oauth);
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
+        Deployment::with_envoy(dir, oauth, control_plane, backend, template)
+    }
+
+    /// Starts Envoy from `template` in front of the other three, and holds them all.
+    pub fn with_envoy(
+        dir: tempfile::TempDir,
+        oauth: OAuthServer,
+        control_plane: ControlPlane,
+        backend: Backend,
+        template: &str,
+    ) -> Deployment {
         let envoy = Envoy::start(
             dir.path(),
             template,

@@ -5,7 +5,7 @@
 use credmgr_e2e::stack::{CONNECTION, PROVIDER};
 use credmgr_e2e::{http, wait_for, Deployment};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn fingerprint(seen: &Value) -> String {
     seen["token_fingerprint"]
@@ -15,10 +15,7 @@ fn fingerprint(seen: &Value) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    u64::try_from(credmgr_e2e::unix_now()).unwrap()
 }
 
 #[test]

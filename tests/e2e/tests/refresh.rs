@@ -2,16 +2,9 @@
 //! many concurrent requests, and proactive refresh in the background.
 
 use credmgr_e2e::stack::{CONNECTION, PROVIDER};
-use credmgr_e2e::{http, wait_for, Deployment};
+use credmgr_e2e::{http, unix_now, wait_for, Deployment};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 #[test]
 fn fifty_concurrent_runtime_requests_for_an_expired_token_cause_exactly_one_refresh() {

@@ -3,17 +3,10 @@
 //! one would revoke the grant).
 
 use credmgr_e2e::stack::{ControlPlane, CONNECTION, PROVIDER};
-use credmgr_e2e::{artifact, free_port, http, wait_for, Deployment};
+use credmgr_e2e::{artifact, free_port, http, unix_now, wait_for, Deployment};
 use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 #[test]
 fn two_replicas_sharing_a_database_refresh_an_expired_token_once() {

@@ -4,7 +4,7 @@
 
 use credmgr_e2e::stack::{CONNECTION, PROVIDER};
 use credmgr_e2e::{contains_bytes, wait_for, Deployment, Envoy};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 fn fingerprint(seen: &serde_json::Value) -> String {
     seen["token_fingerprint"]
@@ -106,7 +106,7 @@ fn after_the_token_expires_requests_carry_a_new_valid_token() {
         .unwrap_or_else(|| panic!("no exp in {seen}"));
 
     wait_for("the first token to expire", Duration::from_secs(30), || {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let now = u64::try_from(credmgr_e2e::unix_now()).ok()?;
         (now > first_exp).then_some(())
     });
     let (status, seen) = d.call("/after-expiry");
