@@ -154,6 +154,9 @@ impl Stack {
 
     /// Envoy's counters whose names end with `suffix`, summed (0 when none exists yet).
     pub fn counter(&self, suffix: &str) -> u64 {
+        // The filter hands its counts to Envoy on its tick (every 200 ms by default): wait
+        // longer than that, so the figure includes every request made before this call.
+        std::thread::sleep(Duration::from_millis(500));
         let text = http()
             .get(format!("http://127.0.0.1:{}/stats", self.ports.admin))
             .send()

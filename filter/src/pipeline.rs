@@ -92,7 +92,7 @@ impl Request {
                 Step::SetHeader(s) => match self.set_header(host, s) {
                     Ok(injected) => {
                         if injected {
-                            worker.stats.inc(host, stats::TOKEN_INJECTED);
+                            worker.stats.inc(stats::TOKEN_INJECTED);
                         }
                     }
                     Err(e) => {
@@ -185,7 +185,7 @@ impl Request {
         };
         match (usable, cached) {
             (Freshness::Fresh, Some(token)) => {
-                worker.stats.inc(host, stats::CACHE_HIT);
+                worker.stats.inc(stats::CACHE_HIT);
                 self.vars.push(Var {
                     name: step.variable.clone(),
                     key,
@@ -196,7 +196,7 @@ impl Request {
             // Past its refresh point but valid: serve it, and have it fetched again in the
             // background, so no request waits for the refresh.
             (Freshness::Refresh, Some(token)) => {
-                worker.stats.inc(host, stats::CACHE_HIT);
+                worker.stats.inc(stats::CACHE_HIT);
                 worker.refresh_in_background(need);
                 self.vars.push(Var {
                     name: step.variable.clone(),
@@ -206,7 +206,7 @@ impl Request {
                 None
             }
             _ => {
-                worker.stats.inc(host, stats::CACHE_MISS);
+                worker.stats.inc(stats::CACHE_MISS);
                 Some(need)
             }
         }

@@ -134,7 +134,7 @@ impl Worker {
             None => return,
         };
         for (key, token) in injected {
-            self.stats.inc(host, stats::UPSTREAM_UNAUTHORIZED);
+            self.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
             if self.cache.retire(host, &key, &token) {
                 host.log(
                     Level::Info,
@@ -182,6 +182,7 @@ impl Worker {
     /// The root context's periodic tick: calls again for orphaned fetches, and fetches the
     /// tokens that requests found past their refresh point.
     pub fn on_tick(&self, host: &impl Host, root_ctx: u32) {
+        self.stats.flush(host);
         let orphaned: Vec<String> = self
             .fetches
             .borrow()
@@ -227,7 +228,7 @@ impl Worker {
             if fresh || !self.claim(host, &key) {
                 continue;
             }
-            self.stats.inc(host, stats::REFRESH_AHEAD);
+            self.stats.inc(stats::REFRESH_AHEAD);
             // A failure is logged and counted by dispatch; the next request past the refresh
             // point asks again.
             let _ = self.start_fetch(host, need, root_ctx, Vec::new());
@@ -255,11 +256,8 @@ impl Worker {
                 Ok(Rc::new(token))
             }
             Err(failure) => {
-                self.stats.inc_by_reason(
-                    host,
-                    stats::CONTROL_PLANE_FAILURE,
-                    &failure.body.error.code,
-                );
+                self.stats
+                    .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
                 self.after_failure(host, &key, failure)
             }
         };
@@ -315,7 +313,7 @@ impl Worker {
                 if freshness(&token, host.now_ms(), self.config.expiry_margin_ms)
                     != Freshness::Expired =>
             {
-                self.stats.inc(host, stats::STALE_SERVED);
+                self.stats.inc(stats::STALE_SERVED);
                 host.log(
                     Level::Warn,
                     &format!(
@@ -342,7 +340,7 @@ impl Worker {
             }
             Progress::Respond(status, body) => {
                 self.stats
-                    .inc_by_reason(host, stats::REQUEST_REJECTED, &status.to_string());
+                    .inc_by_reason(stats::REQUEST_REJECTED, &status.to_string());
                 let json = body.to_json();
                 if let Err(e) = host.send_response(
                     status,
@@ -422,11 +420,11 @@ impl Worker {
             ("accept", "application/json"),
             ("authorization", auth.as_str()),
         ];
-        self.stats.inc(host, stats::CONTROL_PLANE_CALL);
+        self.stats.inc(stats::CONTROL_PLANE_CALL);
         host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
             .map_err(|e| {
                 self.stats
-                    .inc_by_reason(host, stats::CONTROL_PLANE_FAILURE, "dispatch_failed");
+                    .inc_by_reason(stats::CONTROL_PLANE_FAILURE, "dispatch_failed");
                 host.log(
                     Level::Error,
                     &format!(

@@ -255,6 +255,7 @@ fn a_miss_pauses_and_fetches_once_then_the_header_is_set_and_later_requests_hit_
         );
     }
     assert_eq!(host.calls(), 1);
+    w.stats.flush(&host);
     assert_eq!(host.counter(stats::CACHE_MISS), 1);
     assert_eq!(host.counter(stats::CACHE_HIT), 10);
     assert_eq!(host.counter(stats::CONTROL_PLANE_CALL), 1);
@@ -379,6 +380,7 @@ fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_js
     assert_eq!(body["error"]["details"]["provider_id"], "gh");
     assert_eq!(body["error"]["details"]["authorization_id"], "alice");
     assert!(host.header_values(13, "authorization").is_empty());
+    w.stats.flush(&host);
     assert_eq!(
         host.counter("credmgr.control_plane_failure.control_plane_unavailable"),
         2
@@ -467,6 +469,12 @@ fn a_backend_401_retires_the_token_and_the_next_fetch_asks_for_a_newer_one() {
         w.on_response_status(host.on(ctx), ctx, 401);
         w.on_done(ctx);
     }
+    assert_eq!(
+        host.counter(stats::UPSTREAM_UNAUTHORIZED),
+        0,
+        "counted on the tick"
+    );
+    w.on_tick(host.on(ROOT), ROOT);
     assert_eq!(host.counter(stats::UPSTREAM_UNAUTHORIZED), 2);
     assert_eq!(
         start(&w, &host, 12),

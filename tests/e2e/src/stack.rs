@@ -311,6 +311,20 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// Waits (a few seconds at most) until the counter whose name ends with `suffix` reaches
+    /// `at_least`, and returns it: the filter hands its counts to Envoy on its tick, so they
+    /// appear a fraction of a second after the requests.
+    pub fn wait_stat(&self, suffix: &str, at_least: u64) -> u64 {
+        wait_for(
+            &format!("Envoy stat {suffix} to reach {at_least}"),
+            Duration::from_secs(10),
+            || {
+                let v = self.stat(suffix);
+                (v >= at_least).then_some(v)
+            },
+        )
+    }
+
     /// Runs Envoy on a configuration expected to be refused; returns its exit code and log.
     pub fn run_expecting_exit(
         dir: &Path,

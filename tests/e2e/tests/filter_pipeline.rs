@@ -83,11 +83,12 @@ fn routes_choose_policy_sets_and_every_exists_action_reaches_the_backend_as_spec
     assert!(seen["headers"].get("x-broken").is_none(), "{seen}");
 
     // Envoy's /stats shows the filter's counters.
-    assert!(d.envoy.stat("credmgr.cache_hit") >= 1);
-    assert!(d.envoy.stat("credmgr.cache_miss") >= 2);
-    assert!(d.envoy.stat("credmgr.token_injected") >= 8);
-    assert!(d.envoy.stat("credmgr.control_plane_call") >= 3);
-    assert!(d.envoy.stat("credmgr.control_plane_failure.not_found") >= 1);
+    d.envoy.wait_stat("credmgr.cache_hit", 1);
+    d.envoy.wait_stat("credmgr.cache_miss", 2);
+    d.envoy.wait_stat("credmgr.token_injected", 8);
+    d.envoy.wait_stat("credmgr.control_plane_call", 3);
+    d.envoy
+        .wait_stat("credmgr.control_plane_failure.not_found", 1);
 }
 
 #[test]
@@ -111,7 +112,7 @@ fn two_hundred_concurrent_requests_on_a_cold_cache_make_at_most_one_call_per_wor
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let calls = d.envoy.stat("credmgr.control_plane_call");
+    let calls = d.envoy.wait_stat("credmgr.control_plane_call", 1);
     // The harness runs Envoy with two workers.
     assert!(
         (1..=2).contains(&calls),
@@ -160,7 +161,7 @@ fn with_the_control_plane_stopped_cached_tokens_serve_until_they_expire_then_503
         "only {served} requests served during the outage"
     );
     assert!(first_failure.is_some(), "no 503 after the token expired");
-    assert!(d.envoy.stat("credmgr.stale_token_served") >= 1);
+    d.envoy.wait_stat("credmgr.stale_token_served", 1);
 }
 
 #[test]
@@ -194,7 +195,7 @@ fn a_backend_401_gets_the_next_request_a_new_token() {
         },
     );
     assert_ne!(fingerprint(&seen), before);
-    assert_eq!(d.envoy.stat("credmgr.upstream_unauthorized"), 1);
+    assert_eq!(d.envoy.wait_stat("credmgr.upstream_unauthorized", 1), 1);
     assert_eq!(
         d.oauth.tokens_issued(),
         2,
