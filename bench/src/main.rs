@@ -205,7 +205,7 @@ fn bench(cli: &Cli) -> Result<()> {
     if let Some(r) = &refresh {
         report::print_refresh(r);
     }
-    report::print_not_measured(&dp, cli.quick, refresh.is_some());
+    report::print_not_measured(&dp, cli.quick);
 
     let date = started
         .format(&time::format_description::well_known::Rfc3339)
@@ -237,7 +237,7 @@ fn bench(cli: &Cli) -> Result<()> {
         })),
         "refresh_under_load": refresh,
         "scale": null,
-        "not_measured": report::not_measured(&dp, cli.quick, refresh.is_some()),
+        "not_measured": report::not_measured(&dp, cli.quick),
     });
     std::fs::create_dir_all(&cli.out)?;
     let json_path = cli.out.join("latest.json");

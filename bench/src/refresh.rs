@@ -4,8 +4,8 @@
 //! would show. Each request's start, latency and status are recorded, and the OAuth server's
 //! token count is polled to find when the provider issued a token: the refresh windows.
 //!
-//! Today the control plane refreshes lazily, when a gateway fetches a token past its refresh
-//! point; the proactive scheduler (issue 3) will change that, and this should be run again then.
+//! The control plane's scheduler refreshes each token ahead of its refresh point, so a
+//! gateway's background fetch finds the new token already stored.
 
 use crate::stack::Stack;
 use crate::wrk::median;

@@ -45,7 +45,14 @@ impl Stack {
     pub fn start(dir: &Path, cpus: &str, concurrency: u32, token_ttl_s: u32) -> Result<Stack> {
         let oauth = OAuthServer::start(dir, &[("ACCESS_TOKEN_TTL", &token_ttl_s.to_string())]);
         // Info level, as in production: the tests' debug level logs every token handed out.
-        let control_plane = ControlPlane::start_with(dir, free_port(), &[("RUST_LOG", "info")]);
+        // The refresh run uses tokens of seconds: a skew of a second keeps the control plane's
+        // refresh point at 80 % of their lifetime, as it is for hour-long tokens with the
+        // default skew of a minute (a skew longer than the lifetime moves it to half-life).
+        let control_plane = ControlPlane::start_with(
+            dir,
+            free_port(),
+            &[("RUST_LOG", "info"), ("CREDMGR_REFRESH_SKEW", "1s")],
+        );
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
         let oauth_port = oauth
             .url
