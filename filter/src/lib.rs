@@ -8,7 +8,7 @@
 pub mod cache;
 pub mod config;
 pub mod host;
-pub mod jwt;
+pub mod identity;
 pub mod pipeline;
 pub mod stats;
 pub mod template;

@@ -328,8 +328,10 @@ fn past_the_refresh_point_the_cached_token_serves_while_the_root_fetches_a_new_o
     let other = bearer_worker();
     other.refresh_in_background(TokenNeed {
         key: crate::cache::token_key("gh", "alice", "managed"),
+        fetch_key: crate::cache::token_key("gh", "alice", "managed"),
         provider_id: "gh".into(),
         connection_id: "alice".into(),
+        caller_token: None,
     });
     other.on_tick(host.on(ROOT), ROOT);
     assert_eq!(host.calls(), 2);
@@ -500,6 +502,7 @@ fn a_backend_401_retires_the_token_and_the_next_fetch_asks_for_a_newer_one() {
             expires_at: 3600,
             refresh_at: 3000,
             claims: Default::default(),
+            access_policies: Vec::new(),
         }
     ));
     assert_eq!(start(&w, &host, 13), Flow::Continue);

@@ -7,6 +7,7 @@
 //! migration folder, `migrations/postgresql/`, and the same runtime (not compile-time checked)
 //! queries, so nothing above this module changes.
 
+pub mod identities;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::connections::ConnectionStatus;
 use crate::crypto::Envelope;
 use crate::providers::{AuthMethod, GrantType, IdentityProvider};
 
+pub use identities::{IssuerRecord, PolicyRecord};
 pub use sqlite::SqliteStore;
 
 /// A credential provider as stored.
