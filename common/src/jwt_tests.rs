@@ -116,9 +116,7 @@ fn every_bad_token_is_refused_with_its_reason() {
     assert_eq!(code(&none), "jwt_algorithm_not_allowed");
 
     // HS256 "signed" with the issuer's public key (algorithm confusion).
-    let public =
-        serde_json::to_vec(&keys.jwks["keys"][1])
-            .unwrap();
+    let public = serde_json::to_vec(&keys.jwks["keys"][1]).unwrap();
     let hs = Hs256
         .token(
             &Header::empty().with_key_id("es"),
