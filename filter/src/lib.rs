@@ -12,6 +12,8 @@ pub mod identity;
 pub mod pipeline;
 pub mod stats;
 pub mod template;
+#[cfg(test)]
+mod test_host;
 pub mod worker;
 
 // The glue to Envoy; left out of unit-test builds, which run the logic through a fake host

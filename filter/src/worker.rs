@@ -560,6 +560,10 @@ impl Worker {
 #[path = "worker_tests.rs"]
 mod tests;
 
+#[cfg(test)]
+#[path = "worker_jwt_tests.rs"]
+mod jwt_tests;
+
 /// Reads the control plane's trusted-issuers document.
 fn parse_issuers(response: &CallResponse) -> Result<TrustedIssuers, Failure> {
     match response.status {

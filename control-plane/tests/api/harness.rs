@@ -118,6 +118,20 @@ impl Harness {
         self.raw(req.body(body).unwrap()).await
     }
 
+    /// A request with exactly these headers and no body.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.raw(req.body(Body::empty()).unwrap()).await
+    }
+
     pub async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
         self.call(method, uri, Some(ADMIN), body).await
     }

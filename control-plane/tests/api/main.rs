@@ -8,6 +8,7 @@
 mod consent;
 mod etags;
 mod harness;
+mod identities;
 mod management;
 mod refresh_tokens;
 mod rejected;

@@ -295,7 +295,7 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
 #[test]
 fn policy_changes_reach_envoy_within_the_access_refresh_and_keys_rotate_without_restart() {
     let key_a = signing_key("key-a");
-    let mut s = setup(&[key_a.clone()]);
+    let mut s = setup(std::slice::from_ref(&key_a));
     let d = &s.d;
     let jwt = token(&s.issuer, "app-allowed", None);
     assert_eq!(call_as(d, &jwt).0, 200);
