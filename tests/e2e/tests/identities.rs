@@ -290,6 +290,19 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
+
+    // Callers' JWTs are credentials: none appears in a log.
+    let logs = [
+        d.control_plane.process.log_text(),
+        d.envoy.process.log_text(),
+        d.backend.process.log_text(),
+    ];
+    for jwt in [&good, &denied] {
+        let signature = jwt.rsplit('.').next().unwrap();
+        for log in &logs {
+            assert!(!log.contains(signature), "a caller's JWT was logged");
+        }
+    }
 }
 
 #[test]
