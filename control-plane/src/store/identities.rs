@@ -36,15 +36,6 @@ pub struct PolicyRecord {
     pub updated_at: i64,
 }
 
-/// Forwards a call to whichever backend is configured.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match &$self.backend {
-            Backend::Sqlite(s) => s.$method($($arg),*).await,
-        }
-    };
-}
-
 impl Store {
     pub async fn list_issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
         dispatch!(self.list_issuers())

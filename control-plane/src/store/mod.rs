@@ -7,6 +7,16 @@
 //! migration folder, `migrations/postgresql/`, and the same runtime (not compile-time checked)
 //! queries, so nothing above this module changes.
 
+// Defined before the modules so that `identities` forwards its calls with it too.
+/// Forwards a call to whichever backend is configured.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
 pub mod identities;
 mod sqlite;
 
@@ -236,14 +246,6 @@ enum Backend {
     Sqlite(SqliteStore),
 }
 
-/// Forwards a call to whichever backend is configured.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match &$self.backend {
-            Backend::Sqlite(s) => s.$method($($arg),*).await,
-        }
-    };
-}
 
 impl Store {
     /// Opens the database named by `url` and brings its schema up to date.
