@@ -246,7 +246,6 @@ enum Backend {
     Sqlite(SqliteStore),
 }
 
-
 impl Store {
     /// Opens the database named by `url` and brings its schema up to date.
     pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Store> {

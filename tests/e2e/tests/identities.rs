@@ -27,8 +27,12 @@ const CLIENTS: [&str; 5] = [
     "app-short-lived",
 ];
 
+/// Where the web client's users are sent back with a code; nothing listens there, the test
+/// reads the code from the redirect.
+const WEB_REDIRECT: &str = "http://127.0.0.1:9/callback";
+
 fn clients_json() -> String {
-    let clients: Vec<Value> = CLIENTS
+    let mut clients: Vec<Value> = CLIENTS
         .iter()
         .map(|id| {
             json!({
@@ -38,7 +42,98 @@ fn clients_json() -> String {
             })
         })
         .collect();
+    // A web application whose users sign in: their tokens' subject is the user.
+    clients.push(json!({
+        "client_id": "web-app", "client_secret": "web-app-secret",
+        "grant_types": ["authorization_code"], "response_types": ["code"],
+        "redirect_uris": [WEB_REDIRECT], "token_endpoint_auth_method": "client_secret_post",
+        "scope": "openid api:read",
+    }));
     Value::Array(clients).to_string()
+}
+
+/// A user's JWT access token: `login` signs in on the issuer's login and consent pages (the
+/// web application's authorization-code flow with PKCE, driven over HTTP as a browser would).
+fn user_token(issuer: &OAuthServer, login: &str) -> String {
+    let browser = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let location = |r: reqwest::blocking::Response| -> String {
+        let to = r
+            .headers()
+            .get("location")
+            .unwrap_or_else(|| panic!("no redirect: {}", r.status()))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if to.starts_with('/') {
+            format!("{}{to}", issuer.url)
+        } else {
+            to
+        }
+    };
+    let verifier = B64.encode(format!("verifier-for-{login}-0123456789abcdefghijklmnop"));
+    let script = format!(
+        "process.stdout.write(require('crypto').createHash('sha256').update('{verifier}').digest('base64url'))"
+    );
+    let out = std::process::Command::new("node")
+        .args(["-e", &script])
+        .output()
+        .unwrap();
+    let challenge = String::from_utf8(out.stdout).unwrap();
+    let auth = browser
+        .get(format!("{}/auth", issuer.url))
+        .query(&[
+            ("client_id", "web-app"),
+            ("response_type", "code"),
+            ("redirect_uri", WEB_REDIRECT),
+            ("scope", "openid api:read"),
+            ("state", "s1"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .unwrap();
+    let login_page = location(auth);
+    let r = browser
+        .post(&login_page)
+        .form(&[("prompt", "login"), ("login", login), ("password", "x")])
+        .send()
+        .unwrap();
+    let consent = location(browser.get(location(r)).send().unwrap());
+    let r = browser
+        .post(&consent)
+        .form(&[("prompt", "consent")])
+        .send()
+        .unwrap();
+    let back = location(browser.get(location(r)).send().unwrap());
+    let code = url::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {back}"));
+    let r = http()
+        .post(issuer.token_url())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", WEB_REDIRECT),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", "web-app"),
+            ("client_secret", "web-app-secret"),
+        ])
+        .send()
+        .unwrap();
+    let body: Value = r.json().unwrap();
+    let token = body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(part(token, 1)["sub"], login, "{body}");
+    token.to_owned()
 }
 
 /// An RSA signing key as a private JWK, made by Node's crypto like the server's own keys.
@@ -155,6 +250,12 @@ fn setup(dir_keys: &[Value]) -> Setup {
         PROVIDER,
         CONNECTION,
         "user",
+        json!({"kind": "user", "issuer": iss, "object_id": "alice"}),
+    );
+    cp.allow(
+        PROVIDER,
+        CONNECTION,
+        "svc",
         json!({"kind": "user", "issuer": iss, "object_id": "app-user"}),
     );
     cp.allow(
@@ -181,10 +282,17 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
     let s = setup(&[signing_key("key-a")]);
     let d = &s.d;
 
-    // Allowed by an application, a user and a group policy: the backend gets the
-    // connection's token, not the caller's.
-    for client in ["app-allowed", "app-user", "app-grouped"] {
-        let jwt = token(&s.issuer, client, None);
+    // Allowed by an application, a user (a person signed in, and a service principal by its
+    // object id) and a group policy: the backend gets the connection's token, not the
+    // caller's.
+    let alice = user_token(&s.issuer, "alice");
+    let bob = user_token(&s.issuer, "bob");
+    for (client, jwt) in [
+        ("alice", alice.clone()),
+        ("app-allowed", token(&s.issuer, "app-allowed", None)),
+        ("app-user", token(&s.issuer, "app-user", None)),
+        ("app-grouped", token(&s.issuer, "app-grouped", None)),
+    ] {
         let (status, seen) = call_as(d, &jwt);
         assert_eq!(status, 200, "{client}: {seen}");
         let sent = seen["headers"]["authorization"]
@@ -196,11 +304,13 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
         );
     }
 
-    // A valid identity that no policy names: 403.
+    // Valid identities that no policy names: 403.
     let denied = token(&s.issuer, "app-denied", None);
-    let (status, body) = call_as(d, &denied);
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    for jwt in [&denied, &bob] {
+        let (status, body) = call_as(d, jwt);
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    }
 
     // Bad tokens: 401, with the reason.
     let good = token(&s.issuer, "app-allowed", None);
@@ -297,7 +407,7 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
         d.envoy.process.log_text(),
         d.backend.process.log_text(),
     ];
-    for jwt in [&good, &denied] {
+    for jwt in [&good, &denied, &alice] {
         let signature = jwt.rsplit('.').next().unwrap();
         for log in &logs {
             assert!(!log.contains(signature), "a caller's JWT was logged");
