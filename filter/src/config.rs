@@ -69,6 +69,10 @@ struct RawCache {
     /// their refresh point.
     #[serde(default = "default_refresh_tick_ms")]
     refresh_tick_ms: u64,
+    /// A caller the control plane refused (403) is refused here, without asking again, for
+    /// this long: a denied caller's traffic does not become the control plane's load.
+    #[serde(default = "default_denial_ttl_ms")]
+    denial_ttl_ms: u64,
 }
 
 impl Default for RawCache {
@@ -76,8 +80,13 @@ impl Default for RawCache {
         RawCache {
             expiry_margin_ms: default_expiry_margin_ms(),
             refresh_tick_ms: default_refresh_tick_ms(),
+            denial_ttl_ms: default_denial_ttl_ms(),
         }
     }
+}
+
+fn default_denial_ttl_ms() -> u64 {
+    2_000
 }
 
 fn default_refresh_tick_ms() -> u64 {
@@ -165,6 +174,7 @@ pub struct FilterConfig {
     pub control_plane: ControlPlane,
     pub expiry_margin_ms: u64,
     pub refresh_tick_ms: u64,
+    pub denial_ttl_ms: u64,
     pub default_policy: Option<Rc<PolicySet>>,
     pub policies: BTreeMap<String, Rc<PolicySet>>,
     /// Some step verifies callers' JWTs: the trusted issuers are fetched and kept fresh.
@@ -293,6 +303,7 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         },
         expiry_margin_ms: raw.cache.expiry_margin_ms,
         refresh_tick_ms: raw.cache.refresh_tick_ms,
+        denial_ttl_ms: raw.cache.denial_ttl_ms,
         default_policy,
         policies,
         uses_jwt,

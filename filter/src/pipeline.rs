@@ -320,8 +320,13 @@ impl Request {
                 }
             }
             _ => {
+                let need = need();
+                // Refused a moment ago: refused again without asking.
+                if let Some(failure) = worker.recent_denial(host, &need.fetch_key) {
+                    return self.fail(host, step, failure);
+                }
                 worker.stats.inc(stats::CACHE_MISS);
-                Some(Progress::NeedToken(need()))
+                Some(Progress::NeedToken(need))
             }
         }
     }

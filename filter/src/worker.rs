@@ -81,7 +81,12 @@ pub struct Worker {
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
     background: RefCell<BTreeMap<String, TokenNeed>>,
+    /// Refusals (403) by fetch key, with when they stop being repeated locally.
+    denials: RefCell<HashMap<String, (u64, Failure)>>,
 }
+
+/// Most refusals remembered per worker.
+const MAX_DENIALS: usize = 10_000;
 
 /// Shared-data key recording the expiry of a token that a backend refused, so that the next
 /// fetch from any worker asks the control plane for a newer one.
@@ -100,6 +105,7 @@ impl Worker {
             fetches: RefCell::default(),
             calls: RefCell::default(),
             background: RefCell::default(),
+            denials: RefCell::default(),
         }
     }
 
@@ -191,6 +197,21 @@ impl Worker {
             }
             keep
         });
+    }
+
+    /// The control plane's refusal for `fetch_key`, if it came less than
+    /// `cache.denial_ttl_ms` ago.
+    pub fn recent_denial(&self, host: &impl Host, fetch_key: &str) -> Option<Failure> {
+        let now = host.now_ms();
+        let mut denials = self.denials.borrow_mut();
+        match denials.get(fetch_key) {
+            Some((until, failure)) if *until > now => Some(failure.clone()),
+            Some(_) => {
+                denials.remove(fetch_key);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Asks for `need` to be fetched again on the next tick.
@@ -370,6 +391,17 @@ impl Worker {
     ) -> Result<Rc<RuntimeToken>, Failure> {
         if failure.status == 403 {
             self.cache.expire(host, &need.key);
+            let mut denials = self.denials.borrow_mut();
+            // Bounded: a flood of distinct refused callers only costs memory up to here.
+            if denials.len() >= MAX_DENIALS {
+                let now = host.now_ms();
+                denials.retain(|_, (until, _)| *until > now);
+                if denials.len() >= MAX_DENIALS {
+                    denials.clear();
+                }
+            }
+            let until = host.now_ms().saturating_add(self.config.denial_ttl_ms);
+            denials.insert(need.fetch_key.clone(), (until, failure.clone()));
         }
         if !failure.is_unavailable() {
             return Err(failure);

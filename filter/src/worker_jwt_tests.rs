@@ -228,16 +228,21 @@ fn a_refusal_when_the_token_is_fetched_again_stops_the_cached_token_serving() {
     };
     answer_last(&w, &host, refused);
 
-    // The cached token no longer serves: the next request asks, and is refused.
+    // The cached token no longer serves, and the refusal is repeated locally for a while
+    // (cache.denial_ttl_ms): no call.
+    let calls = host.calls();
     caller(&host, 12, &alice);
-    assert_eq!(start(&w, &host, 12), Flow::Pause);
-    answer_last(
-        &w,
-        &host,
-        CallResponse {
-            status: Some(403),
-            body: br#"{"error": {"code": "forbidden", "message": "no policy"}}"#.to_vec(),
-        },
-    );
+    assert_eq!(start(&w, &host, 12), Flow::Respond);
     assert_eq!(host.reply(12).unwrap().0, 403);
+    assert_eq!(host.calls(), calls);
+
+    // Then the control plane is asked again (a policy may have been added back).
+    host.now_ms.set(u64::try_from(NOW + 15).unwrap() * 1000);
+    caller(&host, 13, &alice);
+    assert_eq!(start(&w, &host, 13), Flow::Pause);
+    answer_last(&w, &host, token_answer(alice_only()));
+    assert_eq!(
+        host.header_values(13, "authorization"),
+        vec!["Bearer conn-token"]
+    );
 }
