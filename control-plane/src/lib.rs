@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod error;
 pub mod etag;
 pub mod extract;
+pub mod gateway_tls;
 pub mod http;
 pub mod keys;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod runtime;
 pub mod store;
 pub mod tokens;
 
+use std::future::IntoFuture as _;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -79,10 +81,11 @@ impl AppState {
             metrics.clone(),
             config.refresh_skew,
         ));
-        if config.gateway_keys.is_empty() {
+        if config.gateway_keys.is_empty() && config.gateway_tls.is_none() {
             tracing::warn!(
-                "no gateway keys configured (CREDMGR_GATEWAY_KEYS / --gateway-key): the \
-                 runtime API refuses every request"
+                "no gateway keys configured (CREDMGR_GATEWAY_KEYS / --gateway-key) and no \
+                 gateway TLS listener (CREDMGR_GATEWAY_TLS_LISTEN): the runtime API refuses \
+                 every request"
             );
         }
         let credentials = Arc::new(Credentials::new(config.admin_token, config.gateway_keys));
@@ -112,6 +115,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    // Bound before anything starts, so a bad certificate stops the start-up at once.
+    let gateway_listener = match &config.gateway_tls {
+        Some(settings) => Some(gateway_tls::GatewayTlsListener::bind(settings).await?),
+        None => None,
+    };
     let refresh_interval = config.refresh_interval;
     let state = AppState::build_at(config, addr).await?;
     let scheduler =
@@ -124,12 +132,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Test harnesses and scripts wait for this exact line.
         let mut out = std::io::stdout().lock();
         writeln!(out, "credmgr listening on http://{addr}")?;
+        if let Some(l) = &gateway_listener {
+            writeln!(
+                out,
+                "credmgr gateway TLS listening on https://{}",
+                l.local_addr()
+            )?;
+        }
         out.flush()?;
     }
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let plain = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
+        .into_future();
+    match gateway_listener {
+        None => plain.await.context("the HTTP server failed")?,
+        Some(l) => {
+            let service = http::gateway_app(state.clone())
+                .into_make_service_with_connect_info::<gateway_tls::ClientCertificate>();
+            let tls = axum::serve(l, service)
+                .with_graceful_shutdown(until_stopped(stopped))
+                .into_future();
+            tokio::try_join!(
+                async { plain.await.context("the HTTP server failed") },
+                async { tls.await.context("the gateway TLS server failed") },
+            )?;
+        }
+    }
+    signal.abort();
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }
