@@ -412,14 +412,17 @@ impl Worker {
         if let Some(expires_at) = rejected {
             path.push_str(&format!("?rejected_expires_at={expires_at}"));
         }
-        let auth = format!("Bearer {}", cp.gateway_key);
-        let headers = [
+        let auth = cp.gateway_key.as_ref().map(|key| format!("Bearer {key}"));
+        let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", cp.authority.as_str()),
             ("accept", "application/json"),
-            ("authorization", auth.as_str()),
         ];
+        // No key: the gateway is known by its client certificate on the cluster (mTLS).
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
         self.stats.inc(stats::CONTROL_PLANE_CALL);
         host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
             .map_err(|e| {

@@ -13,6 +13,8 @@ struct FakeHost {
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
     calls: RefCell<Vec<(u32, String)>>,
+    /// The `authorization` header of each call to the control plane.
+    call_auth: RefCell<Vec<Option<String>>>,
     fail_dispatch: Cell<bool>,
     route_policy: RefCell<Option<String>>,
     replies: RefCell<HashMap<u32, (u16, String)>>,
@@ -95,7 +97,13 @@ impl Host for FakeHost {
         if self.fail_dispatch.get() {
             return Err(HostError("BadArgument".into()));
         }
-        assert!(headers.contains(&("authorization", "Bearer gw-key")));
+        let auth = headers.iter().find(|(k, _)| *k == "authorization");
+        if let Some((_, auth)) = auth {
+            assert_eq!(*auth, "Bearer gw-key");
+        }
+        self.call_auth
+            .borrow_mut()
+            .push(auth.map(|(_, v)| v.to_string()));
         let path = headers
             .iter()
             .find(|(k, _)| *k == ":path")
@@ -607,4 +615,23 @@ fn the_route_metadata_chooses_the_policy_set_and_an_unknown_one_fails_closed() {
         .as_str()
         .unwrap()
         .contains("missing"));
+}
+
+#[test]
+fn the_gateway_key_is_sent_when_configured_and_no_authorization_header_without_one() {
+    let host = FakeHost::default();
+    assert_eq!(start(&bearer_worker(), &host, 10), Flow::Pause);
+    let w = worker_from(json!({
+        "control_plane": {"cluster": "cp"},
+        "default_policy": "p",
+        "policies": {"p": [
+            {"get-authorization-context": {"provider-id": "gh", "authorization-id": "alice",
+                "context-variable-name": "auth"}}
+        ]}
+    }));
+    assert_eq!(start(&w, &host, 11), Flow::Pause);
+    assert_eq!(
+        *host.call_auth.borrow(),
+        vec![Some("Bearer gw-key".to_owned()), None]
+    );
 }
