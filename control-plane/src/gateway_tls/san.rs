@@ -19,8 +19,16 @@ use credmgr_common::ids::validate_id;
 use x509_parser::extensions::GeneralName;
 
 /// Why a certificate names no gateway; the message says what the certificate must carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SanError(pub String);
+
+/// The bare message: rustls shows a verifier's own error with `Debug` in its handshake errors,
+/// which end up in the log.
+impl fmt::Debug for SanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl fmt::Display for SanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
