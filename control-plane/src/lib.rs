@@ -125,7 +125,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scheduler =
         tokens::scheduler::spawn(state.tokens.clone(), state.store.clone(), refresh_interval);
     let rewrapper = keys::spawn_rewrapper(state.clone());
-    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
+    let tls_reloader = gateway_listener.as_ref().map(|l| l.reloader());
+    let reloader = tokio::spawn(reload_on_sighup(state.clone(), tls_reloader));
     tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
         "credmgr control plane started");
     {
@@ -178,8 +179,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reloads the key file, as `POST /v1/keys/reload` does.
-async fn reload_on_sighup(state: AppState) {
+/// SIGHUP reloads the key file, as `POST /v1/keys/reload` does, and the gateway TLS files.
+async fn reload_on_sighup(state: AppState, tls: Option<gateway_tls::Reloader>) {
     #[cfg(unix)]
     {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -194,10 +195,20 @@ async fn reload_on_sighup(state: AppState) {
             if let Err(e) = keys::reload(&state).await {
                 tracing::error!("SIGHUP: {e}");
             }
+            match tls.as_ref().map(gateway_tls::Reloader::reload) {
+                None => {}
+                Some(Ok(())) => tracing::info!(
+                    "SIGHUP: gateway TLS certificate, key and client CA reloaded; new \
+                     connections use them"
+                ),
+                Some(Err(e)) => tracing::error!(
+                    "SIGHUP: gateway TLS files not reloaded, the previous ones stay in use: {e:#}"
+                ),
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = state;
+    let _ = (state, tls);
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what container runtimes and systemd send).

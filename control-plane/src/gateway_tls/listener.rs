@@ -3,7 +3,7 @@
 //! certificate was verified, reach the HTTP server.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,6 +12,7 @@ use axum::serve::IncomingStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -29,6 +30,39 @@ pub struct GatewayTlsListener {
     incoming: mpsc::Receiver<Accepted>,
     local: SocketAddr,
     acceptor: JoinHandle<()>,
+    reloader: Reloader,
+}
+
+/// The rustls configuration new handshakes use, shared with the accept loop.
+type Current = Arc<RwLock<Arc<ServerConfig>>>;
+
+/// Reads the certificate, key and CA files again (on SIGHUP).
+#[derive(Clone)]
+pub struct Reloader {
+    settings: Settings,
+    current: Current,
+}
+
+impl Reloader {
+    /// New handshakes use the new files; open connections keep what they were made with. On
+    /// an error the previous files stay in use.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = server_config(&self.settings)?;
+        // A poisoned lock only means a panic elsewhere while holding it; the value is a
+        // whole Arc either way.
+        match self.current.write() {
+            Ok(mut c) => *c = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+}
+
+fn current(config: &Current) -> Arc<ServerConfig> {
+    match config.read() {
+        Ok(c) => Arc::clone(&c),
+        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+    }
 }
 
 impl GatewayTlsListener {
@@ -44,16 +78,25 @@ impl GatewayTlsListener {
         })?;
         let local = tcp.local_addr()?;
         let (tx, incoming) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
+        let config: Current = Arc::new(RwLock::new(config));
+        let acceptor = tokio::spawn(accept_loop(tcp, Arc::clone(&config), tx));
         Ok(GatewayTlsListener {
             incoming,
             local,
             acceptor,
+            reloader: Reloader {
+                settings: settings.clone(),
+                current: config,
+            },
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 }
 
@@ -63,7 +106,7 @@ impl Drop for GatewayTlsListener {
     }
 }
 
-async fn accept_loop(tcp: TcpListener, tls: TlsAcceptor, tx: mpsc::Sender<Accepted>) {
+async fn accept_loop(tcp: TcpListener, config: Current, tx: mpsc::Sender<Accepted>) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
@@ -81,7 +124,7 @@ async fn accept_loop(tcp: TcpListener, tls: TlsAcceptor, tx: mpsc::Sender<Accept
             },
             () = tx.closed() => return,
         };
-        let (tls, tx) = (tls.clone(), tx.clone());
+        let (tls, tx) = (TlsAcceptor::from(current(&config)), tx.clone());
         tokio::spawn(async move {
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {

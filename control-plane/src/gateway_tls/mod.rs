@@ -26,7 +26,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DistinguishedName, RootCertStore, ServerConfig};
 
-pub use listener::{ClientCertificate, GatewayTlsListener};
+pub use listener::{ClientCertificate, GatewayTlsListener, Reloader};
 
 use crate::auth::Gateway;
 use crate::error::ApiError;

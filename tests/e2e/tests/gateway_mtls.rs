@@ -18,7 +18,11 @@ const GATEWAY: &str = "edge-mtls";
 
 /// PEM files in the test's directory.
 struct Pki {
+    /// The CA, which Envoy and the test's clients trust for the control plane's certificate.
     ca: PathBuf,
+    /// The same CA in its own file: the control plane's CREDMGR_GATEWAY_CLIENT_CA, which a
+    /// test may replace.
+    client_ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
     gateway_cert: PathBuf,
@@ -27,6 +31,8 @@ struct Pki {
     gateway_identity: Vec<u8>,
     /// Same SAN as the gateway's, signed by another CA.
     foreign_identity: Vec<u8>,
+    /// That other CA's certificate, PEM.
+    foreign_ca: String,
     /// Signed by the gateway CA, but with a DNS name only: names no gateway.
     nameless_identity: Vec<u8>,
 }
@@ -79,8 +85,9 @@ impl Pki {
         );
         let client = ExtendedKeyUsagePurpose::ClientAuth;
         let (gateway_cert, gateway_key) = leaf(&gateway_ca, vec![gateway_san(GATEWAY)], client);
+        let foreign_ca = ca("another CA");
         let (foreign_cert, foreign_key) = leaf(
-            &ca("another CA"),
+            &foreign_ca,
             vec![gateway_san(GATEWAY)],
             ExtendedKeyUsagePurpose::ClientAuth,
         );
@@ -91,12 +98,14 @@ impl Pki {
         );
         Pki {
             ca: write("ca.pem", &gateway_ca.pem()),
+            client_ca: write("gateway-client-ca.pem", &gateway_ca.pem()),
             server_cert: write("control-plane.pem", &server_cert),
             server_key: write("control-plane.key", &server_key),
             gateway_identity: format!("{gateway_cert}{gateway_key}").into_bytes(),
             gateway_cert: write("gateway.pem", &gateway_cert),
             gateway_key: write("gateway.key", &gateway_key),
             foreign_identity: format!("{foreign_cert}{foreign_key}").into_bytes(),
+            foreign_ca: foreign_ca.pem(),
             nameless_identity: format!("{nameless_cert}{nameless_key}").into_bytes(),
         }
     }
@@ -107,7 +116,7 @@ impl Pki {
             ("CREDMGR_GATEWAY_TLS_LISTEN", "127.0.0.1:0".to_owned()),
             ("CREDMGR_TLS_CERT", path(&self.server_cert)),
             ("CREDMGR_TLS_KEY", path(&self.server_key)),
-            ("CREDMGR_GATEWAY_CLIENT_CA", path(&self.ca)),
+            ("CREDMGR_GATEWAY_CLIENT_CA", path(&self.client_ca)),
         ]
     }
 
@@ -361,4 +370,49 @@ fn the_example_certificates_of_the_readme_commands_work() {
                 .then_some(())
         },
     );
+}
+
+#[test]
+fn sighup_reloads_the_gateway_ca_and_a_broken_file_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::make(dir.path());
+    let (mut cp, tls_url) = control_plane(dir.path(), &pki);
+    let url = format!(
+        "{tls_url}{}",
+        credmgr_common::runtime::token_path(PROVIDER, CONNECTION)
+    );
+    // 404: authenticated (there is no such connection); Err: refused at the handshake.
+    let accepted = |identity: &[u8]| {
+        let result = pki.client(Some(identity)).get(&url).send();
+        result.map(|r| r.status().as_u16() == 404).unwrap_or(false)
+    };
+    let hangup = |cp: &ControlPlane| {
+        let pid = libc::pid_t::try_from(cp.process.pid()).unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
+    let logged = |cp: &ControlPlane, what: &str, times: usize| {
+        wait_for(what, Duration::from_secs(10), || {
+            (cp.process.log_text().matches(what).count() >= times).then_some(())
+        })
+    };
+    assert!(accepted(&pki.gateway_identity) && !accepted(&pki.foreign_identity));
+
+    // A broken CA file: the reload fails, the previous CA stays in use.
+    std::fs::write(&pki.client_ca, "not a certificate").unwrap();
+    hangup(&cp);
+    logged(&cp, "gateway TLS files not reloaded", 1);
+    assert!(accepted(&pki.gateway_identity) && !accepted(&pki.foreign_identity));
+
+    // The other CA: its gateways are accepted, the first CA's no longer.
+    std::fs::write(&pki.client_ca, &pki.foreign_ca).unwrap();
+    hangup(&cp);
+    logged(
+        &cp,
+        "gateway TLS certificate, key and client CA reloaded",
+        1,
+    );
+    assert!(accepted(&pki.foreign_identity), "{}", cp.process.log_text());
+    assert!(!accepted(&pki.gateway_identity));
+    cp.process.stop();
 }
