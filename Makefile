@@ -85,9 +85,12 @@ unit-wasm: .wasm-target
 	  $(CARGO) test -p credmgr-common -p credmgr-filter --target $(WASM_TARGET)
 
 # Every shipped Envoy config is a template; render each with example values and let Envoy
-# itself check it, which also loads the filter and runs its configuration check.
+# itself check it, which also loads the filter and runs its configuration check. Envoy reads
+# the TLS files of envoy/sidecar.yaml too, so example certificates are made for the run.
 validate-envoy: tools wasm
+	@command -v openssl >/dev/null || (apt-get update && apt-get install -y --no-install-recommends openssl)
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	scripts/example-certs "$$tmp/certs" example-gateway; \
 	for f in envoy/*.yaml; do \
 	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
 	  CREDMGR_GATEWAY_KEY=example-gateway-key CREDMGR_PROVIDER_ID=demo CREDMGR_CONNECTION_ID=demo \
@@ -96,6 +99,9 @@ validate-envoy: tools wasm
 	  BENCH_EMPTY_WASM_PORT=10105 BENCH_COLD_PORT=10106 BENCH_EMPTY_WASM=$(CREDMGR_BENCH_EMPTY_WASM) \
 	  BENCH_PROBE_LOOKUP_PORT=10107 BENCH_PROBE_INJECT_PORT=10108 BENCH_PROBE_METRICS_PORT=10109 \
 	  BENCH_PROBE_ALL_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
+	  BACKEND_HOST=127.0.0.1 CONTROL_PLANE_HOST=127.0.0.1 CONTROL_PLANE_TLS_PORT=8443 \
+	  CONTROL_PLANE_TLS_NAME=localhost CONTROL_PLANE_CA="$$tmp/certs/ca.pem" \
+	  GATEWAY_TLS_CERT="$$tmp/certs/gateway.pem" GATEWAY_TLS_KEY="$$tmp/certs/gateway.key" \
 	    scripts/render-envoy "$$f" "$$tmp/$$(basename $$f)"; \
 	  $(ENVOY) --mode validate -c "$$tmp/$$(basename $$f)" --log-level warn > "$$tmp/log" 2>&1 \
 	    || { cat "$$tmp/log"; echo "FAILED: $$f"; exit 1; }; \

@@ -103,8 +103,8 @@ pub async fn require_gateway(
 ) -> Result<Response, ApiError> {
     if state.credentials.gateway_keys.is_empty() {
         return Err(ApiError::Unauthenticated(
-            "no gateway keys are configured: the runtime API refuses every request \
-             (set CREDMGR_GATEWAY_KEYS)",
+            "no gateway keys are configured: the runtime API on this listener refuses every \
+             request (set CREDMGR_GATEWAY_KEYS, or use the gateway TLS listener)",
         ));
     }
     let name = bearer(request.headers()).and_then(|t| state.credentials.gateway(t));

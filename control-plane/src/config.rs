@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::GatewayKey;
 use crate::crypto::{KeyEncryptionKey, Keyring};
+use crate::gateway_tls;
 use crate::store::DatabaseUrl;
 
 /// Shortest admin token or gateway key accepted without a warning.
@@ -73,6 +74,26 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub gateway_keys: Vec<String>,
+
+    /// Also serve the runtime API to gateways over TLS on this address, where each gateway
+    /// must present a client certificate signed by CREDMGR_GATEWAY_CLIENT_CA that names it by
+    /// the URI SAN `spiffe://<trust domain>/gateway/<name>`. Port 0 picks a free port (the
+    /// chosen address is printed). Needs --tls-cert, --tls-key and --gateway-client-ca.
+    #[arg(long, env = "CREDMGR_GATEWAY_TLS_LISTEN", value_name = "ADDR")]
+    pub gateway_tls_listen: Option<SocketAddr>,
+
+    /// PEM file with the control plane's TLS certificate (it must carry the DNS name or IP
+    /// address gateways reach it by as a subjectAltName), then any intermediates.
+    #[arg(long, env = "CREDMGR_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert (PKCS#8, RSA or EC; unencrypted).
+    #[arg(long, env = "CREDMGR_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file with the CA certificates that sign gateways' client certificates.
+    #[arg(long, env = "CREDMGR_GATEWAY_CLIENT_CA", value_name = "PATH")]
+    pub gateway_client_ca: Option<PathBuf>,
 
     /// Key-encryption keys as comma-separated ID:BASE64 entries (32-byte keys, from
     /// `credmgr gen-key`). Keep retired keys listed until nothing is wrapped with them.
@@ -169,6 +190,8 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     pub admin_token: SecretString,
     pub gateway_keys: Vec<GatewayKey>,
+    /// The gateways' TLS listener, if any.
+    pub gateway_tls: Option<gateway_tls::Settings>,
     pub keyring: Keyring,
     /// Where the keys come from when they are reloaded (`None`: CREDMGR_KEYS, not reloadable).
     pub key_file: Option<PathBuf>,
@@ -202,6 +225,7 @@ impl Config {
             );
         }
         let gateway_keys = parse_gateway_keys(&args.gateway_keys)?;
+        let gateway_tls = gateway_tls_settings(&args)?;
         let keyring = match &args.key_file {
             Some(path) => load_key_file(path, args.active_key_id.as_deref())?,
             None => {
@@ -236,6 +260,7 @@ impl Config {
             database_url: DatabaseUrl::new(args.database_url),
             admin_token,
             gateway_keys,
+            gateway_tls,
             keyring,
             key_file: args.key_file,
             active_key_id: args.active_key_id,
@@ -258,6 +283,48 @@ fn parse_public_url(raw: &str) -> anyhow::Result<url::Url> {
         bail!("`{raw}` must be an http or https URL without query or fragment: {fix}");
     }
     Ok(url)
+}
+
+/// The TLS listener's flags come together or not at all: a certificate path without the
+/// listener would be silently unused, and a listener without one of them cannot start.
+fn gateway_tls_settings(args: &ServeArgs) -> anyhow::Result<Option<gateway_tls::Settings>> {
+    let files = [
+        ("CREDMGR_TLS_CERT (--tls-cert)", &args.tls_cert),
+        ("CREDMGR_TLS_KEY (--tls-key)", &args.tls_key),
+        (
+            "CREDMGR_GATEWAY_CLIENT_CA (--gateway-client-ca)",
+            &args.gateway_client_ca,
+        ),
+    ];
+    let Some(listen) = args.gateway_tls_listen else {
+        if let Some((name, _)) = files.iter().find(|(_, v)| v.is_some()) {
+            bail!(
+                "{name} is set but CREDMGR_GATEWAY_TLS_LISTEN (--gateway-tls-listen) is not: \
+                 set the address of the gateways' TLS listener, or unset {name}"
+            );
+        }
+        return Ok(None);
+    };
+    let missing: Vec<&str> = files
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "CREDMGR_GATEWAY_TLS_LISTEN (--gateway-tls-listen) also needs {}: the control \
+             plane's certificate and key, and the CA that signs gateways' client certificates \
+             (PEM files)",
+            missing.join(", ")
+        );
+    }
+    let path = |v: &Option<PathBuf>| v.clone().unwrap_or_default();
+    Ok(Some(gateway_tls::Settings {
+        listen,
+        cert: path(&args.tls_cert),
+        key: path(&args.tls_key),
+        client_ca: path(&args.gateway_client_ca),
+    }))
 }
 
 fn parse_gateway_keys(entries: &[String]) -> anyhow::Result<Vec<GatewayKey>> {
@@ -507,6 +574,44 @@ mod tests {
             let parsed = args(&["--keys", &keys, "--gateway-key", bad]).unwrap();
             assert!(Config::from_args(parsed).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_gateway_tls_flags_come_together() {
+        let keys = key_line("k1");
+        let base = ["--keys", keys.as_str()];
+        let parse = |extra: &[&str]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            Config::from_args(args(&all).unwrap())
+        };
+        assert!(parse(&[]).unwrap().gateway_tls.is_none());
+        let err = parse(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(
+            format!("{err}").contains("CREDMGR_GATEWAY_TLS_LISTEN"),
+            "{err}"
+        );
+        let err =
+            parse(&["--gateway-tls-listen", "127.0.0.1:0", "--tls-cert", "c.pem"]).unwrap_err();
+        let text = format!("{err}");
+        assert!(
+            text.contains("CREDMGR_TLS_KEY") && text.contains("CREDMGR_GATEWAY_CLIENT_CA"),
+            "{text}"
+        );
+        let config = parse(&[
+            "--gateway-tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--gateway-client-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        let tls = config.gateway_tls.unwrap();
+        assert_eq!(tls.listen.port(), 0);
+        assert_eq!(tls.client_ca, PathBuf::from("ca.pem"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! Assembles the HTTP router: the management API (admin token), the runtime API (gateway
-//! keys), and the unauthenticated operational endpoints.
+//! Assembles the HTTP routers: on the plain listener the management API (admin token), the
+//! runtime API (gateway keys) and the unauthenticated operational endpoints; on the gateways'
+//! TLS listener the runtime API (client certificates) and `/healthz`.
 
 use std::any::Any;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,8 +19,8 @@ use tracing::Level;
 
 use crate::error::ApiError;
 use crate::{
-    access_policies, auth, connections, consent, issuers, keys, metrics, providers, runtime,
-    AppState,
+    access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, providers,
+    runtime, AppState,
 };
 
 /// The whole HTTP surface of the control plane.
@@ -34,12 +35,27 @@ pub fn app(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let runtime =
         runtime::routes().route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
-    Router::new()
+    let router = Router::new()
         .merge(management)
         .merge(runtime)
         .merge(consent::browser_routes())
+        .route("/metrics", get(metrics_text));
+    finish(router, state)
+}
+
+/// What the gateways' TLS listener serves: the runtime API, whose gateway is the one the
+/// client certificate names, and `/healthz`. The management API, the consent pages and
+/// `/metrics` are on the plain listener only.
+pub fn gateway_app(state: AppState) -> Router {
+    let runtime = runtime::routes().route_layer(from_fn(gateway_tls::require_client_certificate));
+    finish(Router::new().merge(runtime), state)
+}
+
+/// What every listener has: `/healthz`, JSON errors for unknown paths and methods, request
+/// tracing, panics answered as 500.
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
         .fallback(not_found)
         // After all routes: applies to the paths registered above.
         .method_not_allowed_fallback(method_not_allowed)

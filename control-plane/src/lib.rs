@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod error;
 pub mod etag;
 pub mod extract;
+pub mod gateway_tls;
 pub mod http;
 pub mod issuers;
 pub mod keys;
@@ -23,6 +24,7 @@ pub mod runtime;
 pub mod store;
 pub mod tokens;
 
+use std::future::IntoFuture as _;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -96,10 +98,11 @@ impl AppState {
             metrics.clone(),
             config.refresh_skew,
         ));
-        if config.gateway_keys.is_empty() {
+        if config.gateway_keys.is_empty() && config.gateway_tls.is_none() {
             tracing::warn!(
-                "no gateway keys configured (CREDMGR_GATEWAY_KEYS / --gateway-key): the \
-                 runtime API refuses every request"
+                "no gateway keys configured (CREDMGR_GATEWAY_KEYS / --gateway-key) and no \
+                 gateway TLS listener (CREDMGR_GATEWAY_TLS_LISTEN): the runtime API refuses \
+                 every request"
             );
         }
         let issuers = Arc::new(
@@ -135,24 +138,60 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    // Bound before anything starts, so a bad certificate stops the start-up at once.
+    let gateway_listener = match &config.gateway_tls {
+        Some(settings) => Some(gateway_tls::GatewayTlsListener::bind(settings).await?),
+        None => None,
+    };
     let refresh_interval = config.refresh_interval;
     let state = AppState::build_at(config, addr).await?;
     let scheduler =
         tokens::scheduler::spawn(state.tokens.clone(), state.store.clone(), refresh_interval);
     let rewrapper = keys::spawn_rewrapper(state.clone());
-    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
+    let tls_reloader = gateway_listener.as_ref().map(|l| l.reloader());
+    let reloader = tokio::spawn(reload_on_sighup(state.clone(), tls_reloader));
     tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
         "credmgr control plane started");
     {
         // Test harnesses and scripts wait for this exact line.
         let mut out = std::io::stdout().lock();
         writeln!(out, "credmgr listening on http://{addr}")?;
+        if let Some(l) = &gateway_listener {
+            writeln!(
+                out,
+                "credmgr gateway TLS listening on https://{}",
+                l.local_addr()
+            )?;
+        }
         out.flush()?;
     }
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let plain = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
+        .into_future();
+    match gateway_listener {
+        None => plain.await.context("the HTTP server failed")?,
+        Some(l) => {
+            let service = http::gateway_app(state.clone())
+                .into_make_service_with_connect_info::<gateway_tls::ClientCertificate>();
+            let tls = axum::serve(l, service)
+                .with_graceful_shutdown(until_stopped(stopped))
+                .into_future();
+            tokio::try_join!(
+                async { plain.await.context("the HTTP server failed") },
+                async { tls.await.context("the gateway TLS server failed") },
+            )?;
+        }
+    }
+    signal.abort();
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }
@@ -163,8 +202,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reloads the key file, as `POST /v1/keys/reload` does.
-async fn reload_on_sighup(state: AppState) {
+/// SIGHUP reloads the key file, as `POST /v1/keys/reload` does, and the gateway TLS files.
+async fn reload_on_sighup(state: AppState, tls: Option<gateway_tls::Reloader>) {
     #[cfg(unix)]
     {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -179,10 +218,20 @@ async fn reload_on_sighup(state: AppState) {
             if let Err(e) = keys::reload(&state).await {
                 tracing::error!("SIGHUP: {e}");
             }
+            match tls.as_ref().map(gateway_tls::Reloader::reload) {
+                None => {}
+                Some(Ok(())) => tracing::info!(
+                    "SIGHUP: gateway TLS certificate, key and client CA reloaded; new \
+                     connections use them"
+                ),
+                Some(Err(e)) => tracing::error!(
+                    "SIGHUP: gateway TLS files not reloaded, the previous ones stay in use: {e:#}"
+                ),
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = state;
+    let _ = (state, tls);
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what container runtimes and systemd send).

@@ -50,8 +50,11 @@ struct RawControlPlane {
     /// How long a token fetch may take before the request is answered without it.
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
-    /// The gateway key this Envoy presents to the runtime API.
-    gateway_key: String,
+    /// The gateway key this Envoy presents to the runtime API. Absent for a gateway that
+    /// proves itself with a client certificate on the cluster (mTLS): no Authorization
+    /// header is sent then.
+    #[serde(default)]
+    gateway_key: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -186,7 +189,8 @@ pub struct ControlPlane {
     pub cluster: String,
     pub authority: String,
     pub timeout_ms: u64,
-    pub gateway_key: String,
+    /// `None`: the cluster authenticates the gateway with a client certificate.
+    pub gateway_key: Option<String>,
 }
 
 /// An ordered list of steps, run on each request of the routes that use it.
@@ -258,9 +262,11 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
             "at control_plane.cluster: must not be empty".into(),
         ));
     }
-    if cp.gateway_key.is_empty() {
+    if cp.gateway_key.as_deref().is_some_and(str::is_empty) {
         return Err(ConfigError(
-            "at control_plane.gateway_key: must not be empty".into(),
+            "at control_plane.gateway_key: must not be empty (leave it out for a gateway that \
+             authenticates with a client certificate on the cluster)"
+                .into(),
         ));
     }
     if raw.cache.refresh_tick_ms == 0 {
@@ -532,11 +538,22 @@ mod tests {
         assert!(e.contains("exists-action") && e.contains("replace"), "{e}");
 
         let mut v = base();
+        v["control_plane"]["gateway_key"] = json!("");
+        let e = err(v);
+        assert!(e.contains("control_plane.gateway_key"), "{e}");
+    }
+
+    #[test]
+    fn the_gateway_key_is_optional_for_mtls_gateways() {
+        let config = FilterConfig::parse(base().to_string().as_bytes()).unwrap();
+        assert_eq!(config.control_plane.gateway_key.as_deref(), Some("k"));
+        let mut v = base();
         v["control_plane"]
             .as_object_mut()
             .unwrap()
             .remove("gateway_key");
-        assert!(err(v).contains("gateway_key"));
+        let config = FilterConfig::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(config.control_plane.gateway_key, None);
     }
 
     #[test]

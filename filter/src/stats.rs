@@ -15,8 +15,10 @@ pub const CACHE_HIT: &str = "credmgr.cache_hit";
 pub const CACHE_MISS: &str = "credmgr.cache_miss";
 /// A background fetch of a token past its refresh point.
 pub const REFRESH_AHEAD: &str = "credmgr.refresh_ahead";
-/// Calls to the control plane's runtime API.
+/// Token requests to the control plane's runtime API.
 pub const CONTROL_PLANE_CALL: &str = "credmgr.control_plane_call";
+/// Requests for the trusted issuers and their keys (identity-type `jwt`).
+pub const ISSUERS_FETCH: &str = "credmgr.issuers_fetch";
 /// Failed calls, by reason (`credmgr.control_plane_failure.<code>`).
 pub const CONTROL_PLANE_FAILURE: &str = "credmgr.control_plane_failure";
 /// A still-valid token served because the control plane failed.

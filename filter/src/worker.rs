@@ -533,18 +533,24 @@ impl Worker {
                 percent_encode(kid)
             ),
         };
-        let auth = format!("Bearer {}", cp.gateway_key);
+        let auth = cp.gateway_key.as_ref().map(|key| format!("Bearer {key}"));
         let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", cp.authority.as_str()),
             ("accept", "application/json"),
-            ("authorization", auth.as_str()),
         ];
+        // No key: the gateway is known by its client certificate on the cluster (mTLS).
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
         if let Some(token) = caller_token {
             headers.push((CALLER_TOKEN_HEADER, token));
         }
-        self.stats.inc(stats::CONTROL_PLANE_CALL);
+        self.stats.inc(match need {
+            Need::Token(_) => stats::CONTROL_PLANE_CALL,
+            Need::Issuers(_) => stats::ISSUERS_FETCH,
+        });
         host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
             .map_err(|e| {
                 self.stats

@@ -385,3 +385,22 @@ fn the_route_metadata_chooses_the_policy_set_and_an_unknown_one_fails_closed() {
         .unwrap()
         .contains("missing"));
 }
+
+#[test]
+fn the_gateway_key_is_sent_when_configured_and_no_authorization_header_without_one() {
+    let host = FakeHost::default();
+    assert_eq!(start(&bearer_worker(), &host, 10), Flow::Pause);
+    let w = worker_from(json!({
+        "control_plane": {"cluster": "cp"},
+        "default_policy": "p",
+        "policies": {"p": [
+            {"get-authorization-context": {"provider-id": "gh", "authorization-id": "alice",
+                "context-variable-name": "auth"}}
+        ]}
+    }));
+    assert_eq!(start(&w, &host, 11), Flow::Pause);
+    assert_eq!(
+        host.call_auth(),
+        vec![Some("Bearer gw-key".to_owned()), None]
+    );
+}

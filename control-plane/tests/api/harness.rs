@@ -51,6 +51,7 @@ impl Harness {
                 name: "edge-1".into(),
                 key: GATEWAY_KEY.into(),
             }],
+            gateway_tls: None,
             keyring: Keyring::new(vec![key], None).unwrap(),
             key_file: None,
             active_key_id: None,

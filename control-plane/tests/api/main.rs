@@ -7,6 +7,7 @@
 
 mod consent;
 mod etags;
+mod gateway_tls;
 mod harness;
 mod identities;
 mod management;
