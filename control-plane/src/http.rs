@@ -17,12 +17,13 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
-use crate::{auth, connections, consent, keys, metrics, providers, runtime, AppState};
+use crate::{auth, connections, consent, keys, metrics, presets, providers, runtime, AppState};
 
 /// The whole HTTP surface of the control plane.
 pub fn app(state: AppState) -> Router {
     let management = Router::new()
         .merge(providers::routes())
+        .merge(presets::api::routes())
         .merge(connections::routes())
         .merge(consent::management_routes())
         .merge(keys::routes())

@@ -18,22 +18,71 @@ use crate::crypto::Aad;
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
+use crate::presets::{self, Preset};
 use crate::store::{new_etag, ProviderRecord};
 use crate::AppState;
 
-/// The kind of identity provider. Presets (GitHub, Entra ID, ...) come later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdentityProvider {
-    /// Generic OAuth 2.0.
-    #[serde(rename = "oauth2")]
-    OAuth2,
-    /// Generic OAuth 2.0 with PKCE (RFC 7636) on the authorization-code grant.
-    #[serde(rename = "oauth2-pkce")]
-    OAuth2Pkce,
+/// The kind of identity provider: a preset of the catalogue (`crate::presets`), generic
+/// `oauth2` and `oauth2-pkce` included. Spelled as the preset's id in the API and the store.
+#[derive(Clone, Copy)]
+pub struct IdentityProvider(&'static Preset);
+
+impl IdentityProvider {
+    pub fn preset(self) -> &'static Preset {
+        self.0
+    }
+
+    pub fn as_str(self) -> &'static str {
+        &self.0.id
+    }
+}
+
+impl PartialEq for IdentityProvider {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for IdentityProvider {}
+
+impl fmt::Debug for IdentityProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdentityProvider({})", self.0.id)
+    }
+}
+
+impl fmt::Display for IdentityProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IdentityProvider {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        presets::get(s).map(IdentityProvider).ok_or(())
+    }
+}
+
+impl Serialize for IdentityProvider {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for IdentityProvider {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let id = String::deserialize(d)?;
+        id.parse().map_err(|()| {
+            serde::de::Error::custom(format!(
+                "unknown provider type `{id}`; GET /v1/provider-types lists them"
+            ))
+        })
+    }
 }
 
 /// The grant a provider's connections use to obtain tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     /// RFC 6749 §4.4: the client's own credentials; no user involved.
@@ -83,7 +132,6 @@ macro_rules! wire_names {
     };
 }
 
-wire_names!(IdentityProvider { OAuth2 => "oauth2", OAuth2Pkce => "oauth2-pkce" });
 wire_names!(GrantType {
     ClientCredentials => "client_credentials",
     AuthorizationCode => "authorization_code",
@@ -93,25 +141,33 @@ wire_names!(AuthMethod {
     ClientSecretPost => "client_secret_post",
 });
 
-/// Body of `PUT /v1/providers/{id}`.
+/// Body of `PUT /v1/providers/{id}`. With a preset (`identity_provider` other than the
+/// generic ones) most fields may be left out: they come from the preset and its
+/// `parameters`; a field that is given wins over the preset.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     #[serde(default)]
     display_name: Option<String>,
     identity_provider: IdentityProvider,
-    grant_type: GrantType,
+    /// The preset's parameters (tenant, domain, realm, ...).
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+    /// Defaults to the preset's first grant.
+    #[serde(default)]
+    grant_type: Option<GrantType>,
     client_id: String,
     /// Write-only. Required on create; omitted on replace keeps the stored one.
     #[serde(default)]
     client_secret: Option<SecretString>,
-    token_url: String,
     #[serde(default)]
-    scopes: Vec<String>,
+    token_url: Option<String>,
     #[serde(default)]
-    token_endpoint_auth_method: AuthMethod,
-    /// Extra parameters for the token endpoint, such as `audience` or `resource`.
-    /// Not for secrets: they are stored and shown in plain text.
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<AuthMethod>,
+    /// Extra parameters for the token endpoint, such as `audience` or `resource`, added to
+    /// the preset's. Not for secrets: they are stored and shown in plain text.
     #[serde(default)]
     token_params: BTreeMap<String, String>,
     /// The authorization endpoint; required for the authorization-code grant.
@@ -124,12 +180,87 @@ pub struct ProviderBody {
     /// (RFC 9207). Without it, `iss` must have the authorization URL's origin.
     #[serde(default)]
     issuer: Option<String>,
-    /// Extra parameters of the authorization request, such as `access_type=offline`.
+    /// Extra parameters of the authorization request, such as `access_type=offline`, added
+    /// to the preset's.
     #[serde(default)]
     authorize_params: BTreeMap<String, String>,
     /// Where a login link may send the user after consent (exact match).
     #[serde(default)]
     allowed_redirect_urls: Vec<String>,
+}
+
+/// A provider's configuration once its preset has filled in what the body left out.
+#[derive(Debug)]
+struct Resolved {
+    grant_type: GrantType,
+    token_url: String,
+    scopes: Vec<String>,
+    token_endpoint_auth_method: AuthMethod,
+    token_params: BTreeMap<String, String>,
+    authorization_url: Option<String>,
+    refresh_url: Option<String>,
+    issuer: Option<String>,
+    authorize_params: BTreeMap<String, String>,
+}
+
+/// Fills in from the preset what `body` leaves out; refuses missing or invalid parameters
+/// and grants the provider does not support, naming the field.
+fn resolve(body: &ProviderBody) -> Result<Resolved, ApiError> {
+    let preset = body.identity_provider.preset();
+    let endpoints = preset
+        .endpoints(&body.parameters)
+        .map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let grant_type = body.grant_type.unwrap_or(preset.grant_types[0]);
+    if !preset.grant_types.contains(&grant_type) {
+        let supported: Vec<_> = preset.grant_types.iter().map(|g| g.as_str()).collect();
+        return Err(ApiError::invalid(
+            "grant_type",
+            format!(
+                "provider type `{}` does not support the {grant_type} grant; it supports: {}",
+                preset.id,
+                supported.join(", ")
+            ),
+        ));
+    }
+    let token_url = body
+        .token_url
+        .clone()
+        .or(endpoints.token_url)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "token_url",
+                format!("`token_url` is required with provider type `{}`", preset.id),
+            )
+        })?;
+    let merged = |preset: &BTreeMap<String, String>, given: &BTreeMap<String, String>| {
+        let mut all = preset.clone();
+        all.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    };
+    let consent = grant_type.needs_consent();
+    Ok(Resolved {
+        grant_type,
+        token_url,
+        scopes: body
+            .scopes
+            .clone()
+            .unwrap_or_else(|| preset.scopes_for(grant_type)),
+        token_endpoint_auth_method: body
+            .token_endpoint_auth_method
+            .unwrap_or(preset.token_endpoint_auth_method),
+        token_params: merged(&preset.token_params, &body.token_params),
+        authorization_url: body
+            .authorization_url
+            .clone()
+            .or(endpoints.authorization_url.filter(|_| consent)),
+        refresh_url: body.refresh_url.clone().or(endpoints.refresh_url),
+        issuer: body.issuer.clone().or(endpoints.issuer.filter(|_| consent)),
+        authorize_params: if consent {
+            merged(&preset.authorize_params, &body.authorize_params)
+        } else {
+            body.authorize_params.clone()
+        },
+    })
 }
 
 /// Token-request parameters that credmgr sets itself (RFC 6749 §4.1.3, §4.4.2, §6, §2.3.1,
@@ -162,6 +293,7 @@ pub struct ProviderView {
     pub id: String,
     pub display_name: Option<String>,
     pub identity_provider: IdentityProvider,
+    pub parameters: BTreeMap<String, String>,
     pub grant_type: GrantType,
     pub client_id: String,
     pub client_secret: SecretState,
@@ -193,6 +325,7 @@ impl From<&ProviderRecord> for ProviderView {
             id: p.id.clone(),
             display_name: p.display_name.clone(),
             identity_provider: p.identity_provider,
+            parameters: p.parameters.clone(),
             grant_type: p.grant_type,
             client_id: p.client_id.clone(),
             client_secret: SecretState { set: true },
@@ -245,7 +378,8 @@ async fn put(
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> Result<Response, ApiError> {
     let if_match = IfMatch::from_headers(&headers)?;
-    validate(&body)?;
+    let resolved = resolve(&body)?;
+    validate(&body, &resolved)?;
     let id = path.provider_id;
     let now = unix_now();
     let existing = state.store.get_provider(&id).await?;
@@ -275,18 +409,19 @@ async fn put(
         id: id.clone(),
         display_name: body.display_name,
         identity_provider: body.identity_provider,
-        grant_type: body.grant_type,
+        parameters: body.parameters,
+        grant_type: resolved.grant_type,
         client_id: body.client_id,
         client_secret,
-        scopes: body.scopes,
-        token_endpoint_auth_method: body.token_endpoint_auth_method,
-        token_params: body.token_params,
+        scopes: resolved.scopes,
+        token_endpoint_auth_method: resolved.token_endpoint_auth_method,
+        token_params: resolved.token_params,
         // Re-sending the effective refresh URL (what GET shows) is the same as leaving it out.
-        refresh_url: body.refresh_url.filter(|u| *u != body.token_url),
-        token_url: body.token_url,
-        authorization_url: body.authorization_url,
-        issuer: body.issuer,
-        authorize_params: body.authorize_params,
+        refresh_url: resolved.refresh_url.filter(|u| *u != resolved.token_url),
+        token_url: resolved.token_url,
+        authorization_url: resolved.authorization_url,
+        issuer: resolved.issuer,
+        authorize_params: resolved.authorize_params,
         allowed_redirect_urls: body.allowed_redirect_urls,
         etag: new_etag(),
         created_at: existing.as_ref().map_or(now, |old| old.created_at),
@@ -435,23 +570,23 @@ pub fn validate_client_secret(field: &str, secret: &SecretString) -> Result<(), 
     Ok(())
 }
 
-fn validate(body: &ProviderBody) -> Result<(), ApiError> {
+fn validate(body: &ProviderBody, r: &Resolved) -> Result<(), ApiError> {
     validate_display_name(&body.display_name)?;
     validate_client_id("client_id", &body.client_id)?;
     if let Some(secret) = &body.client_secret {
         validate_client_secret("client_secret", secret)?;
     }
-    let url = validate_endpoint("token_url", &body.token_url)?;
+    let url = validate_endpoint("token_url", &r.token_url)?;
     if url.scheme() == "http" {
         tracing::warn!(
             token_url = %url,
             "token_url uses plain http: client secrets and tokens cross it unencrypted"
         );
     }
-    if let Some(refresh) = &body.refresh_url {
+    if let Some(refresh) = &r.refresh_url {
         validate_endpoint("refresh_url", refresh)?;
     }
-    match (&body.authorization_url, body.grant_type) {
+    match (&r.authorization_url, r.grant_type) {
         (Some(a), _) => {
             validate_endpoint("authorization_url", a)?;
         }
@@ -463,7 +598,7 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
         }
         (None, GrantType::ClientCredentials) => {}
     }
-    if let Some(issuer) = &body.issuer {
+    if let Some(issuer) = &r.issuer {
         // RFC 8414 §2: an https URL without query or fragment; http is allowed for tests.
         let u = validate_endpoint("issuer", issuer)?;
         if u.query().is_some() {
@@ -478,10 +613,10 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
     }
     check_params(
         "authorize_params",
-        &body.authorize_params,
+        &r.authorize_params,
         RESERVED_AUTHORIZE_PARAMS,
     )?;
-    for (i, scope) in body.scopes.iter().enumerate() {
+    for (i, scope) in r.scopes.iter().enumerate() {
         // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
         let ok = !scope.is_empty()
             && scope
@@ -497,7 +632,7 @@ fn validate(body: &ProviderBody) -> Result<(), ApiError> {
             ));
         }
     }
-    check_params("token_params", &body.token_params, RESERVED_TOKEN_PARAMS)
+    check_params("token_params", &r.token_params, RESERVED_TOKEN_PARAMS)
 }
 
 /// Extra request parameters: none of those credmgr sets itself, no control characters.
@@ -583,10 +718,12 @@ mod tests {
             assert_eq!(g.as_str().parse::<GrantType>(), Ok(g));
             assert_eq!(serde_json::to_value(g).unwrap(), g.as_str());
         }
-        for i in [IdentityProvider::OAuth2, IdentityProvider::OAuth2Pkce] {
-            assert_eq!(i.as_str().parse::<IdentityProvider>(), Ok(i));
+        for p in presets::all() {
+            let i: IdentityProvider = p.id.parse().unwrap();
+            assert_eq!(i.as_str(), p.id);
             assert_eq!(serde_json::to_value(i).unwrap(), i.as_str());
         }
+        assert!("nope".parse::<IdentityProvider>().is_err());
         for a in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
             assert_eq!(a.as_str().parse::<AuthMethod>(), Ok(a));
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use super::{FailureKind, TokenFailure};
+use crate::presets::Quirks;
 use crate::providers::AuthMethod;
 
 /// Largest token endpoint response read.
@@ -41,6 +42,8 @@ pub struct ClientAuth<'a> {
     pub auth_method: AuthMethod,
     /// The provider's extra token parameters.
     pub extra_params: &'a BTreeMap<String, String>,
+    /// How the provider departs from RFC 6749 (its preset's).
+    pub quirks: &'a Quirks,
 }
 
 /// What to ask the token endpoint for.
@@ -75,6 +78,9 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Lifetime in seconds, if the provider said.
     pub expires_in: Option<i64>,
+    /// Lifetime of the refresh token in seconds, if the provider said
+    /// (`refresh_token_expires_in`: GitHub App user tokens, LinkedIn).
+    pub refresh_token_expires_in: Option<i64>,
     /// Everything but the secrets: `token_type`, `expires_in`, `scope`, provider extras.
     pub claims: Map<String, Value>,
 }
@@ -89,6 +95,7 @@ impl std::fmt::Debug for TokenResponse {
             )
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
+            .field("refresh_token_expires_in", &self.refresh_token_expires_in)
             .field("claims", &self.claims)
             .finish()
     }
@@ -126,7 +133,8 @@ impl OAuthClient {
         let mut form: Vec<(&str, &str)> = vec![("grant_type", grant.name())];
         match grant {
             Grant::ClientCredentials { scopes } => {
-                scope = scopes.join(" "); // RFC 6749 §3.3: space-delimited.
+                // RFC 6749 §3.3: space-delimited, unless the provider wants otherwise.
+                scope = req.quirks.join_scopes(scopes);
                 if !scope.is_empty() {
                     form.push(("scope", &scope));
                 }
@@ -169,8 +177,22 @@ impl OAuthClient {
             .await
             .map_err(|e| self.transport_failure(req.token_url, &e))?;
         let status = response.status();
+        let form_encoded = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
         let body = self.read_body(req.token_url, response).await?;
-        interpret(status, &body)
+        let format = if form_encoded {
+            BodyFormat::Form
+        } else {
+            BodyFormat::Json
+        };
+        interpret(status, format, &body, req.quirks)
     }
 
     /// The response body, refusing more than [`MAX_RESPONSE_BYTES`]: a token response is a
@@ -243,10 +265,76 @@ fn basic_auth(client_id: &str, client_secret: &SecretString) -> HeaderValue {
     value
 }
 
+/// What the token endpoint said its body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFormat {
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+/// The body as a JSON object: JSON, or, for providers whose preset says they answer
+/// form-encoded (GitHub), a form read into string values.
+fn parse_body(format: BodyFormat, body: &[u8], quirks: &Quirks) -> Option<Map<String, Value>> {
+    if let Ok(json) = serde_json::from_slice::<Map<String, Value>>(body) {
+        return Some(json);
+    }
+    if !quirks.form_encoded_response {
+        return None;
+    }
+    // GitHub labels its form answers `application/x-www-form-urlencoded`; without the label
+    // a body is taken as a form only if it looks like one (`name=value&...`).
+    let text = std::str::from_utf8(body).ok()?.trim();
+    let looks_like_form = !text.is_empty()
+        && text.split('&').all(|pair| {
+            pair.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            })
+        });
+    if format != BodyFormat::Form && !looks_like_form {
+        return None;
+    }
+    Some(
+        url::form_urlencoded::parse(text.as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect(),
+    )
+}
+
+/// A number of seconds: RFC 6749 §5.1 says a number; some servers send a numeric string
+/// (and form-encoded answers have nothing else).
+fn seconds(value: Option<&Value>) -> Option<i64> {
+    match value {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|secs| *secs >= 0)
+}
+
+/// Removes every secret field, at any depth: providers nest tokens (Slack's
+/// `authed_user.access_token`), and claims are handed to gateways in plain text.
+fn strip_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for field in SECRET_FIELDS {
+                map.remove(*field);
+            }
+            map.values_mut().for_each(strip_secrets);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_secrets),
+        _ => {}
+    }
+}
+
 /// Reads a token endpoint's answer: a token (RFC 6749 §5.1) or an error (§5.2).
 pub(crate) fn interpret(
     status: reqwest::StatusCode,
+    format: BodyFormat,
     body: &[u8],
+    quirks: &Quirks,
 ) -> Result<TokenResponse, TokenFailure> {
     let unusable = |why: String| TokenFailure::new(FailureKind::ProviderUnreachable, why);
     if status.is_redirection() {
@@ -255,9 +343,9 @@ pub(crate) fn interpret(
              followed: set token_url to the final URL"
         )));
     }
-    let json: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
+    let json = parse_body(format, body, quirks);
     if !status.is_success() {
-        return Err(match json.as_ref().and_then(oauth_error) {
+        return Err(match json.as_ref().and_then(|j| oauth_error(j, quirks)) {
             Some(failure) => failure,
             // RFC 6749 §5.2: 401 is how a server says client authentication failed.
             None if status == reqwest::StatusCode::UNAUTHORIZED => TokenFailure::new(
@@ -271,17 +359,34 @@ pub(crate) fn interpret(
             )),
         });
     }
-    let Some(mut json) = json else {
+    let Some(json) = json else {
         return Err(unusable(format!(
             "the token endpoint answered HTTP {status} with a body that is not a JSON object \
              (RFC 6749 §5.1)"
         )));
     };
-    if let Some(failure) = oauth_error(&json) {
-        // Some servers send an error with 200; it is still an error.
+    if let Some(failure) = oauth_error(&json, quirks) {
+        // Some servers send an error with 200 (GitHub, Slack); it is still an error.
         return Err(failure);
     }
-    let access_token = match json.get("access_token") {
+    let whole = Value::Object(json);
+    let holder = match &quirks.token_pointer {
+        None => whole.as_object(),
+        Some(pointer) => whole.pointer(pointer).and_then(Value::as_object),
+    };
+    let holder = match (holder, &quirks.token_pointer) {
+        (Some(h), _) => h,
+        (None, pointer) => {
+            let pointer = pointer.as_deref().unwrap_or("");
+            {
+                return Err(unusable(format!(
+                    "the token response has no object at {pointer}, where this provider puts \
+                     the token"
+                )));
+            }
+        }
+    };
+    let access_token = match holder.get("access_token") {
         Some(Value::String(t)) if !t.is_empty() => SecretString::from(t.as_str()),
         _ => {
             return Err(unusable(
@@ -291,37 +396,66 @@ pub(crate) fn interpret(
     };
     // token_type is required by §5.1, but some servers omit it; their tokens are bearer
     // tokens. The scheme is case-insensitive (§7.1); normalize to RFC 6750's spelling.
-    let token_type = match json.get("token_type").and_then(Value::as_str) {
+    let token_type = match holder.get("token_type").and_then(Value::as_str) {
         None => "Bearer".to_owned(),
         Some(t) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_owned(),
         Some(t) => t.to_owned(),
     };
-    // §5.1 says a number; some servers send a numeric string.
-    let expires_in = match json.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        Some(_) => None,
-    }
-    .filter(|secs| *secs >= 0);
-    let refresh_token = match json.get("refresh_token") {
+    let expires_in = seconds(holder.get("expires_in"));
+    let refresh_token_expires_in = seconds(holder.get("refresh_token_expires_in"));
+    let refresh_token = match holder.get("refresh_token") {
         Some(Value::String(t)) if !t.is_empty() => Some(SecretString::from(t.as_str())),
         _ => None,
     };
-    for field in SECRET_FIELDS {
-        json.remove(*field);
+    let mut claims = whole.clone();
+    strip_secrets(&mut claims);
+    let Value::Object(mut claims) = claims else {
+        return Err(unusable("the token response is not an object".into()));
+    };
+    if quirks.token_pointer.is_some() {
+        // The token's own fields (its scope, type, lifetime) win over the outer ones.
+        for (k, v) in holder {
+            if !SECRET_FIELDS.contains(&k.as_str()) && !v.is_object() && !v.is_array() {
+                claims.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for (name, pointer) in &quirks.claims {
+        let secret = pointer
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| SECRET_FIELDS.contains(&last));
+        if let Some(v) = whole.pointer(pointer).filter(|_| !secret) {
+            claims.insert(name.clone(), v.clone());
+        }
     }
     Ok(TokenResponse {
         access_token,
         refresh_token,
         token_type,
         expires_in,
-        claims: json,
+        refresh_token_expires_in,
+        claims,
     })
 }
 
+/// The `exp` of an access token that is a JWT (RFC 7519 §4.1.4), read without verifying the
+/// signature: credmgr is the token's holder, not its audience, and only wants to know how
+/// long the provider means it to live when the response does not say (RFC 9068 tokens).
+pub(crate) fn jwt_exp(token: &str) -> Option<i64> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
 /// An OAuth error response (RFC 6749 §5.2), if `json` is one.
-fn oauth_error(json: &Map<String, Value>) -> Option<TokenFailure> {
+fn oauth_error(json: &Map<String, Value>, quirks: &Quirks) -> Option<TokenFailure> {
     let code = json.get("error")?.as_str()?;
     let description = json
         .get("error_description")
@@ -341,8 +475,8 @@ fn oauth_error(json: &Map<String, Value>) -> Option<TokenFailure> {
             ),
         ),
         // RFC 6749 §5.2: the code or refresh token is invalid, expired, revoked or was
-        // issued to another client.
-        "invalid_grant" => TokenFailure::new(
+        // issued to another client (and the provider's own words for it).
+        code if quirks.is_invalid_grant(code) => TokenFailure::new(
             FailureKind::InvalidGrant,
             format!("the provider refused the grant ({quoted})"),
         ),
@@ -367,11 +501,23 @@ mod tests {
     use reqwest::StatusCode;
 
     fn ok(json: &str) -> TokenResponse {
-        interpret(StatusCode::OK, json.as_bytes()).unwrap()
+        interpret(
+            StatusCode::OK,
+            BodyFormat::Json,
+            json.as_bytes(),
+            &Quirks::default(),
+        )
+        .unwrap()
     }
 
     fn err(status: u16, body: &str) -> TokenFailure {
-        interpret(StatusCode::from_u16(status).unwrap(), body.as_bytes()).unwrap_err()
+        interpret(
+            StatusCode::from_u16(status).unwrap(),
+            BodyFormat::Json,
+            body.as_bytes(),
+            &Quirks::default(),
+        )
+        .unwrap_err()
     }
 
     #[test]
@@ -454,6 +600,62 @@ mod tests {
             );
         }
         assert!(err(302, "").message.contains("token_url"));
+    }
+
+    #[test]
+    fn form_encoded_answers_only_where_the_preset_says() {
+        let github = Quirks {
+            form_encoded_response: true,
+            ..Quirks::default()
+        };
+        let body = b"access_token=gho_x&scope=repo%2Cgist&token_type=bearer";
+        let t = interpret(StatusCode::OK, BodyFormat::Form, body, &github).unwrap();
+        assert_eq!(t.access_token.expose_secret(), "gho_x");
+        assert_eq!(t.claims["scope"], "repo,gist");
+        // Unlabelled, but shaped like a form.
+        let t = interpret(StatusCode::OK, BodyFormat::Json, body, &github).unwrap();
+        assert_eq!(t.access_token.expose_secret(), "gho_x");
+        let generic = Quirks::default();
+        let e = interpret(StatusCode::OK, BodyFormat::Form, body, &generic).unwrap_err();
+        assert_eq!(e.kind, FailureKind::ProviderUnreachable);
+        let e = interpret(StatusCode::OK, BodyFormat::Json, b"<html>", &github).unwrap_err();
+        assert_eq!(e.kind, FailureKind::ProviderUnreachable);
+        let e = interpret(
+            StatusCode::OK,
+            BodyFormat::Form,
+            b"error=bad_refresh_token&error_description=gone",
+            &Quirks {
+                invalid_grant_errors: vec!["bad_refresh_token".into()],
+                ..github.clone()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, FailureKind::InvalidGrant);
+    }
+
+    #[test]
+    fn nested_secrets_never_become_claims() {
+        let t = ok(
+            r#"{"access_token":"a","authed_user":{"id":"U1","access_token":"xoxp",
+                      "refresh_token":"r"},"list":[{"id_token":"i","k":1}]}"#,
+        );
+        let shown = serde_json::to_string(&t.claims).unwrap();
+        assert!(!shown.contains("xoxp") && !shown.contains("\"r\"") && !shown.contains("\"i\""));
+        assert_eq!(t.claims["authed_user"]["id"], "U1");
+        assert_eq!(t.claims["list"][0]["k"], 1);
+    }
+
+    #[test]
+    fn the_exp_of_a_jwt_access_token() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000,"sub":"x"}"#);
+        assert_eq!(
+            jwt_exp(&format!("eyJhbGciOiJub25lIn0.{payload}.sig")),
+            Some(1700000000)
+        );
+        assert_eq!(jwt_exp("opaque-token"), None);
+        assert_eq!(jwt_exp(&format!("a.{payload}.b.c")), None);
+        assert_eq!(jwt_exp("a.!!!.b"), None);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 
 mod consent;
 mod etags;
+mod fake_saas;
 mod harness;
 mod management;
+mod presets;
 mod refresh_tokens;
 mod rejected;
 mod runtime;
