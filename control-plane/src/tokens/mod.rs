@@ -10,6 +10,7 @@
 
 mod client;
 mod flight;
+mod response;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{ConnectionError, ConnectionRecord, ProviderRecord, Store, TokenRecord};
 
-pub use client::{ClientAuth, Grant, OAuthClient, TokenResponse};
+pub use client::{ClientAuth, Grant, OAuthClient};
 use flight::Flights;
+pub use response::TokenResponse;
 
 /// Lifetime assumed for a token whose response has no `expires_in` (RFC 6749 §5.1 makes it
 /// optional, "the authorization server SHOULD provide the expiration time via other means or
@@ -824,7 +826,7 @@ fn lifetime(response: &TokenResponse, obtained_at: i64, quirks: &crate::presets:
     response
         .expires_in
         .or_else(|| {
-            client::jwt_exp(response.access_token.expose_secret())
+            response::jwt_exp(response.access_token.expose_secret())
                 .map(|exp| exp.saturating_sub(obtained_at))
         })
         .or(quirks.default_lifetime_secs)

@@ -11,6 +11,7 @@ mod fake_saas;
 mod harness;
 mod management;
 mod presets;
+mod quirks;
 mod refresh_tokens;
 mod rejected;
 mod runtime;

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{rfc3339, unix_now};
@@ -21,6 +21,15 @@ use crate::extract::{ApiJson, ProviderPath};
 use crate::presets::{self, Preset};
 use crate::store::{new_etag, ProviderRecord};
 use crate::AppState;
+
+mod body;
+mod validate;
+
+use body::{resolve, validate, ProviderBody};
+pub use validate::{
+    validate_client_id, validate_client_secret, validate_display_name, validate_endpoint,
+    validate_token_url,
+};
 
 /// The kind of identity provider: a preset of the catalogue (`crate::presets`), generic
 /// `oauth2` and `oauth2-pkce` included. Spelled as the preset's id in the API and the store.
@@ -140,152 +149,6 @@ wire_names!(AuthMethod {
     ClientSecretBasic => "client_secret_basic",
     ClientSecretPost => "client_secret_post",
 });
-
-/// Body of `PUT /v1/providers/{id}`. With a preset (`identity_provider` other than the
-/// generic ones) most fields may be left out: they come from the preset and its
-/// `parameters`; a field that is given wins over the preset.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderBody {
-    #[serde(default)]
-    display_name: Option<String>,
-    identity_provider: IdentityProvider,
-    /// The preset's parameters (tenant, domain, realm, ...).
-    #[serde(default)]
-    parameters: BTreeMap<String, String>,
-    /// Defaults to the preset's first grant.
-    #[serde(default)]
-    grant_type: Option<GrantType>,
-    client_id: String,
-    /// Write-only. Required on create; omitted on replace keeps the stored one.
-    #[serde(default)]
-    client_secret: Option<SecretString>,
-    #[serde(default)]
-    token_url: Option<String>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-    #[serde(default)]
-    token_endpoint_auth_method: Option<AuthMethod>,
-    /// Extra parameters for the token endpoint, such as `audience` or `resource`, added to
-    /// the preset's. Not for secrets: they are stored and shown in plain text.
-    #[serde(default)]
-    token_params: BTreeMap<String, String>,
-    /// The authorization endpoint; required for the authorization-code grant.
-    #[serde(default)]
-    authorization_url: Option<String>,
-    /// Where refresh tokens are redeemed; defaults to `token_url`.
-    #[serde(default)]
-    refresh_url: Option<String>,
-    /// The provider's issuer identifier, compared with the `iss` of authorization responses
-    /// (RFC 9207). Without it, `iss` must have the authorization URL's origin.
-    #[serde(default)]
-    issuer: Option<String>,
-    /// Extra parameters of the authorization request, such as `access_type=offline`, added
-    /// to the preset's.
-    #[serde(default)]
-    authorize_params: BTreeMap<String, String>,
-    /// Where a login link may send the user after consent (exact match).
-    #[serde(default)]
-    allowed_redirect_urls: Vec<String>,
-}
-
-/// A provider's configuration once its preset has filled in what the body left out.
-#[derive(Debug)]
-struct Resolved {
-    grant_type: GrantType,
-    token_url: String,
-    scopes: Vec<String>,
-    token_endpoint_auth_method: AuthMethod,
-    token_params: BTreeMap<String, String>,
-    authorization_url: Option<String>,
-    refresh_url: Option<String>,
-    issuer: Option<String>,
-    authorize_params: BTreeMap<String, String>,
-}
-
-/// Fills in from the preset what `body` leaves out; refuses missing or invalid parameters
-/// and grants the provider does not support, naming the field.
-fn resolve(body: &ProviderBody) -> Result<Resolved, ApiError> {
-    let preset = body.identity_provider.preset();
-    let endpoints = preset
-        .endpoints(&body.parameters)
-        .map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let grant_type = body.grant_type.unwrap_or(preset.grant_types[0]);
-    if !preset.grant_types.contains(&grant_type) {
-        let supported: Vec<_> = preset.grant_types.iter().map(|g| g.as_str()).collect();
-        return Err(ApiError::invalid(
-            "grant_type",
-            format!(
-                "provider type `{}` does not support the {grant_type} grant; it supports: {}",
-                preset.id,
-                supported.join(", ")
-            ),
-        ));
-    }
-    let token_url = body
-        .token_url
-        .clone()
-        .or(endpoints.token_url)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "token_url",
-                format!("`token_url` is required with provider type `{}`", preset.id),
-            )
-        })?;
-    let merged = |preset: &BTreeMap<String, String>, given: &BTreeMap<String, String>| {
-        let mut all = preset.clone();
-        all.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
-        all
-    };
-    let consent = grant_type.needs_consent();
-    Ok(Resolved {
-        grant_type,
-        token_url,
-        scopes: body
-            .scopes
-            .clone()
-            .unwrap_or_else(|| preset.scopes_for(grant_type)),
-        token_endpoint_auth_method: body
-            .token_endpoint_auth_method
-            .unwrap_or(preset.token_endpoint_auth_method),
-        token_params: merged(&preset.token_params, &body.token_params),
-        authorization_url: body
-            .authorization_url
-            .clone()
-            .or(endpoints.authorization_url.filter(|_| consent)),
-        refresh_url: body.refresh_url.clone().or(endpoints.refresh_url),
-        issuer: body.issuer.clone().or(endpoints.issuer.filter(|_| consent)),
-        authorize_params: if consent {
-            merged(&preset.authorize_params, &body.authorize_params)
-        } else {
-            body.authorize_params.clone()
-        },
-    })
-}
-
-/// Token-request parameters that credmgr sets itself (RFC 6749 §4.1.3, §4.4.2, §6, §2.3.1,
-/// RFC 7636 §4.5).
-const RESERVED_TOKEN_PARAMS: &[&str] = &[
-    "grant_type",
-    "scope",
-    "client_id",
-    "client_secret",
-    "code",
-    "redirect_uri",
-    "code_verifier",
-    "refresh_token",
-];
-
-/// Authorization-request parameters that credmgr sets itself (RFC 6749 §4.1.1, RFC 7636).
-const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "code_challenge",
-    "code_challenge_method",
-];
 
 /// A provider as the API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
@@ -525,192 +388,9 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-const MAX_DISPLAY_NAME: usize = 200;
-
-/// Checks a display name (shown to people; plain text of reasonable length).
-pub fn validate_display_name(name: &Option<String>) -> Result<(), ApiError> {
-    if let Some(name) = name {
-        if name.chars().count() > MAX_DISPLAY_NAME {
-            return Err(ApiError::invalid(
-                "display_name",
-                format!("`display_name` must be at most {MAX_DISPLAY_NAME} characters"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "display_name",
-                "`display_name` must not contain control characters",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a client id: RFC 6749 Appendix A.1 allows printable ASCII (VSCHAR).
-pub fn validate_client_id(field: &str, id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || !id.chars().all(|c| matches!(c, '\x20'..='\x7e')) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be non-empty printable ASCII (RFC 6749 Appendix A.1)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a client secret: non-empty (RFC 6749 Appendix A.2 allows printable ASCII, but
-/// providers issue others, so only emptiness and control characters are refused).
-pub fn validate_client_secret(field: &str, secret: &SecretString) -> Result<(), ApiError> {
-    let s = secret.expose_secret();
-    if s.is_empty() || s.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be non-empty and free of control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate(body: &ProviderBody, r: &Resolved) -> Result<(), ApiError> {
-    validate_display_name(&body.display_name)?;
-    validate_client_id("client_id", &body.client_id)?;
-    if let Some(secret) = &body.client_secret {
-        validate_client_secret("client_secret", secret)?;
-    }
-    let url = validate_endpoint("token_url", &r.token_url)?;
-    if url.scheme() == "http" {
-        tracing::warn!(
-            token_url = %url,
-            "token_url uses plain http: client secrets and tokens cross it unencrypted"
-        );
-    }
-    if let Some(refresh) = &r.refresh_url {
-        validate_endpoint("refresh_url", refresh)?;
-    }
-    match (&r.authorization_url, r.grant_type) {
-        (Some(a), _) => {
-            validate_endpoint("authorization_url", a)?;
-        }
-        (None, GrantType::AuthorizationCode) => {
-            return Err(ApiError::invalid(
-                "authorization_url",
-                "`authorization_url` is required with the authorization_code grant",
-            ))
-        }
-        (None, GrantType::ClientCredentials) => {}
-    }
-    if let Some(issuer) = &r.issuer {
-        // RFC 8414 §2: an https URL without query or fragment; http is allowed for tests.
-        let u = validate_endpoint("issuer", issuer)?;
-        if u.query().is_some() {
-            return Err(ApiError::invalid(
-                "issuer",
-                "`issuer` must not have a query (RFC 8414 §2)",
-            ));
-        }
-    }
-    for (i, redirect) in body.allowed_redirect_urls.iter().enumerate() {
-        validate_endpoint(&format!("allowed_redirect_urls[{i}]"), redirect)?;
-    }
-    check_params(
-        "authorize_params",
-        &r.authorize_params,
-        RESERVED_AUTHORIZE_PARAMS,
-    )?;
-    for (i, scope) in r.scopes.iter().enumerate() {
-        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-        let ok = !scope.is_empty()
-            && scope
-                .chars()
-                .all(|c| matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'));
-        if !ok {
-            return Err(ApiError::invalid(
-                format!("scopes[{i}]"),
-                format!(
-                    "`scopes[{i}]` is not a valid scope token (RFC 6749 §3.3): one or more \
-                     printable ASCII characters other than space, '\"' and '\\'"
-                ),
-            ));
-        }
-    }
-    check_params("token_params", &r.token_params, RESERVED_TOKEN_PARAMS)
-}
-
-/// Extra request parameters: none of those credmgr sets itself, no control characters.
-fn check_params(
-    name: &str,
-    params: &BTreeMap<String, String>,
-    reserved: &[&str],
-) -> Result<(), ApiError> {
-    for (key, value) in params {
-        let field = format!("{name}.{key}");
-        if reserved.contains(&key.as_str()) {
-            return Err(ApiError::invalid(
-                &field,
-                format!("`{field}` is set by credmgr itself and cannot be overridden"),
-            ));
-        }
-        if key.is_empty() || key.chars().chain(value.chars()).any(char::is_control) {
-            return Err(ApiError::invalid(
-                &field,
-                format!("`{field}`: names must be non-empty; no control characters"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The token endpoint must be an absolute http(s) URL without a fragment (RFC 6749 §3.2).
-/// Plain http is accepted for local development and tests, with a warning: RFC 6749 §3.2
-/// requires TLS, since the client secret and the tokens cross this connection.
-pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
-    validate_endpoint("token_url", raw)
-}
-
-/// An absolute http(s) URL without fragment or credentials (RFC 6749 §3.1, §3.1.2, §3.2).
-pub fn validate_endpoint(field: &str, raw: &str) -> Result<url::Url, ApiError> {
-    let bad = |why: &str| {
-        ApiError::invalid(
-            field,
-            format!("`{field}` must be an absolute http or https URL: {why}"),
-        )
-    };
-    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(&format!(
-            "scheme `{}` is not http or https",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if url.fragment().is_some() {
-        return Err(bad("it must not have a fragment (RFC 6749 §3.2)"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry a user name or password"));
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_urls_must_be_absolute_http() {
-        assert!(validate_token_url("https://idp.example/oauth/token").is_ok());
-        assert!(validate_token_url("http://127.0.0.1:8080/token?x=1").is_ok());
-        for bad in [
-            "/token",
-            "ftp://idp.example/token",
-            "https://idp.example/token#frag",
-            "https://user:pw@idp.example/token",
-            "not a url",
-        ] {
-            assert!(validate_token_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn wire_names_roundtrip() {
