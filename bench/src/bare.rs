@@ -44,6 +44,7 @@ async fn token(
         expires_at: now + 3600,
         refresh_at: now + 2880,
         claims,
+        access_policies: Vec::new(),
     };
     (
         [(CACHE_CONTROL, "no-store"), (PRAGMA, "no-cache")],

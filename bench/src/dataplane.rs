@@ -22,7 +22,7 @@ fn unavailable(stack: &Stack, name: &str) -> Result<Option<String>> {
     Ok(match name {
         // The listener joins envoy/bench.yaml with the identity type; from then on it is measured.
         "jwt" if !stack.has_listener("jwt")? => {
-            Some("not available yet: needs identity-type jwt (issue 5)".into())
+            Some("not available: envoy/bench.yaml has no jwt listener".into())
         }
         _ => None,
     })
@@ -76,8 +76,8 @@ pub struct Outcome {
     pub evidence: serde_json::Value,
 }
 
-/// The caller's credential the jwt variant presents: a token of the OAuth server's
-/// `credmgr-demo` client (JWT access tokens are the OAuth server's part of issue 5).
+/// The caller's credential the jwt variant presents: a JWT access token of the OAuth
+/// server's `credmgr-demo` client, which an access policy of the connection names.
 fn caller_token(stack: &Stack) -> Result<String> {
     let resp = credmgr_e2e::http()
         .post(stack.oauth.token_url())

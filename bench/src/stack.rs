@@ -11,6 +11,32 @@ use std::time::Duration;
 
 pub const PROVIDER: &str = "bench";
 pub const CONNECTION: &str = "bench";
+/// The audience of the OAuth server's JWT access tokens, which the jwt variant's callers
+/// present.
+pub const CALLER_AUDIENCE: &str = "api://credmgr-bench";
+
+/// Makes the OAuth server a trusted issuer and lets its `credmgr-demo` client (the jwt
+/// variant's caller) use the connection.
+fn trust_callers(cp: &ControlPlane, oauth: &OAuthServer) -> Result<()> {
+    let (status, body) = cp.admin(
+        "PUT",
+        "/v1/trusted-issuers/bench",
+        Some(serde_json::json!({
+            "issuer": oauth.url, "audiences": [CALLER_AUDIENCE],
+            "jwks_uri": format!("{}/jwks", oauth.url),
+        })),
+    );
+    if status != 201 {
+        bail!("creating the trusted issuer: {status} {body}");
+    }
+    cp.allow(
+        PROVIDER,
+        CONNECTION,
+        "bench-caller",
+        serde_json::json!({"kind": "application", "issuer": oauth.url, "client_id": "credmgr-demo"}),
+    );
+    Ok(())
+}
 
 /// The listeners of `envoy/bench.yaml`, by the variant they serve.
 #[derive(Debug, Clone)]
@@ -43,7 +69,15 @@ impl Stack {
     /// `cpus` (a taskset list, e.g. "0" or "0,1"); the OAuth server's tokens live
     /// `token_ttl_s` seconds.
     pub fn start(dir: &Path, cpus: &str, concurrency: u32, token_ttl_s: u32) -> Result<Stack> {
-        let oauth = OAuthServer::start(dir, &[("ACCESS_TOKEN_TTL", &token_ttl_s.to_string())]);
+        // JWT access tokens (RFC 9068): the jwt variant's callers present one of this server's
+        // tokens, so it is also the callers' trusted issuer.
+        let oauth = OAuthServer::start(
+            dir,
+            &[
+                ("ACCESS_TOKEN_TTL", &token_ttl_s.to_string()),
+                ("JWT_AUDIENCE", CALLER_AUDIENCE),
+            ],
+        );
         // Info level, as in production: the tests' debug level logs every token handed out.
         // The refresh run uses tokens of seconds: a skew of a second keeps the control plane's
         // refresh point at 80 % of their lifetime, as it is for hour-long tokens with the
@@ -54,6 +88,7 @@ impl Stack {
             &[("RUST_LOG", "info"), ("CREDMGR_REFRESH_SKEW", "1s")],
         );
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
+        trust_callers(&control_plane, &oauth)?;
         let oauth_port = oauth
             .url
             .rsplit(':')

@@ -1,10 +1,50 @@
 //! The runtime API: what a gateway asks the control plane for, and what it gets back.
 //!
-//! `GET /runtime/v1/providers/{provider}/connections/{connection}/token`, authenticated as a
-//! gateway (`Authorization: Bearer <gateway key>` for now), answers `200` with a
-//! [`RuntimeToken`], or an [`ErrorBody`](crate::ErrorBody) with a 4xx/5xx status.
+//! Every call is authenticated as a gateway (a client certificate, or `Authorization: Bearer
+//! <gateway key>`).
+//! - `GET /runtime/v1/providers/{provider}/connections/{connection}/token` answers `200` with a
+//!   [`RuntimeToken`], or an [`ErrorBody`](crate::ErrorBody) with a 4xx/5xx status. The
+//!   caller is the gateway itself (identity-type `managed`), or, when the request carries
+//!   [`CALLER_TOKEN_HEADER`], the holder of that JWT (identity-type `jwt`). Either way the
+//!   control plane answers `403` unless the connection's access policies allow the caller.
+//! - `GET /runtime/v1/trusted-issuers` ([`ISSUERS_PATH`]) answers [`TrustedIssuers`]: the
+//!   issuers whose JWTs gateways accept, with their keys.
 
+use crate::access::{ClaimNames, PolicyIdentity};
 use serde::{Deserialize, Serialize};
+
+/// Header of a token request made for a caller's JWT (identity-type `jwt`): the JWT itself.
+pub const CALLER_TOKEN_HEADER: &str = "x-credmgr-caller-token";
+
+/// Path of the trusted issuers and their keys. With `?issuer=ISS&kid=KID` (a token named a
+/// key the gateway does not know), the control plane fetches that issuer's JWKS again first,
+/// at most once per few seconds per issuer.
+pub const ISSUERS_PATH: &str = "/runtime/v1/trusted-issuers";
+
+/// The trusted issuers, as published to gateways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustedIssuers {
+    pub issuers: Vec<PublishedIssuer>,
+    /// Gateways fetch the document again after this many seconds (keys rotate; issuers are
+    /// added and removed).
+    pub refresh_after_seconds: u64,
+}
+
+/// One trusted issuer and its current public keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedIssuer {
+    /// `iss`, compared exactly.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name one of them.
+    pub audiences: Vec<String>,
+    /// Which claims name the object, tenant, application and groups.
+    #[serde(default)]
+    pub claims: ClaimNames,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_seconds: i64,
+    /// The issuer's JWKS (RFC 7517 §5): public keys only.
+    pub jwks: serde_json::Value,
+}
 
 /// Path of the token endpoint for one connection. Both ids must be valid
 /// (see [`crate::ids::validate_id`]), which makes them safe in a path without escaping.
@@ -29,6 +69,12 @@ pub struct RuntimeToken {
     /// whatever else the provider returned, such as Salesforce's `instance_url`).
     #[serde(default)]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Who may use the connection: its access policies, so that a gateway can decide for
+    /// callers' JWTs locally, as the control plane does. A gateway checks them again from
+    /// `refresh_at` on, which the control plane sets no later than its policy refresh
+    /// interval, so a changed policy reaches every gateway within that time.
+    #[serde(default)]
+    pub access_policies: Vec<PolicyIdentity>,
 }
 
 impl std::fmt::Debug for RuntimeToken {
@@ -39,6 +85,7 @@ impl std::fmt::Debug for RuntimeToken {
             .field("expires_at", &self.expires_at)
             .field("refresh_at", &self.refresh_at)
             .field("claims", &self.claims)
+            .field("access_policies", &self.access_policies)
             .finish()
     }
 }
@@ -55,6 +102,7 @@ mod tests {
             expires_at: 10,
             refresh_at: 8,
             claims: Default::default(),
+            access_policies: Vec::new(),
         };
         let shown = format!("{t:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");

@@ -142,6 +142,17 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub refresh_interval: Duration,
+
+    /// The longest a gateway goes on deciding from access policies and trusted issuers it was
+    /// sent before it asks again: a changed or deleted policy, or a new issuer key, reaches
+    /// every gateway within this time. Gateways ask again after half of it.
+    #[arg(
+        long,
+        env = "CREDMGR_ACCESS_REFRESH",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub access_refresh: Duration,
 }
 
 #[derive(Args)]
@@ -170,6 +181,8 @@ pub struct Config {
     pub refresh_skew: Duration,
     /// Zero: no proactive refresh.
     pub refresh_interval: Duration,
+    /// How stale a gateway's access decisions may get.
+    pub access_refresh: Duration,
 }
 
 impl Config {
@@ -207,7 +220,14 @@ impl Config {
         if args.login_link_ttl.is_zero() {
             bail!("CREDMGR_LOGIN_LINK_TTL (--login-link-ttl) must be more than 0");
         }
+        if args.access_refresh < Duration::from_secs(2) {
+            bail!(
+                "CREDMGR_ACCESS_REFRESH (--access-refresh) must be at least 2s: gateways ask \
+                 again after half of it"
+            );
+        }
         Ok(Config {
+            access_refresh: args.access_refresh,
             public_url,
             login_link_ttl: args.login_link_ttl,
             refresh_skew: args.refresh_skew,

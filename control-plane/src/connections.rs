@@ -160,7 +160,8 @@ async fn show(State(state): State<AppState>, path: ConnectionPath) -> Result<Res
     Ok(([etag::header(&c.etag)], Json(ConnectionView::from(&c))).into_response())
 }
 
-async fn find(state: &AppState, path: &ConnectionPath) -> Result<ConnectionRecord, ApiError> {
+/// Loads a connection (after its provider) or answers 404.
+pub async fn find(state: &AppState, path: &ConnectionPath) -> Result<ConnectionRecord, ApiError> {
     providers::find(state, &path.provider_id).await?;
     state
         .store

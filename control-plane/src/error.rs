@@ -28,6 +28,12 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// The caller's JWT (identity-type `jwt`) was refused; `code` says why (`jwt_expired`, ...).
+    #[error("{message}")]
+    CallerRejected { code: &'static str, message: String },
+    /// The caller is known but the connection's access policies do not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -67,7 +73,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(_) | ApiError::CallerRejected { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -90,6 +99,8 @@ impl ApiError {
             | ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge(_) => codes::INVALID_REQUEST,
             ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            ApiError::CallerRejected { code, .. } => code,
+            ApiError::Forbidden(_) => codes::FORBIDDEN,
             ApiError::NotFound(_) => codes::NOT_FOUND,
             ApiError::Conflict(_) => codes::CONFLICT,
             ApiError::PreconditionFailed(_) => PRECONDITION_FAILED,

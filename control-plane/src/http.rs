@@ -17,7 +17,10 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
-use crate::{auth, connections, consent, keys, metrics, presets, providers, runtime, AppState};
+use crate::{
+    access_policies, auth, connections, consent, issuers, keys, metrics, presets, providers,
+    runtime, AppState,
+};
 
 /// The whole HTTP surface of the control plane.
 pub fn app(state: AppState) -> Router {
@@ -27,6 +30,8 @@ pub fn app(state: AppState) -> Router {
         .merge(connections::routes())
         .merge(consent::management_routes())
         .merge(keys::routes())
+        .merge(issuers::routes())
+        .merge(access_policies::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let runtime =
         runtime::routes().route_layer(from_fn_with_state(state.clone(), auth::require_gateway));

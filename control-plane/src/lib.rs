@@ -4,6 +4,7 @@
 //!
 //! [`app`] builds the HTTP router from an [`AppState`]; [`serve`] runs it on a socket.
 
+pub mod access_policies;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod etag;
 pub mod extract;
 pub mod http;
+pub mod issuers;
 pub mod keys;
 pub mod metrics;
 pub mod presets;
@@ -47,6 +49,21 @@ pub struct AppState {
     pub credentials: Arc<Credentials>,
     pub consent: Arc<consent::Settings>,
     pub rotation: Arc<keys::Rotation>,
+    /// Trusted issuers' keys, and what gateways are sent of them.
+    pub issuers: Arc<issuers::Registry>,
+    /// How stale a gateway's access decisions may get (CREDMGR_ACCESS_REFRESH).
+    pub access_refresh: std::time::Duration,
+}
+
+impl AppState {
+    /// Seconds after which a gateway asks again for a token it was handed (and the policies
+    /// that came with it): half the access refresh interval, so that a change reaches it
+    /// within the interval even when the request that notices waits for the next tick.
+    pub fn access_revalidate_seconds(&self) -> i64 {
+        i64::try_from(self.access_refresh.as_secs() / 2)
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
 }
 
 impl AppState {
@@ -88,6 +105,10 @@ impl AppState {
                  runtime API refuses every request"
             );
         }
+        let issuers = Arc::new(
+            issuers::Registry::new(config.provider_timeout, config.access_refresh / 2)
+                .context("could not set up the HTTP client for JWKS URIs")?,
+        );
         let credentials = Arc::new(Credentials::new(config.admin_token, config.gateway_keys));
         Ok(AppState {
             store,
@@ -97,6 +118,8 @@ impl AppState {
             credentials,
             consent,
             rotation,
+            issuers,
+            access_refresh: config.access_refresh,
         })
     }
 }

@@ -49,11 +49,19 @@ impl Metrics {
             "credmgr_runtime_token_requests",
             "Token requests from gateways on the runtime API, by outcome (hit: served from the \
              store; fetched: fetched from the provider first; stale: the provider failed and a \
-             still-valid stored token was served; error: no token)",
+             still-valid stored token was served; error: no token; unauthenticated: the \
+             caller's JWT was refused; denied: the access policies do not allow the caller)",
             runtime_token_requests.clone(),
         );
         // Known series start at 0, so rates and alerts work before the first event.
-        for outcome in ["hit", "fetched", "stale", "error"] {
+        for outcome in [
+            "hit",
+            "fetched",
+            "stale",
+            "error",
+            "unauthenticated",
+            "denied",
+        ] {
             runtime_token_requests
                 .get_or_create(&RuntimeLabels {
                     outcome: outcome.into(),

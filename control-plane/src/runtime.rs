@@ -1,15 +1,23 @@
-//! The runtime API that gateways call for a connection's token:
-//! `GET /runtime/v1/providers/{provider_id}/connections/{connection_id}/token`
-//! (the path of [`credmgr_common::runtime::token_path`]).
+//! The runtime API that gateways call:
+//! - `GET /runtime/v1/providers/{provider_id}/connections/{connection_id}/token` (the path of
+//!   [`credmgr_common::runtime::token_path`]): a connection's token, for the gateway itself or
+//!   for the caller whose JWT it forwards, if the connection's access policies allow them;
+//! - `GET /runtime/v1/trusted-issuers`: the issuers whose JWTs gateways accept, with their
+//!   keys.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, PRAGMA};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use credmgr_common::access::{allowed, Caller, PolicyIdentity};
+use credmgr_common::jwt::{self, JwtError};
+use credmgr_common::runtime::{CALLER_TOKEN_HEADER, ISSUERS_PATH};
 
 use crate::auth::Gateway;
+use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::extract::ConnectionPath;
 use crate::AppState;
@@ -19,7 +27,9 @@ pub const TOKEN_ROUTE: &str =
     "/runtime/v1/providers/{provider_id}/connections/{connection_id}/token";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(TOKEN_ROUTE, get(token))
+    Router::new()
+        .route(TOKEN_ROUTE, get(token))
+        .route(ISSUERS_PATH, get(trusted_issuers))
 }
 
 /// Query parameters of the token call.
@@ -35,10 +45,21 @@ async fn token(
     State(state): State<AppState>,
     Extension(gateway): Extension<Gateway>,
     path: ConnectionPath,
+    headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let (p, c) = (&path.provider_id, &path.connection_id);
+    let caller = caller(&state, &gateway, &headers).await.inspect_err(|e| {
+        state.metrics.runtime_token_request("unauthenticated");
+        tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
+            code = e.code(), "the caller's JWT was refused: {e}");
+    })?;
+    let policies = authorize(&state, &path, &caller).await.inspect_err(|e| {
+        state.metrics.runtime_token_request("denied");
+        tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
+            code = e.code(), "no token for the caller: {e}");
+    })?;
     if let Some(rejected) = query.rejected_expires_at {
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             rejected_expires_at = rejected, "a gateway reports its token was refused by a backend");
@@ -48,10 +69,15 @@ async fn token(
         .runtime_token(p, c, query.rejected_expires_at)
         .await
     {
-        Ok((token, served)) => {
+        Ok((mut token, served)) => {
             state.metrics.runtime_token_request(served.as_str());
             tracing::debug!(gateway = %gateway.name, provider = %p, connection = %c,
                 outcome = served.as_str(), expires_at = token.expires_at, "token handed out");
+            // The gateway decides for later callers with these policies until `refresh_at`,
+            // then asks again: a changed policy reaches it within the access refresh interval.
+            token.access_policies = policies;
+            let revalidate = unix_now().saturating_add(state.access_revalidate_seconds());
+            token.refresh_at = token.refresh_at.min(revalidate);
             // RFC 6749 §5.1: responses carrying tokens must not be cached.
             Ok((
                 [(CACHE_CONTROL, "no-store"), (PRAGMA, "no-cache")],
@@ -66,6 +92,117 @@ async fn token(
             Err(e)
         }
     }
+}
+
+/// Who asks: the gateway itself, or the holder of the JWT it forwards, verified here again.
+async fn caller(
+    state: &AppState,
+    gateway: &Gateway,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let Some(value) = headers.get(CALLER_TOKEN_HEADER) else {
+        return Ok(Caller::Gateway {
+            name: gateway.name.clone(),
+        });
+    };
+    let token = value.to_str().map_err(|_| ApiError::CallerRejected {
+        code: JwtError::Malformed(String::new()).code(),
+        message: format!("the {CALLER_TOKEN_HEADER} header is not a JWT"),
+    })?;
+    let now = unix_now();
+    let snapshot = state.issuers.snapshot(&state.store).await?;
+    let verified = match jwt::verify(&snapshot.verifiers, token, now) {
+        Err(JwtError::UnknownKey(Some(kid))) => {
+            // The issuer may have rotated its keys since they were fetched.
+            let issuer = jwt::peek_issuer_and_kid(token).map(|(iss, _)| iss);
+            let renewed = match issuer {
+                Some(iss) => state
+                    .issuers
+                    .refetch_for_kid(&state.store, &iss, &kid)
+                    .await
+                    .unwrap_or(false),
+                None => false,
+            };
+            if renewed {
+                let snapshot = state.issuers.snapshot(&state.store).await?;
+                jwt::verify(&snapshot.verifiers, token, now)
+            } else {
+                Err(JwtError::UnknownKey(Some(kid)))
+            }
+        }
+        other => other,
+    };
+    match verified {
+        Ok(v) => Ok(Caller::Jwt(v.identity)),
+        Err(e) => Err(ApiError::CallerRejected {
+            code: e.code(),
+            message: format!("the caller's JWT is refused: {e}"),
+        }),
+    }
+}
+
+/// The connection's policies, if they allow `caller`; 403 otherwise (404 for no connection).
+async fn authorize(
+    state: &AppState,
+    path: &ConnectionPath,
+    caller: &Caller,
+) -> Result<Vec<PolicyIdentity>, ApiError> {
+    crate::connections::find(state, path).await?;
+    let policies: Vec<PolicyIdentity> = state
+        .store
+        .list_policies(&path.provider_id, &path.connection_id)
+        .await?
+        .into_iter()
+        .map(|r| r.identity)
+        .collect();
+    if allowed(&policies, caller) {
+        return Ok(policies);
+    }
+    let who = match caller {
+        Caller::Gateway { name } => format!("gateway `{name}`"),
+        Caller::Jwt(id) => format!(
+            "the caller (issuer {:?}, object {:?}, application {:?})",
+            id.issuer,
+            id.object_id.as_deref().unwrap_or("-"),
+            id.application_id.as_deref().unwrap_or("-")
+        ),
+    };
+    let why = if policies.is_empty() {
+        "it has no access policies, so nobody may use it"
+    } else {
+        "none of its access policies names this identity"
+    };
+    Err(ApiError::Forbidden(format!(
+        "{who} may not use connection `{}` of provider `{}`: {why}",
+        path.connection_id, path.provider_id
+    )))
+}
+
+/// Query of the trusted-issuers call: a token named a key the gateway does not know.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuersQuery {
+    issuer: Option<String>,
+    kid: Option<String>,
+}
+
+async fn trusted_issuers(
+    State(state): State<AppState>,
+    query: Result<Query<IssuersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    if let (Some(issuer), Some(kid)) = (&query.issuer, &query.kid) {
+        state
+            .issuers
+            .refetch_for_kid(&state.store, issuer, kid)
+            .await?;
+    }
+    let snapshot = state.issuers.snapshot(&state.store).await?;
+    Ok((
+        [(CACHE_CONTROL, "no-store")],
+        Json(snapshot.published.clone()),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

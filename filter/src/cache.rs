@@ -102,6 +102,25 @@ impl TokenCache {
         host.set_shared(key, &bytes, cas).is_ok()
     }
 
+    /// Stops serving whatever token the cache holds for `key` (the control plane refused a
+    /// caller it was served to: an access policy was removed). The next request fetches.
+    pub fn expire(&self, host: &impl Host, key: &str) {
+        let Ok((Some(bytes), cas)) = host.get_shared(key) else {
+            return;
+        };
+        let Ok(mut current) = serde_json::from_slice::<RuntimeToken>(&bytes) else {
+            return;
+        };
+        if current.expires_at <= 0 {
+            return;
+        }
+        current.expires_at = 0;
+        current.refresh_at = 0;
+        if let Ok(bytes) = serde_json::to_vec(&current) {
+            let _ = host.set_shared(key, &bytes, cas);
+        }
+    }
+
     /// Stores `token` unless the cache already holds one that expires later (another worker
     /// may have fetched a newer token meanwhile). Writes with compare-and-swap so that a
     /// concurrent writer's newer token is never overwritten by an older one.
@@ -147,6 +166,7 @@ mod tests {
             expires_at,
             refresh_at,
             claims: Default::default(),
+            access_policies: Vec::new(),
         }
     }
 

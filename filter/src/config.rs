@@ -69,6 +69,10 @@ struct RawCache {
     /// their refresh point.
     #[serde(default = "default_refresh_tick_ms")]
     refresh_tick_ms: u64,
+    /// A caller the control plane refused (403) is refused here, without asking again, for
+    /// this long: a denied caller's traffic does not become the control plane's load.
+    #[serde(default = "default_denial_ttl_ms")]
+    denial_ttl_ms: u64,
 }
 
 impl Default for RawCache {
@@ -76,8 +80,13 @@ impl Default for RawCache {
         RawCache {
             expiry_margin_ms: default_expiry_margin_ms(),
             refresh_tick_ms: default_refresh_tick_ms(),
+            denial_ttl_ms: default_denial_ttl_ms(),
         }
     }
+}
+
+fn default_denial_ttl_ms() -> u64 {
+    2_000
 }
 
 fn default_refresh_tick_ms() -> u64 {
@@ -119,9 +128,8 @@ pub enum IdentityType {
     /// The gateway's own identity (its gateway key).
     #[default]
     Managed,
-    /// A caller's JWT (the `identity` template). Recognised so that the error can say why it
-    /// is refused: verifying callers needs trusted issuers and access policies, which the
-    /// control plane does not have yet.
+    /// A caller's JWT (the `identity` template), verified locally against the issuers the
+    /// control plane trusts; the connection's access policies must allow its holder.
     Jwt,
 }
 
@@ -166,8 +174,11 @@ pub struct FilterConfig {
     pub control_plane: ControlPlane,
     pub expiry_margin_ms: u64,
     pub refresh_tick_ms: u64,
+    pub denial_ttl_ms: u64,
     pub default_policy: Option<Rc<PolicySet>>,
     pub policies: BTreeMap<String, Rc<PolicySet>>,
+    /// Some step verifies callers' JWTs: the trusted issuers are fetched and kept fresh.
+    pub uses_jwt: bool,
 }
 
 #[derive(Debug)]
@@ -193,10 +204,15 @@ pub enum Step {
 
 #[derive(Debug, Clone)]
 pub struct GetAuthorizationContext {
+    /// Shared-data key of the connection's token for this identity type.
+    pub cache_key: String,
     pub provider_id: String,
     pub authorization_id: String,
     pub variable: String,
     pub identity_type: IdentityType,
+    /// The caller's JWT (identity-type `jwt`): a template of request values, such as
+    /// `{{request.headers.authorization}}`; a leading `Bearer ` is dropped.
+    pub identity: Option<Template>,
     pub ignore_error: bool,
 }
 
@@ -262,6 +278,11 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         let set = compile_policy_set(&name, steps)?;
         policies.insert(name, Rc::new(set));
     }
+    let uses_jwt = policies.values().any(|set| {
+        set.steps.iter().any(|s| {
+            matches!(s, Step::GetAuthorizationContext(g) if g.identity_type == IdentityType::Jwt)
+        })
+    });
     let default_policy = match raw.default_policy {
         None => None,
         Some(name) => match policies.get(&name) {
@@ -282,8 +303,10 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         },
         expiry_margin_ms: raw.cache.expiry_margin_ms,
         refresh_tick_ms: raw.cache.refresh_tick_ms,
+        denial_ttl_ms: raw.cache.denial_ttl_ms,
         default_policy,
         policies,
+        uses_jwt,
     })
 }
 
@@ -314,25 +337,53 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                         at("context-variable-name")
                     )));
                 }
-                if g.identity_type == IdentityType::Jwt {
-                    return Err(ConfigError(format!(
-                        "{}: \"jwt\" is not supported yet: verifying a caller's JWT needs trusted \
-                         issuers and access policies in the control plane; use \"managed\"",
-                        at("identity-type")
-                    )));
-                }
-                if g.identity.is_some() {
-                    return Err(ConfigError(format!(
-                        "{}: only used with identity-type \"jwt\"; the managed identity is the gateway's own",
-                        at("identity")
-                    )));
-                }
+                let identity = match (g.identity_type, g.identity) {
+                    (IdentityType::Jwt, Some(text)) => {
+                        let t = Template::parse(&text)
+                            .map_err(|e| ConfigError(format!("{}: {e}", at("identity"))))?;
+                        let only_request = t
+                            .segments()
+                            .iter()
+                            .all(|s| matches!(s, Segment::Literal(_) | Segment::RequestHeader(_)));
+                        if !only_request || t.segments().is_empty() {
+                            return Err(ConfigError(format!(
+                                "{}: must be made of request values, such as \
+                                 \"{{{{request.headers.authorization}}}}\"",
+                                at("identity")
+                            )));
+                        }
+                        Some(t)
+                    }
+                    (IdentityType::Jwt, None) => {
+                        return Err(ConfigError(format!(
+                            "{}: missing; identity-type \"jwt\" needs the caller's JWT, such as \
+                             \"{{{{request.headers.authorization}}}}\"",
+                            at("identity")
+                        )))
+                    }
+                    (IdentityType::Managed, Some(_)) => {
+                        return Err(ConfigError(format!(
+                            "{}: only used with identity-type \"jwt\"; the managed identity is the gateway's own",
+                            at("identity")
+                        )))
+                    }
+                    (IdentityType::Managed, None) => None,
+                };
                 variables.push(var.clone());
                 Step::GetAuthorizationContext(GetAuthorizationContext {
+                    cache_key: crate::cache::token_key(
+                        &g.provider_id,
+                        &g.authorization_id,
+                        match g.identity_type {
+                            IdentityType::Managed => "managed",
+                            IdentityType::Jwt => "jwt",
+                        },
+                    ),
                     provider_id: g.provider_id,
                     authorization_id: g.authorization_id,
                     variable: var,
                     identity_type: g.identity_type,
+                    identity,
                     ignore_error: g.ignore_error,
                 })
             }
@@ -489,19 +540,33 @@ mod tests {
     }
 
     #[test]
-    fn jwt_identities_are_refused_with_the_reason() {
+    fn jwt_identities_need_an_identity_template_of_request_values() {
         let mut v = base();
         v["policies"]["p"][0]["get-authorization-context"]["identity-type"] = json!("jwt");
-        let e = err(v);
+        let e = err(v.clone());
         assert!(
-            e.contains("identity-type") && e.contains("not supported yet"),
+            e.contains("get-authorization-context.identity") && e.contains("missing"),
             "{e}"
         );
+
+        v["policies"]["p"][0]["get-authorization-context"]["identity"] =
+            json!("{{request.headers.authorization}}");
+        let c = FilterConfig::parse(v.to_string().as_bytes()).unwrap();
+        assert!(c.uses_jwt);
+
+        v["policies"]["p"][0]["get-authorization-context"]["identity"] =
+            json!("{{auth.AccessToken}}");
+        assert!(err(v).contains("request values"));
 
         let mut v = base();
         v["policies"]["p"][0]["get-authorization-context"]["identity"] =
             json!("{{request.headers.authorization}}");
-        assert!(err(v).contains("get-authorization-context.identity"));
+        assert!(err(v).contains("only used with identity-type"));
+        assert!(
+            !FilterConfig::parse(base().to_string().as_bytes())
+                .unwrap()
+                .uses_jwt
+        );
     }
 
     #[test]

@@ -8,10 +8,12 @@
 pub mod cache;
 pub mod config;
 pub mod host;
-pub mod jwt;
+pub mod identity;
 pub mod pipeline;
 pub mod stats;
 pub mod template;
+#[cfg(test)]
+mod test_host;
 pub mod worker;
 
 // The glue to Envoy; left out of unit-test builds, which run the logic through a fake host

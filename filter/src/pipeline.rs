@@ -3,13 +3,18 @@
 //! [`Progress::NeedToken`]; the [`Worker`](crate::worker::Worker) fetches it (once for every
 //! request that needs it) and hands the answer back through [`Request::token_ready`].
 
-use crate::cache::{freshness, token_key, Freshness};
-use crate::config::{ExistsAction, GetAuthorizationContext, PolicySet, SetHeader, Step};
+use crate::cache::{freshness, Freshness};
+use crate::config::{
+    ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step,
+};
 use crate::host::{CallResponse, Host, HostError, Level};
+use crate::identity::bearer_token;
 use crate::stats;
 use crate::template::{Segment, Values};
 use crate::worker::Worker;
+use credmgr_common::access::{allowed, Caller};
 use credmgr_common::error::codes;
+use credmgr_common::jwt::{peek_issuer_and_kid, JwtError};
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::rc::Rc;
 
@@ -20,6 +25,9 @@ pub enum Progress {
     Done,
     /// A token must be fetched first.
     NeedToken(TokenNeed),
+    /// The trusted issuers must be fetched first (none yet, or a token names an unknown key:
+    /// then the issuer and key id, for the control plane to fetch that issuer's keys again).
+    NeedIssuers(Option<(String, String)>),
     /// Answer the request locally with this status and body.
     Respond(u16, ErrorBody),
 }
@@ -29,8 +37,21 @@ pub enum Progress {
 pub struct TokenNeed {
     /// Shared-data key of the token.
     pub key: String,
+    /// Requests with the same fetch key share one call: the cache key, plus the caller for
+    /// a JWT identity (the control plane decides for the caller whose JWT it is sent).
+    pub fetch_key: String,
     pub provider_id: String,
     pub connection_id: String,
+    /// The caller's JWT (identity-type `jwt`), sent to the control plane.
+    pub caller_token: Option<String>,
+}
+
+/// What a paused request was waiting for.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Token(Result<Rc<RuntimeToken>, Failure>),
+    /// The trusted issuers were fetched (or could not be).
+    Issuers,
 }
 
 /// Why no token could be had, as answered to the caller.
@@ -47,6 +68,20 @@ impl Failure {
             body: ErrorBody::new(codes::CONTROL_PLANE_UNAVAILABLE, message),
         }
     }
+
+    /// The caller's JWT is refused.
+    pub fn unauthenticated(e: &JwtError) -> Failure {
+        Failure {
+            status: 401,
+            body: ErrorBody::new(e.code(), format!("the caller's JWT is refused: {e}")),
+        }
+    }
+
+    /// A failure that only the control plane could fix (the gateway holds no usable
+    /// token): a cached token that is still valid may stand in for the answer.
+    pub fn is_unavailable(&self) -> bool {
+        self.status == 503
+    }
 }
 
 /// A context variable: the token it holds (`None`: null, after an ignored error) and the
@@ -62,6 +97,10 @@ pub struct Request {
     policy: Option<Rc<PolicySet>>,
     next_step: usize,
     vars: Vec<Var>,
+    /// The verified caller of the current step (identity-type `jwt`).
+    caller: Option<Caller>,
+    /// The current step already asked for the issuers (none yet, or an unknown key).
+    hinted: bool,
     /// Tokens written into the request (cache key, token), to recognise a backend's 401.
     pub injected: Vec<(String, Rc<RuntimeToken>)>,
 }
@@ -73,6 +112,8 @@ impl Request {
             policy,
             next_step: 0,
             vars: Vec::new(),
+            caller: None,
+            hinted: false,
             injected: Vec::new(),
         }
     }
@@ -85,8 +126,8 @@ impl Request {
         while let Some(step) = policy.steps.get(self.next_step) {
             match step {
                 Step::GetAuthorizationContext(g) => {
-                    if let Some(need) = self.use_cached(host, worker, g) {
-                        return Progress::NeedToken(need);
+                    if let Some(progress) = self.get_context(host, worker, g) {
+                        return progress;
                     }
                 }
                 Step::SetHeader(s) => match self.set_header(host, s) {
@@ -110,6 +151,15 @@ impl Request {
         Progress::Done
     }
 
+    /// What the request waited for arrived; continues the pipeline.
+    pub fn resume(&mut self, host: &impl Host, worker: &Worker, answer: Answer) -> Progress {
+        match answer {
+            // The step runs again, now with the issuers (or without them, and fails).
+            Answer::Issuers => self.advance(host, worker),
+            Answer::Token(result) => self.token_ready(host, worker, result),
+        }
+    }
+
     /// The token this request waited for arrived, or could not be had; continues the pipeline.
     pub fn token_ready(
         &mut self,
@@ -121,40 +171,12 @@ impl Request {
             return Progress::Done;
         };
         let step = step.clone();
-        let key = token_key(&step.provider_id, &step.authorization_id, "managed");
-        match result {
-            Ok(token) => self.vars.push(Var {
-                name: step.variable.clone(),
-                key,
-                token: Some(token),
-            }),
-            Err(failure) if step.ignore_error => {
-                host.log(
-                    Level::Info,
-                    &format!(
-                        "no token for {}/{} ({}); continuing without it (ignore-error)",
-                        step.provider_id, step.authorization_id, failure.body.error.code
-                    ),
-                );
-                self.vars.push(Var {
-                    name: step.variable.clone(),
-                    key,
-                    token: None,
-                });
-            }
+        match result.and_then(|token| self.check_access(&step, token)) {
+            Ok(token) => self.set_var(&step, Some(token)),
             Err(failure) => {
-                let body = failure
-                    .body
-                    .with_detail("provider_id", step.provider_id.as_str())
-                    .with_detail("authorization_id", step.authorization_id.as_str());
-                host.log(
-                    Level::Warn,
-                    &format!(
-                        "no usable token for {}/{}: {}",
-                        step.provider_id, step.authorization_id, body.error.message
-                    ),
-                );
-                return Progress::Respond(failure.status, body);
+                if let Some(progress) = self.fail(host, &step, failure) {
+                    return progress;
+                }
             }
         }
         self.next_step += 1;
@@ -165,50 +187,199 @@ impl Request {
         self.policy.as_ref()?.steps.get(self.next_step)
     }
 
-    /// Sets the step's context variable from the cache; `Some` when a fetch is needed.
-    fn use_cached(
+    fn set_var(&mut self, step: &GetAuthorizationContext, token: Option<Rc<RuntimeToken>>) {
+        self.vars.push(Var {
+            name: step.variable.clone(),
+            key: step.cache_key.clone(),
+            token,
+        });
+        self.caller = None;
+        self.hinted = false;
+    }
+
+    /// A step failed: the request is answered with the failure, or, with ignore-error, the
+    /// context is null and the pipeline goes on (`None`).
+    fn fail(
+        &mut self,
+        host: &impl Host,
+        step: &GetAuthorizationContext,
+        failure: Failure,
+    ) -> Option<Progress> {
+        if step.ignore_error {
+            host.log(
+                Level::Info,
+                &format!(
+                    "no token for {}/{} ({}); continuing without it (ignore-error)",
+                    step.provider_id, step.authorization_id, failure.body.error.code
+                ),
+            );
+            self.set_var(step, None);
+            return None;
+        }
+        let body = failure
+            .body
+            .with_detail("provider_id", step.provider_id.as_str())
+            .with_detail("authorization_id", step.authorization_id.as_str());
+        let level = if failure.status == 503 {
+            Level::Warn
+        } else {
+            Level::Debug
+        };
+        host.log(
+            level,
+            &format!(
+                "no token for {}/{}: {}",
+                step.provider_id, step.authorization_id, body.error.message
+            ),
+        );
+        self.caller = None;
+        Some(Progress::Respond(failure.status, body))
+    }
+
+    /// For a JWT caller: the access policies that came with the token must allow it. The
+    /// control plane decided for whoever asked first; every caller is decided here with the
+    /// same rules.
+    fn check_access(
+        &self,
+        step: &GetAuthorizationContext,
+        token: Rc<RuntimeToken>,
+    ) -> Result<Rc<RuntimeToken>, Failure> {
+        match &self.caller {
+            Some(caller) if !allowed(&token.access_policies, caller) => Err(Failure {
+                status: 403,
+                body: ErrorBody::new(
+                    codes::FORBIDDEN,
+                    format!(
+                        "the caller may not use connection {} of provider {}: none of its \
+                         access policies names the caller",
+                        step.authorization_id, step.provider_id
+                    ),
+                ),
+            }),
+            _ => Ok(token),
+        }
+    }
+
+    /// Runs a `get-authorization-context` step with what this worker has. `None`: the
+    /// context variable is set (or null, after an ignored error) and the next step is due.
+    fn get_context(
         &mut self,
         host: &impl Host,
         worker: &Worker,
         step: &GetAuthorizationContext,
-    ) -> Option<TokenNeed> {
-        let key = token_key(&step.provider_id, &step.authorization_id, "managed");
-        let need = TokenNeed {
-            key: key.clone(),
-            provider_id: step.provider_id.clone(),
-            connection_id: step.authorization_id.clone(),
+    ) -> Option<Progress> {
+        let caller_token = match (step.identity_type, &step.identity) {
+            (IdentityType::Jwt, Some(identity)) => {
+                let values = Vars {
+                    vars: &self.vars,
+                    host,
+                };
+                let rendered = identity.render(&values).unwrap_or_default();
+                let token = bearer_token(&rendered).to_owned();
+                match self.verify_caller(host, worker, &token) {
+                    Ok(caller) => self.caller = Some(caller),
+                    Err(Progress::Respond(status, body)) => {
+                        return self.fail(host, step, Failure { status, body })
+                    }
+                    Err(other) => return Some(other),
+                }
+                Some(token)
+            }
+            _ => None,
         };
-        let cached = worker.cache.get(host, &key);
+        let key = &step.cache_key;
+        let cached = worker.cache.get(host, key);
         let usable = match &cached {
             Some(token) => freshness(token, host.now_ms(), worker.config.expiry_margin_ms),
             None => Freshness::Expired,
         };
+        let need = || TokenNeed {
+            key: key.clone(),
+            fetch_key: match &caller_token {
+                Some(t) => format!("{key}#{:016x}", fnv1a(t.as_bytes())),
+                None => key.clone(),
+            },
+            provider_id: step.provider_id.clone(),
+            connection_id: step.authorization_id.clone(),
+            caller_token: caller_token.clone(),
+        };
         match (usable, cached) {
-            (Freshness::Fresh, Some(token)) => {
+            (Freshness::Fresh | Freshness::Refresh, Some(token)) => {
                 worker.stats.inc(stats::CACHE_HIT);
-                self.vars.push(Var {
-                    name: step.variable.clone(),
-                    key,
-                    token: Some(token),
-                });
-                None
-            }
-            // Past its refresh point but valid: serve it, and have it fetched again in the
-            // background, so no request waits for the refresh.
-            (Freshness::Refresh, Some(token)) => {
-                worker.stats.inc(stats::CACHE_HIT);
-                worker.refresh_in_background(need);
-                self.vars.push(Var {
-                    name: step.variable.clone(),
-                    key,
-                    token: Some(token),
-                });
-                None
+                // Past its refresh point but valid: serve it, and have it fetched again in
+                // the background, so no request waits for the refresh.
+                if usable == Freshness::Refresh {
+                    worker.refresh_in_background(need());
+                }
+                match self.check_access(step, token) {
+                    Ok(token) => {
+                        self.set_var(step, Some(token));
+                        None
+                    }
+                    Err(failure) => self.fail(host, step, failure),
+                }
             }
             _ => {
+                let need = need();
+                // Refused a moment ago: refused again without asking.
+                if let Some(failure) = worker.recent_denial(host, &need.fetch_key) {
+                    return self.fail(host, step, failure);
+                }
                 worker.stats.inc(stats::CACHE_MISS);
-                Some(need)
+                Some(Progress::NeedToken(need))
             }
+        }
+    }
+
+    /// Verifies the caller's JWT with the trusted issuers; `Err` says what to do instead.
+    fn verify_caller(
+        &mut self,
+        host: &impl Host,
+        worker: &Worker,
+        token: &str,
+    ) -> Result<Caller, Progress> {
+        let refuse = |e: JwtError| {
+            let f = Failure::unauthenticated(&e);
+            Progress::Respond(f.status, f.body)
+        };
+        if token.is_empty() {
+            return Err(refuse(JwtError::Malformed(
+                "the request carries no caller JWT".into(),
+            )));
+        }
+        let Some(issuers) = worker.identities.issuers(host) else {
+            if self.hinted {
+                return Err(Progress::Respond(
+                    503,
+                    ErrorBody::new(
+                        codes::CONTROL_PLANE_UNAVAILABLE,
+                        "the gateway could not get the trusted issuers from the credmgr \
+                         control plane",
+                    ),
+                ));
+            }
+            self.hinted = true;
+            return Err(Progress::NeedIssuers(None));
+        };
+        let now_s = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+        let before = worker.identities.verifications();
+        let result = worker.identities.verify(&issuers, token, now_s);
+        if worker.identities.verifications() > before {
+            worker.stats.inc(stats::JWT_VERIFIED);
+        }
+        match result {
+            Ok(v) => Ok(Caller::Jwt(v.identity)),
+            Err(JwtError::UnknownKey(Some(kid)))
+                if !self.hinted && worker.identities.may_hint(host) =>
+            {
+                // The issuer may have rotated its keys: ask once, then decide.
+                self.hinted = true;
+                let issuer = peek_issuer_and_kid(token)
+                    .map(|(iss, _)| iss)
+                    .unwrap_or_default();
+                Err(Progress::NeedIssuers(Some((issuer, kid))))
+            }
+            Err(e) => Err(refuse(e)),
         }
     }
 
@@ -288,9 +459,14 @@ pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
                     ),
                 )
             });
-            // The caller may see 403 (policy denied) as is; every other failure means the
-            // gateway has no usable token for it.
-            let status = if status == 403 { 403 } else { 503 };
+            // The caller may see 403 (policy denied) and a refused JWT (401 `jwt_*`) as
+            // they are; every other failure, including a 401 for the gateway's own
+            // credential, means the gateway has no usable token for it.
+            let status = match status {
+                403 => 403,
+                401 if body.error.code.starts_with("jwt_") => 401,
+                _ => 503,
+            };
             Err(Failure { status, body })
         }
     }
@@ -329,4 +505,11 @@ impl<H: Host> Values for Vars<'_, H> {
     fn request_header(&self, name: &str) -> Option<String> {
         self.host.request_header(name).ok().flatten()
     }
+}
+
+/// FNV-1a, 64 bits: tells callers apart in a fetch key without keeping their JWTs in it.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

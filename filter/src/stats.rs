@@ -25,6 +25,8 @@ pub const STALE_SERVED: &str = "credmgr.stale_token_served";
 pub const TOKEN_INJECTED: &str = "credmgr.token_injected";
 /// Requests answered by the filter itself (`credmgr.request_rejected.<status>`).
 pub const REQUEST_REJECTED: &str = "credmgr.request_rejected";
+/// Callers' JWT signatures verified (a JWT already verified by this worker is not counted).
+pub const JWT_VERIFIED: &str = "credmgr.jwt_verified";
 /// Backend answers of 401 to a request that carried a token; the token is fetched anew.
 pub const UPSTREAM_UNAUTHORIZED: &str = "credmgr.upstream_unauthorized";
 

@@ -11,9 +11,11 @@
 use crate::cache::{freshness, Freshness, TokenCache};
 use crate::config::{FilterConfig, PolicySet};
 use crate::host::{CallResponse, Host, Level, SetSharedError};
-use crate::pipeline::{parse_answer, Failure, Progress, Request, TokenNeed};
+use crate::identity::{Identities, ISSUERS_KEY};
+use crate::pipeline::{parse_answer, Answer, Failure, Progress, Request, TokenNeed};
 use crate::stats::{self, Stats};
 use credmgr_common::error::codes;
+use credmgr_common::runtime::{TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH};
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -39,9 +41,27 @@ const ROUTE_POLICY: [&str; 5] = [
     "policy",
 ];
 
-/// A call to the control plane in flight for one token.
+/// What a call to the control plane is for.
+#[derive(Debug, Clone)]
+enum Need {
+    Token(TokenNeed),
+    /// The trusted issuers; with the issuer and key id of a token that names an unknown key.
+    Issuers(Option<(String, String)>),
+}
+
+impl Need {
+    /// Requests whose needs have the same key share one call.
+    fn key(&self) -> &str {
+        match self {
+            Need::Token(t) => &t.fetch_key,
+            Need::Issuers(_) => ISSUERS_KEY,
+        }
+    }
+}
+
+/// A call to the control plane in flight for one token, or for the trusted issuers.
 struct Fetch {
-    need: TokenNeed,
+    need: Need,
     call: u32,
     /// The context that made the call; Envoy cancels the call when that context ends.
     dispatcher: u32,
@@ -56,11 +76,17 @@ pub struct Worker {
     pub config: Rc<FilterConfig>,
     pub cache: TokenCache,
     pub stats: Stats,
+    pub identities: Identities,
     requests: RefCell<HashMap<u32, Request>>,
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
     background: RefCell<BTreeMap<String, TokenNeed>>,
+    /// Refusals (403) by fetch key, with when they stop being repeated locally.
+    denials: RefCell<HashMap<String, (u64, Failure)>>,
 }
+
+/// Most refusals remembered per worker.
+const MAX_DENIALS: usize = 10_000;
 
 /// Shared-data key recording the expiry of a token that a backend refused, so that the next
 /// fetch from any worker asks the control plane for a newer one.
@@ -74,10 +100,12 @@ impl Worker {
             config: Rc::new(config),
             cache: TokenCache::default(),
             stats: Stats::default(),
+            identities: Identities::default(),
             requests: RefCell::default(),
             fetches: RefCell::default(),
             calls: RefCell::default(),
             background: RefCell::default(),
+            denials: RefCell::default(),
         }
     }
 
@@ -171,11 +199,26 @@ impl Worker {
         });
     }
 
+    /// The control plane's refusal for `fetch_key`, if it came less than
+    /// `cache.denial_ttl_ms` ago.
+    pub fn recent_denial(&self, host: &impl Host, fetch_key: &str) -> Option<Failure> {
+        let now = host.now_ms();
+        let mut denials = self.denials.borrow_mut();
+        match denials.get(fetch_key) {
+            Some((until, failure)) if *until > now => Some(failure.clone()),
+            Some(_) => {
+                denials.remove(fetch_key);
+                None
+            }
+            None => None,
+        }
+    }
+
     /// Asks for `need` to be fetched again on the next tick.
     pub fn refresh_in_background(&self, need: TokenNeed) {
         self.background
             .borrow_mut()
-            .entry(need.key.clone())
+            .entry(need.fetch_key.clone())
             .or_insert(need);
     }
 
@@ -210,28 +253,38 @@ impl Worker {
                     let fetch = self.fetches.borrow_mut().remove(&key);
                     if let Some(fetch) = fetch {
                         self.calls.borrow_mut().remove(&fetch.call);
-                        let result = self.after_failure(host, &key, failure);
-                        self.resume_waiters(host, root_ctx, fetch.waiters, result);
+                        let answer = self.answer_failure(host, &fetch.need, failure);
+                        self.resume_waiters(host, root_ctx, fetch.waiters, answer);
                     }
                 }
             }
         }
 
         let due = std::mem::take(&mut *self.background.borrow_mut());
-        for (key, need) in due {
-            if self.fetches.borrow().contains_key(&key) {
+        for (fetch_key, need) in due {
+            if self.fetches.borrow().contains_key(&fetch_key) {
                 continue;
             }
-            let fresh = self.cache.get(host, &key).is_some_and(|t| {
+            let fresh = self.cache.get(host, &need.key).is_some_and(|t| {
                 freshness(&t, host.now_ms(), self.config.expiry_margin_ms) == Freshness::Fresh
             });
-            if fresh || !self.claim(host, &key) {
+            if fresh || !self.claim(host, &need.key) {
                 continue;
             }
             self.stats.inc(stats::REFRESH_AHEAD);
             // A failure is logged and counted by dispatch; the next request past the refresh
             // point asks again.
-            let _ = self.start_fetch(host, need, root_ctx, Vec::new());
+            let _ = self.start_fetch(host, Need::Token(need), root_ctx, Vec::new());
+        }
+
+        // The trusted issuers, before the first request needs them and again when the
+        // control plane says they are due (their keys rotate).
+        if self.config.uses_jwt
+            && !self.fetches.borrow().contains_key(ISSUERS_KEY)
+            && self.identities.due(host)
+            && self.claim(host, ISSUERS_KEY)
+        {
+            let _ = self.start_fetch(host, Need::Issuers(None), root_ctx, Vec::new());
         }
     }
 
@@ -250,18 +303,37 @@ impl Worker {
         let Some(fetch) = self.fetches.borrow_mut().remove(&key) else {
             return;
         };
-        let result = match parse_answer(&response) {
-            Ok(token) => {
-                self.cache.put(host, &key, &token);
-                Ok(Rc::new(token))
-            }
-            Err(failure) => {
-                self.stats
-                    .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
-                self.after_failure(host, &key, failure)
+        let answer = match &fetch.need {
+            Need::Token(need) => match parse_answer(&response) {
+                Ok(token) => {
+                    self.cache.put(host, &need.key, &token);
+                    Answer::Token(Ok(Rc::new(token)))
+                }
+                Err(failure) => {
+                    self.stats
+                        .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
+                    self.answer_failure(host, &fetch.need, failure)
+                }
+            },
+            Need::Issuers(_) => {
+                match parse_issuers(&response) {
+                    Ok(document) => self.identities.store(host, document),
+                    Err(failure) => {
+                        self.stats
+                            .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
+                        host.log(
+                            Level::Warn,
+                            &format!(
+                                "cannot get the trusted issuers: {}",
+                                failure.body.error.message
+                            ),
+                        );
+                    }
+                }
+                Answer::Issuers
             }
         };
-        self.resume_waiters(host, current_ctx, fetch.waiters, result);
+        self.resume_waiters(host, current_ctx, fetch.waiters, answer);
     }
 
     /// Hands `result` to each waiting request and resumes those whose pipeline completes.
@@ -271,7 +343,7 @@ impl Worker {
         host: &impl Host,
         current_ctx: u32,
         waiters: Vec<u32>,
-        result: Result<Rc<RuntimeToken>, Failure>,
+        answer: Answer,
     ) {
         let mut switched = false;
         for waiter in waiters {
@@ -285,7 +357,7 @@ impl Worker {
                 }
                 switched = true;
             }
-            let progress = request.token_ready(host, self, result.clone());
+            let progress = request.resume(host, self, answer.clone());
             if self.settle(host, waiter, request, progress) == Flow::Continue {
                 if let Err(e) = host.resume_request() {
                     host.log(
@@ -300,14 +372,41 @@ impl Worker {
         }
     }
 
+    /// What the requests waiting for a failed call get.
+    fn answer_failure(&self, host: &impl Host, need: &Need, failure: Failure) -> Answer {
+        match need {
+            Need::Token(need) => Answer::Token(self.after_failure(host, need, failure)),
+            Need::Issuers(_) => Answer::Issuers,
+        }
+    }
+
     /// After a failed fetch: a token another worker cached meanwhile, or one still valid,
-    /// beats failing the request.
+    /// beats failing the request, when the control plane could not be asked. A refusal is
+    /// final: the caller gets it, and a token cached for a caller now denied stops serving.
     fn after_failure(
         &self,
         host: &impl Host,
-        key: &str,
+        need: &TokenNeed,
         failure: Failure,
     ) -> Result<Rc<RuntimeToken>, Failure> {
+        if failure.status == 403 {
+            self.cache.expire(host, &need.key);
+            let mut denials = self.denials.borrow_mut();
+            // Bounded: a flood of distinct refused callers only costs memory up to here.
+            if denials.len() >= MAX_DENIALS {
+                let now = host.now_ms();
+                denials.retain(|_, (until, _)| *until > now);
+                if denials.len() >= MAX_DENIALS {
+                    denials.clear();
+                }
+            }
+            let until = host.now_ms().saturating_add(self.config.denial_ttl_ms);
+            denials.insert(need.fetch_key.clone(), (until, failure.clone()));
+        }
+        if !failure.is_unavailable() {
+            return Err(failure);
+        }
+        let key = need.key.as_str();
         match self.cache.get(host, key) {
             Some(token)
                 if freshness(&token, host.now_ms(), self.config.expiry_margin_ms)
@@ -329,7 +428,7 @@ impl Worker {
 
     /// Acts on where a request's pipeline stands: forward it, keep it waiting for a token
     /// (joining a fetch in flight, or starting one), or answer it.
-    fn settle(&self, host: &impl Host, ctx: u32, mut request: Request, progress: Progress) -> Flow {
+    fn settle(&self, host: &impl Host, ctx: u32, request: Request, progress: Progress) -> Flow {
         match progress {
             Progress::Done => {
                 if !request.injected.is_empty() {
@@ -351,22 +450,29 @@ impl Worker {
                 }
                 Flow::Respond
             }
-            Progress::NeedToken(need) => match self.join_or_fetch(host, ctx, need.clone()) {
-                Ok(()) => {
-                    self.requests.borrow_mut().insert(ctx, request);
-                    Flow::Pause
-                }
-                Err(failure) => {
-                    let result = self.after_failure(host, &need.key, failure);
-                    let progress = request.token_ready(host, self, result);
-                    self.settle(host, ctx, request, progress)
-                }
-            },
+            Progress::NeedToken(need) => self.wait(host, ctx, request, Need::Token(need)),
+            Progress::NeedIssuers(hint) => self.wait(host, ctx, request, Need::Issuers(hint)),
         }
     }
 
-    fn join_or_fetch(&self, host: &impl Host, ctx: u32, need: TokenNeed) -> Result<(), Failure> {
-        if let Some(fetch) = self.fetches.borrow_mut().get_mut(&need.key) {
+    /// Keeps request `ctx` paused until `need` is fetched (or answers it at once if the call
+    /// cannot be made).
+    fn wait(&self, host: &impl Host, ctx: u32, mut request: Request, need: Need) -> Flow {
+        match self.join_or_fetch(host, ctx, need.clone()) {
+            Ok(()) => {
+                self.requests.borrow_mut().insert(ctx, request);
+                Flow::Pause
+            }
+            Err(failure) => {
+                let answer = self.answer_failure(host, &need, failure);
+                let progress = request.resume(host, self, answer);
+                self.settle(host, ctx, request, progress)
+            }
+        }
+    }
+
+    fn join_or_fetch(&self, host: &impl Host, ctx: u32, need: Need) -> Result<(), Failure> {
+        if let Some(fetch) = self.fetches.borrow_mut().get_mut(need.key()) {
             fetch.waiters.push(ctx);
             return Ok(());
         }
@@ -377,12 +483,12 @@ impl Worker {
     fn start_fetch(
         &self,
         host: &impl Host,
-        need: TokenNeed,
+        need: Need,
         dispatcher: u32,
         waiters: Vec<u32>,
     ) -> Result<(), Failure> {
         let call = self.dispatch(host, &need)?;
-        let key = need.key.clone();
+        let key = need.key().to_owned();
         self.calls.borrow_mut().insert(call, key.clone());
         self.fetches.borrow_mut().insert(
             key,
@@ -397,29 +503,47 @@ impl Worker {
         Ok(())
     }
 
-    /// Calls the control plane's runtime API for one token.
-    fn dispatch(&self, host: &impl Host, need: &TokenNeed) -> Result<u32, Failure> {
+    /// Calls the control plane's runtime API for one token, or for the trusted issuers.
+    fn dispatch(&self, host: &impl Host, need: &Need) -> Result<u32, Failure> {
         let cp = &self.config.control_plane;
-        let mut path = credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
-        // The control plane replaces a stored token no newer than one a backend refused; a
-        // marker older than the stored token changes nothing, so it is never cleared.
-        let rejected = host
-            .get_shared(&rejected_key(&need.key))
-            .ok()
-            .and_then(|(v, _)| v)
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<i64>().ok());
-        if let Some(expires_at) = rejected {
-            path.push_str(&format!("?rejected_expires_at={expires_at}"));
-        }
+        let mut caller_token = None;
+        let path = match need {
+            Need::Token(need) => {
+                let mut path =
+                    credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
+                // The control plane replaces a stored token no newer than one a backend
+                // refused; a marker older than the stored token changes nothing, so it is
+                // never cleared.
+                let rejected = host
+                    .get_shared(&rejected_key(&need.key))
+                    .ok()
+                    .and_then(|(v, _)| v)
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| s.parse::<i64>().ok());
+                if let Some(expires_at) = rejected {
+                    path.push_str(&format!("?rejected_expires_at={expires_at}"));
+                }
+                caller_token = need.caller_token.as_deref();
+                path
+            }
+            Need::Issuers(None) => ISSUERS_PATH.to_owned(),
+            Need::Issuers(Some((issuer, kid))) => format!(
+                "{ISSUERS_PATH}?issuer={}&kid={}",
+                percent_encode(issuer),
+                percent_encode(kid)
+            ),
+        };
         let auth = format!("Bearer {}", cp.gateway_key);
-        let headers = [
+        let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", cp.authority.as_str()),
             ("accept", "application/json"),
             ("authorization", auth.as_str()),
         ];
+        if let Some(token) = caller_token {
+            headers.push((CALLER_TOKEN_HEADER, token));
+        }
         self.stats.inc(stats::CONTROL_PLANE_CALL);
         host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
             .map_err(|e| {
@@ -467,3 +591,34 @@ impl Worker {
 #[cfg(test)]
 #[path = "worker_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "worker_jwt_tests.rs"]
+mod jwt_tests;
+
+/// Reads the control plane's trusted-issuers document.
+fn parse_issuers(response: &CallResponse) -> Result<TrustedIssuers, Failure> {
+    match response.status {
+        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
+            Failure::unavailable(format!(
+                "the credmgr control plane sent an unreadable trusted-issuers answer: {e}"
+            ))
+        }),
+        _ => Err(parse_answer(response)
+            .err()
+            .unwrap_or_else(|| Failure::unavailable("unexpected answer".into()))),
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 §2.1): everything but unreserved characters.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -13,10 +13,18 @@
 //   OAUTH_CLIENTS      JSON array of oidc-provider client metadata; replaces the defaults
 //   REDIRECT_URIS      comma-separated redirect URIs of the default `credmgr-demo` client
 //                      (default http://127.0.0.1:8080/oauth2/callback)
+//   JWT_AUDIENCE       when set, access tokens are JWTs (RS256) for this audience, the
+//                      default resource; a token request's `resource` parameter names another
+//   CLIENT_TOKEN_TTLS  JSON object: client id -> access-token lifetime in seconds (JWT tokens)
+//   TOKEN_GROUPS       JSON object: subject (account or client id) -> list of group ids, put
+//                      in the `groups` claim of JWT access tokens
+//   SIGNING_KEYS_FILE  JSON file with an array of private JWKs; the first signs. Without it,
+//                      a fresh key per start. Tests rotate keys by restarting with a new file.
 //
 // State (tokens, grants, sessions) lives in memory and dies with the process.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
@@ -43,6 +51,20 @@ const PORT = (() => {
 })();
 const ACCESS_TOKEN_TTL = envSeconds('ACCESS_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = envSeconds('REFRESH_TOKEN_TTL', 86400);
+const JWT_AUDIENCE = process.env.JWT_AUDIENCE || '';
+
+function envJson(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  try {
+    return JSON.parse(raw);
+  } catch (err) {
+    console.error(`oauth-server: ${name} must be JSON: ${err.message}`);
+    process.exit(2);
+  }
+}
+const CLIENT_TOKEN_TTLS = envJson('CLIENT_TOKEN_TTLS', {});
+const GROUPS = envJson('TOKEN_GROUPS', {});
 
 function loadClients() {
   if (process.env.OAUTH_CLIENTS) {
@@ -90,10 +112,48 @@ function signingKey() {
   return { ...privateKey.export({ format: 'jwk' }), kid: `k-${randomBytes(4).toString('hex')}`, alg: 'RS256', use: 'sig' };
 }
 
+function signingKeys() {
+  const file = process.env.SIGNING_KEYS_FILE;
+  if (!file) return [signingKey()];
+  try {
+    const keys = JSON.parse(readFileSync(file, 'utf8'));
+    if (!Array.isArray(keys) || keys.length === 0) throw new Error('not a non-empty JSON array');
+    return keys;
+  } catch (err) {
+    console.error(`oauth-server: SIGNING_KEYS_FILE ${file}: ${err.message}`);
+    process.exit(2);
+  }
+}
+
+// JWT access tokens (RFC 9068) for JWT_AUDIENCE, or for the resource a request names: the
+// caller identities of credmgr's identity tests.
+const jwtResourceIndicators = {
+  enabled: true,
+  async defaultResource() { return JWT_AUDIENCE; },
+  // Any absolute URI is a resource here, so a test can get a token for another audience.
+  async getResourceServerInfo(_ctx, resource, client) {
+    return {
+      scope: 'api:read api:write',
+      audience: resource,
+      accessTokenTTL: CLIENT_TOKEN_TTLS[client.clientId] || ACCESS_TOKEN_TTL,
+      accessTokenFormat: 'jwt',
+      jwt: { sign: { alg: 'RS256' } },
+    };
+  },
+  useGrantedResource: () => true,
+};
+
 function configuration() {
   return {
     clients: loadClients(),
-    jwks: { keys: [signingKey()] },
+    jwks: { keys: signingKeys() },
+    // The groups claim of JWT access tokens, by subject (a client's own id for client
+    // credentials).
+    async extraTokenClaims(_ctx, token) {
+      const subject = token.accountId || token.clientId;
+      const groups = GROUPS[subject];
+      return groups ? { groups } : undefined;
+    },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
 
     // Every login succeeds; the account id is the login typed on the dev page.
@@ -139,7 +199,7 @@ function configuration() {
       //   { scope: 'api:read api:write', audience: resource, accessTokenTTL: ACCESS_TOKEN_TTL,
       //     accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }
       // then publish /jwks to the verifier.
-      resourceIndicators: {
+      resourceIndicators: JWT_AUDIENCE ? jwtResourceIndicators : {
         enabled: true,
         async defaultResource() { return undefined; },
         async getResourceServerInfo() { throw new errors.InvalidTarget(); },
@@ -166,8 +226,9 @@ function configuration() {
     async expiresWithSession() { return false; },
 
     ttl: {
-      AccessToken: ACCESS_TOKEN_TTL,
-      ClientCredentials: ACCESS_TOKEN_TTL,
+      // A resource server's own lifetime (CLIENT_TOKEN_TTLS) wins over ACCESS_TOKEN_TTL.
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL || ACCESS_TOKEN_TTL,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || ACCESS_TOKEN_TTL,
       RefreshToken: REFRESH_TOKEN_TTL,
       AuthorizationCode: 60,
       IdToken: 3600,

@@ -7,6 +7,17 @@
 //! migration folder, `migrations/postgresql/`, and the same runtime (not compile-time checked)
 //! queries, so nothing above this module changes.
 
+// Defined before the modules so that `identities` forwards its calls with it too.
+/// Forwards a call to whichever backend is configured.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+pub mod identities;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,6 +29,7 @@ use crate::connections::ConnectionStatus;
 use crate::crypto::Envelope;
 use crate::providers::{AuthMethod, GrantType, IdentityProvider};
 
+pub use identities::{IssuerRecord, PolicyRecord};
 pub use sqlite::SqliteStore;
 
 /// A credential provider as stored.
@@ -238,15 +250,6 @@ pub struct Store {
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(SqliteStore),
-}
-
-/// Forwards a call to whichever backend is configured.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match &$self.backend {
-            Backend::Sqlite(s) => s.$method($($arg),*).await,
-        }
-    };
 }
 
 impl Store {

@@ -1,5 +1,7 @@
 //! The SQLite backend: one file, WAL mode, for a single control-plane node.
 
+mod identities;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -779,6 +779,7 @@ impl TokenService {
             expires_at: record.expires_at,
             refresh_at: record.refresh_at,
             claims: record.claims.clone(),
+            access_policies: Vec::new(),
         };
         Ok((record, token))
     }
@@ -793,6 +794,7 @@ impl TokenService {
             expires_at: t.expires_at,
             refresh_at: t.refresh_at,
             claims: t.claims.clone(),
+            access_policies: Vec::new(),
         })
     }
 

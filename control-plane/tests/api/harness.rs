@@ -59,6 +59,7 @@ impl Harness {
             login_link_ttl: Duration::from_secs(600),
             refresh_skew: Duration::from_secs(60),
             refresh_interval: Duration::ZERO,
+            access_refresh: Duration::from_secs(30),
         };
         let state = AppState::build(config).await.unwrap();
         Harness {
@@ -117,6 +118,20 @@ impl Harness {
         self.raw(req.body(body).unwrap()).await
     }
 
+    /// A request with exactly these headers and no body.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.raw(req.body(Body::empty()).unwrap()).await
+    }
+
     pub async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
         self.call(method, uri, Some(ADMIN), body).await
     }
@@ -139,13 +154,31 @@ impl Harness {
         r
     }
 
+    /// Creates a connection that the test gateway (`edge-1`) may use.
     pub async fn connection(&self, p: &str, c: &str) -> Reply {
-        self.admin(
-            Method::PUT,
-            &format!("/v1/providers/{p}/connections/{c}"),
-            Some(serde_json::json!({"display_name": "Test"})),
-        )
-        .await
+        let r = self
+            .admin(
+                Method::PUT,
+                &format!("/v1/providers/{p}/connections/{c}"),
+                Some(serde_json::json!({"display_name": "Test"})),
+            )
+            .await;
+        if r.status == StatusCode::CREATED {
+            self.allow_gateway(p, c).await;
+        }
+        r
+    }
+
+    /// Adds an access policy for the test gateway (`edge-1`) to a connection.
+    pub async fn allow_gateway(&self, p: &str, c: &str) {
+        let r = self
+            .admin(
+                Method::PUT,
+                &format!("/v1/providers/{p}/connections/{c}/access-policies/edge-1"),
+                Some(serde_json::json!({"identity": {"kind": "gateway", "name": "edge-1"}})),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.json);
     }
 
     /// Stores a token for a connection as if it had been fetched at `obtained_at`.

@@ -9,6 +9,7 @@ mod consent;
 mod etags;
 mod fake_saas;
 mod harness;
+mod identities;
 mod management;
 mod presets;
 mod quirks;

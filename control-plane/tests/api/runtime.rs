@@ -61,14 +61,23 @@ async fn a_fresh_stored_token_is_served_without_asking_the_provider() {
     let r = h.runtime("gh", "alice").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.headers["cache-control"], "no-store");
+    // The gateway asks again after half the access refresh interval (30 s), well before
+    // the token's own refresh point, so that policy changes reach it in time.
+    let refresh_at = r.json["refresh_at"].as_i64().unwrap();
+    assert!(
+        (t0 + 15..=now() + 15).contains(&refresh_at) && refresh_at < refresh,
+        "{}",
+        r.json
+    );
     assert_eq!(
         r.json,
         json!({
             "access_token": "stored-token",
             "token_type": "Bearer",
             "expires_at": expires,
-            "refresh_at": refresh,
-            "claims": {"scope": "api:read", "token_type": "Bearer"}
+            "refresh_at": refresh_at,
+            "claims": {"scope": "api:read", "token_type": "Bearer"},
+            "access_policies": [{"kind": "gateway", "name": "edge-1"}]
         })
     );
     let token: credmgr_common::RuntimeToken = serde_json::from_value(r.json).unwrap();

@@ -55,6 +55,12 @@ impl Deployment {
             Some(json!({"display_name": "Alice's account"})),
         );
         assert_eq!(status, 201, "creating connection: {body}");
+        control_plane.allow(
+            PROVIDER,
+            CONNECTION,
+            "test-gateway",
+            json!({"kind": "gateway", "name": "test-gateway"}),
+        );
         Deployment::with_envoy(dir, oauth, control_plane, backend, "demo.yaml")
     }
 

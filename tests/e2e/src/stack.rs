@@ -167,7 +167,36 @@ impl ControlPlane {
             status, 201,
             "creating connection {provider}/{connection}: {body}"
         );
+        self.allow(
+            provider,
+            connection,
+            "test-gateway",
+            json!({"kind": "gateway", "name": "test-gateway"}),
+        );
         body
+    }
+
+    /// Adds (or replaces) an access policy `id` of a connection naming `identity`.
+    pub fn allow(&self, provider: &str, connection: &str, id: &str, identity: Value) {
+        let (status, body) = self.admin(
+            "PUT",
+            &format!("/v1/providers/{provider}/connections/{connection}/access-policies/{id}"),
+            Some(json!({ "identity": identity })),
+        );
+        assert!(
+            status == 201 || status == 200,
+            "access policy {id} of {provider}/{connection}: {status} {body}"
+        );
+    }
+
+    /// Removes access policy `id` of a connection.
+    pub fn disallow(&self, provider: &str, connection: &str, id: &str) {
+        let (status, body) = self.admin(
+            "DELETE",
+            &format!("/v1/providers/{provider}/connections/{connection}/access-policies/{id}"),
+            None,
+        );
+        assert_eq!(status, 204, "deleting access policy {id}: {body}");
     }
 
     /// What a gateway gets from the runtime API.

@@ -4,13 +4,15 @@
 //! Only asymmetric signatures are accepted: RS256, ES256 and EdDSA (Ed25519). The algorithm a
 //! token claims is checked against this list before any key is touched, and each key is used
 //! only with its own algorithm, so `alg: none` and the HMAC-with-a-public-key confusion
-//! (RFC 8725 §2.1) have nothing to work with. A verified token is remembered per worker until
-//! it expires, so a caller pays for signature verification once.
+//! (RFC 8725 §2.1) have nothing to work with. A verified token can be remembered until it
+//! expires ([`VerifiedCache`]), so a caller pays for signature verification once.
 //!
-//! Groundwork for issue 5: the control plane does not publish issuers and keys to gateways
-//! yet, so nothing calls this outside its tests.
+//! The filter verifies with the issuers and keys the control plane publishes
+//! ([`crate::runtime::TrustedIssuers`]); the control plane verifies the same token again before
+//! it hands a connection's token out, with this same code.
 
-use credmgr_common::access::{ClaimNames, JwtIdentity};
+use crate::access::{ClaimNames, JwtIdentity};
+use crate::runtime::PublishedIssuer;
 use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPublicKey};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm, AlgorithmExt, Claims, Token, UntrustedToken};
@@ -50,6 +52,8 @@ pub struct TrustedIssuer {
     /// Accepted `aud` values; a token must name at least one. Empty: any audience.
     pub audiences: Vec<String>,
     pub claim_names: ClaimNames,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway: i64,
     keys: Vec<KeyEntry>,
 }
 
@@ -112,6 +116,17 @@ struct Jwks {
 }
 
 impl TrustedIssuer {
+    /// An issuer as the control plane publishes it to gateways.
+    pub fn from_published(p: &PublishedIssuer) -> Result<TrustedIssuer, String> {
+        TrustedIssuer::new(
+            p.issuer.clone(),
+            p.audiences.clone(),
+            p.claims.clone(),
+            p.leeway_seconds,
+            &p.jwks,
+        )
+    }
+
     /// An issuer with the keys of its JWKS (RFC 7517 §5). Keys for encryption, symmetric keys
     /// and algorithms other than RS256, ES256 and EdDSA are left out; a key that cannot be
     /// read is an error naming it.
@@ -119,10 +134,10 @@ impl TrustedIssuer {
         issuer: String,
         audiences: Vec<String>,
         claim_names: ClaimNames,
-        jwks: &[u8],
+        leeway: i64,
+        jwks: &Value,
     ) -> Result<TrustedIssuer, String> {
-        let jwks: Jwks =
-            serde_json::from_slice(jwks).map_err(|e| format!("unreadable JWKS: {e}"))?;
+        let jwks = Jwks::deserialize(jwks).map_err(|e| format!("unreadable JWKS: {e}"))?;
         let mut keys = Vec::new();
         for (i, raw) in jwks.keys.iter().enumerate() {
             let field = |name: &str| raw.get(name).and_then(Value::as_str);
@@ -153,8 +168,19 @@ impl TrustedIssuer {
             issuer,
             audiences,
             claim_names,
+            leeway: leeway.max(0),
             keys,
         })
+    }
+
+    /// Whether the issuer has a key with this id (for deciding to fetch its JWKS again).
+    pub fn has_key(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// How many usable keys the JWKS held.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -162,18 +188,24 @@ impl TrustedIssuer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub identity: JwtIdentity,
-    /// Unix seconds.
+    /// The token's `exp`, Unix seconds.
     pub expires_at: i64,
+    /// The last second at which the token is accepted: `exp` plus the issuer's leeway.
+    pub valid_until: i64,
 }
 
-/// Verifies `token` against `issuers` at `now` (Unix seconds), allowing `leeway` seconds of
-/// clock skew for `exp` and `nbf`.
-pub fn verify(
-    issuers: &[TrustedIssuer],
-    token: &str,
-    now: i64,
-    leeway: i64,
-) -> Result<Verified, JwtError> {
+/// What an unverified token says about where it comes from, for deciding whether the keys of
+/// its issuer need fetching again (an unknown `kid` after a key rotation).
+pub fn peek_issuer_and_kid(token: &str) -> Option<(String, Option<String>)> {
+    let untrusted = UntrustedToken::new(token).ok()?;
+    let claims: Claims<Map<String, Value>> = untrusted.deserialize_claims_unchecked().ok()?;
+    let iss = claims.custom.get("iss")?.as_str()?.to_owned();
+    Some((iss, untrusted.header().key_id.clone()))
+}
+
+/// Verifies `token` against `issuers` at `now` (Unix seconds), allowing each issuer's leeway
+/// of clock skew for `exp` and `nbf`.
+pub fn verify(issuers: &[TrustedIssuer], token: &str, now: i64) -> Result<Verified, JwtError> {
     let untrusted = UntrustedToken::new(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     let alg = untrusted.algorithm();
     if !matches!(alg, "RS256" | "ES256" | "EdDSA") {
@@ -211,6 +243,7 @@ pub fn verify(
             break;
         }
     }
+    let leeway = issuer.leeway;
     let token = match verified {
         Some(token) => token,
         None if tried => return Err(JwtError::BadSignature),
@@ -246,13 +279,16 @@ pub fn verify(
     Ok(Verified {
         identity: issuer.claim_names.identity(iss, &claims.custom),
         expires_at,
+        valid_until: expires_at.saturating_add(leeway),
     })
 }
 
-/// Verified tokens of one worker, kept until they expire.
+/// Verified tokens, kept until they expire (per filter worker; in the control plane, shared).
 #[derive(Default)]
 pub struct VerifiedCache {
     entries: HashMap<String, Verified>,
+    /// Signatures verified (cache misses that verified), for stats.
+    pub verifications: u64,
 }
 
 /// Most tokens remembered per worker; beyond it, expired entries go first, then all.
@@ -266,17 +302,16 @@ impl VerifiedCache {
         issuers: &[TrustedIssuer],
         token: &str,
         now: i64,
-        leeway: i64,
     ) -> Result<Verified, JwtError> {
         if let Some(v) = self.entries.get(token) {
-            if now <= v.expires_at.saturating_add(leeway) {
+            if now <= v.valid_until {
                 return Ok(v.clone());
             }
         }
-        let verified = verify(issuers, token, now, leeway)?;
+        let verified = verify(issuers, token, now)?;
+        self.verifications = self.verifications.saturating_add(1);
         if self.entries.len() >= MAX_CACHED {
-            self.entries
-                .retain(|_, v| now <= v.expires_at.saturating_add(leeway));
+            self.entries.retain(|_, v| now <= v.valid_until);
             if self.entries.len() >= MAX_CACHED {
                 self.entries.clear();
             }

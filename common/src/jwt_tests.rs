@@ -16,7 +16,7 @@ enum Signer {
 
 struct Keys {
     signers: Vec<(String, Signer)>,
-    jwks: Vec<u8>,
+    jwks: serde_json::Value,
 }
 
 /// One key of each accepted algorithm, with kids "rs", "es" and "ed", and their JWKS.
@@ -44,7 +44,7 @@ fn keys() -> Keys {
             ("es".into(), Signer::Es256(es_sk)),
             ("ed".into(), Signer::EdDsa(ed_sk)),
         ],
-        jwks: jwks.to_string().into_bytes(),
+        jwks,
     }
 }
 
@@ -53,6 +53,7 @@ fn issuer(keys: &Keys) -> Vec<TrustedIssuer> {
         ISS.into(),
         vec!["api://backend".into()],
         ClaimNames::default(),
+        30,
         &keys.jwks,
     )
     .unwrap()]
@@ -86,7 +87,7 @@ fn rs256_es256_and_eddsa_tokens_verify_and_name_their_caller() {
     let issuers = issuer(&keys);
     for (kid, signer) in &keys.signers {
         let token = sign(signer, kid, &claims(json!({})));
-        let v = verify(&issuers, &token, NOW, 30).unwrap_or_else(|e| panic!("{kid}: {e}"));
+        let v = verify(&issuers, &token, NOW).unwrap_or_else(|e| panic!("{kid}: {e}"));
         assert_eq!(v.identity.issuer, ISS);
         assert_eq!(v.identity.object_id.as_deref(), Some("u-1"));
         assert_eq!(v.identity.application_id.as_deref(), Some("app-1"));
@@ -100,7 +101,7 @@ fn every_bad_token_is_refused_with_its_reason() {
     let keys = keys();
     let issuers = issuer(&keys);
     let (kid, es) = (&keys.signers[1].0, &keys.signers[1].1);
-    let code = |token: &str| verify(&issuers, token, NOW, 30).unwrap_err().code();
+    let code = |token: &str| verify(&issuers, token, NOW).unwrap_err().code();
 
     // alg: none.
     let b64 = |v: Value| {
@@ -115,9 +116,7 @@ fn every_bad_token_is_refused_with_its_reason() {
     assert_eq!(code(&none), "jwt_algorithm_not_allowed");
 
     // HS256 "signed" with the issuer's public key (algorithm confusion).
-    let public =
-        serde_json::to_vec(&serde_json::from_slice::<Value>(&keys.jwks).unwrap()["keys"][1])
-            .unwrap();
+    let public = serde_json::to_vec(&keys.jwks["keys"][1]).unwrap();
     let hs = Hs256
         .token(
             &Header::empty().with_key_id("es"),
@@ -155,7 +154,7 @@ fn every_bad_token_is_refused_with_its_reason() {
     assert_eq!(code(&sign(es, kid, &expired)), "jwt_expired");
     expired.expiration = DateTime::from_timestamp(NOW - 29, 0);
     assert!(
-        verify(&issuers, &sign(es, kid, &expired), NOW, 30).is_ok(),
+        verify(&issuers, &sign(es, kid, &expired), NOW).is_ok(),
         "within the leeway"
     );
 
@@ -192,14 +191,17 @@ fn a_verified_token_is_checked_once_until_it_expires() {
     let issuers = issuer(&keys);
     let token = sign(&keys.signers[2].1, "ed", &claims(json!({})));
     let mut cache = VerifiedCache::default();
-    assert!(cache.verify(&issuers, &token, NOW, 0).is_ok());
+    assert!(cache.verify(&issuers, &token, NOW).is_ok());
     // With no issuers at all, only the cache can answer.
     for _ in 0..100 {
-        assert!(cache.verify(&[], &token, NOW + 10, 0).is_ok());
+        assert!(cache.verify(&[], &token, NOW + 10).is_ok());
     }
     assert_eq!(cache.len(), 1);
+    assert_eq!(cache.verifications, 1);
+    // Past `exp` plus the issuer's 30 s leeway, the token is verified anew (and fails here).
+    assert!(cache.verify(&[], &token, NOW + 329).is_ok());
     assert_eq!(
-        cache.verify(&[], &token, NOW + 301, 0).unwrap_err().code(),
+        cache.verify(&[], &token, NOW + 331).unwrap_err().code(),
         "jwt_untrusted_issuer"
     );
 }
@@ -210,10 +212,11 @@ fn unreadable_keys_are_named() {
         ISS.into(),
         vec![],
         ClaimNames::default(),
-        br#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "bad", "x": "AA", "y": "AA"}]}"#,
+        30,
+        &json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bad", "x": "AA", "y": "AA"}]}),
     )
     .err()
     .unwrap();
     assert!(err.contains("\"bad\""), "{err}");
-    assert!(TrustedIssuer::new(ISS.into(), vec![], ClaimNames::default(), b"{").is_err());
+    assert!(TrustedIssuer::new(ISS.into(), vec![], ClaimNames::default(), 0, &json!({})).is_err());
 }

@@ -1,0 +1,221 @@
+//! Trusted issuers and access policies in SQLite.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
+
+use super::{from_json, to_json, SqliteStore};
+use crate::store::identities::{IssuerRecord, PolicyRecord};
+use crate::store::StoreError;
+
+const ISSUER_SELECT: &str = "SELECT id, display_name, issuer, audiences, jwks_uri, jwks, claims, \
+     leeway_seconds, etag, created_at, updated_at FROM trusted_issuers";
+
+const POLICY_SELECT: &str = "SELECT provider_id, connection_id, id, display_name, identity, etag, \
+     created_at, updated_at FROM access_policies";
+
+impl SqliteStore {
+    pub async fn list_issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        let rows = sqlx::query(&format!("{ISSUER_SELECT} ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(issuer_from_row).collect()
+    }
+
+    pub async fn get_issuer(&self, id: &str) -> Result<Option<IssuerRecord>, StoreError> {
+        let row = sqlx::query(&format!("{ISSUER_SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(issuer_from_row).transpose()
+    }
+
+    pub async fn insert_issuer(&self, r: &IssuerRecord) -> Result<bool, StoreError> {
+        let jwks = r.jwks.as_ref().map(to_json).transpose()?;
+        // DO NOTHING on either unique column: the id, or the issuer URL.
+        let done = sqlx::query(
+            "INSERT INTO trusted_issuers (id, display_name, issuer, audiences, jwks_uri, jwks, \
+             claims, leeway_seconds, etag, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.id)
+        .bind(&r.display_name)
+        .bind(&r.issuer)
+        .bind(to_json(&r.audiences)?)
+        .bind(&r.jwks_uri)
+        .bind(jwks)
+        .bind(to_json(&r.claims)?)
+        .bind(r.leeway_seconds)
+        .bind(&r.etag)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn replace_issuer(
+        &self,
+        r: &IssuerRecord,
+        expected_etag: &str,
+    ) -> Result<bool, StoreError> {
+        let jwks = r.jwks.as_ref().map(to_json).transpose()?;
+        let done = sqlx::query(
+            "UPDATE trusted_issuers SET display_name = ?, issuer = ?, audiences = ?, \
+             jwks_uri = ?, jwks = ?, claims = ?, leeway_seconds = ?, etag = ?, updated_at = ? \
+             WHERE id = ? AND etag = ?",
+        )
+        .bind(&r.display_name)
+        .bind(&r.issuer)
+        .bind(to_json(&r.audiences)?)
+        .bind(&r.jwks_uri)
+        .bind(jwks)
+        .bind(to_json(&r.claims)?)
+        .bind(r.leeway_seconds)
+        .bind(&r.etag)
+        .bind(r.updated_at)
+        .bind(&r.id)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_issuer(
+        &self,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM trusted_issuers WHERE id = ? AND (? IS NULL OR etag = ?)")
+                .bind(id)
+                .bind(expected_etag)
+                .bind(expected_etag)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn list_policies(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<Vec<PolicyRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{POLICY_SELECT} WHERE provider_id = ? AND connection_id = ? ORDER BY id"
+        ))
+        .bind(provider_id)
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    pub async fn get_policy(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        id: &str,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{POLICY_SELECT} WHERE provider_id = ? AND connection_id = ? AND id = ?"
+        ))
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(policy_from_row).transpose()
+    }
+
+    pub async fn insert_policy(&self, r: &PolicyRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO access_policies (provider_id, connection_id, id, display_name, \
+             identity, etag, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (provider_id, connection_id, id) DO NOTHING",
+        )
+        .bind(&r.provider_id)
+        .bind(&r.connection_id)
+        .bind(&r.id)
+        .bind(&r.display_name)
+        .bind(to_json(&r.identity)?)
+        .bind(&r.etag)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn replace_policy(
+        &self,
+        r: &PolicyRecord,
+        expected_etag: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE access_policies SET display_name = ?, identity = ?, etag = ?, \
+             updated_at = ? WHERE provider_id = ? AND connection_id = ? AND id = ? AND etag = ?",
+        )
+        .bind(&r.display_name)
+        .bind(to_json(&r.identity)?)
+        .bind(&r.etag)
+        .bind(r.updated_at)
+        .bind(&r.provider_id)
+        .bind(&r.connection_id)
+        .bind(&r.id)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_policy(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        id: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM access_policies WHERE provider_id = ? AND connection_id = ? AND id = ? \
+             AND (? IS NULL OR etag = ?)",
+        )
+        .bind(provider_id)
+        .bind(connection_id)
+        .bind(id)
+        .bind(expected_etag)
+        .bind(expected_etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn issuer_from_row(row: &SqliteRow) -> Result<IssuerRecord, StoreError> {
+    let jwks: Option<String> = row.try_get("jwks")?;
+    Ok(IssuerRecord {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        issuer: row.try_get("issuer")?,
+        audiences: from_json("audiences", row.try_get("audiences")?)?,
+        jwks_uri: row.try_get("jwks_uri")?,
+        jwks: jwks.map(|j| from_json("jwks", &j)).transpose()?,
+        claims: from_json("claims", row.try_get("claims")?)?,
+        leeway_seconds: row.try_get("leeway_seconds")?,
+        etag: row.try_get("etag")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn policy_from_row(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
+    Ok(PolicyRecord {
+        provider_id: row.try_get("provider_id")?,
+        connection_id: row.try_get("connection_id")?,
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        identity: from_json("identity", row.try_get("identity")?)?,
+        etag: row.try_get("etag")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
