@@ -65,6 +65,8 @@ pub mod codes {
     pub const CLIENT_SECRET_REJECTED: &str = "client_secret_rejected";
     /// The provider refused the refresh token; consent is needed again.
     pub const REFRESH_TOKEN_INVALID: &str = "refresh_token_invalid";
+    /// The refresh token reached the expiry the provider gave it; consent is needed again.
+    pub const REFRESH_TOKEN_EXPIRED: &str = "refresh_token_expired";
     /// The provider could not be reached or answered with something unusable.
     pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
     /// The provider answered the token request with an OAuth error other than the above.

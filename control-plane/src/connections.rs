@@ -94,6 +94,10 @@ pub struct ConnectionView {
     pub status: ConnectionStatus,
     pub error: Option<ErrorView>,
     pub token_expires_at: Option<String>,
+    /// When the refresh token expires, if the provider said (after that a user must consent
+    /// again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_at: Option<String>,
     pub last_refresh_at: Option<String>,
     /// The `ETag` of this connection's configuration, for `If-Match`.
     pub etag: String,
@@ -124,6 +128,7 @@ impl From<&ConnectionRecord> for ConnectionView {
                 message: message.clone(),
             }),
             token_expires_at: c.token_expires_at.map(rfc3339),
+            refresh_token_expires_at: c.refresh_token_expires_at.map(rfc3339),
             last_refresh_at: c.last_refresh_at.map(rfc3339),
             etag: c.etag.clone(),
             created_at: rfc3339(c.created_at),
@@ -276,6 +281,7 @@ async fn put(
                 created_at: now,
                 updated_at: now,
                 token_expires_at: None,
+                refresh_token_expires_at: None,
             };
             if !state.store.insert_connection(&record).await? {
                 if if_match.is_present() {

@@ -19,6 +19,7 @@ pub mod http;
 pub mod issuers;
 pub mod keys;
 pub mod metrics;
+pub mod presets;
 pub mod providers;
 pub mod runtime;
 pub mod store;
@@ -86,6 +87,8 @@ impl AppState {
             config.key_file.clone(),
             config.active_key_id.clone(),
         ));
+        presets::check()
+            .map_err(|e| anyhow::anyhow!("the built-in provider catalogue is broken: {e}"))?;
         let store = Store::connect(&config.database_url).await?;
         let keyring = Arc::new(config.keyring);
         let metrics = Arc::new(Metrics::new());

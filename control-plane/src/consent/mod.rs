@@ -324,13 +324,16 @@ async fn continue_(
     let mut target = url::Url::parse(authorization_url)
         .map_err(|e| ApiError::Internal(format!("stored authorization_url: {e}")))?;
     {
-        let scope = provider.scopes.join(" ");
+        // Joined and named as the provider wants (Slack: commas, and `user_scope` for user
+        // tokens).
+        let quirks = &provider.identity_provider.preset().quirks;
+        let scope = quirks.join_scopes(&provider.scopes);
         let mut q = target.query_pairs_mut();
         q.append_pair("response_type", "code")
             .append_pair("client_id", &provider.client_id)
             .append_pair("redirect_uri", &state.consent.callback_url());
         if !scope.is_empty() {
-            q.append_pair("scope", &scope);
+            q.append_pair(&quirks.scope_param, &scope);
         }
         q.append_pair("state", state_param.expose_secret())
             .append_pair("code_challenge", &challenge)

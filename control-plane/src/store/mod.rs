@@ -38,6 +38,8 @@ pub struct ProviderRecord {
     pub id: String,
     pub display_name: Option<String>,
     pub identity_provider: IdentityProvider,
+    /// The preset's parameters, as given.
+    pub parameters: BTreeMap<String, String>,
     pub grant_type: GrantType,
     pub client_id: String,
     pub client_secret: Envelope,
@@ -92,6 +94,8 @@ pub struct ConnectionRecord {
     pub updated_at: i64,
     /// Read from the token, if any; not written through this record.
     pub token_expires_at: Option<i64>,
+    /// When the stored refresh token expires, if the provider said; read from the token.
+    pub refresh_token_expires_at: Option<i64>,
 }
 
 /// A connection's current access token, encrypted.
@@ -100,6 +104,8 @@ pub struct TokenRecord {
     pub access_token: Envelope,
     /// The refresh token, if the provider issued one (authorization code).
     pub refresh_token: Option<Envelope>,
+    /// When the refresh token expires, if the provider said (`refresh_token_expires_in`).
+    pub refresh_token_expires_at: Option<i64>,
     pub token_type: String,
     /// The token response's non-secret fields.
     pub claims: serde_json::Map<String, serde_json::Value>,

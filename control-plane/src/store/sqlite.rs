@@ -33,11 +33,12 @@ pub struct SqliteStore {
 const PROVIDER_COLUMNS: &str = "id, display_name, identity_provider, grant_type, client_id, \
      client_secret, token_url, scopes, token_endpoint_auth_method, token_params, created_at, \
      updated_at, authorization_url, refresh_url, issuer, authorize_params, allowed_redirect_urls, \
-     etag";
+     etag, preset_parameters";
 
 const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.display_name, c.client_id, \
      c.client_secret, c.status, c.error_code, c.error_message, c.token_generation, \
-     c.last_refresh_at, c.created_at, c.updated_at, c.etag, t.expires_at AS token_expires_at \
+     c.last_refresh_at, c.created_at, c.updated_at, c.etag, t.expires_at AS token_expires_at, \
+     t.refresh_token_expires_at \
      FROM connections c LEFT JOIN tokens t \
      ON t.provider_id = c.provider_id AND t.connection_id = c.id";
 
@@ -87,7 +88,7 @@ impl SqliteStore {
     pub async fn insert_provider(&self, p: &ProviderRecord) -> Result<bool, StoreError> {
         let sql = format!(
             "INSERT INTO providers ({PROVIDER_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
         );
         let done = sqlx::query(&sql)
             .bind(&p.id)
@@ -108,6 +109,7 @@ impl SqliteStore {
             .bind(to_json(&p.authorize_params)?)
             .bind(to_json(&p.allowed_redirect_urls)?)
             .bind(&p.etag)
+            .bind(to_json(&p.parameters)?)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -125,7 +127,8 @@ impl SqliteStore {
              client_id = ?, client_secret = ?, token_url = ?, scopes = ?, \
              token_endpoint_auth_method = ?, token_params = ?, updated_at = ?, \
              authorization_url = ?, refresh_url = ?, issuer = ?, authorize_params = ?, \
-             allowed_redirect_urls = ?, etag = ? WHERE id = ? AND etag = ?",
+             allowed_redirect_urls = ?, etag = ?, preset_parameters = ? \
+             WHERE id = ? AND etag = ?",
         )
         .bind(&p.display_name)
         .bind(p.identity_provider.as_str())
@@ -143,6 +146,7 @@ impl SqliteStore {
         .bind(to_json(&p.authorize_params)?)
         .bind(to_json(&p.allowed_redirect_urls)?)
         .bind(&p.etag)
+        .bind(to_json(&p.parameters)?)
         .bind(&p.id)
         .bind(expected_etag)
         .execute(&mut *tx)
@@ -305,7 +309,8 @@ impl SqliteStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT access_token, refresh_token, token_type, claims, obtained_at, expires_at, \
-             refresh_at FROM tokens WHERE provider_id = ? AND connection_id = ?",
+             refresh_at, refresh_token_expires_at FROM tokens \
+             WHERE provider_id = ? AND connection_id = ?",
         )
         .bind(provider_id)
         .bind(connection_id)
@@ -338,11 +343,12 @@ impl SqliteStore {
         }
         sqlx::query(
             "INSERT INTO tokens (provider_id, connection_id, access_token, token_type, claims, \
-             obtained_at, expires_at, refresh_at, refresh_token) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             obtained_at, expires_at, refresh_at, refresh_token, refresh_token_expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (provider_id, connection_id) DO UPDATE SET \
              access_token = excluded.access_token, token_type = excluded.token_type, \
              refresh_token = excluded.refresh_token, \
+             refresh_token_expires_at = excluded.refresh_token_expires_at, \
              claims = excluded.claims, obtained_at = excluded.obtained_at, \
              expires_at = excluded.expires_at, refresh_at = excluded.refresh_at",
         )
@@ -355,6 +361,7 @@ impl SqliteStore {
         .bind(t.expires_at)
         .bind(t.refresh_at)
         .bind(t.refresh_token.as_ref().map(Envelope::to_bytes))
+        .bind(t.refresh_token_expires_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -759,6 +766,7 @@ fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
             row.try_get("allowed_redirect_urls")?,
         )?,
         etag: row.try_get("etag")?,
+        parameters: from_json("preset_parameters", row.try_get("preset_parameters")?)?,
     })
 }
 
@@ -780,6 +788,7 @@ fn connection_from_row(row: &SqliteRow) -> Result<ConnectionRecord, StoreError> 
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         token_expires_at: row.try_get("token_expires_at")?,
+        refresh_token_expires_at: row.try_get("refresh_token_expires_at")?,
     })
 }
 
@@ -795,5 +804,6 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         obtained_at: row.try_get("obtained_at")?,
         expires_at: row.try_get("expires_at")?,
         refresh_at: row.try_get("refresh_at")?,
+        refresh_token_expires_at: row.try_get("refresh_token_expires_at")?,
     })
 }

@@ -11,20 +11,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value};
 
+use super::response::{interpret, BodyFormat, TokenResponse};
 use super::{FailureKind, TokenFailure};
+use crate::presets::Quirks;
 use crate::providers::AuthMethod;
 
 /// Largest token endpoint response read.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-
-/// Longest `error_description` quoted back from a provider.
-const MAX_DESCRIPTION: usize = 300;
-
-/// Fields of a token response that are secrets and never leave the store (RFC 6749 §5.1;
-/// OpenID Connect Core §3.1.3.3 for `id_token`).
-const SECRET_FIELDS: &[&str] = &["access_token", "refresh_token", "id_token"];
 
 /// HTTP client for token endpoints.
 #[derive(Clone, Debug)]
@@ -41,6 +35,8 @@ pub struct ClientAuth<'a> {
     pub auth_method: AuthMethod,
     /// The provider's extra token parameters.
     pub extra_params: &'a BTreeMap<String, String>,
+    /// How the provider departs from RFC 6749 (its preset's).
+    pub quirks: &'a Quirks,
 }
 
 /// What to ask the token endpoint for.
@@ -64,33 +60,6 @@ impl Grant<'_> {
             Grant::AuthorizationCode { .. } => "authorization_code",
             Grant::RefreshToken { .. } => "refresh_token",
         }
-    }
-}
-
-/// A successful token response (RFC 6749 §5.1).
-pub struct TokenResponse {
-    pub access_token: SecretString,
-    /// A new refresh token, if the provider sent one.
-    pub refresh_token: Option<SecretString>,
-    pub token_type: String,
-    /// Lifetime in seconds, if the provider said.
-    pub expires_in: Option<i64>,
-    /// Everything but the secrets: `token_type`, `expires_in`, `scope`, provider extras.
-    pub claims: Map<String, Value>,
-}
-
-impl std::fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("access_token", &"[redacted]")
-            .field(
-                "refresh_token",
-                &self.refresh_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .field("claims", &self.claims)
-            .finish()
     }
 }
 
@@ -126,7 +95,8 @@ impl OAuthClient {
         let mut form: Vec<(&str, &str)> = vec![("grant_type", grant.name())];
         match grant {
             Grant::ClientCredentials { scopes } => {
-                scope = scopes.join(" "); // RFC 6749 §3.3: space-delimited.
+                // RFC 6749 §3.3: space-delimited, unless the provider wants otherwise.
+                scope = req.quirks.join_scopes(scopes);
                 if !scope.is_empty() {
                     form.push(("scope", &scope));
                 }
@@ -169,8 +139,22 @@ impl OAuthClient {
             .await
             .map_err(|e| self.transport_failure(req.token_url, &e))?;
         let status = response.status();
+        let form_encoded = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
         let body = self.read_body(req.token_url, response).await?;
-        interpret(status, &body)
+        let format = if form_encoded {
+            BodyFormat::Form
+        } else {
+            BodyFormat::Json
+        };
+        interpret(status, format, &body, req.quirks)
     }
 
     /// The response body, refusing more than [`MAX_RESPONSE_BYTES`]: a token response is a
@@ -243,218 +227,9 @@ fn basic_auth(client_id: &str, client_secret: &SecretString) -> HeaderValue {
     value
 }
 
-/// Reads a token endpoint's answer: a token (RFC 6749 §5.1) or an error (§5.2).
-pub(crate) fn interpret(
-    status: reqwest::StatusCode,
-    body: &[u8],
-) -> Result<TokenResponse, TokenFailure> {
-    let unusable = |why: String| TokenFailure::new(FailureKind::ProviderUnreachable, why);
-    if status.is_redirection() {
-        return Err(unusable(format!(
-            "the token endpoint answered with a redirect (HTTP {status}); redirects are not \
-             followed: set token_url to the final URL"
-        )));
-    }
-    let json: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
-    if !status.is_success() {
-        return Err(match json.as_ref().and_then(oauth_error) {
-            Some(failure) => failure,
-            // RFC 6749 §5.2: 401 is how a server says client authentication failed.
-            None if status == reqwest::StatusCode::UNAUTHORIZED => TokenFailure::new(
-                FailureKind::ClientSecretRejected,
-                "the token endpoint refused the client credentials (HTTP 401); check the \
-                 client id and client secret",
-            ),
-            None => unusable(format!(
-                "the token endpoint answered HTTP {status} without an OAuth error; check \
-                 token_url and the provider's health"
-            )),
-        });
-    }
-    let Some(mut json) = json else {
-        return Err(unusable(format!(
-            "the token endpoint answered HTTP {status} with a body that is not a JSON object \
-             (RFC 6749 §5.1)"
-        )));
-    };
-    if let Some(failure) = oauth_error(&json) {
-        // Some servers send an error with 200; it is still an error.
-        return Err(failure);
-    }
-    let access_token = match json.get("access_token") {
-        Some(Value::String(t)) if !t.is_empty() => SecretString::from(t.as_str()),
-        _ => {
-            return Err(unusable(
-                "the token response has no access_token (RFC 6749 §5.1)".into(),
-            ))
-        }
-    };
-    // token_type is required by §5.1, but some servers omit it; their tokens are bearer
-    // tokens. The scheme is case-insensitive (§7.1); normalize to RFC 6750's spelling.
-    let token_type = match json.get("token_type").and_then(Value::as_str) {
-        None => "Bearer".to_owned(),
-        Some(t) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_owned(),
-        Some(t) => t.to_owned(),
-    };
-    // §5.1 says a number; some servers send a numeric string.
-    let expires_in = match json.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        Some(_) => None,
-    }
-    .filter(|secs| *secs >= 0);
-    let refresh_token = match json.get("refresh_token") {
-        Some(Value::String(t)) if !t.is_empty() => Some(SecretString::from(t.as_str())),
-        _ => None,
-    };
-    for field in SECRET_FIELDS {
-        json.remove(*field);
-    }
-    Ok(TokenResponse {
-        access_token,
-        refresh_token,
-        token_type,
-        expires_in,
-        claims: json,
-    })
-}
-
-/// An OAuth error response (RFC 6749 §5.2), if `json` is one.
-fn oauth_error(json: &Map<String, Value>) -> Option<TokenFailure> {
-    let code = json.get("error")?.as_str()?;
-    let description = json
-        .get("error_description")
-        .and_then(Value::as_str)
-        .map(sanitize)
-        .filter(|d| !d.is_empty());
-    let quoted = match &description {
-        Some(d) => format!("`{}`: {d}", sanitize(code)),
-        None => format!("`{}`", sanitize(code)),
-    };
-    Some(match code {
-        "invalid_client" | "unauthorized_client" => TokenFailure::new(
-            FailureKind::ClientSecretRejected,
-            format!(
-                "the provider refused the client credentials ({quoted}); check the client id \
-                 and client secret, and that the client may use this grant"
-            ),
-        ),
-        // RFC 6749 §5.2: the code or refresh token is invalid, expired, revoked or was
-        // issued to another client.
-        "invalid_grant" => TokenFailure::new(
-            FailureKind::InvalidGrant,
-            format!("the provider refused the grant ({quoted})"),
-        ),
-        _ => TokenFailure::new(
-            FailureKind::ProviderError,
-            format!("the provider refused the token request ({quoted})"),
-        ),
-    })
-}
-
-/// A provider's text, made safe to show: printable, bounded.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_DESCRIPTION)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::StatusCode;
-
-    fn ok(json: &str) -> TokenResponse {
-        interpret(StatusCode::OK, json.as_bytes()).unwrap()
-    }
-
-    fn err(status: u16, body: &str) -> TokenFailure {
-        interpret(StatusCode::from_u16(status).unwrap(), body.as_bytes()).unwrap_err()
-    }
-
-    #[test]
-    fn a_token_response_keeps_only_non_secret_claims() {
-        let t = ok(
-            r#"{"access_token":"at-1","token_type":"bearer","expires_in":3600,
-                       "refresh_token":"rt","id_token":"idt","scope":"api:read","instance_url":"x"}"#,
-        );
-        assert_eq!(t.access_token.expose_secret(), "at-1");
-        assert_eq!(t.refresh_token.as_ref().unwrap().expose_secret(), "rt");
-        assert_eq!(t.token_type, "Bearer");
-        assert_eq!(t.expires_in, Some(3600));
-        let keys: Vec<_> = t.claims.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["expires_in", "instance_url", "scope", "token_type"]);
-        let shown = format!("{t:?}");
-        assert!(
-            !shown.contains("at-1") && !shown.contains("\"rt"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn lenient_about_what_real_providers_send() {
-        assert_eq!(
-            ok(r#"{"access_token":"a","expires_in":"59"}"#).expires_in,
-            Some(59)
-        );
-        let t = ok(r#"{"access_token":"a"}"#);
-        assert_eq!((t.token_type.as_str(), t.expires_in), ("Bearer", None));
-        assert_eq!(
-            ok(r#"{"access_token":"a","token_type":"DPoP"}"#).token_type,
-            "DPoP"
-        );
-    }
-
-    #[test]
-    fn oauth_errors_are_classified() {
-        let e = err(
-            401,
-            r#"{"error":"invalid_client","error_description":"no such client"}"#,
-        );
-        assert_eq!(e.kind, FailureKind::ClientSecretRejected);
-        assert!(e.message.contains("no such client"), "{}", e.message);
-        assert_eq!(
-            err(400, r#"{"error":"unauthorized_client"}"#).kind,
-            FailureKind::ClientSecretRejected
-        );
-        let e = err(
-            400,
-            r#"{"error":"invalid_scope","error_description":"scope x"}"#,
-        );
-        assert_eq!(e.kind, FailureKind::ProviderError);
-        assert!(e.message.contains("invalid_scope") && e.message.contains("scope x"));
-        assert_eq!(
-            err(400, r#"{"error":"invalid_grant"}"#).kind,
-            FailureKind::InvalidGrant
-        );
-        assert_eq!(
-            err(200, r#"{"error":"invalid_request"}"#).kind,
-            FailureKind::ProviderError
-        );
-        assert_eq!(err(401, "").kind, FailureKind::ClientSecretRejected);
-    }
-
-    #[test]
-    fn anything_unusable_is_unreachable() {
-        for (status, body) in [
-            (500, "oops"),
-            (503, r#"{"message":"down"}"#),
-            (404, "<html>"),
-            (302, ""),
-            (200, "<html>"),
-            (200, r#"{"token_type":"Bearer"}"#),
-            (200, r#"[1]"#),
-        ] {
-            assert_eq!(
-                err(status, body).kind,
-                FailureKind::ProviderUnreachable,
-                "{status} {body}"
-            );
-        }
-        assert!(err(302, "").message.contains("token_url"));
-    }
 
     #[test]
     fn basic_auth_form_encodes_before_base64() {

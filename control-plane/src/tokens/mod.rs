@@ -10,6 +10,7 @@
 
 mod client;
 mod flight;
+mod response;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -26,13 +27,14 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{ConnectionError, ConnectionRecord, ProviderRecord, Store, TokenRecord};
 
-pub use client::{ClientAuth, Grant, OAuthClient, TokenResponse};
+pub use client::{ClientAuth, Grant, OAuthClient};
 use flight::Flights;
+pub use response::TokenResponse;
 
 /// Lifetime assumed for a token whose response has no `expires_in` (RFC 6749 §5.1 makes it
 /// optional, "the authorization server SHOULD provide the expiration time via other means or
-/// document the default value"). One hour is the most common documented default; a later
-/// version makes it a per-preset setting.
+/// document the default value"), whose access token is no JWT with an `exp`, and whose
+/// preset declares no `default_lifetime_secs`. One hour is the most common documented default.
 pub const DEFAULT_LIFETIME_SECS: i64 = 3600;
 
 /// Longest lifetime taken at face value; protects the arithmetic from absurd `expires_in`.
@@ -91,6 +93,8 @@ pub enum FailureKind {
     /// `invalid_grant` (RFC 6749 §5.2): the refresh token (or code) is invalid, expired or
     /// revoked.
     InvalidGrant,
+    /// The refresh token is past the expiry the provider gave it; not even sent.
+    RefreshTokenExpired,
 }
 
 impl FailureKind {
@@ -100,6 +104,7 @@ impl FailureKind {
             FailureKind::ClientSecretRejected => codes::CLIENT_SECRET_REJECTED,
             FailureKind::ProviderError => codes::PROVIDER_ERROR,
             FailureKind::InvalidGrant => codes::REFRESH_TOKEN_INVALID,
+            FailureKind::RefreshTokenExpired => codes::REFRESH_TOKEN_EXPIRED,
         }
     }
 }
@@ -152,10 +157,21 @@ pub struct TokenService {
 /// How often a replica waiting for another one's refresh looks at the store.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A refresh token as used for one request: its stored envelope and plaintext.
+/// A refresh token as used for one request: its stored envelope, expiry and plaintext.
 struct UsedRefreshToken {
     envelope: Envelope,
+    expires_at: Option<i64>,
     secret: secrecy::SecretString,
+}
+
+/// The refresh token to keep when a response brings no new one: its envelope and expiry.
+type KeptRefresh = Option<(Envelope, Option<i64>)>;
+
+/// Whether `t`'s refresh token is past the expiry the provider gave it.
+fn refresh_token_expired(t: &TokenRecord) -> bool {
+    t.refresh_token.is_some()
+        && t.refresh_token_expires_at
+            .is_some_and(|at| unix_now() >= at)
 }
 
 impl TokenService {
@@ -295,6 +311,13 @@ impl TokenService {
             }
         }
 
+        if let Some(t) = stored.as_ref().filter(|t| refresh_token_expired(t)) {
+            if unix_now() >= t.expires_at {
+                return self.refresh_token_gone(p, c, &conn, t, &mut flight).await;
+            }
+            // The access token still serves; then a user must consent again.
+            return self.without_refresh_token(p, c, &conn, stored).map(Some);
+        }
         let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
         if provider.grant_type.needs_consent() && !has_refresh_token {
             // Nothing to ask the provider: no lease needed.
@@ -319,6 +342,38 @@ impl TokenService {
         .await;
         self.release_lease(p, c).await;
         outcome
+    }
+
+    /// Both the access token and the refresh token have expired: the tokens are dropped and
+    /// the connection says why, so an operator knows a user must consent again.
+    async fn refresh_token_gone(
+        &self,
+        p: &str,
+        c: &str,
+        conn: &ConnectionRecord,
+        t: &TokenRecord,
+        flight: &mut flight::FlightGuard<'_, (String, String)>,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+        let at = t.refresh_token_expires_at.map(crate::clock::rfc3339);
+        let failure = TokenFailure::new(
+            FailureKind::RefreshTokenExpired,
+            format!(
+                "the refresh token expired at {}, as the provider said when it issued it; a \
+                 user must consent again: create a login link for this connection",
+                at.unwrap_or_default()
+            ),
+        );
+        tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(), "{failure}");
+        let error = ConnectionError {
+            status: ConnectionStatus::Error,
+            code: failure.kind.code(),
+            message: &failure.message,
+        };
+        self.store
+            .drop_tokens_with_error(p, c, conn.token_generation, &error)
+            .await?;
+        flight.finish(Some((conn.token_generation, failure.clone())));
+        Err(ApiError::TokenUnavailable(failure))
     }
 
     /// Waits for the connection's refresh lease. With `fresh_within = Some((lead, rejected))`,
@@ -396,7 +451,9 @@ impl TokenService {
         };
         match result {
             Ok(response) => {
-                let (record, token) = self.token_record(p, c, &response, kept_refresh, sent_at)?;
+                let quirks = &provider.identity_provider.preset().quirks;
+                let (record, token) =
+                    self.token_record(p, c, &response, kept_refresh, sent_at, quirks)?;
                 let stored = self
                     .store
                     .put_token(p, c, conn.token_generation, &record)
@@ -470,7 +527,11 @@ impl TokenService {
         let secret = self
             .keyring
             .decrypt_string(&Aad::connection_refresh_token(p, c), &envelope)?;
-        Ok(Some(UsedRefreshToken { envelope, secret }))
+        Ok(Some(UsedRefreshToken {
+            envelope,
+            expires_at: stored.and_then(|t| t.refresh_token_expires_at),
+            secret,
+        }))
     }
 
     /// Redeems the refresh token. On `invalid_grant` the store is read again: if another
@@ -482,7 +543,7 @@ impl TokenService {
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         used: UsedRefreshToken,
-    ) -> Result<(Result<TokenResponse, TokenFailure>, Option<Envelope>), ApiError> {
+    ) -> Result<(Result<TokenResponse, TokenFailure>, KeptRefresh), ApiError> {
         let (p, c) = (conn.provider_id.as_str(), conn.id.as_str());
         let grant = Grant::RefreshToken {
             refresh_token: &used.secret,
@@ -490,14 +551,14 @@ impl TokenService {
         let first = self.fetch(provider, conn, &grant).await?;
         match &first {
             Err(f) if f.kind == FailureKind::InvalidGrant => {}
-            _ => return Ok((first, Some(used.envelope))),
+            _ => return Ok((first, Some((used.envelope, used.expires_at)))),
         }
         let current = self.store.get_token(p, c).await?;
         let newer = self
             .stored_refresh_token(p, c, current.as_ref())?
             .filter(|t| t.envelope != used.envelope);
         let Some(newer) = newer else {
-            return Ok((first, Some(used.envelope)));
+            return Ok((first, Some((used.envelope, used.expires_at))));
         };
         tracing::info!(provider = %p, connection = %c,
             "refresh token refused, but a newer one was stored meanwhile: retrying with it");
@@ -505,7 +566,7 @@ impl TokenService {
             refresh_token: &newer.secret,
         };
         let second = self.fetch(provider, conn, &grant).await?;
-        Ok((second, Some(newer.envelope)))
+        Ok((second, Some((newer.envelope, newer.expires_at))))
     }
 
     /// An authorization-code connection without a refresh token: its access token serves
@@ -526,6 +587,12 @@ impl TokenService {
             Some((code, message)) if code == codes::REFRESH_TOKEN_INVALID => Err(
                 ApiError::TokenUnavailable(TokenFailure::new(FailureKind::InvalidGrant, message)),
             ),
+            Some((code, message)) if code == codes::REFRESH_TOKEN_EXPIRED => {
+                Err(ApiError::TokenUnavailable(TokenFailure::new(
+                    FailureKind::RefreshTokenExpired,
+                    message,
+                )))
+            }
             _ => Err(consent_required(p, c)),
         }
     }
@@ -589,7 +656,8 @@ impl TokenService {
                 return Ok(Err(ConsentFailure::Provider(failure)));
             }
         };
-        let (record, _) = self.token_record(p, c, &response, None, sent_at)?;
+        let quirks = &provider.identity_provider.preset().quirks;
+        let (record, _) = self.token_record(p, c, &response, None, sent_at, quirks)?;
         if !self.store.put_token(p, c, generation, &record).await? {
             return Ok(Err(ConsentFailure::Reconfigured));
         }
@@ -651,6 +719,7 @@ impl TokenService {
                     client_secret: &secret,
                     auth_method: provider.token_endpoint_auth_method,
                     extra_params: &provider.token_params,
+                    quirks: &provider.identity_provider.preset().quirks,
                 },
                 grant,
             )
@@ -665,32 +734,39 @@ impl TokenService {
 
     /// The record to store for a new token, and the answer to give for it. A response
     /// without a refresh token keeps `kept_refresh` (RFC 6749 §6: the server MAY issue a new
-    /// one; when it does not, the old one stays valid).
+    /// one; when it does not, the old one stays valid), with the expiry it had.
     fn token_record(
         &self,
         p: &str,
         c: &str,
         response: &TokenResponse,
-        kept_refresh: Option<Envelope>,
+        kept_refresh: KeptRefresh,
         obtained_at: i64,
+        quirks: &crate::presets::Quirks,
     ) -> Result<(TokenRecord, RuntimeToken), ApiError> {
-        let lifetime = response
-            .expires_in
-            .unwrap_or(DEFAULT_LIFETIME_SECS)
-            .clamp(0, MAX_LIFETIME_SECS);
         let plaintext = response.access_token.expose_secret();
-        let refresh_token = match &response.refresh_token {
-            Some(rt) => Some(self.keyring.encrypt(
-                &Aad::connection_refresh_token(p, c),
-                rt.expose_secret().as_bytes(),
-            )?),
-            None => kept_refresh,
+        let lifetime = lifetime(response, obtained_at, quirks);
+        let (refresh_token, refresh_token_expires_at) = match &response.refresh_token {
+            Some(rt) => (
+                Some(self.keyring.encrypt(
+                    &Aad::connection_refresh_token(p, c),
+                    rt.expose_secret().as_bytes(),
+                )?),
+                response
+                    .refresh_token_expires_in
+                    .map(|s| obtained_at.saturating_add(s.min(MAX_LIFETIME_SECS))),
+            ),
+            None => match kept_refresh {
+                Some((envelope, expires_at)) => (Some(envelope), expires_at),
+                None => (None, None),
+            },
         };
         let record = TokenRecord {
             access_token: self
                 .keyring
                 .encrypt(&Aad::connection_access_token(p, c), plaintext.as_bytes())?,
             refresh_token,
+            refresh_token_expires_at,
             token_type: response.token_type.clone(),
             claims: response.claims.clone(),
             obtained_at,
@@ -743,6 +819,21 @@ impl TokenService {
             _ => Err(ApiError::TokenUnavailable(failure)),
         }
     }
+}
+
+/// How long a new access token lives: `expires_in` if the provider said; else the `exp` of
+/// an access token that is a JWT; else the preset's declared default; else one hour. Never
+/// "forever": a token the provider gave no end is still fetched again in time.
+fn lifetime(response: &TokenResponse, obtained_at: i64, quirks: &crate::presets::Quirks) -> i64 {
+    response
+        .expires_in
+        .or_else(|| {
+            response::jwt_exp(response.access_token.expose_secret())
+                .map(|exp| exp.saturating_sub(obtained_at))
+        })
+        .or(quirks.default_lifetime_secs)
+        .unwrap_or(DEFAULT_LIFETIME_SECS)
+        .clamp(0, MAX_LIFETIME_SECS)
 }
 
 fn consent_required(p: &str, c: &str) -> ApiError {

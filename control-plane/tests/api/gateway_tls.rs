@@ -52,6 +52,17 @@ async fn the_certificate_is_the_credential_and_a_gateway_key_alone_is_refused() 
         .await;
     let path = credmgr_common::runtime::token_path("gh", "alice");
 
+    // The certificate's gateway is who the access policies must name.
+    let (status, body) = call(&h, &path, Some("edge-mtls"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let r = h
+        .admin(
+            axum::http::Method::PUT,
+            "/v1/providers/gh/connections/alice/access-policies/edge-mtls",
+            Some(serde_json::json!({"identity": {"kind": "gateway", "name": "edge-mtls"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let (status, body) = call(&h, &path, Some("edge-mtls"), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["access_token"], "stored-token");

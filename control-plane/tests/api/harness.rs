@@ -206,6 +206,7 @@ impl Harness {
                 .keyring
                 .encrypt(&Aad::connection_access_token(p, c), token.as_bytes())
                 .unwrap(),
+            refresh_token_expires_at: None,
             token_type: "Bearer".into(),
             claims: serde_json::from_value(
                 serde_json::json!({"scope": "api:read", "token_type": "Bearer"}),

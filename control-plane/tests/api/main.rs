@@ -7,10 +7,13 @@
 
 mod consent;
 mod etags;
+mod fake_saas;
 mod gateway_tls;
 mod harness;
 mod identities;
 mod management;
+mod presets;
+mod quirks;
 mod refresh_tokens;
 mod rejected;
 mod runtime;

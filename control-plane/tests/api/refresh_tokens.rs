@@ -71,6 +71,7 @@ async fn setup(h: &Harness, token_url: &str, refresh_token: &str) {
             )
             .unwrap(),
         ),
+        refresh_token_expires_at: None,
         token_type: "Bearer".into(),
         claims: Default::default(),
         obtained_at: t,

@@ -5,6 +5,7 @@
 //! them for secrets and a failing test can show them.
 
 pub mod consent;
+pub mod fake_saas;
 pub mod process;
 pub mod stack;
 

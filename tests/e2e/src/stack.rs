@@ -227,15 +227,18 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(dir: &Path, oauth: &OAuthServer) -> Backend {
+        Backend::start_introspecting(dir, &format!("{}/token/introspection", oauth.url))
+    }
+
+    /// A backend that asks `introspection_url` whether tokens are active.
+    pub fn start_introspecting(dir: &Path, introspection_url: &str) -> Backend {
         let bin = artifact(
             "CREDMGR_DEMO_BACKEND_BIN",
             "target/debug/credmgr-demo-backend",
         );
         let mut cmd = Command::new(bin);
-        cmd.env("DEMO_BACKEND_LISTEN", "127.0.0.1:0").env(
-            "DEMO_BACKEND_INTROSPECTION_URL",
-            format!("{}/token/introspection", oauth.url),
-        );
+        cmd.env("DEMO_BACKEND_LISTEN", "127.0.0.1:0")
+            .env("DEMO_BACKEND_INTROSPECTION_URL", introspection_url);
         let mut process = Process::spawn("demo-backend", cmd, dir);
         let url = process.wait_for_line("demo-backend listening on ", READY_TIMEOUT);
         let port = url

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 #[test]
 fn a_user_consents_in_a_browser_and_requests_through_envoy_carry_their_token() {
     let d = credmgr_e2e::Deployment::start_consent(3600, &[]);
+    // The generic `oauth2-pkce` provider type, against an oidc-provider that requires PKCE
+    // (S256) of this client: the consent below only succeeds if credmgr sends it.
+    let (_, provider) = d
+        .control_plane
+        .admin("GET", &format!("/v1/providers/{PROVIDER}"), None);
+    assert_eq!(provider["identity_provider"], "oauth2-pkce", "{provider}");
 
     let conn = d.connection();
     assert_eq!(conn["status"], "not_connected", "{conn}");

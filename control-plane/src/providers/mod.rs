@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{rfc3339, unix_now};
@@ -18,22 +18,80 @@ use crate::crypto::Aad;
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
+use crate::presets::{self, Preset};
 use crate::store::{new_etag, ProviderRecord};
 use crate::AppState;
 
-/// The kind of identity provider. Presets (GitHub, Entra ID, ...) come later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdentityProvider {
-    /// Generic OAuth 2.0.
-    #[serde(rename = "oauth2")]
-    OAuth2,
-    /// Generic OAuth 2.0 with PKCE (RFC 7636) on the authorization-code grant.
-    #[serde(rename = "oauth2-pkce")]
-    OAuth2Pkce,
+mod body;
+mod validate;
+
+use body::{resolve, validate, ProviderBody};
+pub use validate::{
+    validate_client_id, validate_client_secret, validate_display_name, validate_endpoint,
+    validate_token_url,
+};
+
+/// The kind of identity provider: a preset of the catalogue (`crate::presets`), generic
+/// `oauth2` and `oauth2-pkce` included. Spelled as the preset's id in the API and the store.
+#[derive(Clone, Copy)]
+pub struct IdentityProvider(&'static Preset);
+
+impl IdentityProvider {
+    pub fn preset(self) -> &'static Preset {
+        self.0
+    }
+
+    pub fn as_str(self) -> &'static str {
+        &self.0.id
+    }
+}
+
+impl PartialEq for IdentityProvider {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for IdentityProvider {}
+
+impl fmt::Debug for IdentityProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdentityProvider({})", self.0.id)
+    }
+}
+
+impl fmt::Display for IdentityProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IdentityProvider {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        presets::get(s).map(IdentityProvider).ok_or(())
+    }
+}
+
+impl Serialize for IdentityProvider {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for IdentityProvider {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let id = String::deserialize(d)?;
+        id.parse().map_err(|()| {
+            serde::de::Error::custom(format!(
+                "unknown provider type `{id}`; GET /v1/provider-types lists them"
+            ))
+        })
+    }
 }
 
 /// The grant a provider's connections use to obtain tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     /// RFC 6749 §4.4: the client's own credentials; no user involved.
@@ -83,7 +141,6 @@ macro_rules! wire_names {
     };
 }
 
-wire_names!(IdentityProvider { OAuth2 => "oauth2", OAuth2Pkce => "oauth2-pkce" });
 wire_names!(GrantType {
     ClientCredentials => "client_credentials",
     AuthorizationCode => "authorization_code",
@@ -93,75 +150,13 @@ wire_names!(AuthMethod {
     ClientSecretPost => "client_secret_post",
 });
 
-/// Body of `PUT /v1/providers/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderBody {
-    #[serde(default)]
-    display_name: Option<String>,
-    identity_provider: IdentityProvider,
-    grant_type: GrantType,
-    client_id: String,
-    /// Write-only. Required on create; omitted on replace keeps the stored one.
-    #[serde(default)]
-    client_secret: Option<SecretString>,
-    token_url: String,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    token_endpoint_auth_method: AuthMethod,
-    /// Extra parameters for the token endpoint, such as `audience` or `resource`.
-    /// Not for secrets: they are stored and shown in plain text.
-    #[serde(default)]
-    token_params: BTreeMap<String, String>,
-    /// The authorization endpoint; required for the authorization-code grant.
-    #[serde(default)]
-    authorization_url: Option<String>,
-    /// Where refresh tokens are redeemed; defaults to `token_url`.
-    #[serde(default)]
-    refresh_url: Option<String>,
-    /// The provider's issuer identifier, compared with the `iss` of authorization responses
-    /// (RFC 9207). Without it, `iss` must have the authorization URL's origin.
-    #[serde(default)]
-    issuer: Option<String>,
-    /// Extra parameters of the authorization request, such as `access_type=offline`.
-    #[serde(default)]
-    authorize_params: BTreeMap<String, String>,
-    /// Where a login link may send the user after consent (exact match).
-    #[serde(default)]
-    allowed_redirect_urls: Vec<String>,
-}
-
-/// Token-request parameters that credmgr sets itself (RFC 6749 §4.1.3, §4.4.2, §6, §2.3.1,
-/// RFC 7636 §4.5).
-const RESERVED_TOKEN_PARAMS: &[&str] = &[
-    "grant_type",
-    "scope",
-    "client_id",
-    "client_secret",
-    "code",
-    "redirect_uri",
-    "code_verifier",
-    "refresh_token",
-];
-
-/// Authorization-request parameters that credmgr sets itself (RFC 6749 §4.1.1, RFC 7636).
-const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "code_challenge",
-    "code_challenge_method",
-];
-
 /// A provider as the API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
 pub struct ProviderView {
     pub id: String,
     pub display_name: Option<String>,
     pub identity_provider: IdentityProvider,
+    pub parameters: BTreeMap<String, String>,
     pub grant_type: GrantType,
     pub client_id: String,
     pub client_secret: SecretState,
@@ -193,6 +188,7 @@ impl From<&ProviderRecord> for ProviderView {
             id: p.id.clone(),
             display_name: p.display_name.clone(),
             identity_provider: p.identity_provider,
+            parameters: p.parameters.clone(),
             grant_type: p.grant_type,
             client_id: p.client_id.clone(),
             client_secret: SecretState { set: true },
@@ -245,7 +241,8 @@ async fn put(
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> Result<Response, ApiError> {
     let if_match = IfMatch::from_headers(&headers)?;
-    validate(&body)?;
+    let resolved = resolve(&body)?;
+    validate(&body, &resolved)?;
     let id = path.provider_id;
     let now = unix_now();
     let existing = state.store.get_provider(&id).await?;
@@ -275,18 +272,19 @@ async fn put(
         id: id.clone(),
         display_name: body.display_name,
         identity_provider: body.identity_provider,
-        grant_type: body.grant_type,
+        parameters: body.parameters,
+        grant_type: resolved.grant_type,
         client_id: body.client_id,
         client_secret,
-        scopes: body.scopes,
-        token_endpoint_auth_method: body.token_endpoint_auth_method,
-        token_params: body.token_params,
+        scopes: resolved.scopes,
+        token_endpoint_auth_method: resolved.token_endpoint_auth_method,
+        token_params: resolved.token_params,
         // Re-sending the effective refresh URL (what GET shows) is the same as leaving it out.
-        refresh_url: body.refresh_url.filter(|u| *u != body.token_url),
-        token_url: body.token_url,
-        authorization_url: body.authorization_url,
-        issuer: body.issuer,
-        authorize_params: body.authorize_params,
+        refresh_url: resolved.refresh_url.filter(|u| *u != resolved.token_url),
+        token_url: resolved.token_url,
+        authorization_url: resolved.authorization_url,
+        issuer: resolved.issuer,
+        authorize_params: resolved.authorize_params,
         allowed_redirect_urls: body.allowed_redirect_urls,
         etag: new_etag(),
         created_at: existing.as_ref().map_or(now, |old| old.created_at),
@@ -390,192 +388,9 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-const MAX_DISPLAY_NAME: usize = 200;
-
-/// Checks a display name (shown to people; plain text of reasonable length).
-pub fn validate_display_name(name: &Option<String>) -> Result<(), ApiError> {
-    if let Some(name) = name {
-        if name.chars().count() > MAX_DISPLAY_NAME {
-            return Err(ApiError::invalid(
-                "display_name",
-                format!("`display_name` must be at most {MAX_DISPLAY_NAME} characters"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "display_name",
-                "`display_name` must not contain control characters",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a client id: RFC 6749 Appendix A.1 allows printable ASCII (VSCHAR).
-pub fn validate_client_id(field: &str, id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || !id.chars().all(|c| matches!(c, '\x20'..='\x7e')) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be non-empty printable ASCII (RFC 6749 Appendix A.1)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a client secret: non-empty (RFC 6749 Appendix A.2 allows printable ASCII, but
-/// providers issue others, so only emptiness and control characters are refused).
-pub fn validate_client_secret(field: &str, secret: &SecretString) -> Result<(), ApiError> {
-    let s = secret.expose_secret();
-    if s.is_empty() || s.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be non-empty and free of control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate(body: &ProviderBody) -> Result<(), ApiError> {
-    validate_display_name(&body.display_name)?;
-    validate_client_id("client_id", &body.client_id)?;
-    if let Some(secret) = &body.client_secret {
-        validate_client_secret("client_secret", secret)?;
-    }
-    let url = validate_endpoint("token_url", &body.token_url)?;
-    if url.scheme() == "http" {
-        tracing::warn!(
-            token_url = %url,
-            "token_url uses plain http: client secrets and tokens cross it unencrypted"
-        );
-    }
-    if let Some(refresh) = &body.refresh_url {
-        validate_endpoint("refresh_url", refresh)?;
-    }
-    match (&body.authorization_url, body.grant_type) {
-        (Some(a), _) => {
-            validate_endpoint("authorization_url", a)?;
-        }
-        (None, GrantType::AuthorizationCode) => {
-            return Err(ApiError::invalid(
-                "authorization_url",
-                "`authorization_url` is required with the authorization_code grant",
-            ))
-        }
-        (None, GrantType::ClientCredentials) => {}
-    }
-    if let Some(issuer) = &body.issuer {
-        // RFC 8414 §2: an https URL without query or fragment; http is allowed for tests.
-        let u = validate_endpoint("issuer", issuer)?;
-        if u.query().is_some() {
-            return Err(ApiError::invalid(
-                "issuer",
-                "`issuer` must not have a query (RFC 8414 §2)",
-            ));
-        }
-    }
-    for (i, redirect) in body.allowed_redirect_urls.iter().enumerate() {
-        validate_endpoint(&format!("allowed_redirect_urls[{i}]"), redirect)?;
-    }
-    check_params(
-        "authorize_params",
-        &body.authorize_params,
-        RESERVED_AUTHORIZE_PARAMS,
-    )?;
-    for (i, scope) in body.scopes.iter().enumerate() {
-        // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-        let ok = !scope.is_empty()
-            && scope
-                .chars()
-                .all(|c| matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'));
-        if !ok {
-            return Err(ApiError::invalid(
-                format!("scopes[{i}]"),
-                format!(
-                    "`scopes[{i}]` is not a valid scope token (RFC 6749 §3.3): one or more \
-                     printable ASCII characters other than space, '\"' and '\\'"
-                ),
-            ));
-        }
-    }
-    check_params("token_params", &body.token_params, RESERVED_TOKEN_PARAMS)
-}
-
-/// Extra request parameters: none of those credmgr sets itself, no control characters.
-fn check_params(
-    name: &str,
-    params: &BTreeMap<String, String>,
-    reserved: &[&str],
-) -> Result<(), ApiError> {
-    for (key, value) in params {
-        let field = format!("{name}.{key}");
-        if reserved.contains(&key.as_str()) {
-            return Err(ApiError::invalid(
-                &field,
-                format!("`{field}` is set by credmgr itself and cannot be overridden"),
-            ));
-        }
-        if key.is_empty() || key.chars().chain(value.chars()).any(char::is_control) {
-            return Err(ApiError::invalid(
-                &field,
-                format!("`{field}`: names must be non-empty; no control characters"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The token endpoint must be an absolute http(s) URL without a fragment (RFC 6749 §3.2).
-/// Plain http is accepted for local development and tests, with a warning: RFC 6749 §3.2
-/// requires TLS, since the client secret and the tokens cross this connection.
-pub fn validate_token_url(raw: &str) -> Result<url::Url, ApiError> {
-    validate_endpoint("token_url", raw)
-}
-
-/// An absolute http(s) URL without fragment or credentials (RFC 6749 §3.1, §3.1.2, §3.2).
-pub fn validate_endpoint(field: &str, raw: &str) -> Result<url::Url, ApiError> {
-    let bad = |why: &str| {
-        ApiError::invalid(
-            field,
-            format!("`{field}` must be an absolute http or https URL: {why}"),
-        )
-    };
-    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(&format!(
-            "scheme `{}` is not http or https",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if url.fragment().is_some() {
-        return Err(bad("it must not have a fragment (RFC 6749 §3.2)"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry a user name or password"));
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_urls_must_be_absolute_http() {
-        assert!(validate_token_url("https://idp.example/oauth/token").is_ok());
-        assert!(validate_token_url("http://127.0.0.1:8080/token?x=1").is_ok());
-        for bad in [
-            "/token",
-            "ftp://idp.example/token",
-            "https://idp.example/token#frag",
-            "https://user:pw@idp.example/token",
-            "not a url",
-        ] {
-            assert!(validate_token_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn wire_names_roundtrip() {
@@ -583,10 +398,12 @@ mod tests {
             assert_eq!(g.as_str().parse::<GrantType>(), Ok(g));
             assert_eq!(serde_json::to_value(g).unwrap(), g.as_str());
         }
-        for i in [IdentityProvider::OAuth2, IdentityProvider::OAuth2Pkce] {
-            assert_eq!(i.as_str().parse::<IdentityProvider>(), Ok(i));
+        for p in presets::all() {
+            let i: IdentityProvider = p.id.parse().unwrap();
+            assert_eq!(i.as_str(), p.id);
             assert_eq!(serde_json::to_value(i).unwrap(), i.as_str());
         }
+        assert!("nope".parse::<IdentityProvider>().is_err());
         for a in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
             assert_eq!(a.as_str().parse::<AuthMethod>(), Ok(a));
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());

@@ -1,0 +1,387 @@
+//! Each declared quirk, through the control plane, against a local token endpoint that
+//! replays the provider's documented responses byte for byte (`fake_saas`).
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::fake_saas::{doc, FakeSaas, FORM, JSON};
+use crate::harness::*;
+use crate::presets::{connection, consent, create, left, make_due, preset_body};
+
+#[tokio::test]
+async fn github_form_encoded_answer_is_read_and_gets_the_declared_lifetime() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    create(
+        &h,
+        "gh",
+        preset_body("github", json!({"token_url": fake.token_url})),
+    )
+    .await;
+    h.connection("gh", "alice").await;
+    fake.answer(200, FORM, doc::GITHUB_TOKEN);
+    let r = consent(&h, "gh", "alice").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.json);
+    let seen = &fake.seen()[0];
+    assert_eq!(seen.accept.as_deref(), Some("application/json"));
+    assert_eq!(seen.authorization, None, "client_secret_post");
+    assert_eq!(seen.form["client_id"], "client-1");
+    assert_eq!(seen.form["client_secret"], CLIENT_SECRET);
+    assert_eq!(seen.form["code"], "the-code");
+
+    let conn = connection(&h, "gh", "alice").await;
+    assert_eq!(conn["status"], "connected", "{conn}");
+    // No expires_in: GitHub's documented horizon of a year, not "never".
+    let (left, _) = left(&h, "gh", "alice").await;
+    assert!((365 * 86400 - 60..=365 * 86400).contains(&left), "{left}");
+    let t = h.runtime("gh", "alice").await;
+    assert_eq!(
+        t.json["access_token"],
+        "gho_16C7e42F292c6912E7710c838347Ae178B4a"
+    );
+    assert_eq!(t.json["token_type"], "Bearer");
+    assert_eq!(t.json["claims"]["scope"], "repo,gist");
+}
+
+#[tokio::test]
+async fn github_errors_with_http_200_are_errors_and_store_nothing() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    create(
+        &h,
+        "gh",
+        preset_body("github", json!({"token_url": fake.token_url})),
+    )
+    .await;
+    h.connection("gh", "alice").await;
+    fake.answer(200, JSON, doc::GITHUB_BAD_CODE);
+    let r = consent(&h, "gh", "alice").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.json);
+    assert!(
+        r.json.as_str().unwrap().contains("bad_verification_code"),
+        "{}",
+        r.json
+    );
+    let conn = connection(&h, "gh", "alice").await;
+    assert_eq!(conn["status"], "not_connected", "{conn}");
+    assert!(h
+        .state
+        .store
+        .get_token("gh", "alice")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn github_app_refresh_token_expiry_is_stored_shown_and_honoured() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    create(
+        &h,
+        "gha",
+        preset_body("github-app", json!({"token_url": fake.token_url})),
+    )
+    .await;
+    h.connection("gha", "alice").await;
+    fake.answer(200, JSON, doc::GITHUB_APP_TOKEN);
+    assert_eq!(
+        consent(&h, "gha", "alice").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let conn = connection(&h, "gha", "alice").await;
+    assert!(
+        conn["refresh_token_expires_at"].is_string(),
+        "shown: {conn}"
+    );
+    let (at_left, rt_left) = left(&h, "gha", "alice").await;
+    assert!((28800 - 60..=28800).contains(&at_left), "{at_left}");
+    assert!(
+        (15897600 - 60..=15897600).contains(&rt_left.unwrap()),
+        "{rt_left:?}"
+    );
+
+    // A refused refresh (form-encoded, HTTP 200, GitHub's own code) needs consent again.
+    make_due(&h, "gha", "alice", false).await;
+    fake.answer(200, FORM, doc::GITHUB_APP_BAD_REFRESH);
+    let r = h.runtime("gha", "alice").await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "refresh_token_invalid");
+    assert_eq!(
+        fake.seen()[1].form["refresh_token"],
+        "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498"
+    );
+    assert_eq!(
+        connection(&h, "gha", "alice").await["error"]["code"],
+        "refresh_token_invalid"
+    );
+
+    // Consent again; then both tokens run out: the provider is not asked, the reason is given.
+    fake.answer(200, JSON, doc::GITHUB_APP_TOKEN);
+    assert_eq!(
+        consent(&h, "gha", "alice").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let conn = h
+        .state
+        .store
+        .get_connection("gha", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut t = h
+        .state
+        .store
+        .get_token("gha", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    t.refresh_at = now() - 2;
+    t.expires_at = now() - 1;
+    t.refresh_token_expires_at = Some(now() - 1);
+    assert!(h
+        .state
+        .store
+        .put_token("gha", "alice", conn.token_generation, &t)
+        .await
+        .unwrap());
+    let asked = fake.seen().len();
+    let r = h.runtime("gha", "alice").await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "refresh_token_expired");
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("login link"),
+        "{}",
+        r.json
+    );
+    assert_eq!(
+        fake.seen().len(),
+        asked,
+        "an expired refresh token is not sent"
+    );
+    let conn = connection(&h, "gha", "alice").await;
+    assert_eq!(conn["status"], "error");
+    assert_eq!(conn["error"]["code"], "refresh_token_expired", "{conn}");
+    let r = h.runtime("gha", "alice").await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "refresh_token_expired");
+}
+
+#[tokio::test]
+async fn salesforce_without_expires_in_keeps_instance_url_and_its_refresh_token() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    let r = create(
+        &h,
+        "sf",
+        preset_body("salesforce", json!({"token_url": fake.token_url})),
+    )
+    .await;
+    assert_eq!(
+        r.json["authorization_url"],
+        "https://login.salesforce.com/services/oauth2/authorize"
+    );
+    h.connection("sf", "alice").await;
+    fake.answer(200, JSON, doc::SALESFORCE_TOKEN);
+    assert_eq!(
+        consent(&h, "sf", "alice").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let (at_left, _) = left(&h, "sf", "alice").await;
+    assert!((900 - 60..=900).contains(&at_left), "{at_left}");
+    let t = h.runtime("sf", "alice").await;
+    assert_eq!(
+        t.json["claims"]["instance_url"],
+        "https://yourInstance.salesforce.com"
+    );
+    assert!(t.json["access_token"]
+        .as_str()
+        .unwrap()
+        .starts_with("00Dxx0000001gPL!AR8AQJXg"));
+
+    make_due(&h, "sf", "alice", false).await;
+    fake.answer(200, JSON, doc::SALESFORCE_REFRESH);
+    let t = h.runtime("sf", "alice").await;
+    assert!(
+        t.json["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("00Dxx0000001gPL!AR8AQBM8"),
+        "{}",
+        t.json
+    );
+    let first_rt =
+        "5Aep861TSESvWeug_ztpnAk6BGQxRdovMLhHso6KOdF04ihXGxNCHBgfKTfGsgotLogtW6V9mHmYgzPS5WV_eyT";
+    assert_eq!(fake.seen()[1].form["refresh_token"], first_rt);
+    // The refresh brought no refresh token: the old one is kept for the next.
+    make_due(&h, "sf", "alice", false).await;
+    fake.answer(200, JSON, doc::SALESFORCE_REFRESH);
+    assert_eq!(h.runtime("sf", "alice").await.status, StatusCode::OK);
+    assert_eq!(fake.seen()[2].form["refresh_token"], first_rt);
+}
+
+#[tokio::test]
+async fn slack_bot_and_user_tokens_and_the_nested_secret_never_leaks() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    for preset in ["slack", "slack-user"] {
+        create(
+            &h,
+            preset,
+            preset_body(preset, json!({"token_url": fake.token_url})),
+        )
+        .await;
+        h.connection(preset, "alice").await;
+        fake.answer(200, JSON, doc::SLACK_ACCESS);
+        assert_eq!(
+            consent(&h, preset, "alice").await.status,
+            StatusCode::SEE_OTHER
+        );
+    }
+    let bot = h.runtime("slack", "alice").await;
+    assert_eq!(
+        bot.json["access_token"],
+        "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+    );
+    assert_eq!(bot.json["claims"]["team_id"], "T9TK3CUKW");
+    assert_eq!(bot.json["claims"]["authed_user_id"], "U1234");
+    assert_eq!(bot.json["claims"]["scope"], "commands,incoming-webhook");
+    assert!(!bot.json.to_string().contains("xoxp-1234"), "{}", bot.json);
+    let user = h.runtime("slack-user", "alice").await;
+    assert_eq!(user.json["access_token"], "xoxp-1234");
+    assert_eq!(user.json["claims"]["scope"], "chat:write");
+    assert_eq!(user.json["claims"]["team_id"], "T9TK3CUKW");
+    assert!(
+        !user.json["claims"].to_string().contains("xoxb-"),
+        "{}",
+        user.json
+    );
+    // Without token rotation Slack gives no expiry: a year, declared.
+    let (at_left, _) = left(&h, "slack", "alice").await;
+    assert!(at_left > 364 * 86400, "{at_left}");
+    for file in h.db_files() {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in ["xoxp-1234", "xoxb-17653672481"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in {}",
+                file.display()
+            );
+        }
+    }
+    // Slack's errors come with HTTP 200.
+    h.connection("slack", "bob").await;
+    fake.answer(200, JSON, doc::SLACK_INVALID_CODE);
+    let r = consent(&h, "slack", "bob").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.json);
+    assert!(r.json.as_str().unwrap().contains("invalid_code"));
+}
+
+#[tokio::test]
+async fn dropbox_keeps_the_refresh_token_and_account_ids() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    create(
+        &h,
+        "dbx",
+        preset_body("dropbox", json!({"token_url": fake.token_url})),
+    )
+    .await;
+    h.connection("dbx", "alice").await;
+    fake.answer(200, JSON, doc::DROPBOX_TOKEN);
+    assert_eq!(
+        consent(&h, "dbx", "alice").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(fake.seen()[0]
+        .authorization
+        .as_deref()
+        .unwrap()
+        .starts_with("Basic "));
+    assert!(!fake.seen()[0].form.contains_key("client_secret"));
+    let t = h.runtime("dbx", "alice").await;
+    assert_eq!(
+        t.json["claims"]["account_id"],
+        "dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc"
+    );
+    assert_eq!(t.json["claims"]["uid"], "12345");
+    for _ in 0..2 {
+        make_due(&h, "dbx", "alice", false).await;
+        fake.answer(200, JSON, doc::DROPBOX_REFRESH);
+        let t = h.runtime("dbx", "alice").await;
+        assert!(
+            t.json["access_token"]
+                .as_str()
+                .unwrap()
+                .starts_with("sl.u."),
+            "{}",
+            t.json
+        );
+    }
+    let rt = "nBiM85CZALsAAAAAAAAAAQXHBoNpNutK4ngsXHsqW4iGz9tisb3JyjGqikMJIYbd";
+    assert_eq!(fake.seen()[1].form["refresh_token"], rt);
+    assert_eq!(fake.seen()[2].form["refresh_token"], rt);
+}
+
+#[tokio::test]
+async fn client_authentication_follows_the_preset() {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    // Zoom wants HTTP Basic.
+    create(
+        &h,
+        "zoom",
+        preset_body("zoom", json!({"token_url": fake.token_url})),
+    )
+    .await;
+    h.connection("zoom", "alice").await;
+    fake.answer(200, JSON, doc::ZOOM_TOKEN);
+    assert_eq!(
+        consent(&h, "zoom", "alice").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let seen = &fake.seen()[0];
+    assert!(seen.authorization.as_deref().unwrap().starts_with("Basic "));
+    assert!(!seen.form.contains_key("client_secret"));
+    assert_eq!(
+        h.runtime("zoom", "alice").await.json["claims"]["api_url"],
+        "https://api.zoom.us"
+    );
+    // Entra ID's client credentials: the secret in the body, the `.default` scope.
+    let body = preset_body(
+        "entra-id",
+        json!({"parameters": {"tenant": "contoso.onmicrosoft.com"}, "grant_type": "client_credentials",
+               "token_url": fake.token_url}),
+    );
+    create(&h, "entra", body).await;
+    fake.answer(200, JSON, doc::ENTRA_CLIENT_CREDENTIALS);
+    let r = h.connection("entra", "svc").await;
+    assert_eq!(r.json["status"], "connected", "{}", r.json);
+    let seen = &fake.seen()[1];
+    assert_eq!(seen.authorization, None);
+    assert_eq!(seen.form["client_secret"], CLIENT_SECRET);
+    assert_eq!(seen.form["grant_type"], "client_credentials");
+    assert_eq!(seen.form["scope"], "https://graph.microsoft.com/.default");
+}
+
+#[tokio::test]
+async fn without_expires_in_a_jwt_access_token_lives_until_its_exp() {
+    use base64::Engine as _;
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    let exp = now() + 1234;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let jwt = format!(
+        "{}.{}.sig",
+        b64(json!({"alg": "RS256"})),
+        b64(json!({"exp": exp}))
+    );
+    let body: &'static str =
+        Box::leak(format!(r#"{{"access_token":"{jwt}","token_type":"Bearer"}}"#).into_boxed_str());
+    h.provider("cc", &fake.token_url).await;
+    fake.answer(200, JSON, body);
+    let r = h.connection("cc", "svc").await;
+    assert_eq!(r.json["status"], "connected", "{}", r.json);
+    let t = h.runtime("cc", "svc").await;
+    assert_eq!(t.json["expires_at"], exp, "{}", t.json);
+}
