@@ -3,9 +3,10 @@
 //!
 //! Keys are fetched when first needed and again after [`KEYS_MAX_AGE`]. A token that names
 //! a key id the cache does not hold (the issuer rotated its keys) makes the issuer's JWKS be
-//! fetched again at once, but at most once per [`REFETCH_MIN_INTERVAL`] per issuer, so a
-//! stream of tokens with made-up key ids cannot turn the control plane into a load generator
-//! against the issuer. A failed fetch keeps the keys fetched before.
+//! fetched again at once, however recently the keys were fetched; such fetches happen at most
+//! once per [`REFETCH_MIN_INTERVAL`] per issuer, so a stream of tokens with made-up key ids
+//! cannot turn the control plane into a load generator against the issuer. A failed fetch
+//! keeps the keys fetched before.
 //!
 //! The [`Snapshot`] (what gateways are sent, and the verifiers this replica uses itself) is
 //! rebuilt from the store at most every [`SNAPSHOT_TTL`], or at once when this replica's
@@ -57,6 +58,9 @@ struct Fetched {
     jwks: Option<Value>,
     fetched_at: Option<(Instant, i64)>,
     last_attempt: Instant,
+    /// The last fetch made for an unknown key id: those are rate-limited, not the regular
+    /// ones (keys rotated just after a regular fetch are fetched at once).
+    last_forced: Option<Instant>,
     error: Option<String>,
 }
 
@@ -159,7 +163,10 @@ impl Registry {
         {
             let map = self.fetched.lock().await;
             if let Some(f) = map.get(&record.id) {
-                if f.uri == *uri && f.last_attempt.elapsed() < REFETCH_MIN_INTERVAL {
+                let recent = f
+                    .last_forced
+                    .is_some_and(|at| at.elapsed() < REFETCH_MIN_INTERVAL);
+                if f.uri == *uri && recent {
                     return Ok(false);
                 }
             }
@@ -228,10 +235,13 @@ impl Registry {
             }
         }
         let result = self.fetch(uri).await;
-        let previous = map
-            .remove(&r.id)
-            .filter(|f| f.uri == *uri)
-            .and_then(|f| f.jwks.zip(f.fetched_at));
+        let previous = map.remove(&r.id).filter(|f| f.uri == *uri);
+        let last_forced = if force {
+            Some(Instant::now())
+        } else {
+            previous.as_ref().and_then(|f| f.last_forced)
+        };
+        let previous = previous.and_then(|f| f.jwks.zip(f.fetched_at));
         let entry = match result {
             Ok(jwks) => {
                 tracing::info!(issuer_id = %r.id, keys = count_keys(&jwks), "fetched the keys of a trusted issuer");
@@ -240,6 +250,7 @@ impl Registry {
                     jwks: Some(jwks),
                     fetched_at: Some((Instant::now(), crate::clock::unix_now())),
                     last_attempt: Instant::now(),
+                    last_forced,
                     error: None,
                 }
             }
@@ -252,6 +263,7 @@ impl Registry {
                     jwks,
                     fetched_at,
                     last_attempt: Instant::now(),
+                    last_forced,
                     error: Some(error),
                 }
             }
