@@ -59,6 +59,12 @@ impl SaasStack {
             Some(json!({"display_name": "Alice"})),
         );
         assert_eq!(status, 201, "{body}");
+        control_plane.allow(
+            preset,
+            CONNECTION,
+            "test-gateway",
+            json!({"kind": "gateway", "name": "test-gateway"}),
+        );
         let envoy = Envoy::start(
             dir.path(),
             "e2e.yaml",
