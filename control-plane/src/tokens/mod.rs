@@ -24,7 +24,9 @@ use crate::crypto::Envelope;
 use crate::crypto::{Aad, Keyring};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{ConnectionError, ConnectionRecord, ProviderRecord, Store, TokenRecord};
+use crate::store::{
+    ConnectionError, ConnectionRecord, ProviderRecord, PutToken, Store, TokenRecord,
+};
 
 pub use client::{ClientAuth, Grant, OAuthClient, TokenResponse};
 use flight::Flights;
@@ -149,6 +151,20 @@ pub struct TokenService {
     lease_secs: i64,
 }
 
+/// What one refresh attempt came to.
+enum Attempt {
+    Done(RuntimeToken, Served),
+    /// The connection was reconfigured during the fetch; the token obtained under the old
+    /// configuration was discarded.
+    Reconfigured,
+    /// Another replica holds the refresh lease (only when not waiting for it).
+    Elsewhere,
+}
+
+fn done((token, served): (RuntimeToken, Served)) -> Attempt {
+    Attempt::Done(token, served)
+}
+
 /// How often a replica waiting for another one's refresh looks at the store.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -166,6 +182,15 @@ impl TokenService {
         metrics: Arc<Metrics>,
         refresh_skew: std::time::Duration,
     ) -> Self {
+        let instance = {
+            use aes_gcm::aead::rand_core::RngCore as _;
+            let mut bytes = [0u8; 12];
+            aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        // Names this process in the `refresh_lease_owner` column, so an operator can tell
+        // which replica holds a lease.
+        tracing::info!(lease_owner = %instance, "refresh leases are held as this id");
         TokenService {
             store,
             keyring,
@@ -177,12 +202,7 @@ impl TokenService {
             flights: Flights::default(),
             refresh_skew: i64::try_from(refresh_skew.as_secs()).unwrap_or(i64::MAX),
             client,
-            instance: {
-                use aes_gcm::aead::rand_core::RngCore as _;
-                let mut bytes = [0u8; 12];
-                aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
-                bytes.iter().map(|b| format!("{b:02x}")).collect()
-            },
+            instance,
         }
     }
 
@@ -217,15 +237,18 @@ impl TokenService {
 
     /// Refreshes the connection's token if it is due within `lead` seconds (the background
     /// scheduler's entry: it refreshes a little ahead of the runtime API, with jitter).
+    /// `None`: another replica holds the connection's refresh lease, so this one leaves the
+    /// connection to it instead of waiting (replicas' schedulers share the work).
     pub async fn refresh_if_due(
         self: &Arc<Self>,
         p: &str,
         c: &str,
         lead: i64,
-    ) -> Result<Served, ApiError> {
-        self.refresh(p, c, lead, None)
-            .await
-            .map(|(_, served)| served)
+    ) -> Result<Option<Served>, ApiError> {
+        Ok(self
+            .refresh_mode(p, c, lead, None, false)
+            .await?
+            .map(|(_, served)| served))
     }
 
     /// Refreshes in a task of its own: if the gateway gives up and its request is dropped, the
@@ -239,10 +262,25 @@ impl TokenService {
         lead: i64,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), ApiError> {
+        self.refresh_mode(p, c, lead, rejected_expires_at, true)
+            .await?
+            .ok_or_else(|| ApiError::Internal("a refresh that waits for the lease gave up".into()))
+    }
+
+    /// As [`TokenService::refresh`]; with `wait` false, returns `None` at once if another
+    /// replica holds the lease.
+    async fn refresh_mode(
+        self: &Arc<Self>,
+        p: &str,
+        c: &str,
+        lead: i64,
+        rejected_expires_at: Option<i64>,
+        wait: bool,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         let this = Arc::clone(self);
         let (p, c) = (p.to_owned(), c.to_owned());
         tokio::spawn(async move {
-            this.refresh_detached(&p, &c, lead, rejected_expires_at)
+            this.refresh_detached(&p, &c, lead, rejected_expires_at, wait)
                 .await
         })
         .await
@@ -255,10 +293,16 @@ impl TokenService {
         c: &str,
         lead: i64,
         rejected_expires_at: Option<i64>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+        wait: bool,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         for _ in 0..MAX_CONFIG_RACES {
-            if let Some(answer) = self.refresh_once(p, c, lead, rejected_expires_at).await? {
-                return Ok(answer);
+            match self
+                .refresh_once(p, c, lead, rejected_expires_at, wait)
+                .await?
+            {
+                Attempt::Done(token, served) => return Ok(Some((token, served))),
+                Attempt::Elsewhere => return Ok(None),
+                Attempt::Reconfigured => {}
             }
         }
         Err(ApiError::Conflict(format!(
@@ -267,15 +311,15 @@ impl TokenService {
         )))
     }
 
-    /// One attempt; `None` if the connection was reconfigured during the fetch, so the token
-    /// obtained under the old configuration was discarded.
+    /// One attempt.
     async fn refresh_once(
         &self,
         p: &str,
         c: &str,
         lead: i64,
         rejected_expires_at: Option<i64>,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+        wait: bool,
+    ) -> Result<Attempt, ApiError> {
         // One fetch per connection: in this process by the flight lock, across replicas that
         // share the database by the lease taken below.
         let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
@@ -283,14 +327,14 @@ impl TokenService {
         let stored = self.store.get_token(p, c).await?;
         if let Some(t) = &stored {
             if !is_due(t, lead, rejected_expires_at) {
-                return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
+                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
             }
         }
         if flight.attempt_finished_while_waiting() {
             if let Some((generation, failure)) = flight.last_failure() {
                 if *generation == conn.token_generation {
                     // The provider just failed for the request ahead of us: do not ask again.
-                    return self.fallback(p, c, stored, failure.clone()).map(Some);
+                    return self.fallback(p, c, stored, failure.clone()).map(done);
                 }
             }
         }
@@ -298,11 +342,21 @@ impl TokenService {
         let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
         if provider.grant_type.needs_consent() && !has_refresh_token {
             // Nothing to ask the provider: no lease needed.
-            return self.without_refresh_token(p, c, &conn, stored).map(Some);
+            return self.without_refresh_token(p, c, &conn, stored).map(done);
         }
+        let now = unix_now();
+        if !wait
+            && !self
+                .store
+                .try_refresh_lease(p, c, &self.instance, now, now + self.lease_secs)
+                .await?
+        {
+            return Ok(Attempt::Elsewhere);
+        }
+        // (Taken just now, if not waiting: taking it again is a no-op for its holder.)
         if let Some(t) = self.lease(p, c, Some((lead, rejected_expires_at))).await? {
             // Another replica refreshed while we waited for its lease.
-            return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+            return Ok(done((self.runtime(p, c, &t)?, Served::Hit)));
         }
         // The lease is ours: what is stored now is the latest (another replica may have
         // rotated the refresh token just before).
@@ -310,11 +364,12 @@ impl TokenService {
             let stored = self.store.get_token(p, c).await?;
             if let Some(t) = &stored {
                 if !is_due(t, lead, rejected_expires_at) {
-                    return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
+                    return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
                 }
             }
             self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
                 .await
+                .map(|answer| answer.map_or(Attempt::Reconfigured, done))
         }
         .await;
         self.release_lease(p, c).await;
@@ -383,7 +438,8 @@ impl TokenService {
     ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         let (provider, conn) = (provider.clone(), conn.clone());
         let sent_at = unix_now();
-        let (result, kept_refresh) = if provider.grant_type.needs_consent() {
+        // `presented`: the refresh token redeemed, kept if the response brings no new one.
+        let (result, presented) = if provider.grant_type.needs_consent() {
             let Some(used) = self.stored_refresh_token(p, c, stored.as_ref())? else {
                 return self.without_refresh_token(p, c, &conn, stored).map(Some);
             };
@@ -396,13 +452,35 @@ impl TokenService {
         };
         match result {
             Ok(response) => {
-                let (record, token) = self.token_record(p, c, &response, kept_refresh, sent_at)?;
-                let stored = self
-                    .store
-                    .put_token(p, c, conn.token_generation, &record)
-                    .await?;
+                let (record, token) =
+                    self.token_record(p, c, &response, presented.clone(), sent_at)?;
+                let put = match &presented {
+                    Some(presented) => self.put_refreshed(p, c, &conn, presented, &record).await?,
+                    None => {
+                        let stored = self
+                            .store
+                            .put_token(p, c, conn.token_generation, &record)
+                            .await?;
+                        if stored {
+                            PutToken::Stored
+                        } else {
+                            PutToken::Reconfigured
+                        }
+                    }
+                };
                 flight.finish(None);
-                if !stored {
+                if put == PutToken::RefreshTokenChanged {
+                    // Only when this replica's lease ran out mid-refresh and another one
+                    // refreshed meanwhile: what it stored is newer and is kept.
+                    tracing::warn!(provider = %p, connection = %c,
+                        "another replica stored a newer token while this refresh ran (its \
+                         lease expired); keeping the stored one");
+                    if let Some(t) = self.store.get_token(p, c).await? {
+                        return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+                    }
+                    return Ok(None);
+                }
+                if put == PutToken::Reconfigured {
                     tracing::info!(provider = %p, connection = %c,
                         "connection reconfigured during the token fetch; token discarded");
                     return Ok(None);
@@ -456,6 +534,40 @@ impl TokenService {
                 self.fallback(p, c, stored, failure).map(Some)
             }
         }
+    }
+
+    /// Stores a token obtained with the refresh token `presented`, if that is still the
+    /// stored one. Key rotation may have re-wrapped it meanwhile (same token, new envelope):
+    /// then the write is retried against the re-wrapped envelope.
+    async fn put_refreshed(
+        &self,
+        p: &str,
+        c: &str,
+        conn: &ConnectionRecord,
+        presented: &Envelope,
+        record: &TokenRecord,
+    ) -> Result<PutToken, ApiError> {
+        let mut expected = presented.clone();
+        for _ in 0..3 {
+            let put = self
+                .store
+                .put_refreshed_token(p, c, conn.token_generation, &expected, record)
+                .await?;
+            if put != PutToken::RefreshTokenChanged {
+                return Ok(put);
+            }
+            let current = self.store.get_token(p, c).await?;
+            let Some(current) = self.stored_refresh_token(p, c, current.as_ref())? else {
+                return Ok(put);
+            };
+            let aad = Aad::connection_refresh_token(p, c);
+            let was = self.keyring.decrypt_string(&aad, presented)?;
+            if current.secret.expose_secret() != was.expose_secret() {
+                return Ok(put);
+            }
+            expected = current.envelope;
+        }
+        Ok(PutToken::RefreshTokenChanged)
     }
 
     fn stored_refresh_token(
