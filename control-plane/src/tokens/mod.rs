@@ -64,6 +64,34 @@ fn is_due(t: &TokenRecord, lead: i64, rejected_expires_at: Option<i64>) -> bool 
         || rejected_expires_at.is_some_and(|r| t.expires_at <= r)
 }
 
+/// What makes a stored token need replacing, for one request.
+#[derive(Clone)]
+struct Need {
+    /// Refresh this many seconds ahead of the refresh point.
+    lead: i64,
+    /// A backend refused the token that expires then.
+    rejected_expires_at: Option<i64>,
+    /// The token this request found due (its envelope): another one stored since then came
+    /// from a refresh that finished while this request waited, and is shared.
+    seen: Option<Envelope>,
+}
+
+impl Need {
+    /// Does `t` make a refresh unnecessary? It is not due, or it is newer than the token this
+    /// request found due and still valid. (With tokens of a few seconds, a token just
+    /// refreshed for the request ahead can already be past its refresh point; refreshing it
+    /// again would cost a refresh per waiting request.)
+    fn satisfied_by(&self, t: &TokenRecord) -> bool {
+        if !is_due(t, self.lead, self.rejected_expires_at) {
+            return true;
+        }
+        let newer = self.seen.as_ref() != Some(&t.access_token);
+        newer
+            && unix_now() < t.expires_at
+            && self.rejected_expires_at.is_none_or(|r| t.expires_at > r)
+    }
+}
+
 /// Why no new token could be obtained from a provider.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -330,14 +358,30 @@ impl TokenService {
                 return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
             }
         }
+        let need = Need {
+            lead,
+            rejected_expires_at,
+            seen: None,
+        };
         if flight.attempt_finished_while_waiting() {
-            if let Some((generation, failure)) = flight.last_failure() {
-                if *generation == conn.token_generation {
+            match flight.last_failure() {
+                Some((generation, failure)) if *generation == conn.token_generation => {
                     // The provider just failed for the request ahead of us: do not ask again.
                     return self.fallback(p, c, stored, failure.clone()).map(done);
                 }
+                None => {
+                    // The request ahead of us just stored a token: share it.
+                    if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
+                        return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
+                    }
+                }
+                Some(_) => {}
             }
         }
+        let need = Need {
+            seen: stored.as_ref().map(|t| t.access_token.clone()),
+            ..need
+        };
 
         let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
         if provider.grant_type.needs_consent() && !has_refresh_token {
@@ -354,7 +398,7 @@ impl TokenService {
             return Ok(Attempt::Elsewhere);
         }
         // (Taken just now, if not waiting: taking it again is a no-op for its holder.)
-        if let Some(t) = self.lease(p, c, Some((lead, rejected_expires_at))).await? {
+        if let Some(t) = self.lease(p, c, Some(&need)).await? {
             // Another replica refreshed while we waited for its lease.
             return Ok(done((self.runtime(p, c, &t)?, Served::Hit)));
         }
@@ -362,10 +406,8 @@ impl TokenService {
         // rotated the refresh token just before).
         let outcome = async {
             let stored = self.store.get_token(p, c).await?;
-            if let Some(t) = &stored {
-                if !is_due(t, lead, rejected_expires_at) {
-                    return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
-                }
+            if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
+                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
             }
             self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
                 .await
@@ -376,14 +418,14 @@ impl TokenService {
         outcome
     }
 
-    /// Waits for the connection's refresh lease. With `fresh_within = Some((lead, rejected))`,
-    /// gives up waiting as soon as another replica has stored a token that is not due (see
-    /// [`is_due`]), and returns it; `None` means the lease is ours.
+    /// Waits for the connection's refresh lease. With `need`, gives up waiting as soon as
+    /// another replica has stored a token that satisfies it ([`Need::satisfied_by`]), and
+    /// returns it; `None` means the lease is ours.
     async fn lease(
         &self,
         p: &str,
         c: &str,
-        fresh_within: Option<(i64, Option<i64>)>,
+        need: Option<&Need>,
     ) -> Result<Option<TokenRecord>, ApiError> {
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_secs(u64::try_from(self.lease_secs).unwrap_or(60) + 2);
@@ -408,9 +450,9 @@ impl TokenService {
                 )));
             }
             tokio::time::sleep(LEASE_POLL).await;
-            if let Some((lead, rejected_expires_at)) = fresh_within {
+            if let Some(need) = need {
                 if let Some(t) = self.store.get_token(p, c).await? {
-                    if !is_due(&t, lead, rejected_expires_at) {
+                    if need.satisfied_by(&t) {
                         return Ok(Some(t));
                     }
                 }
