@@ -59,12 +59,15 @@ pub fn postgres_control_plane(
     let db = std::sync::Arc::new(TestDatabase::create());
     let dir = stack.dir.join("postgresql");
     std::fs::create_dir_all(&dir).ok()?;
+    // The same gateway key as the SQLite control plane: wrk sends one header to both.
+    let gateway_keys = format!("test-gateway={}", stack.control_plane.gateway_key);
     let cp = ControlPlane::start_with(
         &dir,
         free_port(),
         &[
             ("RUST_LOG", "info"),
             ("CREDMGR_DATABASE_URL", db.url.as_str()),
+            ("CREDMGR_GATEWAY_KEYS", gateway_keys.as_str()),
         ],
     );
     cp.create_client_credentials_connection(&stack.oauth, PROVIDER, CONNECTION);

@@ -260,27 +260,25 @@ pub fn print_runtime(r: &controlplane::Outcome) {
     println!();
     println!("Control plane runtime API (token served from the store, no refresh)");
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>10} {:>10}",
-        "server", "req/s", "p50 us", "p99 us", "rps ratio", "p99 ratio"
+        "{:<22} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "server", "req/s", "p50 us", "p99 us", "rps ratio", "p99 ratio", "non-2xx"
     );
-    for (name, s) in [
-        ("credmgr, SQLite", &r.sqlite),
-        ("bare axum handler", &r.bare_axum),
-    ] {
+    let mut rows = vec![("credmgr, SQLite", &r.sqlite)];
+    if let Some(pg) = &r.postgresql {
+        rows.push(("credmgr, PostgreSQL", pg));
+    }
+    rows.push(("bare axum handler", &r.bare_axum));
+    for (name, s) in rows {
         println!(
-            "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3}",
-            name, s.rps, s.p50_us, s.p99_us, s.rps_ratio, s.p99_ratio
+            "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3} {:>8}",
+            name, s.rps, s.p50_us, s.p99_us, s.rps_ratio, s.p99_ratio, s.non_2xx
         );
     }
-    match &r.postgresql {
-        Some(s) => println!(
-            "{:<22} {:>10.0} {:>9.0} {:>9.0} {:>10.3} {:>10.3}",
-            "credmgr, PostgreSQL", s.rps, s.p50_us, s.p99_us, s.rps_ratio, s.p99_ratio
-        ),
-        None => println!(
+    if r.postgresql.is_none() {
+        println!(
             "{:<22} not measured: PostgreSQL was not reachable",
             "credmgr, PostgreSQL"
-        ),
+        );
     }
 }
 
