@@ -1,11 +1,13 @@
 //! The control plane's runtime API under load: token fetches served from the store (tokens
-//! live an hour, so none is refreshed), against the bare axum handler of `bare.rs`, both
-//! pinned to the server core, interleaved over rounds like the data-plane variants.
+//! live an hour, so none is refreshed), on SQLite and (where a server answers) on PostgreSQL,
+//! against the bare axum handler of `bare.rs`, all pinned to the server core, interleaved over
+//! rounds like the data-plane variants.
 
 use crate::stack::{Stack, CONNECTION, PROVIDER};
 use crate::wrk::{self, median, Load, Run};
 use anyhow::{bail, Result};
-use credmgr_e2e::Process;
+use credmgr_e2e::pg::TestDatabase;
+use credmgr_e2e::{free_port, ControlPlane, Process};
 use serde::Serialize;
 use std::process::Command;
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub sqlite: Summary,
+    /// `None` when PostgreSQL was not reachable.
+    pub postgresql: Option<Summary>,
     pub bare_axum: Summary,
     /// Tokens the OAuth server issued during the runs: 0 shows every fetch came from the store.
     pub oauth_tokens_issued_during_runs: u64,
@@ -43,8 +47,36 @@ fn pin(pid: u32, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// A second control plane, on a PostgreSQL database of its own (dropped afterwards), with the
+/// same connection as the stack's; `None` (saying why) when no PostgreSQL server answers.
+pub fn postgres_control_plane(
+    stack: &Stack,
+) -> Option<(ControlPlane, std::sync::Arc<TestDatabase>)> {
+    if let Err(why) = credmgr_e2e::pg::reachable() {
+        eprintln!("runtime API on PostgreSQL not measured: {why}");
+        return None;
+    }
+    let db = std::sync::Arc::new(TestDatabase::create());
+    let dir = stack.dir.join("postgresql");
+    std::fs::create_dir_all(&dir).ok()?;
+    // The same gateway key as the SQLite control plane: wrk sends one header to both.
+    let gateway_keys = format!("test-gateway={}", stack.control_plane.gateway_key);
+    let cp = ControlPlane::start_with(
+        &dir,
+        free_port(),
+        &[
+            ("RUST_LOG", "info"),
+            ("CREDMGR_DATABASE_URL", db.url.as_str()),
+            ("CREDMGR_GATEWAY_KEYS", gateway_keys.as_str()),
+        ],
+    );
+    cp.create_client_credentials_connection(&stack.oauth, PROVIDER, CONNECTION);
+    Some((cp, db))
+}
+
 pub fn run(
     stack: &Stack,
+    postgres: Option<&ControlPlane>,
     server_cpu: usize,
     load: &Load,
     rounds: usize,
@@ -52,6 +84,11 @@ pub fn run(
 ) -> Result<Outcome> {
     let cp = &stack.control_plane;
     pin(cp.process.pid(), server_cpu)?;
+    if let Some(pg) = postgres {
+        pin(pg.process.pid(), server_cpu)?;
+        // Its first fetch asks the provider; every later one is served from the store.
+        pg.runtime_token(PROVIDER, CONNECTION);
+    }
     let mut cmd = Command::new("taskset");
     cmd.arg("-c")
         .arg(server_cpu.to_string())
@@ -63,20 +100,24 @@ pub fn run(
     let path = credmgr_common::runtime::token_path(PROVIDER, CONNECTION);
     let auth = format!("Bearer {}", cp.gateway_key);
     let headers = [("authorization", auth.as_str())];
-    let targets = [
+    let mut targets = vec![
         ("sqlite", format!("{}{path}", cp.url)),
         ("bare_axum", format!("{bare_url}{path}")),
     ];
+    if let Some(pg) = postgres {
+        targets.push(("postgresql", format!("{}{path}", pg.url)));
+    }
+    let n = targets.len();
     let tokens_before = stack.oauth.tokens_issued();
     eprintln!("runtime API warm-up: {} s each", warmup.duration.as_secs());
     for (_, url) in &targets {
         wrk::run(url, &headers, warmup)?;
     }
-    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); n];
     for round in 0..rounds {
         eprintln!("runtime API round {}/{rounds}", round + 1);
-        for i in 0..2 {
-            let v = (i + round) % 2;
+        for i in 0..n {
+            let v = (i + round) % n;
             let (name, url) = &targets[v];
             let r = wrk::run(url, &headers, load)?;
             eprintln!(
@@ -111,6 +152,7 @@ pub fn run(
     };
     Ok(Outcome {
         sqlite: summarize(&runs[0]),
+        postgresql: runs.get(2).map(summarize),
         bare_axum: summarize(&runs[1]),
         oauth_tokens_issued_during_runs: tokens_issued,
     })

@@ -65,6 +65,9 @@ enum Sub {
         #[arg(long, default_value_t = 26)]
         seconds: u64,
     },
+    /// Only the runtime API part (SQLite, PostgreSQL, bare handler), printed, not written to
+    /// latest.json.
+    Runtime,
     /// Draw the chart of an existing latest.json again, without measuring.
     Chart {
         /// The directory holding latest.json; the chart is written next to it.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Some(Sub::BareRuntime { listen }) => bare::serve(listen),
         Some(Sub::Chart { out }) => redraw(out),
         Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
+        Some(Sub::Runtime) => runtime_only(&cli),
         None => bench(&cli),
     };
     match result {
@@ -124,6 +128,39 @@ fn envoy_version() -> String {
             })
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+fn runtime_only(cli: &Cli) -> Result<()> {
+    require("wrk", "install the Debian package wrk")?;
+    require("taskset", "install util-linux")?;
+    let root = credmgr_e2e::repo_root();
+    let dir = root
+        .canonicalize()
+        .unwrap_or(root)
+        .join("run/bench-runtime");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let load = wrk::Load {
+        connections: cli.connections,
+        duration: Duration::from_secs(cli.seconds),
+        cpu: cli.load_cpu,
+    };
+    let warmup = wrk::Load {
+        duration: Duration::from_secs(cli.warmup_seconds),
+        ..load.clone()
+    };
+    let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
+    let pg = controlplane::postgres_control_plane(&stack);
+    let r = controlplane::run(
+        &stack,
+        pg.as_ref().map(|(cp, _)| cp),
+        cli.server_cpu,
+        &load,
+        3,
+        &warmup,
+    )?;
+    report::print_runtime(&r);
+    Ok(())
 }
 
 fn bench(cli: &Cli) -> Result<()> {
@@ -179,7 +216,15 @@ fn bench(cli: &Cli) -> Result<()> {
         let p = dataplane::profile(&stack, &profile_load, 3, &warmup)?;
         eprintln!("cold path: sequential requests, hot and cold alternating");
         let c = cold::run(&stack, 300, cli.load_cpu)?;
-        let r = controlplane::run(&stack, cli.server_cpu, &load, 3, &warmup)?;
+        let pg = controlplane::postgres_control_plane(&stack);
+        let r = controlplane::run(
+            &stack,
+            pg.as_ref().map(|(cp, _)| cp),
+            cli.server_cpu,
+            &load,
+            3,
+            &warmup,
+        )?;
         (Some(p), Some(c), Some(r))
     };
     drop(stack);
@@ -232,7 +277,7 @@ fn bench(cli: &Cli) -> Result<()> {
         "runtime_api": runtime.map(|r| json!({
             "sqlite": r.sqlite,
             "bare_axum": r.bare_axum,
-            "postgresql": null,
+            "postgresql": r.postgresql,
             "oauth_tokens_issued_during_runs": r.oauth_tokens_issued_during_runs,
         })),
         "refresh_under_load": refresh,

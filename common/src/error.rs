@@ -75,6 +75,9 @@ pub mod codes {
     pub const CONTROL_PLANE_UNAVAILABLE: &str = "control_plane_unavailable";
     /// The route names a policy set that the filter's configuration does not define.
     pub const UNKNOWN_POLICY: &str = "unknown_policy";
+    /// The control plane's database does not answer (down, unreachable, or out of
+    /// connections); retrying shortly, or through another replica, may succeed.
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     /// Something failed inside credmgr; details are in its log, not in the answer.
     pub const INTERNAL: &str = "internal_error";
 }

@@ -50,7 +50,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CREDMGR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Database URL. `sqlite://PATH` (the file is created if missing; WAL mode).
+    /// Database URL. `sqlite://PATH` (one node; the file is created if missing; WAL mode) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (several replicas on one database; TLS
+    /// with `?sslmode=require` or `verify-full`). The schema is migrated at start-up.
     #[arg(
         long,
         env = "CREDMGR_DATABASE_URL",

@@ -86,6 +86,7 @@ impl ApiError {
             ApiError::ConsentRequired(_) | ApiError::TokenUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -106,12 +107,20 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => PRECONDITION_FAILED,
             ApiError::ConsentRequired(_) => codes::CONSENT_REQUIRED,
             ApiError::TokenUnavailable(f) => f.kind.code(),
+            ApiError::Store(e) if e.is_unavailable() => codes::STORE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => codes::INTERNAL,
         }
     }
 
     fn body(&self) -> ErrorBody {
         match self {
+            ApiError::Store(e) if e.is_unavailable() => {
+                tracing::error!(error = %self, "the database does not answer");
+                ErrorBody::new(
+                    self.code(),
+                    "the control plane's database does not answer; retry shortly",
+                )
+            }
             ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => {
                 // The details may name tables, keys or records: the log gets them, the client
                 // gets a pointer to the log.

@@ -57,6 +57,7 @@ pub fn gateway_app(state: AppState) -> Router {
 fn finish(router: Router<AppState>, state: AppState) -> Router {
     router
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         // After all routes: applies to the paths registered above.
         .method_not_allowed_fallback(method_not_allowed)
@@ -67,22 +68,40 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `200 {"status":"ok"}` when the database answers.
-async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "health check: the database does not answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(ErrorBody::new(
-                    codes::INTERNAL,
-                    "the database does not answer",
-                )),
-            )
-                .into_response()
+/// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the
+/// database, so an orchestrator does not restart every replica during a database outage
+/// (they recover by themselves); `/readyz` says whether a replica can serve.
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// How long readiness waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: `200 {"status":"ready","store":"<kind>"}` when the database answers within
+/// two seconds, else `503` with the usual error body and `"store"`. For load balancers and
+/// Envoy health checks: a replica whose database is unreachable gets no traffic.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let kind = state.store.kind();
+    let failure = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {
+            return Json(serde_json::json!({"status": "ready", "store": kind})).into_response()
         }
-    }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", READY_TIMEOUT.as_secs()),
+    };
+    tracing::error!(store = kind, error = %failure, "readiness check: the database does not answer");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(
+            ErrorBody::new(
+                codes::STORE_UNAVAILABLE,
+                format!("the {kind} database does not answer"),
+            )
+            .with_detail("store", kind),
+        ),
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -2,22 +2,26 @@
 //!
 //! [`Store`] is the one door to the database. It speaks in records whose secrets are already
 //! encrypted ([`Envelope`]s): the store never sees a plaintext secret, and never holds a key.
-//! Behind it sits one backend per database; SQLite is the only one so far. A PostgreSQL
-//! backend (several replicas on one database) becomes another [`Backend`] variant with its own
-//! migration folder, `migrations/postgresql/`, and the same runtime (not compile-time checked)
-//! queries, so nothing above this module changes.
+//! Behind it sits one backend per database: SQLite (`sqlite.rs`, one node, the default) and
+//! PostgreSQL (`postgres.rs`, several replicas on one database). Each has its own migration
+//! folder (`migrations/sqlite/`, `migrations/postgresql/`, numbered alike) and the same
+//! statements as runtime (not compile-time checked) queries; `rows.rs` decodes rows for both.
+//! A new store method is one method in each backend plus one `dispatch!` line here.
 
-// Defined before the modules so that `identities` forwards its calls with it too.
+// Defined before the modules so that every store module forwards its calls with it.
 /// Forwards a call to whichever backend is configured.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &$self.backend {
             Backend::Sqlite(s) => s.$method($($arg),*).await,
+            Backend::Postgres(s) => s.$method($($arg),*).await,
         }
     };
 }
 
 pub mod identities;
+mod postgres;
+mod rows;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -30,6 +34,7 @@ use crate::crypto::Envelope;
 use crate::providers::{AuthMethod, GrantType, IdentityProvider};
 
 pub use identities::{IssuerRecord, PolicyRecord};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A credential provider as stored.
@@ -184,6 +189,17 @@ pub struct StoredEnvelope {
     pub envelope: Envelope,
 }
 
+/// What became of a token write that presented the refresh token it was obtained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutToken {
+    Stored,
+    /// The connection is gone or its `token_generation` changed; nothing was stored.
+    Reconfigured,
+    /// The stored refresh token is no longer the one presented (another writer stored a
+    /// newer token, or key rotation re-wrapped it); nothing was stored.
+    RefreshTokenChanged,
+}
+
 /// What a failed token fetch leaves on its connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionError<'a> {
@@ -199,6 +215,29 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Is the database unreachable (rather than refusing this statement)? A request that
+    /// fails so may succeed when retried: the pool replaces dead connections by itself.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08: connection exception; 57P01..57P03: the server is
+                // shutting down, was shut down by an administrator, or cannot connect now.
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            StoreError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// The database URL, shown without its password.
@@ -250,6 +289,7 @@ pub struct Store {
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Store {
@@ -268,15 +308,31 @@ impl Store {
             });
         }
         if raw.starts_with("postgres:") || raw.starts_with("postgresql:") {
-            anyhow::bail!(
-                "PostgreSQL is not supported by this version yet: set CREDMGR_DATABASE_URL \
-                 (--database-url) to sqlite://PATH"
-            );
+            let store = PostgresStore::connect(raw).await.with_context(|| {
+                format!(
+                    "could not connect to the PostgreSQL database {url} or bring its schema \
+                     up to date: check that the server runs, that the database exists and \
+                     that the user may create tables in it (CREDMGR_DATABASE_URL, \
+                     --database-url)"
+                )
+            })?;
+            return Ok(Store {
+                backend: Backend::Postgres(store),
+            });
         }
         anyhow::bail!(
             "unsupported database URL {url}: set CREDMGR_DATABASE_URL (--database-url) to \
-             sqlite://PATH, for example sqlite://credmgr.db"
+             sqlite://PATH (for example sqlite://credmgr.db) or \
+             postgres://USER:PASSWORD@HOST:PORT/DATABASE"
         )
+    }
+
+    /// Which database this is: `sqlite` or `postgresql`.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+        }
     }
 
     /// Waits for open connections to finish and closes them.
@@ -387,6 +443,27 @@ impl Store {
         token: &TokenRecord,
     ) -> Result<bool, StoreError> {
         dispatch!(self.put_token(provider_id, connection_id, generation, token))
+    }
+
+    /// As [`Store::put_token`] for a token obtained by redeeming a refresh token: a
+    /// compare-and-swap, storing only if the stored refresh token is still exactly
+    /// `presented` (envelopes are unique, so the bytes are a version). A replica whose lease
+    /// ran out while it refreshed cannot overwrite what the next holder stored.
+    pub async fn put_refreshed_token(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        presented: &Envelope,
+        token: &TokenRecord,
+    ) -> Result<PutToken, StoreError> {
+        dispatch!(self.put_refreshed_token(
+            provider_id,
+            connection_id,
+            generation,
+            presented,
+            token
+        ))
     }
 
     /// Records a failure to obtain a token on the connection (if still at `generation`);

@@ -6,13 +6,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row as _;
 
+use super::rows::{
+    connection_from_row, consent_from_row, envelope_keys, envelope_select, envelope_update,
+    link_from_row, provider_from_row, schedule_from_row, split_error, stored_envelope_from_row,
+    to_json, token_from_row, EnvelopeKey, CONNECTION_SELECT, CONSENT_COLUMNS, ENVELOPE_FIELDS,
+    LINK_COLUMNS, PROVIDER_COLUMNS, SCHEDULE_COLUMNS, TOKEN_COLUMNS,
+};
 use super::{
-    ConnectionError, ConnectionRecord, ConsentState, EnvelopeField, LoginLink, ProviderRecord,
+    ConnectionError, ConnectionRecord, ConsentState, LoginLink, ProviderRecord, PutToken,
     StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
 };
 use crate::crypto::Envelope;
@@ -29,18 +33,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     pool: SqlitePool,
 }
-
-const PROVIDER_COLUMNS: &str = "id, display_name, identity_provider, grant_type, client_id, \
-     client_secret, token_url, scopes, token_endpoint_auth_method, token_params, created_at, \
-     updated_at, authorization_url, refresh_url, issuer, authorize_params, allowed_redirect_urls, \
-     etag, preset_parameters";
-
-const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.display_name, c.client_id, \
-     c.client_secret, c.status, c.error_code, c.error_message, c.token_generation, \
-     c.last_refresh_at, c.created_at, c.updated_at, c.etag, t.expires_at AS token_expires_at, \
-     t.refresh_token_expires_at \
-     FROM connections c LEFT JOIN tokens t \
-     ON t.provider_id = c.provider_id AND t.connection_id = c.id";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database and runs the migrations.
@@ -307,15 +299,14 @@ impl SqliteStore {
         provider_id: &str,
         connection_id: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT access_token, refresh_token, token_type, claims, obtained_at, expires_at, \
-             refresh_at, refresh_token_expires_at FROM tokens \
-             WHERE provider_id = ? AND connection_id = ?",
-        )
-        .bind(provider_id)
-        .bind(connection_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE provider_id = ? AND connection_id = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(provider_id)
+            .bind(connection_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
@@ -326,6 +317,35 @@ impl SqliteStore {
         generation: i64,
         t: &TokenRecord,
     ) -> Result<bool, StoreError> {
+        let put = self
+            .put_token_if(provider_id, connection_id, generation, None, t)
+            .await?;
+        Ok(put == PutToken::Stored)
+    }
+
+    pub async fn put_refreshed_token(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        presented: &Envelope,
+        t: &TokenRecord,
+    ) -> Result<PutToken, StoreError> {
+        self.put_token_if(provider_id, connection_id, generation, Some(presented), t)
+            .await
+    }
+
+    /// Every token write first updates the connection's row, which serialises the writers
+    /// of one connection; the refresh token is compared after that, so it is the one the
+    /// previous writer committed.
+    async fn put_token_if(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        generation: i64,
+        presented: Option<&Envelope>,
+        t: &TokenRecord,
+    ) -> Result<PutToken, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let done = sqlx::query(
             "UPDATE connections SET status = 'connected', error_code = NULL, \
@@ -339,7 +359,19 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(PutToken::Reconfigured);
+        }
+        if let Some(presented) = presented {
+            let current: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+                "SELECT refresh_token FROM tokens WHERE provider_id = ? AND connection_id = ?",
+            )
+            .bind(provider_id)
+            .bind(connection_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if current.flatten() != Some(presented.to_bytes()) {
+                return Ok(PutToken::RefreshTokenChanged);
+            }
         }
         sqlx::query(
             "INSERT INTO tokens (provider_id, connection_id, access_token, token_type, claims, \
@@ -365,7 +397,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(PutToken::Stored)
     }
 
     pub async fn record_token_error(
@@ -416,10 +448,12 @@ impl SqliteStore {
     }
 
     pub async fn get_login_link(&self, id_hash: &[u8]) -> Result<Option<LoginLink>, StoreError> {
-        let row = sqlx::query(&format!("{LINK_SELECT} WHERE id_hash = ?"))
-            .bind(id_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM login_links WHERE id_hash = ?"
+        ))
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(link_from_row).transpose()
     }
 
@@ -428,17 +462,16 @@ impl SqliteStore {
         id_hash: &[u8],
         now: i64,
     ) -> Result<Option<LoginLink>, StoreError> {
-        let row = sqlx::query(
+        let sql = format!(
             "UPDATE login_links SET used_at = ? \
-             WHERE id_hash = ? AND used_at IS NULL AND expires_at > ? \
-             RETURNING id_hash, provider_id, connection_id, redirect_url, created_at, \
-             expires_at, used_at",
-        )
-        .bind(now)
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+             WHERE id_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING {LINK_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(now)
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(link_from_row).transpose()
     }
 
@@ -470,25 +503,13 @@ impl SqliteStore {
         &self,
         state_hash: &[u8],
     ) -> Result<Option<ConsentState>, StoreError> {
-        let row = sqlx::query(
-            "DELETE FROM consent_states WHERE state_hash = ? \
-             RETURNING state_hash, browser_hash, provider_id, connection_id, redirect_url, \
-             code_verifier, token_generation, expires_at",
-        )
-        .bind(state_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(ConsentState {
-            state_hash: row.try_get("state_hash")?,
-            browser_hash: row.try_get("browser_hash")?,
-            provider_id: row.try_get("provider_id")?,
-            connection_id: row.try_get("connection_id")?,
-            redirect_url: row.try_get("redirect_url")?,
-            code_verifier: envelope("code_verifier", row.try_get("code_verifier")?)?,
-            token_generation: row.try_get("token_generation")?,
-            expires_at: row.try_get("expires_at")?,
-        }))
+        let sql =
+            format!("DELETE FROM consent_states WHERE state_hash = ? RETURNING {CONSENT_COLUMNS}");
+        let row = sqlx::query(&sql)
+            .bind(state_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(consent_from_row).transpose()
     }
 
     pub async fn try_refresh_lease(
@@ -536,32 +557,11 @@ impl SqliteStore {
     pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
         let mut out = Vec::new();
         for field in ENVELOPE_FIELDS {
-            let (table, column, keys) = envelope_location(field);
-            let sql =
-                format!("SELECT {keys}, {column} AS env FROM {table} WHERE {column} IS NOT NULL");
-            for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
-                let bytes: Vec<u8> = row.try_get("env")?;
-                let text = |name: &str| -> Result<String, StoreError> {
-                    Ok(row
-                        .try_get::<Option<String>, _>(name)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default())
-                };
-                out.push(StoredEnvelope {
-                    field,
-                    provider_id: text("provider_id")?,
-                    connection_id: match field {
-                        EnvelopeField::ProviderClientSecret => String::new(),
-                        EnvelopeField::ConnectionClientSecret => text("id")?,
-                        _ => text("connection_id")?,
-                    },
-                    state_hash: match field {
-                        EnvelopeField::CodeVerifier => row.try_get("state_hash")?,
-                        _ => Vec::new(),
-                    },
-                    envelope: envelope(column, &bytes)?,
-                });
+            let rows = sqlx::query(&envelope_select(field))
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                out.push(stored_envelope_from_row(field, row)?);
             }
         }
         Ok(out)
@@ -572,77 +572,30 @@ impl SqliteStore {
         old: &StoredEnvelope,
         new: &Envelope,
     ) -> Result<bool, StoreError> {
-        let (table, column, _) = envelope_location(old.field);
-        let old_bytes = old.envelope.to_bytes();
-        let new_bytes = new.to_bytes();
-        let done = match old.field {
-            EnvelopeField::ProviderClientSecret => {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET {column} = ? WHERE id = ? AND {column} = ?"
-                ))
-                .bind(new_bytes)
-                .bind(&old.provider_id)
-                .bind(old_bytes)
-                .execute(&self.pool)
-                .await?
-            }
-            EnvelopeField::ConnectionClientSecret => {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET {column} = ? \
-                     WHERE provider_id = ? AND id = ? AND {column} = ?"
-                ))
-                .bind(new_bytes)
-                .bind(&old.provider_id)
-                .bind(&old.connection_id)
-                .bind(old_bytes)
-                .execute(&self.pool)
-                .await?
-            }
-            EnvelopeField::AccessToken | EnvelopeField::RefreshToken => {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET {column} = ? \
-                     WHERE provider_id = ? AND connection_id = ? AND {column} = ?"
-                ))
-                .bind(new_bytes)
-                .bind(&old.provider_id)
-                .bind(&old.connection_id)
-                .bind(old_bytes)
-                .execute(&self.pool)
-                .await?
-            }
-            EnvelopeField::CodeVerifier => {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET {column} = ? WHERE state_hash = ? AND {column} = ?"
-                ))
-                .bind(new_bytes)
-                .bind(&old.state_hash)
-                .bind(old_bytes)
-                .execute(&self.pool)
-                .await?
-            }
-        };
+        let sql = envelope_update(old.field, |_| "?".to_owned());
+        let mut query = sqlx::query(&sql).bind(new.to_bytes());
+        for key in envelope_keys(old) {
+            query = match key {
+                EnvelopeKey::Text(t) => query.bind(t),
+                EnvelopeKey::Bytes(b) => query.bind(b),
+            };
+        }
+        let done = query
+            .bind(old.envelope.to_bytes())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT provider_id, connection_id, obtained_at, expires_at, refresh_at \
-             FROM tokens WHERE refresh_at <= ? ORDER BY refresh_at",
-        )
-        .bind(horizon)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TokenSchedule {
-                    provider_id: row.try_get("provider_id")?,
-                    connection_id: row.try_get("connection_id")?,
-                    obtained_at: row.try_get("obtained_at")?,
-                    expires_at: row.try_get("expires_at")?,
-                    refresh_at: row.try_get("refresh_at")?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM tokens WHERE refresh_at <= ? ORDER BY refresh_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(horizon)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(schedule_from_row).collect()
     }
 
     pub async fn drop_tokens_with_error(
@@ -676,134 +629,4 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
-}
-
-const ENVELOPE_FIELDS: [EnvelopeField; 5] = [
-    EnvelopeField::ProviderClientSecret,
-    EnvelopeField::ConnectionClientSecret,
-    EnvelopeField::AccessToken,
-    EnvelopeField::RefreshToken,
-    EnvelopeField::CodeVerifier,
-];
-
-/// Table, column and key columns of each kind of envelope.
-fn envelope_location(field: EnvelopeField) -> (&'static str, &'static str, &'static str) {
-    match field {
-        EnvelopeField::ProviderClientSecret => ("providers", "client_secret", "id AS provider_id"),
-        EnvelopeField::ConnectionClientSecret => {
-            ("connections", "client_secret", "provider_id, id")
-        }
-        EnvelopeField::AccessToken => ("tokens", "access_token", "provider_id, connection_id"),
-        EnvelopeField::RefreshToken => ("tokens", "refresh_token", "provider_id, connection_id"),
-        EnvelopeField::CodeVerifier => {
-            ("consent_states", "code_verifier", "provider_id, state_hash")
-        }
-    }
-}
-
-const LINK_SELECT: &str = "SELECT id_hash, provider_id, connection_id, redirect_url, \
-     created_at, expires_at, used_at FROM login_links";
-
-fn link_from_row(row: &SqliteRow) -> Result<LoginLink, StoreError> {
-    Ok(LoginLink {
-        id_hash: row.try_get("id_hash")?,
-        provider_id: row.try_get("provider_id")?,
-        connection_id: row.try_get("connection_id")?,
-        redirect_url: row.try_get("redirect_url")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        used_at: row.try_get("used_at")?,
-    })
-}
-
-fn split_error(e: &Option<(String, String)>) -> (Option<&str>, Option<&str>) {
-    match e {
-        Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
-        None => (None, None),
-    }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn parsed<T: FromStr>(column: &str, text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("{column}: unknown value {text:?}")))
-}
-
-fn envelope(column: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
-    Envelope::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
-    Ok(ProviderRecord {
-        id: row.try_get("id")?,
-        display_name: row.try_get("display_name")?,
-        identity_provider: parsed("identity_provider", row.try_get("identity_provider")?)?,
-        grant_type: parsed("grant_type", row.try_get("grant_type")?)?,
-        client_id: row.try_get("client_id")?,
-        client_secret: envelope("client_secret", row.try_get("client_secret")?)?,
-        token_url: row.try_get("token_url")?,
-        scopes: from_json("scopes", row.try_get("scopes")?)?,
-        token_endpoint_auth_method: parsed(
-            "token_endpoint_auth_method",
-            row.try_get("token_endpoint_auth_method")?,
-        )?,
-        token_params: from_json("token_params", row.try_get("token_params")?)?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        authorization_url: row.try_get("authorization_url")?,
-        refresh_url: row.try_get("refresh_url")?,
-        issuer: row.try_get("issuer")?,
-        authorize_params: from_json("authorize_params", row.try_get("authorize_params")?)?,
-        allowed_redirect_urls: from_json(
-            "allowed_redirect_urls",
-            row.try_get("allowed_redirect_urls")?,
-        )?,
-        etag: row.try_get("etag")?,
-        parameters: from_json("preset_parameters", row.try_get("preset_parameters")?)?,
-    })
-}
-
-fn connection_from_row(row: &SqliteRow) -> Result<ConnectionRecord, StoreError> {
-    let code: Option<String> = row.try_get("error_code")?;
-    let message: Option<String> = row.try_get("error_message")?;
-    let secret: Option<Vec<u8>> = row.try_get("client_secret")?;
-    Ok(ConnectionRecord {
-        provider_id: row.try_get("provider_id")?,
-        id: row.try_get("id")?,
-        display_name: row.try_get("display_name")?,
-        client_id: row.try_get("client_id")?,
-        client_secret: secret.map(|b| envelope("client_secret", &b)).transpose()?,
-        status: parsed("status", row.try_get("status")?)?,
-        error: code.map(|c| (c, message.unwrap_or_default())),
-        token_generation: row.try_get("token_generation")?,
-        last_refresh_at: row.try_get("last_refresh_at")?,
-        etag: row.try_get("etag")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        token_expires_at: row.try_get("token_expires_at")?,
-        refresh_token_expires_at: row.try_get("refresh_token_expires_at")?,
-    })
-}
-
-fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    Ok(TokenRecord {
-        access_token: envelope("access_token", row.try_get("access_token")?)?,
-        refresh_token: row
-            .try_get::<Option<Vec<u8>>, _>("refresh_token")?
-            .map(|b| envelope("refresh_token", &b))
-            .transpose()?,
-        token_type: row.try_get("token_type")?,
-        claims: from_json("claims", row.try_get("claims")?)?,
-        obtained_at: row.try_get("obtained_at")?,
-        expires_at: row.try_get("expires_at")?,
-        refresh_at: row.try_get("refresh_at")?,
-        refresh_token_expires_at: row.try_get("refresh_token_expires_at")?,
-    })
 }

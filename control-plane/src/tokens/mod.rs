@@ -25,7 +25,9 @@ use crate::crypto::Envelope;
 use crate::crypto::{Aad, Keyring};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{ConnectionError, ConnectionRecord, ProviderRecord, Store, TokenRecord};
+use crate::store::{
+    ConnectionError, ConnectionRecord, ProviderRecord, PutToken, Store, TokenRecord,
+};
 
 pub use client::{ClientAuth, Grant, OAuthClient};
 use flight::Flights;
@@ -62,6 +64,34 @@ pub fn refresh_at(obtained_at: i64, lifetime: i64, skew: i64) -> i64 {
 fn is_due(t: &TokenRecord, lead: i64, rejected_expires_at: Option<i64>) -> bool {
     unix_now() >= t.refresh_at.saturating_sub(lead)
         || rejected_expires_at.is_some_and(|r| t.expires_at <= r)
+}
+
+/// What makes a stored token need replacing, for one request.
+#[derive(Clone)]
+struct Need {
+    /// Refresh this many seconds ahead of the refresh point.
+    lead: i64,
+    /// A backend refused the token that expires then.
+    rejected_expires_at: Option<i64>,
+    /// The token this request found due (its envelope): another one stored since then came
+    /// from a refresh that finished while this request waited, and is shared.
+    seen: Option<Envelope>,
+}
+
+impl Need {
+    /// Does `t` make a refresh unnecessary? It is not due, or it is newer than the token this
+    /// request found due and still valid. (With tokens of a few seconds, a token just
+    /// refreshed for the request ahead can already be past its refresh point; refreshing it
+    /// again would cost a refresh per waiting request.)
+    fn satisfied_by(&self, t: &TokenRecord) -> bool {
+        if !is_due(t, self.lead, self.rejected_expires_at) {
+            return true;
+        }
+        let newer = self.seen.as_ref() != Some(&t.access_token);
+        newer
+            && unix_now() < t.expires_at
+            && self.rejected_expires_at.is_none_or(|r| t.expires_at > r)
+    }
 }
 
 /// Why no new token could be obtained from a provider.
@@ -154,6 +184,20 @@ pub struct TokenService {
     lease_secs: i64,
 }
 
+/// What one refresh attempt came to.
+enum Attempt {
+    Done(RuntimeToken, Served),
+    /// The connection was reconfigured during the fetch; the token obtained under the old
+    /// configuration was discarded.
+    Reconfigured,
+    /// Another replica holds the refresh lease (only when not waiting for it).
+    Elsewhere,
+}
+
+fn done((token, served): (RuntimeToken, Served)) -> Attempt {
+    Attempt::Done(token, served)
+}
+
 /// How often a replica waiting for another one's refresh looks at the store.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -182,6 +226,15 @@ impl TokenService {
         metrics: Arc<Metrics>,
         refresh_skew: std::time::Duration,
     ) -> Self {
+        let instance = {
+            use aes_gcm::aead::rand_core::RngCore as _;
+            let mut bytes = [0u8; 12];
+            aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        // Names this process in the `refresh_lease_owner` column, so an operator can tell
+        // which replica holds a lease.
+        tracing::info!(lease_owner = %instance, "refresh leases are held as this id");
         TokenService {
             store,
             keyring,
@@ -193,12 +246,7 @@ impl TokenService {
             flights: Flights::default(),
             refresh_skew: i64::try_from(refresh_skew.as_secs()).unwrap_or(i64::MAX),
             client,
-            instance: {
-                use aes_gcm::aead::rand_core::RngCore as _;
-                let mut bytes = [0u8; 12];
-                aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
-                bytes.iter().map(|b| format!("{b:02x}")).collect()
-            },
+            instance,
         }
     }
 
@@ -233,15 +281,18 @@ impl TokenService {
 
     /// Refreshes the connection's token if it is due within `lead` seconds (the background
     /// scheduler's entry: it refreshes a little ahead of the runtime API, with jitter).
+    /// `None`: another replica holds the connection's refresh lease, so this one leaves the
+    /// connection to it instead of waiting (replicas' schedulers share the work).
     pub async fn refresh_if_due(
         self: &Arc<Self>,
         p: &str,
         c: &str,
         lead: i64,
-    ) -> Result<Served, ApiError> {
-        self.refresh(p, c, lead, None)
-            .await
-            .map(|(_, served)| served)
+    ) -> Result<Option<Served>, ApiError> {
+        Ok(self
+            .refresh_mode(p, c, lead, None, false)
+            .await?
+            .map(|(_, served)| served))
     }
 
     /// Refreshes in a task of its own: if the gateway gives up and its request is dropped, the
@@ -255,10 +306,25 @@ impl TokenService {
         lead: i64,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), ApiError> {
+        self.refresh_mode(p, c, lead, rejected_expires_at, true)
+            .await?
+            .ok_or_else(|| ApiError::Internal("a refresh that waits for the lease gave up".into()))
+    }
+
+    /// As [`TokenService::refresh`]; with `wait` false, returns `None` at once if another
+    /// replica holds the lease.
+    async fn refresh_mode(
+        self: &Arc<Self>,
+        p: &str,
+        c: &str,
+        lead: i64,
+        rejected_expires_at: Option<i64>,
+        wait: bool,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         let this = Arc::clone(self);
         let (p, c) = (p.to_owned(), c.to_owned());
         tokio::spawn(async move {
-            this.refresh_detached(&p, &c, lead, rejected_expires_at)
+            this.refresh_detached(&p, &c, lead, rejected_expires_at, wait)
                 .await
         })
         .await
@@ -271,10 +337,16 @@ impl TokenService {
         c: &str,
         lead: i64,
         rejected_expires_at: Option<i64>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+        wait: bool,
+    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         for _ in 0..MAX_CONFIG_RACES {
-            if let Some(answer) = self.refresh_once(p, c, lead, rejected_expires_at).await? {
-                return Ok(answer);
+            match self
+                .refresh_once(p, c, lead, rejected_expires_at, wait)
+                .await?
+            {
+                Attempt::Done(token, served) => return Ok(Some((token, served))),
+                Attempt::Elsewhere => return Ok(None),
+                Attempt::Reconfigured => {}
             }
         }
         Err(ApiError::Conflict(format!(
@@ -283,15 +355,15 @@ impl TokenService {
         )))
     }
 
-    /// One attempt; `None` if the connection was reconfigured during the fetch, so the token
-    /// obtained under the old configuration was discarded.
+    /// One attempt.
     async fn refresh_once(
         &self,
         p: &str,
         c: &str,
         lead: i64,
         rejected_expires_at: Option<i64>,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+        wait: bool,
+    ) -> Result<Attempt, ApiError> {
         // One fetch per connection: in this process by the flight lock, across replicas that
         // share the database by the lease taken below.
         let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
@@ -299,45 +371,70 @@ impl TokenService {
         let stored = self.store.get_token(p, c).await?;
         if let Some(t) = &stored {
             if !is_due(t, lead, rejected_expires_at) {
-                return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
+                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
             }
         }
+        let need = Need {
+            lead,
+            rejected_expires_at,
+            seen: None,
+        };
         if flight.attempt_finished_while_waiting() {
-            if let Some((generation, failure)) = flight.last_failure() {
-                if *generation == conn.token_generation {
+            match flight.last_failure() {
+                Some((generation, failure)) if *generation == conn.token_generation => {
                     // The provider just failed for the request ahead of us: do not ask again.
-                    return self.fallback(p, c, stored, failure.clone()).map(Some);
+                    return self.fallback(p, c, stored, failure.clone()).map(done);
                 }
+                None => {
+                    // The request ahead of us just stored a token: share it.
+                    if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
+                        return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
+                    }
+                }
+                Some(_) => {}
             }
         }
+        let need = Need {
+            seen: stored.as_ref().map(|t| t.access_token.clone()),
+            ..need
+        };
 
         if let Some(t) = stored.as_ref().filter(|t| refresh_token_expired(t)) {
             if unix_now() >= t.expires_at {
                 return self.refresh_token_gone(p, c, &conn, t, &mut flight).await;
             }
             // The access token still serves; then a user must consent again.
-            return self.without_refresh_token(p, c, &conn, stored).map(Some);
+            return self.without_refresh_token(p, c, &conn, stored).map(done);
         }
         let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
         if provider.grant_type.needs_consent() && !has_refresh_token {
             // Nothing to ask the provider: no lease needed.
-            return self.without_refresh_token(p, c, &conn, stored).map(Some);
+            return self.without_refresh_token(p, c, &conn, stored).map(done);
         }
-        if let Some(t) = self.lease(p, c, Some((lead, rejected_expires_at))).await? {
+        let now = unix_now();
+        if !wait
+            && !self
+                .store
+                .try_refresh_lease(p, c, &self.instance, now, now + self.lease_secs)
+                .await?
+        {
+            return Ok(Attempt::Elsewhere);
+        }
+        // (Taken just now, if not waiting: taking it again is a no-op for its holder.)
+        if let Some(t) = self.lease(p, c, Some(&need)).await? {
             // Another replica refreshed while we waited for its lease.
-            return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+            return Ok(done((self.runtime(p, c, &t)?, Served::Hit)));
         }
         // The lease is ours: what is stored now is the latest (another replica may have
         // rotated the refresh token just before).
         let outcome = async {
             let stored = self.store.get_token(p, c).await?;
-            if let Some(t) = &stored {
-                if !is_due(t, lead, rejected_expires_at) {
-                    return Ok(Some((self.runtime(p, c, t)?, Served::Hit)));
-                }
+            if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
+                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
             }
             self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
                 .await
+                .map(|answer| answer.map_or(Attempt::Reconfigured, done))
         }
         .await;
         self.release_lease(p, c).await;
@@ -353,7 +450,7 @@ impl TokenService {
         conn: &ConnectionRecord,
         t: &TokenRecord,
         flight: &mut flight::FlightGuard<'_, (String, String)>,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+    ) -> Result<Attempt, ApiError> {
         let at = t.refresh_token_expires_at.map(crate::clock::rfc3339);
         let failure = TokenFailure::new(
             FailureKind::RefreshTokenExpired,
@@ -376,14 +473,14 @@ impl TokenService {
         Err(ApiError::TokenUnavailable(failure))
     }
 
-    /// Waits for the connection's refresh lease. With `fresh_within = Some((lead, rejected))`,
-    /// gives up waiting as soon as another replica has stored a token that is not due (see
-    /// [`is_due`]), and returns it; `None` means the lease is ours.
+    /// Waits for the connection's refresh lease. With `need`, gives up waiting as soon as
+    /// another replica has stored a token that satisfies it ([`Need::satisfied_by`]), and
+    /// returns it; `None` means the lease is ours.
     async fn lease(
         &self,
         p: &str,
         c: &str,
-        fresh_within: Option<(i64, Option<i64>)>,
+        need: Option<&Need>,
     ) -> Result<Option<TokenRecord>, ApiError> {
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_secs(u64::try_from(self.lease_secs).unwrap_or(60) + 2);
@@ -408,9 +505,9 @@ impl TokenService {
                 )));
             }
             tokio::time::sleep(LEASE_POLL).await;
-            if let Some((lead, rejected_expires_at)) = fresh_within {
+            if let Some(need) = need {
                 if let Some(t) = self.store.get_token(p, c).await? {
-                    if !is_due(&t, lead, rejected_expires_at) {
+                    if need.satisfied_by(&t) {
                         return Ok(Some(t));
                     }
                 }
@@ -438,7 +535,8 @@ impl TokenService {
     ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
         let (provider, conn) = (provider.clone(), conn.clone());
         let sent_at = unix_now();
-        let (result, kept_refresh) = if provider.grant_type.needs_consent() {
+        // `presented`: the refresh token redeemed, kept if the response brings no new one.
+        let (result, presented) = if provider.grant_type.needs_consent() {
             let Some(used) = self.stored_refresh_token(p, c, stored.as_ref())? else {
                 return self.without_refresh_token(p, c, &conn, stored).map(Some);
             };
@@ -453,13 +551,34 @@ impl TokenService {
             Ok(response) => {
                 let quirks = &provider.identity_provider.preset().quirks;
                 let (record, token) =
-                    self.token_record(p, c, &response, kept_refresh, sent_at, quirks)?;
-                let stored = self
-                    .store
-                    .put_token(p, c, conn.token_generation, &record)
-                    .await?;
+                    self.token_record(p, c, &response, presented.clone(), sent_at, quirks)?;
+                let put = match presented.as_ref().map(|(envelope, _)| envelope) {
+                    Some(presented) => self.put_refreshed(p, c, &conn, presented, &record).await?,
+                    None => {
+                        let stored = self
+                            .store
+                            .put_token(p, c, conn.token_generation, &record)
+                            .await?;
+                        if stored {
+                            PutToken::Stored
+                        } else {
+                            PutToken::Reconfigured
+                        }
+                    }
+                };
                 flight.finish(None);
-                if !stored {
+                if put == PutToken::RefreshTokenChanged {
+                    // Only when this replica's lease ran out mid-refresh and another one
+                    // refreshed meanwhile: what it stored is newer and is kept.
+                    tracing::warn!(provider = %p, connection = %c,
+                        "another replica stored a newer token while this refresh ran (its \
+                         lease expired); keeping the stored one");
+                    if let Some(t) = self.store.get_token(p, c).await? {
+                        return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+                    }
+                    return Ok(None);
+                }
+                if put == PutToken::Reconfigured {
                     tracing::info!(provider = %p, connection = %c,
                         "connection reconfigured during the token fetch; token discarded");
                     return Ok(None);
@@ -513,6 +632,40 @@ impl TokenService {
                 self.fallback(p, c, stored, failure).map(Some)
             }
         }
+    }
+
+    /// Stores a token obtained with the refresh token `presented`, if that is still the
+    /// stored one. Key rotation may have re-wrapped it meanwhile (same token, new envelope):
+    /// then the write is retried against the re-wrapped envelope.
+    async fn put_refreshed(
+        &self,
+        p: &str,
+        c: &str,
+        conn: &ConnectionRecord,
+        presented: &Envelope,
+        record: &TokenRecord,
+    ) -> Result<PutToken, ApiError> {
+        let mut expected = presented.clone();
+        for _ in 0..3 {
+            let put = self
+                .store
+                .put_refreshed_token(p, c, conn.token_generation, &expected, record)
+                .await?;
+            if put != PutToken::RefreshTokenChanged {
+                return Ok(put);
+            }
+            let current = self.store.get_token(p, c).await?;
+            let Some(current) = self.stored_refresh_token(p, c, current.as_ref())? else {
+                return Ok(put);
+            };
+            let aad = Aad::connection_refresh_token(p, c);
+            let was = self.keyring.decrypt_string(&aad, presented)?;
+            if current.secret.expose_secret() != was.expose_secret() {
+                return Ok(put);
+            }
+            expected = current.envelope;
+        }
+        Ok(PutToken::RefreshTokenChanged)
     }
 
     fn stored_refresh_token(

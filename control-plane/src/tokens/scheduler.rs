@@ -8,7 +8,9 @@
 //! connection whose refresh fails backs off exponentially (2 s, 4 s, ... at most 5 min, each
 //! with random jitter) while the runtime API keeps serving its still-valid token. Refreshes go
 //! through [`TokenService`], so they share its one-refresh-per-connection rule with the
-//! runtime API.
+//! runtime API. Replicas sharing a database share the work: a scheduler takes a due
+//! connection's refresh lease without waiting, and skips the connection if another replica
+//! holds it, so each connection is refreshed by one replica.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -92,10 +94,12 @@ impl Scheduler {
                 .refresh_if_due(&t.provider_id, &t.connection_id, lead)
                 .await;
             match outcome {
-                Ok(Served::Hit | Served::Fetched) => {
+                // Another replica is refreshing it (it holds the lease): nothing to do here.
+                Ok(None) => {}
+                Ok(Some(Served::Hit | Served::Fetched)) => {
                     self.backoff.remove(&key);
                 }
-                Ok(Served::Stale) | Err(_) => {
+                Ok(Some(Served::Stale)) | Err(_) => {
                     let b = self.backoff.entry(key).or_insert(Backoff {
                         failures: 0,
                         next_attempt: now,

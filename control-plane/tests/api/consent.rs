@@ -131,14 +131,12 @@ async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provid
 
     // The state and the code verifier are not stored in plaintext.
     let verifier_hint = q["state"].clone();
-    for file in h.db_files() {
-        let bytes = std::fs::read(&file).unwrap();
+    for (file, bytes) in h.db_contents().await {
         assert!(
             !bytes
                 .windows(verifier_hint.len())
                 .any(|w| w == verifier_hint.as_bytes()),
-            "state in plaintext in {}",
-            file.display()
+            "state in plaintext in {file}"
         );
     }
 

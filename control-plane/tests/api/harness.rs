@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,6 +12,8 @@ use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+use crate::pg::TestDatabase;
+
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 pub const GATEWAY_KEY: &str = "gateway-key-for-tests-0123456789";
 pub const CLIENT_SECRET: &str = "very-secret-client-secret-4f9a2c";
@@ -21,6 +22,11 @@ pub struct Harness {
     pub state: AppState,
     app: Router,
     pub dir: tempfile::TempDir,
+    /// With `CREDMGR_TEST_STORE=postgres`: the test's own PostgreSQL database.
+    pub pg: Option<TestDatabase>,
+    /// The database URL, for [`Harness::replica`].
+    state_url: String,
+    key_line: String,
     /// Every response body seen, to check that no secret ever left.
     pub seen: std::sync::Mutex<Vec<String>>,
 }
@@ -37,15 +43,50 @@ impl Harness {
     }
 
     pub async fn with_timeout(provider_timeout: Duration) -> Harness {
+        let pg = match std::env::var("CREDMGR_TEST_STORE").as_deref() {
+            Ok("postgres") => Some(TestDatabase::create().await),
+            Ok("sqlite") | Err(_) => None,
+            Ok(other) => panic!("CREDMGR_TEST_STORE={other}: use sqlite or postgres"),
+        };
+        let key_line = KeyEncryptionKey::generate_line("test-key");
+        Self::build(provider_timeout, pg, None, key_line.expose_secret()).await
+    }
+
+    /// A harness on its own PostgreSQL database, whatever `CREDMGR_TEST_STORE` says.
+    pub async fn on_postgres(db: TestDatabase) -> Harness {
+        let key_line = KeyEncryptionKey::generate_line("test-key");
+        Self::build(
+            Duration::from_secs(2),
+            Some(db),
+            None,
+            key_line.expose_secret(),
+        )
+        .await
+    }
+
+    /// Another replica: its own state and router on this harness's database, with the same
+    /// key (replicas share their key file).
+    pub async fn replica(&self) -> Harness {
+        let url = self.state_url.clone();
+        Self::build(Duration::from_secs(2), None, Some(url), &self.key_line).await
+    }
+
+    async fn build(
+        provider_timeout: Duration,
+        pg: Option<TestDatabase>,
+        shared_url: Option<String>,
+        key_line: &str,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let line = KeyEncryptionKey::generate_line("test-key");
-        let key = KeyEncryptionKey::parse(line.expose_secret()).unwrap();
+        let database_url = match (&pg, shared_url) {
+            (_, Some(url)) => url,
+            (Some(db), None) => db.url.clone(),
+            (None, None) => format!("sqlite://{}", dir.path().join("credmgr.db").display()),
+        };
+        let key = KeyEncryptionKey::parse(key_line).unwrap();
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: DatabaseUrl::new(format!(
-                "sqlite://{}",
-                dir.path().join("credmgr.db").display()
-            )),
+            database_url: DatabaseUrl::new(database_url.clone()),
             admin_token: ADMIN.into(),
             gateway_keys: vec![GatewayKey {
                 name: "edge-1".into(),
@@ -67,15 +108,24 @@ impl Harness {
             app: app(state.clone()),
             state,
             dir,
+            pg,
+            state_url: database_url,
+            key_line: key_line.to_owned(),
             seen: Default::default(),
         }
     }
 
-    pub fn db_files(&self) -> Vec<PathBuf> {
+    /// What the database holds at rest, to search for secrets: each SQLite file (WAL
+    /// included), or every PostgreSQL row; by name.
+    pub async fn db_contents(&self) -> Vec<(String, Vec<u8>)> {
+        if let Some(db) = &self.pg {
+            return vec![(format!("database {}", db.name), db.contents().await)];
+        }
         ["credmgr.db", "credmgr.db-wal", "credmgr.db-shm"]
             .iter()
             .map(|f| self.dir.path().join(f))
             .filter(|p| p.exists())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! The HTTP APIs, driven through `app(state)` with `tower::ServiceExt::oneshot` against a
-//! temporary SQLite file. No network beyond 127.0.0.1: "unreachable" providers are closed or
+//! temporary SQLite file, or with `CREDMGR_TEST_STORE=postgres` a PostgreSQL database of
+//! their own (`pg.rs`; `postgres.rs` tests what only PostgreSQL has: several replicas). No network beyond 127.0.0.1: "unreachable" providers are closed or
 //! silent local ports.
 
 // clippy.toml allows these in `#[test]` functions; the harness helpers are test code too.
@@ -12,6 +13,8 @@ mod gateway_tls;
 mod harness;
 mod identities;
 mod management;
+mod pg;
+mod postgres;
 mod presets;
 mod quirks;
 mod refresh_tokens;

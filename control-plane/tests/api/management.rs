@@ -170,6 +170,14 @@ async fn unknown_paths_and_methods_answer_json() {
         (r.status, r.json),
         (StatusCode::OK, json!({"status": "ok"}))
     );
+    let r = h.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (r.status, r.json),
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "store": h.state.store.kind()})
+        )
+    );
     let r = h
         .raw(Request::get("/metrics").body(Body::empty()).unwrap())
         .await;
@@ -428,21 +436,20 @@ async fn secrets_never_leave_and_are_encrypted_at_rest() {
         }
     }
     // The database files, WAL included, hold no secret in plaintext...
-    let files = h.db_files();
+    let files = h.db_contents().await;
     let mut found_client_id = false;
-    for file in &files {
-        let bytes = std::fs::read(file).unwrap();
+    for (file, bytes) in &files {
         for secret in [CLIENT_SECRET, conn_secret, token] {
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{} contains {secret}",
-                file.display()
+                "{file} contains {secret}"
             );
         }
         found_client_id |= bytes.windows(12).any(|w| w == b"credmgr-demo");
     }
     // ...while the non-secret configuration is there: the check did look at the data.
-    assert!(found_client_id, "{files:?}");
+    let names: Vec<&String> = files.iter().map(|(name, _)| name).collect();
+    assert!(found_client_id, "{names:?}");
 }
 
 #[tokio::test]

@@ -273,13 +273,12 @@ impl Deployment {
             secrets.len() > 2,
             "the OAuth server issued no tokens to look for: {issued}"
         );
-        let db = self.control_plane.database.display().to_string();
-        let mut files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
-            .iter()
-            .map(|s| std::path::PathBuf::from(format!("{db}{s}")))
-            .filter(|p| p.exists())
-            .collect();
-        assert!(!files.is_empty(), "no database at {db}");
+        let mut blobs = self.control_plane.database_contents();
+        assert!(
+            !blobs.is_empty(),
+            "no database at {}",
+            self.control_plane.database_url
+        );
         for entry in std::fs::read_dir(self.dir.path())
             .into_iter()
             .flatten()
@@ -287,27 +286,25 @@ impl Deployment {
         {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("control-plane") && name.ends_with(".log") {
-                files.push(entry.path());
+                let bytes = std::fs::read(entry.path()).unwrap_or_default();
+                blobs.push((name, bytes));
             }
         }
-        for file in &files {
-            let bytes = std::fs::read(file).unwrap_or_default();
+        for (name, bytes) in &blobs {
             for (what, secret) in &secrets {
                 assert!(
-                    !crate::contains_bytes(&bytes, secret.as_bytes()),
-                    "a {what} is in plaintext in {}",
-                    file.display()
+                    !crate::contains_bytes(bytes, secret.as_bytes()),
+                    "a {what} is in plaintext in {name}"
                 );
             }
         }
         eprintln!(
-            "secret scan: {} secrets, {} files ({}), none in plaintext",
+            "secret scan: {} secrets, {} places ({}), none in plaintext",
             secrets.len(),
-            files.len(),
-            files
+            blobs.len(),
+            blobs
                 .iter()
-                .filter_map(|f| f.file_name())
-                .map(|f| f.to_string_lossy().into_owned())
+                .map(|(name, _)| name.rsplit('/').next().unwrap_or(name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

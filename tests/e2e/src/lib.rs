@@ -4,8 +4,11 @@
 //! when dropped, also when the test fails. Their logs are kept in files, so a test can search
 //! them for secrets and a failing test can show them.
 
+pub mod cluster;
 pub mod consent;
 pub mod fake_saas;
+pub mod gate;
+pub mod pg;
 pub mod process;
 pub mod stack;
 

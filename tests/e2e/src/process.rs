@@ -101,6 +101,13 @@ impl Process {
         self.child.id()
     }
 
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would: no shutdown code
+    /// runs. Waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL if it has not exited within five seconds.
     pub fn stop(&mut self) {
         if self.exited().is_some() {

@@ -1,5 +1,6 @@
 //! The four processes of a credmgr deployment, each started for real.
 
+use crate::pg::TestDatabase;
 use crate::{artifact, free_port, http, repo_root, wait_for, Process};
 use credmgr_common::RuntimeToken;
 use serde_json::{json, Value};
@@ -58,14 +59,22 @@ impl OAuthServer {
     }
 }
 
-/// The credmgr control plane (`credmgr serve`) on its own SQLite file.
+/// The credmgr control plane (`credmgr serve`) on its own SQLite file, or with
+/// `CREDMGR_E2E_STORE=postgres` its own PostgreSQL database; a replica started with
+/// `CREDMGR_DATABASE_URL` in its environment shares that database instead.
 pub struct ControlPlane {
+    // Field order is drop order: the process stops before its database is dropped.
     pub process: Process,
     pub url: String,
     pub port: u16,
     pub admin_token: String,
     pub gateway_key: String,
+    /// What `CREDMGR_DATABASE_URL` was.
+    pub database_url: String,
+    /// The SQLite file, when the store is SQLite.
     pub database: PathBuf,
+    /// The PostgreSQL database this control plane created (and drops when it goes).
+    pub pg: Option<std::sync::Arc<TestDatabase>>,
 }
 
 impl ControlPlane {
@@ -88,15 +97,28 @@ impl ControlPlane {
         );
         let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
         let database = dir.join("credmgr.db");
-        let admin_token = format!("admin-{}", random_hex());
-        let gateway_key = format!("gw-{}", random_hex());
+        let shared = env
+            .iter()
+            .find(|(k, _)| *k == "CREDMGR_DATABASE_URL")
+            .map(|(_, v)| (*v).to_owned());
+        let pg = (shared.is_none() && crate::pg::suite_store_is_postgres())
+            .then(|| std::sync::Arc::new(TestDatabase::create()));
+        let database_url = match (&shared, &pg) {
+            (Some(url), _) => url.clone(),
+            (None, Some(db)) => db.url.clone(),
+            (None, None) => format!("sqlite://{}", database.display()),
+        };
+        // Replicas share their credentials: given in `env`, they are used as they are.
+        let given = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let admin_token = given("CREDMGR_ADMIN_TOKEN")
+            .map_or_else(|| format!("admin-{}", random_hex()), str::to_owned);
+        let gateway_key = given("CREDMGR_GATEWAY_KEYS")
+            .and_then(|v| v.strip_prefix("test-gateway="))
+            .map_or_else(|| format!("gw-{}", random_hex()), str::to_owned);
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .env("CREDMGR_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "CREDMGR_DATABASE_URL",
-                format!("sqlite://{}", database.display()),
-            )
+            .env("CREDMGR_DATABASE_URL", &database_url)
             .env("CREDMGR_ADMIN_TOKEN", &admin_token)
             .env(
                 "CREDMGR_GATEWAY_KEYS",
@@ -118,8 +140,26 @@ impl ControlPlane {
             port,
             admin_token,
             gateway_key,
+            database_url,
             database,
+            pg,
         }
+    }
+
+    /// What the store holds at rest, by name, to search for secrets: the SQLite files (WAL
+    /// included), or every row of the PostgreSQL database (BYTEA decoded).
+    pub fn database_contents(&self) -> Vec<(String, Vec<u8>)> {
+        if let Some(db) = &self.pg {
+            return vec![(format!("database {}", db.name), db.contents())];
+        }
+        let db = self.database.display().to_string();
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let name = format!("{db}{suffix}");
+                std::fs::read(&name).ok().map(|bytes| (name, bytes))
+            })
+            .collect()
     }
 
     /// A management API call; returns the status and the JSON body (`null` when empty).
@@ -379,7 +419,7 @@ impl Envoy {
 }
 
 /// 128 random bits as hex, from the OS.
-fn random_hex() -> String {
+pub fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     let ok = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))

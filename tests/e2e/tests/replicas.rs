@@ -26,12 +26,14 @@ fn two_replicas_sharing_a_database_refresh_an_expired_token_once() {
     d.consent("grace");
     let expired_by = unix_now() + 4;
 
-    // The second replica: same database file, same key, its own port, log and tokens.
+    // The second replica: same database (SQLite file or PostgreSQL), same key, its own port, log and tokens.
     let second_dir = d.dir.path().join("replica-2");
     std::fs::create_dir_all(&second_dir).unwrap();
-    let database = format!("sqlite://{}", d.control_plane.database.display());
     let mut env2 = env.to_vec();
-    env2.push(("CREDMGR_DATABASE_URL", database.as_str()));
+    env2.push((
+        "CREDMGR_DATABASE_URL",
+        d.control_plane.database_url.as_str(),
+    ));
     let second = ControlPlane::start_with(&second_dir, free_port(), &env2);
 
     wait_for("the token to expire", Duration::from_secs(20), || {

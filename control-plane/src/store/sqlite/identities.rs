@@ -1,31 +1,29 @@
 //! Trusted issuers and access policies in SQLite.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row as _;
-
-use super::{from_json, to_json, SqliteStore};
+use super::SqliteStore;
 use crate::store::identities::{IssuerRecord, PolicyRecord};
+use crate::store::rows::{
+    issuer_from_row, policy_from_row, to_json, ISSUER_COLUMNS, POLICY_COLUMNS,
+};
 use crate::store::StoreError;
-
-const ISSUER_SELECT: &str = "SELECT id, display_name, issuer, audiences, jwks_uri, jwks, claims, \
-     leeway_seconds, etag, created_at, updated_at FROM trusted_issuers";
-
-const POLICY_SELECT: &str = "SELECT provider_id, connection_id, id, display_name, identity, etag, \
-     created_at, updated_at FROM access_policies";
 
 impl SqliteStore {
     pub async fn list_issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
-        let rows = sqlx::query(&format!("{ISSUER_SELECT} ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ISSUER_COLUMNS} FROM trusted_issuers ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(issuer_from_row).collect()
     }
 
     pub async fn get_issuer(&self, id: &str) -> Result<Option<IssuerRecord>, StoreError> {
-        let row = sqlx::query(&format!("{ISSUER_SELECT} WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ISSUER_COLUMNS} FROM trusted_issuers WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(issuer_from_row).transpose()
     }
 
@@ -101,7 +99,7 @@ impl SqliteStore {
         connection_id: &str,
     ) -> Result<Vec<PolicyRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "{POLICY_SELECT} WHERE provider_id = ? AND connection_id = ? ORDER BY id"
+            "SELECT {POLICY_COLUMNS} FROM access_policies WHERE provider_id = ? AND connection_id = ? ORDER BY id"
         ))
         .bind(provider_id)
         .bind(connection_id)
@@ -117,7 +115,7 @@ impl SqliteStore {
         id: &str,
     ) -> Result<Option<PolicyRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "{POLICY_SELECT} WHERE provider_id = ? AND connection_id = ? AND id = ?"
+            "SELECT {POLICY_COLUMNS} FROM access_policies WHERE provider_id = ? AND connection_id = ? AND id = ?"
         ))
         .bind(provider_id)
         .bind(connection_id)
@@ -188,34 +186,4 @@ impl SqliteStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
-}
-
-fn issuer_from_row(row: &SqliteRow) -> Result<IssuerRecord, StoreError> {
-    let jwks: Option<String> = row.try_get("jwks")?;
-    Ok(IssuerRecord {
-        id: row.try_get("id")?,
-        display_name: row.try_get("display_name")?,
-        issuer: row.try_get("issuer")?,
-        audiences: from_json("audiences", row.try_get("audiences")?)?,
-        jwks_uri: row.try_get("jwks_uri")?,
-        jwks: jwks.map(|j| from_json("jwks", &j)).transpose()?,
-        claims: from_json("claims", row.try_get("claims")?)?,
-        leeway_seconds: row.try_get("leeway_seconds")?,
-        etag: row.try_get("etag")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn policy_from_row(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
-    Ok(PolicyRecord {
-        provider_id: row.try_get("provider_id")?,
-        connection_id: row.try_get("connection_id")?,
-        id: row.try_get("id")?,
-        display_name: row.try_get("display_name")?,
-        identity: from_json("identity", row.try_get("identity")?)?,
-        etag: row.try_get("etag")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
 }

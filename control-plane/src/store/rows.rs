@@ -1,0 +1,343 @@
+//! What both backends share: the column lists, and turning a row into a record.
+//!
+//! The two schemas have the same tables and columns (TEXT, BLOB/BYTEA, INTEGER/BIGINT, JSON as
+//! TEXT), so a row decodes the same way from either. [`Columns`] is the little that differs:
+//! how a typed value is read from a SQLite or a PostgreSQL row.
+
+use std::str::FromStr;
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
+
+use super::{
+    ConnectionRecord, ConsentState, EnvelopeField, LoginLink, ProviderRecord, StoreError,
+    StoredEnvelope, TokenRecord, TokenSchedule,
+};
+use crate::crypto::Envelope;
+
+pub(super) const PROVIDER_COLUMNS: &str = "id, display_name, identity_provider, grant_type, \
+     client_id, client_secret, token_url, scopes, token_endpoint_auth_method, token_params, \
+     created_at, updated_at, authorization_url, refresh_url, issuer, authorize_params, \
+     allowed_redirect_urls, etag, preset_parameters";
+
+pub(super) const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.display_name, \
+     c.client_id, c.client_secret, c.status, c.error_code, c.error_message, c.token_generation, \
+     c.last_refresh_at, c.created_at, c.updated_at, c.etag, t.expires_at AS token_expires_at, \
+     t.refresh_token_expires_at \
+     FROM connections c LEFT JOIN tokens t \
+     ON t.provider_id = c.provider_id AND t.connection_id = c.id";
+
+pub(super) const TOKEN_COLUMNS: &str =
+    "access_token, refresh_token, token_type, claims, obtained_at, expires_at, refresh_at, \
+     refresh_token_expires_at";
+
+pub(super) const LINK_COLUMNS: &str =
+    "id_hash, provider_id, connection_id, redirect_url, created_at, expires_at, used_at";
+
+pub(super) const CONSENT_COLUMNS: &str = "state_hash, browser_hash, provider_id, connection_id, \
+     redirect_url, code_verifier, token_generation, expires_at";
+
+pub(super) const SCHEDULE_COLUMNS: &str =
+    "provider_id, connection_id, obtained_at, expires_at, refresh_at";
+
+pub(super) const ENVELOPE_FIELDS: [EnvelopeField; 5] = [
+    EnvelopeField::ProviderClientSecret,
+    EnvelopeField::ConnectionClientSecret,
+    EnvelopeField::AccessToken,
+    EnvelopeField::RefreshToken,
+    EnvelopeField::CodeVerifier,
+];
+
+/// Table, column and key columns of each kind of envelope.
+pub(super) fn envelope_location(
+    field: EnvelopeField,
+) -> (&'static str, &'static str, &'static str) {
+    match field {
+        EnvelopeField::ProviderClientSecret => ("providers", "client_secret", "id AS provider_id"),
+        EnvelopeField::ConnectionClientSecret => {
+            ("connections", "client_secret", "provider_id, id")
+        }
+        EnvelopeField::AccessToken => ("tokens", "access_token", "provider_id, connection_id"),
+        EnvelopeField::RefreshToken => ("tokens", "refresh_token", "provider_id, connection_id"),
+        EnvelopeField::CodeVerifier => {
+            ("consent_states", "code_verifier", "provider_id, state_hash")
+        }
+    }
+}
+
+/// Typed reads of a row's columns, for either database.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error>;
+}
+
+macro_rules! columns_for {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+                self.try_get(column)
+            }
+        }
+    };
+}
+
+columns_for!(SqliteRow);
+columns_for!(PgRow);
+
+pub(super) fn split_error(e: &Option<(String, String)>) -> (Option<&str>, Option<&str>) {
+    match e {
+        Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
+        None => (None, None),
+    }
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(
+    column: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn parsed<T: FromStr>(column: &str, text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{column}: unknown value {text:?}")))
+}
+
+fn envelope(column: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
+    Envelope::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(super) fn provider_from_row(row: &impl Columns) -> Result<ProviderRecord, StoreError> {
+    Ok(ProviderRecord {
+        id: row.text("id")?,
+        display_name: row.opt_text("display_name")?,
+        identity_provider: parsed("identity_provider", &row.text("identity_provider")?)?,
+        grant_type: parsed("grant_type", &row.text("grant_type")?)?,
+        client_id: row.text("client_id")?,
+        client_secret: envelope("client_secret", &row.bytes("client_secret")?)?,
+        token_url: row.text("token_url")?,
+        scopes: from_json("scopes", &row.text("scopes")?)?,
+        token_endpoint_auth_method: parsed(
+            "token_endpoint_auth_method",
+            &row.text("token_endpoint_auth_method")?,
+        )?,
+        token_params: from_json("token_params", &row.text("token_params")?)?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        authorization_url: row.opt_text("authorization_url")?,
+        refresh_url: row.opt_text("refresh_url")?,
+        issuer: row.opt_text("issuer")?,
+        authorize_params: from_json("authorize_params", &row.text("authorize_params")?)?,
+        allowed_redirect_urls: from_json(
+            "allowed_redirect_urls",
+            &row.text("allowed_redirect_urls")?,
+        )?,
+        etag: row.text("etag")?,
+        parameters: from_json("preset_parameters", &row.text("preset_parameters")?)?,
+    })
+}
+
+pub(super) fn connection_from_row(row: &impl Columns) -> Result<ConnectionRecord, StoreError> {
+    let code = row.opt_text("error_code")?;
+    let message = row.opt_text("error_message")?;
+    let secret = row.opt_bytes("client_secret")?;
+    Ok(ConnectionRecord {
+        provider_id: row.text("provider_id")?,
+        id: row.text("id")?,
+        display_name: row.opt_text("display_name")?,
+        client_id: row.opt_text("client_id")?,
+        client_secret: secret.map(|b| envelope("client_secret", &b)).transpose()?,
+        status: parsed("status", &row.text("status")?)?,
+        error: code.map(|c| (c, message.unwrap_or_default())),
+        token_generation: row.int("token_generation")?,
+        last_refresh_at: row.opt_int("last_refresh_at")?,
+        etag: row.text("etag")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        token_expires_at: row.opt_int("token_expires_at")?,
+        refresh_token_expires_at: row.opt_int("refresh_token_expires_at")?,
+    })
+}
+
+pub(super) fn token_from_row(row: &impl Columns) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        access_token: envelope("access_token", &row.bytes("access_token")?)?,
+        refresh_token: row
+            .opt_bytes("refresh_token")?
+            .map(|b| envelope("refresh_token", &b))
+            .transpose()?,
+        token_type: row.text("token_type")?,
+        claims: from_json("claims", &row.text("claims")?)?,
+        obtained_at: row.int("obtained_at")?,
+        expires_at: row.int("expires_at")?,
+        refresh_at: row.int("refresh_at")?,
+        refresh_token_expires_at: row.opt_int("refresh_token_expires_at")?,
+    })
+}
+
+pub(super) fn link_from_row(row: &impl Columns) -> Result<LoginLink, StoreError> {
+    Ok(LoginLink {
+        id_hash: row.bytes("id_hash")?,
+        provider_id: row.text("provider_id")?,
+        connection_id: row.text("connection_id")?,
+        redirect_url: row.text("redirect_url")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        used_at: row.opt_int("used_at")?,
+    })
+}
+
+pub(super) fn consent_from_row(row: &impl Columns) -> Result<ConsentState, StoreError> {
+    Ok(ConsentState {
+        state_hash: row.bytes("state_hash")?,
+        browser_hash: row.bytes("browser_hash")?,
+        provider_id: row.text("provider_id")?,
+        connection_id: row.text("connection_id")?,
+        redirect_url: row.text("redirect_url")?,
+        code_verifier: envelope("code_verifier", &row.bytes("code_verifier")?)?,
+        token_generation: row.int("token_generation")?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(super) fn schedule_from_row(row: &impl Columns) -> Result<TokenSchedule, StoreError> {
+    Ok(TokenSchedule {
+        provider_id: row.text("provider_id")?,
+        connection_id: row.text("connection_id")?,
+        obtained_at: row.int("obtained_at")?,
+        expires_at: row.int("expires_at")?,
+        refresh_at: row.int("refresh_at")?,
+    })
+}
+
+/// The query that lists the envelopes of one kind, with their keys (`env`: the envelope).
+pub(super) fn envelope_select(field: EnvelopeField) -> String {
+    let (table, column, keys) = envelope_location(field);
+    format!("SELECT {keys}, {column} AS env FROM {table} WHERE {column} IS NOT NULL")
+}
+
+/// One row of [`envelope_select`].
+pub(super) fn stored_envelope_from_row(
+    field: EnvelopeField,
+    row: &impl Columns,
+) -> Result<StoredEnvelope, StoreError> {
+    let (_, column, _) = envelope_location(field);
+    Ok(StoredEnvelope {
+        field,
+        provider_id: row.text("provider_id")?,
+        connection_id: match field {
+            EnvelopeField::ProviderClientSecret | EnvelopeField::CodeVerifier => String::new(),
+            EnvelopeField::ConnectionClientSecret => row.text("id")?,
+            EnvelopeField::AccessToken | EnvelopeField::RefreshToken => {
+                row.text("connection_id")?
+            }
+        },
+        state_hash: match field {
+            EnvelopeField::CodeVerifier => row.bytes("state_hash")?,
+            _ => Vec::new(),
+        },
+        envelope: envelope(column, &row.bytes("env")?)?,
+    })
+}
+
+/// The `UPDATE` that replaces one envelope, found by its keys and its current value (a
+/// compare-and-swap), with `ph` making the n-th placeholder (`?` or `$n`). Binds: the new
+/// value, [`envelope_keys`], the old value.
+pub(super) fn envelope_update(field: EnvelopeField, ph: impl Fn(usize) -> String) -> String {
+    let (table, column, _) = envelope_location(field);
+    let keys: &[&str] = match field {
+        EnvelopeField::ProviderClientSecret => &["id"],
+        EnvelopeField::ConnectionClientSecret => &["provider_id", "id"],
+        EnvelopeField::AccessToken | EnvelopeField::RefreshToken => {
+            &["provider_id", "connection_id"]
+        }
+        EnvelopeField::CodeVerifier => &["state_hash"],
+    };
+    let mut sql = format!("UPDATE {table} SET {column} = {} WHERE ", ph(1));
+    for (i, key) in keys.iter().enumerate() {
+        sql.push_str(&format!("{key} = {} AND ", ph(i + 2)));
+    }
+    sql.push_str(&format!("{column} = {}", ph(keys.len() + 2)));
+    sql
+}
+
+/// The key values [`envelope_update`] binds, in order (text keys, or the state hash).
+pub(super) enum EnvelopeKey<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+pub(super) fn envelope_keys(old: &StoredEnvelope) -> Vec<EnvelopeKey<'_>> {
+    match old.field {
+        EnvelopeField::ProviderClientSecret => vec![EnvelopeKey::Text(&old.provider_id)],
+        EnvelopeField::ConnectionClientSecret
+        | EnvelopeField::AccessToken
+        | EnvelopeField::RefreshToken => vec![
+            EnvelopeKey::Text(&old.provider_id),
+            EnvelopeKey::Text(&old.connection_id),
+        ],
+        EnvelopeField::CodeVerifier => vec![EnvelopeKey::Bytes(&old.state_hash)],
+    }
+}
+
+pub(super) const ISSUER_COLUMNS: &str = "id, display_name, issuer, audiences, jwks_uri, jwks, \
+     claims, leeway_seconds, etag, created_at, updated_at";
+
+pub(super) const POLICY_COLUMNS: &str =
+    "provider_id, connection_id, id, display_name, identity, etag, created_at, updated_at";
+
+pub(super) fn issuer_from_row(row: &impl Columns) -> Result<super::IssuerRecord, StoreError> {
+    Ok(super::IssuerRecord {
+        id: row.text("id")?,
+        display_name: row.opt_text("display_name")?,
+        issuer: row.text("issuer")?,
+        audiences: from_json("audiences", &row.text("audiences")?)?,
+        jwks_uri: row.opt_text("jwks_uri")?,
+        jwks: row
+            .opt_text("jwks")?
+            .map(|j| from_json("jwks", &j))
+            .transpose()?,
+        claims: from_json("claims", &row.text("claims")?)?,
+        leeway_seconds: row.int("leeway_seconds")?,
+        etag: row.text("etag")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(super) fn policy_from_row(row: &impl Columns) -> Result<super::PolicyRecord, StoreError> {
+    Ok(super::PolicyRecord {
+        provider_id: row.text("provider_id")?,
+        connection_id: row.text("connection_id")?,
+        id: row.text("id")?,
+        display_name: row.opt_text("display_name")?,
+        identity: from_json("identity", &row.text("identity")?)?,
+        etag: row.text("etag")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
