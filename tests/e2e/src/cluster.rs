@@ -141,6 +141,13 @@ impl Cluster {
             Some(json!({"display_name": format!("{user}'s account")})),
         );
         assert_eq!(status, 201, "creating connection {c}: {body}");
+        // The gateway's access policy, written through another replica.
+        self.replica((via + 1) % 3).allow(
+            PROVIDER,
+            c,
+            "test-gateway",
+            json!({"kind": "gateway", "name": "test-gateway"}),
+        );
         let (status, body) = self.replica(via).admin(
             "POST",
             &format!("/v1/providers/{PROVIDER}/connections/{c}/login-links"),
