@@ -21,7 +21,7 @@ use crate::clock::{rfc3339, unix_now};
 use crate::connections;
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
-use crate::extract::{ApiJson, ConnectionPath};
+use crate::extract::{checked, path_error, ApiJson, ConnectionPath};
 use crate::providers::validate_display_name;
 use crate::store::{new_etag, PolicyRecord};
 use crate::AppState;
@@ -99,23 +99,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PolicyPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<RawPolicyPath>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::InvalidRequest {
-                field: None,
-                message: format!("invalid path: {e}"),
-            })?;
-        for (field, id) in [
-            ("provider_id", &raw.provider_id),
-            ("connection_id", &raw.connection_id),
-            ("policy_id", &raw.policy_id),
-        ] {
-            validate_id(id).map_err(|why| ApiError::invalid(field, format!("`{field}` {why}")))?;
-        }
+            .map_err(path_error)?;
         Ok(PolicyPath {
             connection: ConnectionPath {
-                provider_id: raw.provider_id,
-                connection_id: raw.connection_id,
+                provider_id: checked("provider_id", raw.provider_id)?,
+                connection_id: checked("connection_id", raw.connection_id)?,
             },
-            policy_id: raw.policy_id,
+            policy_id: checked("policy_id", raw.policy_id)?,
         })
     }
 }

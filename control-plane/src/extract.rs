@@ -120,14 +120,16 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn path_error(rejection: axum::extract::rejection::PathRejection) -> ApiError {
+/// A path that does not parse, as a 400.
+pub fn path_error(rejection: axum::extract::rejection::PathRejection) -> ApiError {
     ApiError::InvalidRequest {
         field: None,
         message: format!("invalid path: {rejection}"),
     }
 }
 
-fn checked(field: &str, id: String) -> Result<String, ApiError> {
+/// `id` if it is a valid identifier; else a 400 naming `field`.
+pub fn checked(field: &str, id: String) -> Result<String, ApiError> {
     validate_id(&id).map_err(|why| ApiError::invalid(field, format!("`{field}` {why}")))?;
     Ok(id)
 }

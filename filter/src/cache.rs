@@ -85,13 +85,25 @@ impl TokenCache {
     /// expired, so the next request fetches a new one. A newer token is left alone. Returns
     /// whether the entry was retired.
     pub fn retire(&self, host: &impl Host, key: &str, token: &RuntimeToken) -> bool {
+        self.mark_expired(host, key, Some(&token.access_token))
+    }
+
+    /// Stops serving whatever token the cache holds for `key` (the control plane refused a
+    /// caller it was served to: an access policy was removed). The next request fetches.
+    pub fn expire(&self, host: &impl Host, key: &str) {
+        self.mark_expired(host, key, None);
+    }
+
+    /// Marks the cached entry expired, if it is still valid and (with `only`) still holds
+    /// that access token; compare-and-swap, so a newer token written meanwhile is kept.
+    fn mark_expired(&self, host: &impl Host, key: &str, only: Option<&str>) -> bool {
         let Ok((Some(bytes), cas)) = host.get_shared(key) else {
             return false;
         };
         let Ok(mut current) = serde_json::from_slice::<RuntimeToken>(&bytes) else {
             return false;
         };
-        if current.access_token != token.access_token || current.expires_at <= 0 {
+        if only.is_some_and(|t| current.access_token != t) || current.expires_at <= 0 {
             return false;
         }
         current.expires_at = 0;
@@ -100,25 +112,6 @@ impl TokenCache {
             return false;
         };
         host.set_shared(key, &bytes, cas).is_ok()
-    }
-
-    /// Stops serving whatever token the cache holds for `key` (the control plane refused a
-    /// caller it was served to: an access policy was removed). The next request fetches.
-    pub fn expire(&self, host: &impl Host, key: &str) {
-        let Ok((Some(bytes), cas)) = host.get_shared(key) else {
-            return;
-        };
-        let Ok(mut current) = serde_json::from_slice::<RuntimeToken>(&bytes) else {
-            return;
-        };
-        if current.expires_at <= 0 {
-            return;
-        }
-        current.expires_at = 0;
-        current.refresh_at = 0;
-        if let Ok(bytes) = serde_json::to_vec(&current) {
-            let _ = host.set_shared(key, &bytes, cas);
-        }
     }
 
     /// Stores `token` unless the cache already holds one that expires later (another worker

@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use credmgr_common::access::ClaimNames;
-use credmgr_common::ids::validate_id;
 use credmgr_common::jwt::TrustedIssuer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,7 +25,7 @@ pub use registry::{KeyStatus, Registry, Snapshot};
 use crate::clock::{rfc3339, unix_now};
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
-use crate::extract::ApiJson;
+use crate::extract::{checked, path_error, ApiJson};
 use crate::providers::{validate_display_name, validate_endpoint};
 use crate::store::{new_etag, IssuerRecord};
 use crate::AppState;
@@ -113,13 +112,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IssuerPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::InvalidRequest {
-                field: None,
-                message: format!("invalid path: {e}"),
-            })?;
-        validate_id(&id)
-            .map_err(|why| ApiError::invalid("issuer_id", format!("`issuer_id` {why}")))?;
-        Ok(IssuerPath { issuer_id: id })
+            .map_err(path_error)?;
+        Ok(IssuerPath {
+            issuer_id: checked("issuer_id", id)?,
+        })
     }
 }
 

@@ -102,7 +102,7 @@ impl Registry {
         let mut issuers = Vec::with_capacity(records.len());
         let mut verifiers = Vec::with_capacity(records.len());
         for r in &records {
-            let jwks = public_keys(&self.keys(r, false).await);
+            let jwks = super::public_jwks(&self.keys(r, false).await);
             match TrustedIssuer::new(
                 r.issuer.clone(),
                 r.audiences.clone(),
@@ -303,10 +303,6 @@ impl Registry {
 
 fn empty() -> Value {
     serde_json::json!({ "keys": [] })
-}
-
-fn public_keys(jwks: &Value) -> Value {
-    super::public_jwks(jwks)
 }
 
 fn count_keys(jwks: &Value) -> usize {

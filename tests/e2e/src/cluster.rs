@@ -142,12 +142,7 @@ impl Cluster {
         );
         assert_eq!(status, 201, "creating connection {c}: {body}");
         // The gateway's access policy, written through another replica.
-        self.replica((via + 1) % 3).allow(
-            PROVIDER,
-            c,
-            "test-gateway",
-            json!({"kind": "gateway", "name": "test-gateway"}),
-        );
+        self.replica((via + 1) % 3).allow_test_gateway(PROVIDER, c);
         let (status, body) = self.replica(via).admin(
             "POST",
             &format!("/v1/providers/{PROVIDER}/connections/{c}/login-links"),

@@ -55,12 +55,7 @@ impl Deployment {
             Some(json!({"display_name": "Alice's account"})),
         );
         assert_eq!(status, 201, "creating connection: {body}");
-        control_plane.allow(
-            PROVIDER,
-            CONNECTION,
-            "test-gateway",
-            json!({"kind": "gateway", "name": "test-gateway"}),
-        );
+        control_plane.allow_test_gateway(PROVIDER, CONNECTION);
         Deployment::with_envoy(dir, oauth, control_plane, backend, "demo.yaml")
     }
 

@@ -207,13 +207,19 @@ impl ControlPlane {
             status, 201,
             "creating connection {provider}/{connection}: {body}"
         );
+        self.allow_test_gateway(provider, connection);
+        body
+    }
+
+    /// Lets this control plane's test gateway (`test-gateway`, its gateway key) use a
+    /// connection: the access policy every connection needs before a gateway may use it.
+    pub fn allow_test_gateway(&self, provider: &str, connection: &str) {
         self.allow(
             provider,
             connection,
             "test-gateway",
             json!({"kind": "gateway", "name": "test-gateway"}),
         );
-        body
     }
 
     /// Adds (or replaces) an access policy `id` of a connection naming `identity`.

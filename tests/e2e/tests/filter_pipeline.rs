@@ -27,12 +27,7 @@ fn routes_choose_policy_sets_and_every_exists_action_reaches_the_backend_as_spec
         Some(json!({"display_name": "Second service account"})),
     );
     assert_eq!(status, 201, "{body}");
-    d.control_plane.allow(
-        PROVIDER,
-        "second",
-        "test-gateway",
-        json!({"kind": "gateway", "name": "test-gateway"}),
-    );
+    d.control_plane.allow_test_gateway(PROVIDER, "second");
 
     let old = [("x-demo", "old")];
     let (status, seen) = d.call_with("/override/a", &old);

@@ -59,12 +59,7 @@ impl SaasStack {
             Some(json!({"display_name": "Alice"})),
         );
         assert_eq!(status, 201, "{body}");
-        control_plane.allow(
-            preset,
-            CONNECTION,
-            "test-gateway",
-            json!({"kind": "gateway", "name": "test-gateway"}),
-        );
+        control_plane.allow_test_gateway(preset, CONNECTION);
         let envoy = Envoy::start(
             dir.path(),
             "e2e.yaml",
