@@ -76,6 +76,10 @@ struct RawCache {
     /// this long: a denied caller's traffic does not become the control plane's load.
     #[serde(default = "default_denial_ttl_ms")]
     denial_ttl_ms: u64,
+    /// How long a worker serves its own copy of a fresh token before it checks Envoy's shared
+    /// data again for a token another worker replaced or retired (0: check on every request).
+    #[serde(default = "default_revalidate_ms")]
+    revalidate_ms: u64,
 }
 
 impl Default for RawCache {
@@ -84,12 +88,17 @@ impl Default for RawCache {
             expiry_margin_ms: default_expiry_margin_ms(),
             refresh_tick_ms: default_refresh_tick_ms(),
             denial_ttl_ms: default_denial_ttl_ms(),
+            revalidate_ms: default_revalidate_ms(),
         }
     }
 }
 
 fn default_denial_ttl_ms() -> u64 {
     2_000
+}
+
+fn default_revalidate_ms() -> u64 {
+    1_000
 }
 
 fn default_refresh_tick_ms() -> u64 {
@@ -178,6 +187,7 @@ pub struct FilterConfig {
     pub expiry_margin_ms: u64,
     pub refresh_tick_ms: u64,
     pub denial_ttl_ms: u64,
+    pub revalidate_ms: u64,
     pub default_policy: Option<Rc<PolicySet>>,
     pub policies: BTreeMap<String, Rc<PolicySet>>,
     /// Some step verifies callers' JWTs: the trusted issuers are fetched and kept fresh.
@@ -310,6 +320,7 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         expiry_margin_ms: raw.cache.expiry_margin_ms,
         refresh_tick_ms: raw.cache.refresh_tick_ms,
         denial_ttl_ms: raw.cache.denial_ttl_ms,
+        revalidate_ms: raw.cache.revalidate_ms,
         default_policy,
         policies,
         uses_jwt,

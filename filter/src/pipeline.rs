@@ -288,9 +288,10 @@ impl Request {
             _ => None,
         };
         let key = &step.cache_key;
-        let cached = worker.cache.get(host, key);
+        let now = host.now_ms();
+        let cached = worker.cache.get(host, key, now);
         let usable = match &cached {
-            Some(token) => freshness(token, host.now_ms(), worker.config.expiry_margin_ms),
+            Some(token) => freshness(token, now, worker.config.expiry_margin_ms),
             None => Freshness::Expired,
         };
         let need = || TokenNeed {

@@ -15,6 +15,8 @@ pub struct FakeHost {
     pub now_ms: Cell<u64>,
     pub current: Cell<u32>,
     pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// Shared-data reads, to tell a worker's own copy from a look-up.
+    pub shared_reads: Cell<usize>,
     pub headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
     pub calls: RefCell<Vec<(u32, String)>>,
     /// The headers of each call, in order.
@@ -88,6 +90,7 @@ impl Host for FakeHost {
         self.logs.borrow_mut().push(message.to_owned());
     }
     fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        self.shared_reads.set(self.shared_reads.get() + 1);
         Ok(match self.shared.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),

@@ -97,8 +97,8 @@ fn rejected_key(key: &str) -> String {
 impl Worker {
     pub fn new(config: FilterConfig) -> Worker {
         Worker {
+            cache: TokenCache::new(config.revalidate_ms, config.expiry_margin_ms),
             config: Rc::new(config),
-            cache: TokenCache::default(),
             stats: Stats::default(),
             identities: Identities::default(),
             requests: RefCell::default(),
@@ -265,8 +265,9 @@ impl Worker {
             if self.fetches.borrow().contains_key(&fetch_key) {
                 continue;
             }
-            let fresh = self.cache.get(host, &need.key).is_some_and(|t| {
-                freshness(&t, host.now_ms(), self.config.expiry_margin_ms) == Freshness::Fresh
+            let now = host.now_ms();
+            let fresh = self.cache.get(host, &need.key, now).is_some_and(|t| {
+                freshness(&t, now, self.config.expiry_margin_ms) == Freshness::Fresh
             });
             if fresh || !self.claim(host, &need.key) {
                 continue;
@@ -407,10 +408,10 @@ impl Worker {
             return Err(failure);
         }
         let key = need.key.as_str();
-        match self.cache.get(host, key) {
+        let now = host.now_ms();
+        match self.cache.get(host, key, now) {
             Some(token)
-                if freshness(&token, host.now_ms(), self.config.expiry_margin_ms)
-                    != Freshness::Expired =>
+                if freshness(&token, now, self.config.expiry_margin_ms) != Freshness::Expired =>
             {
                 self.stats.inc(stats::STALE_SERVED);
                 host.log(

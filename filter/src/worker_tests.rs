@@ -404,3 +404,67 @@ fn the_gateway_key_is_sent_when_configured_and_no_authorization_header_without_o
         vec![Some("Bearer gw-key".to_owned()), None]
     );
 }
+
+#[test]
+fn workers_serve_their_own_copy_and_see_another_workers_retirement_within_revalidate_ms() {
+    // Two workers of one VM: the same shared data, each its own memory.
+    let (a, b) = (bearer_worker(), bearer_worker());
+    let host = FakeHost::default();
+    assert_eq!(start(&a, &host, 10), Flow::Pause);
+    answer_last(&a, &host, answer("tok-1", 3600, 3000));
+
+    let reads = host.shared_reads.get();
+    for ctx in 20..30 {
+        assert_eq!(start(&b, &host, ctx), Flow::Continue);
+        assert_eq!(
+            host.header_values(ctx, "authorization"),
+            vec!["Bearer tok-1"]
+        );
+    }
+    assert_eq!(
+        host.shared_reads.get() - reads,
+        1,
+        "one look-up in shared data, then the worker's copy"
+    );
+
+    // A's backend refuses the token: B serves its copy until it checks again.
+    a.on_response_status(host.on(10), 10, 401);
+    host.now_ms.set(999);
+    assert_eq!(start(&b, &host, 30), Flow::Continue);
+    host.now_ms.set(1_000);
+    assert_eq!(
+        start(&b, &host, 31),
+        Flow::Pause,
+        "after revalidate_ms the retired token is seen"
+    );
+    assert_eq!(host.calls(), 2);
+}
+
+#[test]
+fn a_401_to_a_worker_retires_its_own_copy_at_once_and_revalidate_zero_reads_every_time() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    start(&w, &host, 10);
+    answer_last(&w, &host, answer("tok-1", 3600, 3000));
+    assert_eq!(start(&w, &host, 11), Flow::Continue);
+    w.on_response_status(host.on(11), 11, 401);
+    assert_eq!(start(&w, &host, 12), Flow::Pause, "no request reuses it");
+
+    let w = worker_from(json!({
+        "control_plane": {"cluster": "cp", "gateway_key": "gw-key"},
+        "cache": {"revalidate_ms": 0},
+        "default_policy": "p",
+        "policies": {"p": [
+            {"get-authorization-context": {"provider-id": "gh", "authorization-id": "bob",
+                "context-variable-name": "auth"}},
+            {"set-header": {"name": "Authorization", "value": "Bearer {{auth.AccessToken}}"}}
+        ]}
+    }));
+    start(&w, &host, 20);
+    answer_last(&w, &host, answer("tok-2", 3600, 3000));
+    let reads = host.shared_reads.get();
+    for ctx in 21..26 {
+        assert_eq!(start(&w, &host, ctx), Flow::Continue);
+    }
+    assert_eq!(host.shared_reads.get() - reads, 5);
+}
