@@ -49,9 +49,8 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// The issuers to verify with, if a document was fetched.
-    pub fn issuers(&self, host: &impl Host) -> Option<Rc<Vec<TrustedIssuer>>> {
-        let now = host.now_ms();
+    /// The issuers to verify with at `now` (milliseconds), if a document was fetched.
+    pub fn issuers(&self, host: &impl Host, now: u64) -> Option<Rc<Vec<TrustedIssuer>>> {
         let recheck = match self.loaded.borrow().as_ref() {
             Some(l) => now.saturating_sub(l.checked_at_ms) >= RECHECK_MS,
             None => true,

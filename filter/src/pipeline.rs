@@ -268,6 +268,8 @@ impl Request {
         worker: &Worker,
         step: &GetAuthorizationContext,
     ) -> Option<Progress> {
+        // One clock read per step: expiry margins and leeways are seconds.
+        let now = host.now_ms();
         let caller_token = match (step.identity_type, &step.identity) {
             (IdentityType::Jwt, Some(identity)) => {
                 let values = Vars {
@@ -276,7 +278,7 @@ impl Request {
                 };
                 let rendered = identity.render(&values).unwrap_or_default();
                 let token = bearer_token(&rendered).to_owned();
-                match self.verify_caller(host, worker, &token) {
+                match self.verify_caller(host, worker, &token, now) {
                     Ok(caller) => self.caller = Some(caller),
                     Err(Progress::Respond(status, body)) => {
                         return self.fail(host, step, Failure { status, body })
@@ -288,7 +290,6 @@ impl Request {
             _ => None,
         };
         let key = &step.cache_key;
-        let now = host.now_ms();
         let cached = worker.cache.get(host, key, now);
         let usable = match &cached {
             Some(token) => freshness(token, now, worker.config.expiry_margin_ms),
@@ -332,12 +333,14 @@ impl Request {
         }
     }
 
-    /// Verifies the caller's JWT with the trusted issuers; `Err` says what to do instead.
+    /// Verifies the caller's JWT with the trusted issuers at `now` (milliseconds); `Err` says
+    /// what to do instead.
     fn verify_caller(
         &mut self,
         host: &impl Host,
         worker: &Worker,
         token: &str,
+        now: u64,
     ) -> Result<Caller, Progress> {
         let refuse = |e: JwtError| {
             let f = Failure::unauthenticated(&e);
@@ -348,7 +351,7 @@ impl Request {
                 "the request carries no caller JWT".into(),
             )));
         }
-        let Some(issuers) = worker.identities.issuers(host) else {
+        let Some(issuers) = worker.identities.issuers(host, now) else {
             if self.hinted {
                 return Err(Progress::Respond(
                     503,
@@ -362,7 +365,7 @@ impl Request {
             self.hinted = true;
             return Err(Progress::NeedIssuers(None));
         };
-        let now_s = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
+        let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
         let before = worker.identities.verifications();
         let result = worker.identities.verify(&issuers, token, now_s);
         if worker.identities.verifications() > before {

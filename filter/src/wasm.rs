@@ -182,7 +182,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(worker) = &self.worker {
+        if let Some(worker) = self.worker.as_ref().filter(|w| w.carried_token(self.id)) {
             let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()

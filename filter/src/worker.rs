@@ -151,6 +151,12 @@ impl Worker {
         }
     }
 
+    /// Whether the response to request `ctx` matters: the request carried a token, which a
+    /// 401 would retire. Other responses are not looked at (reading a header is a host call).
+    pub fn carried_token(&self, ctx: u32) -> bool {
+        self.requests.borrow().contains_key(&ctx)
+    }
+
     /// The backend answered request `ctx` with `status`. A 401 to a request that carried a
     /// token retires that token, so the next request gets a fresh one.
     pub fn on_response_status(&self, host: &impl Host, ctx: u32, status: u16) {
