@@ -317,24 +317,27 @@ pub fn print_not_measured(out: &dataplane::Outcome, quick: bool) {
 }
 
 /// The hot-path profile as rows: (name, description, summary, Envoy's CPU microseconds per
-/// request, microseconds added by this step over the previous one).
+/// request, microseconds added by this step over the row it adds to).
 pub fn profile_rows(
     rows: &[(&'static str, dataplane::Summary)],
 ) -> Vec<(&'static str, &'static str, dataplane::Summary, f64, f64)> {
-    let mut out = Vec::new();
-    let mut prev: Option<f64> = None;
-    for (name, summary) in rows {
-        let desc = dataplane::PROFILE
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, d)| *d)
-            .unwrap_or("");
-        let us = summary.cpu_us_per_request;
-        let added = prev.map(|p| us - p).unwrap_or(0.0);
-        prev = Some(us);
-        out.push((*name, desc, summary.clone(), us, added));
-    }
-    out
+    let cpu = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.cpu_us_per_request)
+    };
+    rows.iter()
+        .map(|(name, summary)| {
+            let (desc, base) = dataplane::PROFILE
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, d, b)| (*d, *b))
+                .unwrap_or(("", ""));
+            let us = summary.cpu_us_per_request;
+            let added = cpu(base).map(|b| us - b).unwrap_or(0.0);
+            (*name, desc, summary.clone(), us, added)
+        })
+        .collect()
 }
 
 pub fn profile_json(rows: &[(&'static str, dataplane::Summary)]) -> Value {

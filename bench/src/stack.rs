@@ -47,7 +47,7 @@ pub struct Ports {
     pub credential_injector: u16,
     pub empty_wasm: u16,
     pub cold: u16,
-    /// The probe filter's listeners: lookup, inject, metrics, all (see dataplane::PROFILE).
+    /// The probe filter's listeners: lookup, inject, all, shared (see dataplane::PROFILE).
     pub probe: [u16; 4],
     pub backend: u16,
     pub admin: u16,
@@ -117,8 +117,8 @@ impl Stack {
         let vars = vec![
             ("BENCH_PROBE_LOOKUP_PORT", ports.probe[0].to_string()),
             ("BENCH_PROBE_INJECT_PORT", ports.probe[1].to_string()),
-            ("BENCH_PROBE_METRICS_PORT", ports.probe[2].to_string()),
-            ("BENCH_PROBE_ALL_PORT", ports.probe[3].to_string()),
+            ("BENCH_PROBE_ALL_PORT", ports.probe[2].to_string()),
+            ("BENCH_PROBE_SHARED_PORT", ports.probe[3].to_string()),
             ("BENCH_PROBE_WASM", probe_wasm.display().to_string()),
             ("BENCH_BASELINE_PORT", ports.baseline.to_string()),
             ("BENCH_MANAGED_PORT", ports.managed.to_string()),

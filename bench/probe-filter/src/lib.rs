@@ -11,14 +11,13 @@
 //! - `shared_get`: read a cached token of credmgr's size from shared data (get_shared_data);
 //! - `clock`: read the current time (get_current_time);
 //! - `set_header`: set `Authorization: Bearer <token>` (set_map_value);
-//! - `metrics`: add one to two counters (increment_metric, twice: cache_hit, token_injected);
 //! - `response_status`: read the response's `:status` (get_map_value on response headers).
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+    use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
     use std::rc::Rc;
 
     /// A runtime token as credmgr caches it (same fields, same sizes as the OAuth server's).
@@ -32,9 +31,7 @@ mod wasm {
         shared_get: bool,
         clock: bool,
         set_header: bool,
-        metrics: bool,
         response_status: bool,
-        counters: [u32; 2],
     }
 
     proxy_wasm::main! {{
@@ -58,30 +55,17 @@ mod wasm {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
             let has = |op: &str| config.split([',', ' ', '"', '[', ']']).any(|w| w == op);
-            let mut ops = Ops {
+            let ops = Ops {
                 route_metadata: has("route_metadata"),
                 shared_get: has("shared_get"),
                 clock: has("clock"),
                 set_header: has("set_header"),
-                metrics: has("metrics"),
                 response_status: has("response_status"),
-                counters: [0, 0],
             };
             if ops.shared_get
                 && hostcalls::set_shared_data(KEY, Some(TOKEN.as_bytes()), None).is_err()
             {
                 return false;
-            }
-            if ops.metrics {
-                for (i, name) in ["probe.cache_hit", "probe.token_injected"]
-                    .iter()
-                    .enumerate()
-                {
-                    match hostcalls::define_metric(MetricType::Counter, name) {
-                        Ok(id) => ops.counters[i] = id,
-                        Err(_) => return false,
-                    }
-                }
             }
             self.ops = Rc::new(ops);
             true
@@ -128,11 +112,6 @@ mod wasm {
                     "authorization",
                     Some(AUTHORIZATION),
                 );
-            }
-            if ops.metrics {
-                for id in ops.counters {
-                    let _ = hostcalls::increment_metric(id, 1);
-                }
             }
             Action::Continue
         }
