@@ -196,7 +196,11 @@ fn a_backend_401_gets_the_next_request_a_new_token() {
         },
     );
     assert_ne!(fingerprint(&seen), before);
-    assert_eq!(d.envoy.wait_stat("credmgr.upstream_unauthorized", 1), 1);
+    // The worker that got the 401 retired the token for all; the other worker may still send
+    // it once from its own copy (cache.revalidate_ms), and retires its copy at that 401.
+    // Requests here go one at a time, so Envoy's two workers see at most one 401 each.
+    let refused = d.envoy.wait_stat("credmgr.upstream_unauthorized", 1);
+    assert!(refused <= 2, "{refused} 401s for one refused token");
     assert_eq!(
         d.oauth.tokens_issued(),
         2,
