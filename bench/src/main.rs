@@ -68,6 +68,9 @@ enum Sub {
     /// Only the runtime API part (SQLite, PostgreSQL, bare handler), printed, not written to
     /// latest.json.
     Runtime,
+    /// Only the hot-path profile (the probe filter's steps against the baseline, the empty
+    /// filter and credmgr), printed, not written to latest.json.
+    Profile,
     /// Draw the chart of an existing latest.json again, without measuring.
     Chart {
         /// The directory holding latest.json; the chart is written next to it.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Some(Sub::Chart { out }) => redraw(out),
         Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
         Some(Sub::Runtime) => runtime_only(&cli),
+        Some(Sub::Profile) => profile_only(&cli),
         None => bench(&cli),
     };
     match result {
@@ -310,6 +314,49 @@ fn draw_chart(results: &serde_json::Value, out: &std::path::Path) {
         Ok(()) => println!("wrote {}", png.display()),
         Err(e) => println!("no chart: {e:#}"),
     }
+}
+
+fn profile_only(cli: &Cli) -> Result<()> {
+    let (stack, load, warmup) = dataplane_stack(cli, "run/bench-profile")?;
+    let p = dataplane::profile(&stack, &load, cli.rounds, &warmup)?;
+    report::print_profile(
+        &p,
+        &format!(
+            "{} rounds x {} s per variant, wrk 1 thread {} connections on core {}, Envoy on core {}",
+            cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
+        ),
+    );
+    Ok(())
+}
+
+/// The OAuth server, the control plane and Envoy on `envoy/bench.yaml`, started in `dir`
+/// (under the repository), with the load and warm-up of `cli`.
+fn dataplane_stack(cli: &Cli, dir: &str) -> Result<(stack::Stack, wrk::Load, wrk::Load)> {
+    require(
+        "wrk",
+        "run `make bench`, which installs the Debian package wrk",
+    )?;
+    require("taskset", "install util-linux")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cli.server_cpu >= cores || cli.load_cpu >= cores {
+        bail!("this machine has {cores} core(s): choose --server-cpu and --load-cpu below {cores}");
+    }
+    let root = credmgr_e2e::repo_root();
+    let dir = root.canonicalize().unwrap_or(root).join(dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let load = wrk::Load {
+        connections: cli.connections,
+        duration: Duration::from_secs(cli.seconds),
+        cpu: cli.load_cpu,
+    };
+    let warmup = wrk::Load {
+        duration: Duration::from_secs(cli.warmup_seconds),
+        ..load.clone()
+    };
+    // Tokens live an hour: none expires or is refreshed during the runs.
+    let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
+    Ok((stack, load, warmup))
 }
 
 fn refresh_only(ttl: u32, seconds: u64) -> Result<()> {
