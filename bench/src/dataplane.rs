@@ -39,6 +39,7 @@ fn port(stack: &Stack, name: &str) -> u16 {
         "probe_inject" => p.probe[1],
         "probe_all" => p.probe[2],
         "probe_shared" => p.probe[3],
+        "empty_sdk" => p.empty_sdk,
         _ => p.empty_wasm,
     }
 }
@@ -152,9 +153,18 @@ pub fn run(stack: &Stack, load: &Load, rounds: usize, warmup: &Load) -> Result<O
 /// host calls credmgr makes on a cache hit, then credmgr itself, all against the baseline;
 /// and the shared-data read a hit made before each worker kept its own copy of the token.
 /// Each row: name, what it adds, and the row it adds to.
-pub const PROFILE: [(&str, &str, &str); 7] = [
+pub const PROFILE: [(&str, &str, &str); 8] = [
     ("baseline", "no Wasm filter", ""),
-    ("empty_wasm", "empty Rust Wasm filter", "baseline"),
+    (
+        "empty_sdk",
+        "empty Rust Wasm filter, every SDK callback exported",
+        "baseline",
+    ),
+    (
+        "empty_wasm",
+        "the same, unused callbacks' exports removed",
+        "empty_sdk",
+    ),
     ("probe_lookup", "+ route metadata, clock", "empty_wasm"),
     ("probe_inject", "+ set Authorization header", "probe_lookup"),
     (

@@ -46,6 +46,8 @@ pub struct Ports {
     pub jwt: u16,
     pub credential_injector: u16,
     pub empty_wasm: u16,
+    /// The empty filter with every callback the SDK exports (see the Makefile's `wasm`).
+    pub empty_sdk: u16,
     pub cold: u16,
     /// The probe filter's listeners: lookup, inject, all, shared (see dataplane::PROFILE).
     pub probe: [u16; 4],
@@ -101,6 +103,7 @@ impl Stack {
             jwt: free_port(),
             credential_injector: free_port(),
             empty_wasm: free_port(),
+            empty_sdk: free_port(),
             cold: free_port(),
             probe: [free_port(), free_port(), free_port(), free_port()],
             backend: free_port(),
@@ -109,6 +112,10 @@ impl Stack {
         let empty_wasm = credmgr_e2e::artifact(
             "CREDMGR_BENCH_EMPTY_WASM",
             "target/wasm32-wasip1/wasm/credmgr_bench_empty_filter.wasm",
+        );
+        let empty_sdk_wasm = credmgr_e2e::artifact(
+            "CREDMGR_BENCH_EMPTY_SDK_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_bench_empty_filter_sdk.wasm",
         );
         let probe_wasm = credmgr_e2e::artifact(
             "CREDMGR_BENCH_PROBE_WASM",
@@ -128,6 +135,8 @@ impl Stack {
             ("BENCH_COLD_PORT", ports.cold.to_string()),
             ("BENCH_BACKEND_PORT", ports.backend.to_string()),
             ("BENCH_EMPTY_WASM", empty_wasm.display().to_string()),
+            ("BENCH_EMPTY_SDK_PORT", ports.empty_sdk.to_string()),
+            ("BENCH_EMPTY_SDK_WASM", empty_sdk_wasm.display().to_string()),
             ("OAUTH_SERVER_PORT", oauth_port.to_string()),
             ("CONTROL_PLANE_PORT", control_plane.port.to_string()),
             ("CREDMGR_GATEWAY_KEY", control_plane.gateway_key.clone()),
