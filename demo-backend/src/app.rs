@@ -89,6 +89,7 @@ async fn protected(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let token = match bearer_token(&headers) {
         Ok(token) => token,
@@ -135,6 +136,9 @@ async fn protected(
         "path": uri.path(),
         "query": uri.query(),
         "headers": echo_headers(&headers, token),
+        // What arrived of the body, to show it passed the gateway intact.
+        "body_length": body.len(),
+        "body_sha256": hex::encode(Sha256::digest(&body)),
     }))
     .into_response()
 }
