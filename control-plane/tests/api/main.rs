@@ -20,3 +20,4 @@ mod quirks;
 mod refresh_tokens;
 mod rejected;
 mod runtime;
+mod scheduler;
