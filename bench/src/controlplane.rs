@@ -36,7 +36,7 @@ pub struct Outcome {
 }
 
 /// Pins every thread of process `pid` to core `cpu`.
-fn pin(pid: u32, cpu: usize) -> Result<()> {
+pub fn pin(pid: u32, cpu: usize) -> Result<()> {
     let status = Command::new("taskset")
         .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
         .stdout(std::process::Stdio::null())

@@ -1,6 +1,6 @@
 //! credmgr's benchmarks: `make bench-quick` (the data-plane comparison) and `make bench` (that,
-//! the cold path and the control plane's runtime API). See the Performance section of the
-//! README for what each figure means and how it is measured.
+//! the cold path, the control plane's runtime API, refresh under load and the scale run). See
+//! the Performance section of the README for what each figure means and how it is measured.
 //!
 //! One Envoy (`--concurrency 1`) runs on the server core, `wrk` on the load core; the OAuth
 //! server and the control plane fill the caches once and then sit idle while Envoy is measured.
@@ -13,7 +13,10 @@ mod controlplane;
 mod dataplane;
 mod refresh;
 mod report;
+mod scale;
+mod schedule;
 mod stack;
+mod token_endpoint;
 mod wrk;
 
 use anyhow::{bail, Context, Result};
@@ -65,6 +68,33 @@ enum Sub {
         #[arg(long, default_value_t = 26)]
         seconds: u64,
     },
+    /// Only the scale run (connections created through the management API, memory, the
+    /// proactive scheduler's lag), printed; with --record, also written to latest.json's
+    /// `scale` key, the rest of the file kept.
+    Scale {
+        /// Client-credentials connections to create.
+        #[arg(long, default_value_t = 100_000)]
+        connections: usize,
+        /// Seconds over which the refreshes planned for the window come due.
+        #[arg(long, default_value_t = 60)]
+        window: u64,
+        /// Create calls in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Multiplies the steady-state refresh rate of the window (1: what the connections'
+        /// one-hour tokens produce, connections / 2880 s).
+        #[arg(long, default_value_t = 1.0)]
+        rate_factor: f64,
+        /// How long the token endpoint takes to answer a refresh, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        refresh_latency_ms: u64,
+        /// sqlite, postgresql or both.
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+        /// Write the figures into <out>/latest.json under `scale`.
+        #[arg(long)]
+        record: bool,
+    },
     /// Only the runtime API part (SQLite, PostgreSQL, bare handler), printed, not written to
     /// latest.json.
     Runtime,
@@ -93,6 +123,28 @@ fn main() -> ExitCode {
         Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
         Some(Sub::Runtime) => runtime_only(&cli),
         Some(Sub::Profile) => profile_only(&cli),
+        Some(Sub::Scale {
+            connections,
+            window,
+            concurrency,
+            rate_factor,
+            refresh_latency_ms,
+            store,
+            record,
+        }) => scale_only(
+            &cli,
+            scale::Settings {
+                connections: *connections,
+                window_s: *window as f64,
+                concurrency: *concurrency,
+                rate_factor: *rate_factor,
+                refresh_latency_ms: *refresh_latency_ms,
+                server_cpu: cli.server_cpu,
+                load_cpu: cli.load_cpu,
+            },
+            store,
+            *record,
+        ),
         None => bench(&cli),
     };
     match result {
@@ -240,6 +292,23 @@ fn bench(cli: &Cli) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         Some(refresh::run(&dir, 10, Duration::from_secs(26))?)
     };
+    let scale = if cli.quick {
+        None
+    } else {
+        eprintln!("scale: 100,000 connections, the scheduler's lag over a 60 s window");
+        let settings = scale::Settings {
+            connections: 100_000,
+            window_s: 60.0,
+            concurrency: 32,
+            rate_factor: 1.0,
+            refresh_latency_ms: 100,
+            server_cpu: cli.server_cpu,
+            load_cpu: cli.load_cpu,
+        };
+        let dir = dir.join("scale");
+        let outcome = scale::run(&dir, &settings, scale::StoreKind::Sqlite)?;
+        Some((outcome, settings))
+    };
 
     report::print_dataplane(&dp, &settings);
     if let Some(p) = &profile {
@@ -254,11 +323,17 @@ fn bench(cli: &Cli) -> Result<()> {
     if let Some(r) = &refresh {
         report::print_refresh(r);
     }
+    if let Some((s, settings)) = &scale {
+        report::print_scale(std::slice::from_ref(s), settings);
+    }
     report::print_not_measured(&dp, cli.quick);
 
     let date = started
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
+    let scale_json = scale
+        .as_ref()
+        .map(|(s, settings)| report::scale_json(std::slice::from_ref(s), settings, "make bench"));
     let results = json!({
         "date": date,
         "command": if cli.quick { "make bench-quick" } else { "make bench" },
@@ -285,7 +360,7 @@ fn bench(cli: &Cli) -> Result<()> {
             "oauth_tokens_issued_during_runs": r.oauth_tokens_issued_during_runs,
         })),
         "refresh_under_load": refresh,
-        "scale": null,
+        "scale": scale_json,
         "not_measured": report::not_measured(&dp, cli.quick),
     });
     std::fs::create_dir_all(&cli.out)?;
@@ -314,6 +389,43 @@ fn draw_chart(results: &serde_json::Value, out: &std::path::Path) {
         Ok(()) => println!("wrote {}", png.display()),
         Err(e) => println!("no chart: {e:#}"),
     }
+}
+
+fn scale_only(cli: &Cli, settings: scale::Settings, store: &str, record: bool) -> Result<()> {
+    require("taskset", "install util-linux")?;
+    let stores = match store {
+        "sqlite" => vec![scale::StoreKind::Sqlite],
+        "postgresql" => vec![scale::StoreKind::Postgresql],
+        "both" => vec![scale::StoreKind::Sqlite, scale::StoreKind::Postgresql],
+        other => bail!("--store {other}: use sqlite, postgresql or both"),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cli.server_cpu >= cores || cli.load_cpu >= cores {
+        bail!("this machine has {cores} core(s): choose --server-cpu and --load-cpu below {cores}");
+    }
+    let root = credmgr_e2e::repo_root();
+    let dir = root.canonicalize().unwrap_or(root).join("run/bench-scale");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut outcomes = Vec::new();
+    for kind in stores {
+        outcomes.push(scale::run(&dir, &settings, kind)?);
+    }
+    report::print_scale(&outcomes, &settings);
+    if record {
+        let path = cli.out.join("latest.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (run make bench first)", path.display()))?;
+        let mut results: serde_json::Value = serde_json::from_str(&text)?;
+        let command = format!("credmgr-bench scale --store {store}");
+        results["scale"] = report::scale_json(&outcomes, &settings, &command);
+        if let Some(m) = results["not_measured"].as_object_mut() {
+            m.retain(|k, _| !k.starts_with("scale"));
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+        println!("wrote the scale figures into {}", path.display());
+    }
+    Ok(())
 }
 
 fn profile_only(cli: &Cli) -> Result<()> {

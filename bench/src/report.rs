@@ -2,7 +2,7 @@
 //! machine the figures were measured on.
 
 use crate::dataplane::{self, VARIANTS};
-use crate::{cold, controlplane};
+use crate::{cold, controlplane, scale};
 use serde_json::{json, Value};
 
 /// The machine: cores, CPU model, memory, kernel, load when the run started (the machine may
@@ -292,14 +292,11 @@ pub fn not_measured(out: &dataplane::Outcome, quick: bool) -> Value {
             "cold_path",
             "runtime_api",
             "refresh_under_load",
+            "scale",
         ] {
             m.insert(part.into(), full_only.clone());
         }
     }
-    m.insert(
-        "scale_100k_connections".into(),
-        json!("not measured yet: the benchmark that creates 100,000 connections and reads the scheduler's worst lag is still to write"),
-    );
     for (name, reason) in &out.unavailable {
         m.insert(format!("dataplane.{name}"), json!(reason));
     }
@@ -376,4 +373,80 @@ pub fn print_profile(rows: &[(&'static str, dataplane::Summary)], settings: &str
             s.rps, s.rps_ratio, us, added
         );
     }
+}
+
+/// The scale run's figures; `command` says what produced them (its date is its own: it may be
+/// recorded apart from the rest of latest.json).
+pub fn scale_json(outcomes: &[scale::Outcome], s: &scale::Settings, command: &str) -> Value {
+    let mut m = serde_json::Map::new();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    m.insert("date".into(), json!(date));
+    m.insert("command".into(), json!(command));
+    m.insert(
+        "settings".into(),
+        json!({
+            "connections": s.connections,
+            "window_s": s.window_s,
+            "create_calls_in_flight": s.concurrency,
+            "rate_factor": s.rate_factor,
+            "provider_refresh_latency_ms": s.refresh_latency_ms,
+            "steady_state_refreshes_per_second": num(s.connections as f64 / 2880.0 * s.rate_factor, 1),
+            "control_plane_cpu": s.server_cpu,
+            "harness_cpu": s.load_cpu,
+            "token_lifetime_s": crate::token_endpoint::HOUR_S,
+            "refresh_skew_s": crate::schedule::SKEW_S,
+        }),
+    );
+    for o in outcomes {
+        m.insert(o.store.into(), json!(o));
+    }
+    Value::Object(m)
+}
+
+pub fn print_scale(outcomes: &[scale::Outcome], s: &scale::Settings) {
+    println!();
+    println!(
+        "Scale ({} client-credentials connections, one-hour tokens; control plane on core {}, harness on core {}; \
+         {:.0} s window at {:.1} refreshes/s; the provider answers refreshes in {} ms)",
+        s.connections,
+        s.server_cpu,
+        s.load_cpu,
+        s.window_s,
+        s.connections as f64 / 2880.0 * s.rate_factor,
+        s.refresh_latency_ms
+    );
+    for o in outcomes {
+        let c = &o.creation;
+        let m = &o.memory;
+        let r = &o.refresh;
+        println!(
+            "  {} (load average {} at the start, {} at the end)",
+            o.store, o.load_average_start, o.load_average_end
+        );
+        println!(
+            "    create   {:.1} s ({:.0}/s, {} in flight), call p50 {:.1} ms p99 {:.1} ms max {:.0} ms, {} failures",
+            c.seconds, c.per_second, c.concurrency, c.p50_ms, c.p99_ms, c.max_ms, c.failures
+        );
+        let file = match (m.sqlite_file_mib, m.sqlite_wal_mib) {
+            (Some(f), Some(w)) => format!("; SQLite file {f:.0} MiB, WAL {w:.0} MiB"),
+            _ => String::new(),
+        };
+        println!(
+            "    memory   RSS {:.1} MiB before, {:.1} MiB idle after creation, {:.1} MiB at the end, peak {:.1} MiB{file}",
+            m.rss_before_mib, m.rss_idle_after_creation_mib, m.rss_end_mib, m.rss_peak_mib
+        );
+        println!(
+            "    refresh  {} due over {:.0}..{:.0} s after creation ({:.1}/s): {} refreshed once, {} missed, {} more than once, {} not due",
+            r.due, r.window_from_s, r.window_to_s, r.refreshes_per_second, r.refreshed_once, r.missed,
+            r.refreshed_more_than_once, r.refreshed_not_due
+        );
+        println!(
+            "    lag      p50 {:.0} ms, p99 {:.0} ms, worst {:.0} ms after the scheduled point; {} after refresh_at, {} after expiry, {} early",
+            r.lag_p50_ms, r.lag_p99_ms, r.lag_max_ms, r.after_refresh_point, r.after_expiry, r.earlier_than_scheduled
+        );
+    }
+    println!("  (lag: when the refresh reached the token endpoint minus refresh_at - lead, the instant the");
+    println!("   scheduler's one-second tick may first refresh it; it includes up to a second of tick granularity)");
 }
