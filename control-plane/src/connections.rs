@@ -170,7 +170,8 @@ pub async fn find(state: &AppState, path: &ConnectionPath) -> Result<ConnectionR
         .ok_or_else(|| not_found(path))
 }
 
-fn not_found(path: &ConnectionPath) -> ApiError {
+/// The answer for a connection that does not exist (under a provider that does).
+pub fn not_found(path: &ConnectionPath) -> ApiError {
     ApiError::NotFound(format!(
         "connection `{}` of provider `{}` does not exist",
         path.connection_id, path.provider_id

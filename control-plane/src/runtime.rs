@@ -20,6 +20,7 @@ use crate::auth::Gateway;
 use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::extract::ConnectionPath;
+use crate::store::{RuntimeView, TokenRecord};
 use crate::AppState;
 
 /// The route, spelled with the placeholders of `token_path`.
@@ -55,7 +56,7 @@ async fn token(
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "the caller's JWT was refused: {e}");
     })?;
-    let policies = authorize(&state, &path, &caller).await.inspect_err(|e| {
+    let (policies, stored) = authorize(&state, &path, &caller).await.inspect_err(|e| {
         state.metrics.runtime_token_request("denied");
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "no token for the caller: {e}");
@@ -66,7 +67,7 @@ async fn token(
     }
     match state
         .tokens
-        .runtime_token(p, c, query.rejected_expires_at)
+        .runtime_token(p, c, stored, query.rejected_expires_at)
         .await
     {
         Ok((mut token, served)) => {
@@ -141,22 +142,25 @@ async fn caller(
     }
 }
 
-/// The connection's policies, if they allow `caller`; 403 otherwise (404 for no connection).
+/// The connection's policies and its stored token, if the policies allow `caller`; 403
+/// otherwise (404 first, for no provider or no connection). One store query: the token
+/// service is handed the token read here instead of reading it again.
 async fn authorize(
     state: &AppState,
     path: &ConnectionPath,
     caller: &Caller,
-) -> Result<Vec<PolicyIdentity>, ApiError> {
-    crate::connections::find(state, path).await?;
-    let policies: Vec<PolicyIdentity> = state
+) -> Result<(Vec<PolicyIdentity>, Option<TokenRecord>), ApiError> {
+    let (policies, token) = match state
         .store
-        .list_policies(&path.provider_id, &path.connection_id)
+        .runtime_view(&path.provider_id, &path.connection_id)
         .await?
-        .into_iter()
-        .map(|r| r.identity)
-        .collect();
+    {
+        RuntimeView::NoProvider => return Err(crate::providers::not_found(&path.provider_id)),
+        RuntimeView::NoConnection => return Err(crate::connections::not_found(path)),
+        RuntimeView::Connection { policies, token } => (policies, token),
+    };
     if allowed(&policies, caller) {
-        return Ok(policies);
+        return Ok((policies, token));
     }
     let who = match caller {
         Caller::Gateway { name } => format!("gateway `{name}`"),

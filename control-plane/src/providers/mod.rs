@@ -231,7 +231,12 @@ pub async fn find(state: &AppState, id: &str) -> Result<ProviderRecord, ApiError
         .store
         .get_provider(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("provider `{id}` does not exist")))
+        .ok_or_else(|| not_found(id))
+}
+
+/// The answer for a provider that does not exist.
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("provider `{id}` does not exist"))
 }
 
 async fn put(

@@ -29,6 +29,8 @@ use std::fmt;
 
 use anyhow::Context as _;
 
+use credmgr_common::access::PolicyIdentity;
+
 use crate::connections::ConnectionStatus;
 use crate::crypto::Envelope;
 use crate::providers::{AuthMethod, GrantType, IdentityProvider};
@@ -117,6 +119,24 @@ pub struct TokenRecord {
     pub obtained_at: i64,
     pub expires_at: i64,
     pub refresh_at: i64,
+}
+
+/// What a runtime token request needs from the store, read in one query
+/// ([`Store::runtime_view`]).
+// Returned once per request and taken apart at once: boxing the large variant would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum RuntimeView {
+    NoProvider,
+    /// The provider exists, the connection does not.
+    NoConnection,
+    Connection {
+        /// The identities its access policies name, by policy id.
+        policies: Vec<PolicyIdentity>,
+        /// Its stored token, if it has one.
+        token: Option<TokenRecord>,
+    },
 }
 
 /// A fresh entity tag: 96 random bits as hex.
@@ -430,6 +450,17 @@ impl Store {
         connection_id: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
         dispatch!(self.get_token(provider_id, connection_id))
+    }
+
+    /// Whether the provider and the connection exist, the connection's access policies and
+    /// its token: what a runtime token request reads before it decides, in one query (one
+    /// round trip and one pooled connection per request, on the runtime API's hot path).
+    pub async fn runtime_view(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<RuntimeView, StoreError> {
+        dispatch!(self.runtime_view(provider_id, connection_id))
     }
 
     /// Stores a newly obtained token and marks the connection `connected`, in one

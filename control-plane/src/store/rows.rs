@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row as _;
 
 use super::{
-    ConnectionRecord, ConsentState, EnvelopeField, LoginLink, ProviderRecord, StoreError,
-    StoredEnvelope, TokenRecord, TokenSchedule,
+    ConnectionRecord, ConsentState, EnvelopeField, LoginLink, ProviderRecord, RuntimeView,
+    StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
 };
 use crate::crypto::Envelope;
 
@@ -31,6 +31,46 @@ pub(super) const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.displa
 pub(super) const TOKEN_COLUMNS: &str =
     "access_token, refresh_token, token_type, claims, obtained_at, expires_at, refresh_at, \
      refresh_token_expires_at";
+
+/// The one query of a runtime token request ([`super::Store::runtime_view`]): does the
+/// provider exist (a row), does the connection (`connection_id`), its access policies
+/// (`policies`: their `identity` JSON objects joined by commas, by id) and its token. `ph`
+/// makes the n-th placeholder; binds: the provider id, then the connection id.
+/// (`string_agg` with `ORDER BY`: PostgreSQL, and SQLite since 3.44; sqlx bundles 3.46.)
+pub(super) fn runtime_select(ph: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT c.id AS connection_id, \
+         (SELECT string_agg(a.identity, ',' ORDER BY a.id) FROM access_policies a \
+          WHERE a.provider_id = c.provider_id AND a.connection_id = c.id) AS policies, \
+         t.access_token, t.refresh_token, t.token_type, t.claims, t.obtained_at, \
+         t.expires_at, t.refresh_at, t.refresh_token_expires_at \
+         FROM providers p \
+         LEFT JOIN connections c ON c.provider_id = p.id AND c.id = {c} \
+         LEFT JOIN tokens t ON t.provider_id = c.provider_id AND t.connection_id = c.id \
+         WHERE p.id = {p}",
+        p = ph(1),
+        c = ph(2),
+    )
+}
+
+/// The answer of [`runtime_select`] (`None`: no row).
+pub(super) fn runtime_view_from_row(row: Option<&impl Columns>) -> Result<RuntimeView, StoreError> {
+    let Some(row) = row else {
+        return Ok(RuntimeView::NoProvider);
+    };
+    if row.opt_text("connection_id")?.is_none() {
+        return Ok(RuntimeView::NoConnection);
+    }
+    let policies = match row.opt_text("policies")? {
+        Some(joined) => from_json("policies", &format!("[{joined}]"))?,
+        None => Vec::new(),
+    };
+    let token = match row.opt_bytes("access_token")? {
+        Some(_) => Some(token_from_row(row)?),
+        None => None,
+    };
+    Ok(RuntimeView::Connection { policies, token })
+}
 
 pub(super) const LINK_COLUMNS: &str =
     "id_hash, provider_id, connection_id, redirect_url, created_at, expires_at, used_at";

@@ -11,13 +11,14 @@ use sqlx::sqlite::{
 
 use super::rows::{
     connection_from_row, consent_from_row, envelope_keys, envelope_select, envelope_update,
-    link_from_row, provider_from_row, schedule_from_row, split_error, stored_envelope_from_row,
-    to_json, token_from_row, EnvelopeKey, CONNECTION_SELECT, CONSENT_COLUMNS, ENVELOPE_FIELDS,
-    LINK_COLUMNS, PROVIDER_COLUMNS, SCHEDULE_COLUMNS, TOKEN_COLUMNS,
+    link_from_row, provider_from_row, runtime_select, runtime_view_from_row, schedule_from_row,
+    split_error, stored_envelope_from_row, to_json, token_from_row, EnvelopeKey, CONNECTION_SELECT,
+    CONSENT_COLUMNS, ENVELOPE_FIELDS, LINK_COLUMNS, PROVIDER_COLUMNS, SCHEDULE_COLUMNS,
+    TOKEN_COLUMNS,
 };
 use super::{
     ConnectionError, ConnectionRecord, ConsentState, LoginLink, ProviderRecord, PutToken,
-    StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
+    RuntimeView, StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
 };
 use crate::crypto::Envelope;
 
@@ -308,6 +309,19 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn runtime_view(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<RuntimeView, StoreError> {
+        let row = sqlx::query(&runtime_select(|n| format!("?{n}")))
+            .bind(provider_id)
+            .bind(connection_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        runtime_view_from_row(row.as_ref())
     }
 
     pub async fn put_token(

@@ -250,7 +250,10 @@ impl TokenService {
         }
     }
 
-    /// The connection's token for a gateway, fetched first if the stored one is due.
+    /// The connection's token for a gateway: `stored`, the token the caller has just read
+    /// from the store with the connection ([`crate::store::Store::runtime_view`]), while it is
+    /// not due; otherwise one fetched first (which reads the connection and its token again,
+    /// under the refresh lock: a missing connection is a 404 then).
     ///
     /// `rejected_expires_at`: a gateway saw a backend refuse the token that expires then (it was
     /// revoked, say). A stored token that old is replaced first; a newer one is served, so many
@@ -259,13 +262,11 @@ impl TokenService {
         self: &Arc<Self>,
         p: &str,
         c: &str,
+        stored: Option<TokenRecord>,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), ApiError> {
-        self.load(p, c).await?;
-        if let Some(t) = self.store.get_token(p, c).await? {
-            if !is_due(&t, 0, rejected_expires_at) {
-                return Ok((self.runtime(p, c, &t)?, Served::Hit));
-            }
+        if let Some(t) = stored.filter(|t| !is_due(t, 0, rejected_expires_at)) {
+            return Ok((self.runtime(p, c, &t)?, Served::Hit));
         }
         self.refresh(p, c, 0, rejected_expires_at).await
     }

@@ -69,6 +69,39 @@ async fn a_connection_is_usable_only_by_what_its_policies_name() {
 }
 
 #[tokio::test]
+async fn a_token_answer_carries_every_policy_of_its_connection_in_id_order() {
+    // The runtime API reads the policies with the token in one query, joined by the
+    // database: identities holding commas, brackets and quotes come back whole.
+    let h = Harness::new().await;
+    connection_with_token(&h).await;
+    let group = json!({"kind": "group", "issuer": ISS, "group_id": "g,1\"]},{"});
+    let user = json!({"kind": "user", "issuer": ISS, "object_id": "u-alice"});
+    for (id, identity) in [("b-group", &group), ("a-user", &user)] {
+        let r = h
+            .admin(
+                Method::PUT,
+                &format!("{POLICIES}/{id}"),
+                Some(json!({ "identity": identity })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+    let r = h.runtime("gh", "alice").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let gateway = json!({"kind": "gateway", "name": "edge-1"});
+    assert_eq!(r.json["access_policies"], json!([user, group, gateway]));
+
+    // Another connection of the provider has its own policies only.
+    h.connection("gh", "bob").await;
+    h.store_token("gh", "bob", "bobs-token", now(), now() + 2880, now() + 3600)
+        .await;
+    let r = h.runtime("gh", "bob").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["access_token"], "bobs-token");
+    assert_eq!(r.json["access_policies"], json!([gateway]));
+}
+
+#[tokio::test]
 async fn policies_are_validated_and_have_etags() {
     let h = Harness::new().await;
     connection_with_token(&h).await;

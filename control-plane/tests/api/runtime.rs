@@ -28,16 +28,17 @@ async fn the_runtime_api_needs_a_gateway_key() {
 async fn unknown_connections_are_404() {
     let h = Harness::new().await;
     h.provider("gh", &closed_port_url()).await;
-    assert_error(
-        &h.runtime("gh", "nobody").await,
-        StatusCode::NOT_FOUND,
-        "not_found",
+    h.connection("gh", "alice").await;
+    // 404 before 403: neither has a policy, and the answer says which part is missing.
+    let r = h.runtime("gh", "nobody").await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        r.json["error"]["message"],
+        "connection `nobody` of provider `gh` does not exist"
     );
-    assert_error(
-        &h.runtime("nope", "alice").await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+    let r = h.runtime("nope", "alice").await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(r.json["error"]["message"], "provider `nope` does not exist");
     let r = h
         .call(
             Method::GET,
