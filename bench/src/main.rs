@@ -220,38 +220,9 @@ fn runtime_only(cli: &Cli) -> Result<()> {
 }
 
 fn bench(cli: &Cli) -> Result<()> {
-    require(
-        "wrk",
-        "run `make bench`, which installs the Debian package wrk",
-    )?;
-    require("taskset", "install util-linux")?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if cli.server_cpu >= cores || cli.load_cpu >= cores {
-        bail!("this machine has {cores} core(s): choose --server-cpu and --load-cpu below {cores}");
-    }
     let machine = report::machine(&envoy_version());
     let started = time::OffsetDateTime::now_utc();
-    let root = credmgr_e2e::repo_root();
-    let dir = root.canonicalize().unwrap_or(root).join("run/bench");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let load = wrk::Load {
-        connections: cli.connections,
-        duration: Duration::from_secs(cli.seconds),
-        cpu: cli.load_cpu,
-    };
-    let warmup = wrk::Load {
-        duration: Duration::from_secs(cli.warmup_seconds),
-        ..load.clone()
-    };
-    eprintln!(
-        "starting the OAuth server, the control plane and Envoy (logs in {})",
-        dir.display()
-    );
-    // Tokens live an hour: none expires or is refreshed during the runs.
-    let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
+    let (dir, stack, load, warmup) = dataplane_stack(cli, "run/bench")?;
     let settings = format!(
         "{} rounds x {} s per variant, wrk 1 thread {} connections on core {}, Envoy --concurrency 1 on core {}",
         cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
@@ -429,7 +400,7 @@ fn scale_only(cli: &Cli, settings: scale::Settings, store: &str, record: bool) -
 }
 
 fn profile_only(cli: &Cli) -> Result<()> {
-    let (stack, load, warmup) = dataplane_stack(cli, "run/bench-profile")?;
+    let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-profile")?;
     let p = dataplane::profile(&stack, &load, cli.rounds, &warmup)?;
     report::print_profile(
         &p,
@@ -442,8 +413,11 @@ fn profile_only(cli: &Cli) -> Result<()> {
 }
 
 /// The OAuth server, the control plane and Envoy on `envoy/bench.yaml`, started in `dir`
-/// (under the repository), with the load and warm-up of `cli`.
-fn dataplane_stack(cli: &Cli, dir: &str) -> Result<(stack::Stack, wrk::Load, wrk::Load)> {
+/// (under the repository, made anew), with the load and warm-up of `cli`.
+fn dataplane_stack(
+    cli: &Cli,
+    dir: &str,
+) -> Result<(std::path::PathBuf, stack::Stack, wrk::Load, wrk::Load)> {
     require(
         "wrk",
         "run `make bench`, which installs the Debian package wrk",
@@ -466,9 +440,13 @@ fn dataplane_stack(cli: &Cli, dir: &str) -> Result<(stack::Stack, wrk::Load, wrk
         duration: Duration::from_secs(cli.warmup_seconds),
         ..load.clone()
     };
+    eprintln!(
+        "starting the OAuth server, the control plane and Envoy (logs in {})",
+        dir.display()
+    );
     // Tokens live an hour: none expires or is refreshed during the runs.
     let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
-    Ok((stack, load, warmup))
+    Ok((dir, stack, load, warmup))
 }
 
 fn refresh_only(ttl: u32, seconds: u64) -> Result<()> {
