@@ -378,11 +378,25 @@ fn scale_only(cli: &Cli, settings: scale::Settings, store: &str, record: bool) -
     let dir = root.canonicalize().unwrap_or(root).join("run/bench-scale");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    // Each store on its own: one failing does not lose the other's figures.
     let mut outcomes = Vec::new();
+    let mut failed = Vec::new();
     for kind in stores {
-        outcomes.push(scale::run(&dir, &settings, kind)?);
+        match scale::run(&dir, &settings, kind) {
+            Ok(o) => outcomes.push(o),
+            Err(e) => {
+                eprintln!("scale on {}: {e:#}", kind.name());
+                failed.push((kind.name(), format!("{e:#}")));
+            }
+        }
     }
     report::print_scale(&outcomes, &settings);
+    for (store, why) in &failed {
+        println!("  {store}: not measured: {why}");
+    }
+    if outcomes.is_empty() {
+        bail!("the scale run measured nothing");
+    }
     if record {
         let path = cli.out.join("latest.json");
         let text = std::fs::read_to_string(&path)
@@ -390,6 +404,9 @@ fn scale_only(cli: &Cli, settings: scale::Settings, store: &str, record: bool) -
         let mut results: serde_json::Value = serde_json::from_str(&text)?;
         let command = format!("credmgr-bench scale --store {store}");
         results["scale"] = report::scale_json(&outcomes, &settings, &command);
+        for (store, why) in failed {
+            results["scale"][store] = json!({ "error": why });
+        }
         if let Some(m) = results["not_measured"].as_object_mut() {
             m.retain(|k, _| !k.starts_with("scale"));
         }

@@ -426,8 +426,8 @@ pub fn print_scale(outcomes: &[scale::Outcome], s: &scale::Settings) {
             o.store, o.load_average_start, o.load_average_end
         );
         println!(
-            "    create   {:.1} s ({:.0}/s, {} in flight), call p50 {:.1} ms p99 {:.1} ms max {:.0} ms, {} failures",
-            c.seconds, c.per_second, c.concurrency, c.p50_ms, c.p99_ms, c.max_ms, c.failures
+            "    create   {:.1} s ({:.0}/s, {} in flight), call p50 {:.1} ms p99 {:.1} ms max {:.0} ms, {} failures, {} calls retried after 503",
+            c.seconds, c.per_second, c.concurrency, c.p50_ms, c.p99_ms, c.max_ms, c.failures, c.retried_503
         );
         let file = match (m.sqlite_file_mib, m.sqlite_wal_mib) {
             (Some(f), Some(w)) => format!("; SQLite file {f:.0} MiB, WAL {w:.0} MiB"),

@@ -27,7 +27,7 @@
 //! it includes up to a second of tick granularity.
 
 use crate::schedule::{self, quantile, Refresh, GRACE_S, SETTLE_S};
-use crate::token_endpoint::{self, DuePlan, TokenEndpoint};
+use crate::token_endpoint::{self, DuePlan, Issued, TokenEndpoint};
 use anyhow::{bail, Context, Result};
 use credmgr_e2e::pg::TestDatabase;
 use credmgr_e2e::{free_port, ControlPlane};
@@ -84,8 +84,10 @@ pub struct Creation {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// Answers other than 201 with status `connected`.
+    /// Connections not created `connected` (after retries).
     pub failures: u64,
+    /// Calls answered 503 (`store_unavailable`: the store did not answer in time) and retried.
+    pub retried_503: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,17 +220,28 @@ pub fn run(dir: &Path, settings: &Settings, store: StoreKind) -> Result<Outcome>
     })
 }
 
-/// What one create call reported: the token's `expires_at` and how long the call took.
-type Created = (Option<i64>, f64);
+/// How a connection's creation ended: the token's `expires_at` (`None`: it failed), and when
+/// the successful call returned (Unix seconds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Created {
+    pub expires_at: Option<i64>,
+    pub at: f64,
+}
 
+/// Calls answered 503 (the API's "retry shortly") are retried, as a client of the API would,
+/// up to this many times per connection.
+const RETRIES: u32 = 5;
+
+/// Creates connections `range` with `concurrency` calls in flight; returns the failures and
+/// the calls answered 503 and retried.
 async fn create(
     client: &reqwest::Client,
     cp: &ControlPlane,
     range: std::ops::Range<usize>,
     concurrency: usize,
-    out: &mut [Option<i64>],
+    out: &mut [Created],
     latencies_ms: &mut Vec<f64>,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let next = Arc::new(AtomicU64::new(range.start as u64));
     let end = range.end as u64;
     let mut tasks = Vec::new();
@@ -236,8 +249,8 @@ async fn create(
         let (client, next) = (client.clone(), Arc::clone(&next));
         let (url, admin) = (cp.url.clone(), cp.admin_token.clone());
         tasks.push(tokio::spawn(async move {
-            let mut done: Vec<(usize, Created)> = Vec::new();
-            let mut failures = 0u64;
+            let mut done: Vec<(usize, Created, f64)> = Vec::new();
+            let (mut failures, mut retried) = (0u64, 0u64);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
@@ -245,57 +258,71 @@ async fn create(
                 }
                 let i = i as usize;
                 let t0 = Instant::now();
-                let resp = client
-                    .put(format!("{url}/v1/providers/{PROVIDER}/connections/c{i}"))
-                    .bearer_auth(&admin)
-                    .json(&json!({
-                        "client_id": token_endpoint::client_id(i),
-                        "client_secret": token_endpoint::secret(i),
-                    }))
-                    .send()
-                    .await;
-                let expires_at = match resp {
-                    Ok(r) if r.status().as_u16() == 201 => {
-                        let body: serde_json::Value = r.json().await.unwrap_or_default();
-                        (body["status"] == "connected")
-                            .then(|| body["token_expires_at"].as_str().and_then(parse_rfc3339))
-                            .flatten()
-                    }
-                    Ok(r) => {
-                        if failures < 3 {
-                            let st = r.status();
-                            eprintln!(
-                                "  creating c{i}: {st} {}",
-                                r.text().await.unwrap_or_default()
-                            );
+                let mut expires_at = None;
+                for attempt in 0..=RETRIES {
+                    let resp = client
+                        .put(format!("{url}/v1/providers/{PROVIDER}/connections/c{i}"))
+                        .bearer_auth(&admin)
+                        .json(&json!({
+                            "client_id": token_endpoint::client_id(i),
+                            "client_secret": token_endpoint::secret(i),
+                        }))
+                        .send()
+                        .await;
+                    match resp {
+                        // 200: a retry found the connection created by the call that failed.
+                        Ok(r) if matches!(r.status().as_u16(), 200 | 201) => {
+                            let body: serde_json::Value = r.json().await.unwrap_or_default();
+                            expires_at = (body["status"] == "connected")
+                                .then(|| body["token_expires_at"].as_str().and_then(parse_rfc3339))
+                                .flatten();
+                            break;
                         }
-                        None
-                    }
-                    Err(e) => {
-                        if failures < 3 {
-                            eprintln!("  creating c{i}: {e}");
+                        Ok(r) if r.status().as_u16() == 503 && attempt < RETRIES => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                         }
-                        None
+                        Ok(r) => {
+                            if failures < 3 {
+                                let st = r.status();
+                                eprintln!(
+                                    "  creating c{i}: {st} {}",
+                                    r.text().await.unwrap_or_default()
+                                );
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            if failures < 3 {
+                                eprintln!("  creating c{i}: {e}");
+                            }
+                            break;
+                        }
                     }
-                };
+                }
                 if expires_at.is_none() {
                     failures += 1;
                 }
-                done.push((i, (expires_at, t0.elapsed().as_secs_f64() * 1e3)));
+                let created = Created {
+                    expires_at,
+                    at: now_unix(),
+                };
+                done.push((i, created, t0.elapsed().as_secs_f64() * 1e3));
             }
-            (done, failures)
+            (done, failures, retried)
         }));
     }
-    let mut failures = 0;
+    let (mut failures, mut retried) = (0, 0);
     for t in tasks {
-        let (done, f) = t.await.context("a creating task failed")?;
+        let (done, f, r) = t.await.context("a creating task failed")?;
         failures += f;
-        for (i, (expires_at, ms)) in done {
-            out[i] = expires_at;
+        retried += r;
+        for (i, created, ms) in done {
+            out[i] = created;
             latencies_ms.push(ms);
         }
     }
-    Ok(failures)
+    Ok((failures, retried))
 }
 
 fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -338,7 +365,7 @@ async fn measure(cp: &ControlPlane, s: &Settings) -> Result<(Creation, Memory, R
     let rss_before = status_mib(pid, "VmRSS");
 
     let due = ((n as f64 * s.window_s * s.rate_factor / STEADY_INTERVAL_S).round() as usize).min(n);
-    let mut expires_at: Vec<Option<i64>> = vec![None; n];
+    let mut created: Vec<Created> = vec![Created::default(); n];
     let mut latencies = Vec::with_capacity(n);
     eprintln!(
         "scale: creating {} connections with one-hour tokens, {} in flight",
@@ -346,12 +373,12 @@ async fn measure(cp: &ControlPlane, s: &Settings) -> Result<(Creation, Memory, R
         s.concurrency
     );
     let started = Instant::now();
-    let mut failures = create(
+    let (mut failures, mut retried) = create(
         &client,
         cp,
         0..n - due,
         s.concurrency,
-        &mut expires_at,
+        &mut created,
         &mut latencies,
     )
     .await?;
@@ -378,15 +405,17 @@ async fn measure(cp: &ControlPlane, s: &Settings) -> Result<(Creation, Memory, R
         "scale: {} created in {first_batch_s:.1} s ({rate:.0}/s); creating {due} whose first token comes due in the window",
         n - due
     );
-    failures += create(
+    let (f, r) = create(
         &client,
         cp,
         n - due..n,
         s.concurrency,
-        &mut expires_at,
+        &mut created,
         &mut latencies,
     )
     .await?;
+    failures += f;
+    retried += r;
     let creation_s = started.elapsed().as_secs_f64();
     let created_at = now_unix();
     latencies.sort_by(f64::total_cmp);
@@ -399,23 +428,32 @@ async fn measure(cp: &ControlPlane, s: &Settings) -> Result<(Creation, Memory, R
         p99_ms: quantile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or(f64::NAN),
         failures,
+        retried_503: retried,
     };
     eprintln!(
-        "scale: {n} connections created in {creation_s:.1} s ({:.0}/s, p99 {:.0} ms, {failures} failures)",
+        "scale: {n} connections created in {creation_s:.1} s ({:.0}/s, p99 {:.0} ms, {failures} failures, {retried} calls retried after 503)",
         creation.per_second, creation.p99_ms
     );
     if failures > 0 {
         bail!("{failures} connections could not be created; see the control plane's log");
     }
 
-    // What the scheduler will do: each connection's scheduled point, from its first token.
+    // What the scheduler will do: each connection's scheduled point, from its stored token:
+    // the last one issued before its creation returned (a retried call may have fetched one
+    // that was not stored).
     let issued = endpoint.issued();
+    let tokens_at_creation = endpoint.count();
     let mut plans = Vec::with_capacity(n);
-    for (i, exp) in expires_at.iter().enumerate() {
-        let first = issued.get(i).and_then(|v| v.first()).copied();
-        let (Some(first), Some(exp)) = (first, *exp) else {
+    let mut stored = Vec::with_capacity(n);
+    for (i, c) in created.iter().enumerate() {
+        let first = issued
+            .get(i)
+            .and_then(|v| v.iter().rev().find(|t| t.at <= c.at))
+            .copied();
+        let (Some(first), Some(exp)) = (first, c.expires_at) else {
             bail!("connection c{i} has no token recorded");
         };
+        stored.push(first);
         plans.push(schedule::Point::new(
             PROVIDER,
             &format!("c{i}"),
@@ -445,7 +483,7 @@ async fn measure(cp: &ControlPlane, s: &Settings) -> Result<(Creation, Memory, R
         .iter()
         .map(|p| p.scheduled_at as f64)
         .fold(0.0, f64::max);
-    let expected_tokens = n + due;
+    let expected_tokens = tokens_at_creation + due;
     loop {
         let now = now_unix();
         if now > last_point + GRACE_S
@@ -458,7 +496,17 @@ async fn measure(cp: &ControlPlane, s: &Settings) -> Result<(Creation, Memory, R
     let observed_until = now_unix();
     let rss_end = status_mib(pid, "VmRSS");
     let rss_peak = status_mib(pid, "VmHWM");
-    let refresh = schedule::analyse(&plans, &endpoint.issued(), observed_until, created_at);
+    // Each connection's stored token, then what came after its creation: the refreshes.
+    let seen: Vec<Vec<Issued>> = endpoint
+        .issued()
+        .into_iter()
+        .zip(stored.iter().zip(&created))
+        .map(|(tokens, (first, c))| {
+            let later = tokens.into_iter().filter(|t| t.at > c.at);
+            std::iter::once(*first).chain(later).collect()
+        })
+        .collect();
+    let refresh = schedule::analyse(&plans, &seen, observed_until, created_at);
     Ok((
         creation,
         Memory {
