@@ -187,25 +187,7 @@ fn envoy_version() -> String {
 }
 
 fn runtime_only(cli: &Cli) -> Result<()> {
-    require("wrk", "install the Debian package wrk")?;
-    require("taskset", "install util-linux")?;
-    let root = credmgr_e2e::repo_root();
-    let dir = root
-        .canonicalize()
-        .unwrap_or(root)
-        .join("run/bench-runtime");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let load = wrk::Load {
-        connections: cli.connections,
-        duration: Duration::from_secs(cli.seconds),
-        cpu: cli.load_cpu,
-    };
-    let warmup = wrk::Load {
-        duration: Duration::from_secs(cli.warmup_seconds),
-        ..load.clone()
-    };
-    let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
+    let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-runtime")?;
     let pg = controlplane::postgres_control_plane(&stack);
     let r = controlplane::run(
         &stack,
