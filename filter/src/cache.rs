@@ -6,8 +6,8 @@
 //! Each worker also keeps its own decoded copy of each token, next to the CAS version it was
 //! read at. A request serves that copy without a host call while the copy is fresh (before its
 //! refresh point) and was checked against shared data less than `cache.revalidate_ms` ago.
-//! Reading shared data copies the whole entry into the VM on every request, which `make bench`
-//! measured as the largest part of a cache hit's cost. What a worker can miss meanwhile is a
+//! Reading shared data is a host call that copies the whole entry into the VM (through a call
+//! back into the VM to allocate it), on every request. What a worker can miss meanwhile is a
 //! token that another worker replaced early or retired (a backend's 401, a refused caller);
 //! the worker sees it at its next check, and a 401 the worker gets itself retires its copy at
 //! once. A token past its refresh point is always looked up in shared data, so a token that
