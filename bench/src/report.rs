@@ -363,13 +363,13 @@ pub fn print_profile(rows: &[(&'static str, dataplane::Summary)], settings: &str
     println!();
     println!("Hot path profile ({settings})");
     println!(
-        "{:<15} {:<56} {:>9} {:>10} {:>11} {:>9}",
+        "{:<15} {:<64} {:>9} {:>10} {:>11} {:>9}",
         "variant", "what", "req/s", "rps ratio", "cpu us/req", "added us"
     );
     println!("(cpu us/req: Envoy's CPU time per request, median over rounds)");
     for (name, desc, s, us, added) in profile_rows(rows) {
         println!(
-            "{name:<15} {desc:<56} {:>9.0} {:>10.3} {:>11.2} {:>+9.2}",
+            "{name:<15} {desc:<64} {:>9.0} {:>10.3} {:>11.2} {:>+9.2}",
             s.rps, s.rps_ratio, us, added
         );
     }
