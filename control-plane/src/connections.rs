@@ -8,8 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,7 +21,7 @@ use crate::clock::{rfc3339, unix_now};
 use crate::crypto::{Aad, Envelope};
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
-use crate::extract::{ApiJson, ConnectionPath, ProviderPath};
+use crate::extract::{checked, ApiJson, ConnectionPath, ProviderPath};
 use crate::providers::{self, validate_client_id, validate_client_secret, SecretState};
 use crate::store::{new_etag, ConnectionRecord};
 use crate::AppState;
@@ -146,13 +147,65 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// Page size of the connection list when the request names none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page of the connection list a request may ask for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// `GET .../connections?limit=N&after=ID`: a page in id order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Kept as text so that a bad value is answered naming `limit`.
+    limit: Option<String>,
+    /// The last id of the previous page.
+    after: Option<String>,
+}
+
+/// One page of a provider's connections, in id order, at most `limit` (default
+/// [`DEFAULT_PAGE_SIZE`]). When more follow, a `Link: <...?limit=N&after=ID>; rel="next"`
+/// header (RFC 8288) names the next page; the last page has none. Paging by the last id seen
+/// (not by an offset) means connections created or deleted meanwhile never shift a page.
 async fn list(
     State(state): State<AppState>,
     path: ProviderPath,
-) -> Result<Json<Vec<ConnectionView>>, ApiError> {
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE_SIZE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                )
+            })?,
+    };
+    let after = query.after.map(|a| checked("after", a)).transpose()?;
     providers::find(&state, &path.provider_id).await?;
-    let connections = state.store.list_connections(&path.provider_id).await?;
-    Ok(Json(connections.iter().map(ConnectionView::from).collect()))
+    // One more than asked says whether another page follows.
+    let mut page = state
+        .store
+        .list_connections_page(&path.provider_id, after.as_deref(), limit.saturating_add(1))
+        .await?;
+    let more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let body = Json(page.iter().map(ConnectionView::from).collect::<Vec<_>>());
+    match page.last().filter(|_| more) {
+        // Ids need no escaping in a URL (`credmgr_common::ids`).
+        Some(last) => {
+            let next = format!(
+                "</v1/providers/{}/connections?limit={limit}&after={}>; rel=\"next\"",
+                path.provider_id, last.id
+            );
+            Ok(([(header::LINK, next)], body).into_response())
+        }
+        None => Ok(body.into_response()),
+    }
 }
 
 async fn show(State(state): State<AppState>, path: ConnectionPath) -> Result<Response, ApiError> {

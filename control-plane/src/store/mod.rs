@@ -416,6 +416,17 @@ impl Store {
         dispatch!(self.list_connections(provider_id))
     }
 
+    /// At most `limit` connections of a provider whose ids sort after `after` (from the
+    /// first without it), in id order: one page of a keyset-paginated list.
+    pub async fn list_connections_page(
+        &self,
+        provider_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        dispatch!(self.list_connections_page(provider_id, after, limit))
+    }
+
     /// Inserts a new connection; `false` if one with that id exists already under the
     /// provider. Fails if the provider does not exist (foreign key).
     pub async fn insert_connection(&self, c: &ConnectionRecord) -> Result<bool, StoreError> {

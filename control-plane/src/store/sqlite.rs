@@ -250,6 +250,24 @@ impl SqliteStore {
         rows.iter().map(connection_from_row).collect()
     }
 
+    pub async fn list_connections_page(
+        &self,
+        provider_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let sql = format!(
+            "{CONNECTION_SELECT} WHERE c.provider_id = ? AND c.id > ? ORDER BY c.id LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(provider_id)
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
     pub async fn insert_connection(&self, c: &ConnectionRecord) -> Result<bool, StoreError> {
         let (error_code, error_message) = split_error(&c.error);
         let done = sqlx::query(

@@ -254,6 +254,96 @@ async fn providers_are_created_read_replaced_listed_and_deleted() {
     );
 }
 
+/// The `rel="next"` target of a `Link` header, if there is one.
+fn next_link(r: &Reply) -> Option<String> {
+    let link = r.headers.get("link")?.to_str().unwrap();
+    let (target, rel) = link.split_once(">; ")?;
+    assert_eq!(rel, "rel=\"next\"", "{link}");
+    Some(target.trim_start_matches('<').to_owned())
+}
+
+fn ids(r: &Reply) -> Vec<String> {
+    r.json
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {}", r.json))
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_connection_list_comes_in_pages_that_link_to_the_next() {
+    let h = Harness::new().await;
+    h.provider("gh", &closed_port_url()).await;
+    for c in ["c03", "c01", "c05", "c02", "c04"] {
+        assert_eq!(h.connection("gh", c).await.status, StatusCode::CREATED);
+    }
+
+    // Without a limit, one page of up to 100 holds them all, and names no next page.
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(ids(&r), ["c01", "c02", "c03", "c04", "c05"]);
+    assert_eq!(next_link(&r), None);
+
+    // Two at a time, following the links.
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections?limit=2", None)
+        .await;
+    assert_eq!(ids(&r), ["c01", "c02"]);
+    let next = next_link(&r).expect("a next page");
+    assert_eq!(next, "/v1/providers/gh/connections?limit=2&after=c02");
+    // A connection created before the cursor, and one deleted after it, while paging: the
+    // pages that follow neither repeat nor skip one that was there throughout.
+    h.connection("gh", "c00").await;
+    h.admin(Method::DELETE, "/v1/providers/gh/connections/c03", None)
+        .await;
+    let r = h.admin(Method::GET, &next, None).await;
+    assert_eq!(ids(&r), ["c04", "c05"]);
+    assert_eq!(next_link(&r), None);
+
+    // The largest page, and an exact fit: no link to an empty page.
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections?limit=1000", None)
+        .await;
+    assert_eq!(ids(&r), ["c00", "c01", "c02", "c04", "c05"]);
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections?limit=5", None)
+        .await;
+    assert_eq!(ids(&r).len(), 5);
+    assert_eq!(next_link(&r), None);
+    let r = h
+        .admin(Method::GET, "/v1/providers/gh/connections?after=c05", None)
+        .await;
+    assert_eq!(r.json, json!([]));
+
+    // Bad paging parameters are refused naming the parameter.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("limit=-1", "limit"),
+        ("after=a%20b", "after"),
+        ("after=", "after"),
+        ("page=2", "query"),
+    ] {
+        let r = h
+            .admin(
+                Method::GET,
+                &format!("/v1/providers/gh/connections?{query}"),
+                None,
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(
+            r.json["error"]["details"]["field"], field,
+            "{query}: {}",
+            r.json
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_provider_leaves_the_connection_in_error() {
     let h = Harness::new().await;
