@@ -102,10 +102,13 @@ unit:
 	$(call if_postgres,CREDMGR_TEST_STORE=postgres $(CARGO) test -p credmgr-control-plane --test api)
 
 # The filter's logic (and the shared crate) again, compiled to wasm32 as Envoy runs it, under
-# Node's WASI: catches 32-bit and Wasm-only behaviour that native tests cannot.
+# Node's WASI: catches 32-bit and Wasm-only behaviour that native tests cannot. Then the
+# hot-path benchmark `make bench` runs, briefly: it fails if a cache hit stops injecting the
+# token or calls the control plane.
+WASI_RUNNER := CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-run.mjs"
 unit-wasm: .wasm-target
-	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-run.mjs" \
-	  $(CARGO) test -p credmgr-common -p credmgr-filter --target $(WASM_TARGET)
+	$(WASI_RUNNER) $(CARGO) test -p credmgr-common -p credmgr-filter --target $(WASM_TARGET)
+	$(WASI_RUNNER) $(CARGO) run -q -p credmgr-filter --example hotpath --target $(WASM_TARGET) -- 1000
 
 # Every shipped Envoy config is a template; render each with example values and let Envoy
 # itself check it, which also loads the filter and runs its configuration check. Envoy reads
@@ -147,6 +150,8 @@ test: tools lint unit unit-wasm validate-envoy e2e
 bench-build: tools wasm
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(CARGO) build --release -p credmgr-control-plane -p credmgr-bench
+	$(CARGO) build --release -p credmgr-filter --example hotpath
+	$(CARGO) build --release -p credmgr-filter --example hotpath --target $(WASM_TARGET)
 
 bench: bench-build
 	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench

@@ -11,6 +11,7 @@ mod chart;
 mod cold;
 mod controlplane;
 mod dataplane;
+mod own_work;
 mod refresh;
 mod report;
 mod scale;
@@ -218,11 +219,13 @@ fn bench(cli: &Cli) -> Result<()> {
         "3 rounds x {} s per variant, same load",
         profile_load.duration.as_secs()
     );
-    let (profile, cold, runtime) = if cli.quick {
-        (None, None, None)
+    let (profile, own, cold, runtime) = if cli.quick {
+        (None, None, None, None)
     } else {
         eprintln!("hot path profile: the probe filter with a growing set of credmgr's host calls");
         let p = dataplane::profile(&stack, &profile_load, 3, &warmup)?;
+        eprintln!("hot path without Envoy: the filter's logic, native and in V8");
+        let o = own_work::run(&credmgr_e2e::repo_root(), cli.server_cpu, 3)?;
         eprintln!("cold path: sequential requests, hot and cold alternating");
         let c = cold::run(&stack, 300, cli.load_cpu)?;
         let pg = controlplane::postgres_control_plane(&stack);
@@ -234,7 +237,7 @@ fn bench(cli: &Cli) -> Result<()> {
             3,
             &warmup,
         )?;
-        (Some(p), Some(c), Some(r))
+        (Some(p), Some(o), Some(c), Some(r))
     };
     drop(stack);
     let refresh = if cli.quick {
@@ -266,6 +269,9 @@ fn bench(cli: &Cli) -> Result<()> {
     report::print_dataplane(&dp, &settings);
     if let Some(p) = &profile {
         report::print_profile(p, &profile_settings);
+    }
+    if let Some(o) = &own {
+        own_work::print(o);
     }
     if let Some(c) = &cold {
         report::print_cold(c);
@@ -305,6 +311,7 @@ fn bench(cli: &Cli) -> Result<()> {
         "dataplane_targets": report::targets_json(&dp),
         "dataplane_evidence": dp.evidence,
         "hot_path_profile": profile.as_deref().map(report::profile_json),
+        "hot_path_own_work": own,
         "cold_path": cold,
         "runtime_api": runtime.map(|r| json!({
             "sqlite": r.sqlite,
@@ -408,6 +415,11 @@ fn profile_only(cli: &Cli) -> Result<()> {
             cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
         ),
     );
+    own_work::print(&own_work::run(
+        &credmgr_e2e::repo_root(),
+        cli.server_cpu,
+        3,
+    )?);
     Ok(())
 }
 

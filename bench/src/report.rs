@@ -289,6 +289,7 @@ pub fn not_measured(out: &dataplane::Outcome, quick: bool) -> Value {
     if quick {
         for part in [
             "hot_path_profile",
+            "hot_path_own_work",
             "cold_path",
             "runtime_api",
             "refresh_under_load",
