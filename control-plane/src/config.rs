@@ -166,6 +166,18 @@ pub struct ServeArgs {
     )]
     pub refresh_interval: Duration,
 
+    /// How many token refreshes the background scheduler makes at once (1 to 1024). Raise it
+    /// when providers answer slowly and many tokens come due together (a bulk import comes
+    /// due again at the rate it was created); lower it for a provider that throttles its token
+    /// endpoint.
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_CONCURRENCY",
+        default_value_t = crate::tokens::scheduler::DEFAULT_CONCURRENCY,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub refresh_concurrency: u16,
+
     /// The longest a gateway goes on deciding from access policies and trusted issuers it was
     /// sent before it asks again: a changed or deleted policy, or a new issuer key, reaches
     /// every gateway within this time. Gateways ask again after half of it.
@@ -206,6 +218,8 @@ pub struct Config {
     pub refresh_skew: Duration,
     /// Zero: no proactive refresh.
     pub refresh_interval: Duration,
+    /// Refreshes the scheduler makes at once.
+    pub refresh_concurrency: u16,
     /// How stale a gateway's access decisions may get.
     pub access_refresh: Duration,
 }
@@ -258,6 +272,7 @@ impl Config {
             login_link_ttl: args.login_link_ttl,
             refresh_skew: args.refresh_skew,
             refresh_interval: args.refresh_interval,
+            refresh_concurrency: args.refresh_concurrency,
             listen: args.listen,
             database_url: DatabaseUrl::new(args.database_url),
             admin_token,

@@ -146,10 +146,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(settings) => Some(gateway_tls::GatewayTlsListener::bind(settings).await?),
         None => None,
     };
-    let refresh_interval = config.refresh_interval;
+    let (refresh_interval, refresh_concurrency) =
+        (config.refresh_interval, config.refresh_concurrency);
     let state = AppState::build_at(config, addr).await?;
-    let scheduler =
-        tokens::scheduler::spawn(state.tokens.clone(), state.store.clone(), refresh_interval);
+    let scheduler = tokens::scheduler::spawn(
+        state.tokens.clone(),
+        state.store.clone(),
+        refresh_interval,
+        refresh_concurrency,
+    );
     let rewrapper = keys::spawn_rewrapper(state.clone());
     let tls_reloader = gateway_listener.as_ref().map(|l| l.reloader());
     let reloader = tokio::spawn(reload_on_sighup(state.clone(), tls_reloader));

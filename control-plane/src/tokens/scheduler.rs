@@ -2,7 +2,7 @@
 //! have to, so that in steady state no gateway request waits for a provider.
 //!
 //! Every `interval` it looks for tokens whose refresh time is near and refreshes each one a
-//! little ahead of it (up to [`CONCURRENT_REFRESHES`] at a time): up to a tenth of the
+//! little ahead of it (up to `concurrency` at a time, [`DEFAULT_CONCURRENCY`] unless configured): up to a tenth of the
 //! token's lifetime (at most 30 s) early, by an amount derived from the connection and the
 //! token (jitter: connections connected at the same moment do not all refresh in the same
 //! second, and the amount is stable across ticks). A connection whose refresh fails backs off
@@ -30,19 +30,21 @@ use crate::store::{Store, TokenSchedule};
 const MAX_LEAD_SECS: i64 = 30;
 const BACKOFF_BASE_SECS: i64 = 2;
 const BACKOFF_MAX_SECS: i64 = 300;
-/// Refreshes in flight at once. A provider takes tens to hundreds of milliseconds to answer,
-/// so one refresh at a time caps the scheduler at a few a second, while 100,000 connections
-/// with one-hour tokens come due at 35 a second: `credmgr-bench scale`, against a provider
-/// answering in 100 ms, saw one at a time manage 10 a second and miss 1,137 of the 2,083
-/// refreshes due in a minute. The per-connection lock and lease still allow one refresh per
-/// connection.
-const CONCURRENT_REFRESHES: usize = 16;
+/// Refreshes in flight at once unless configured (`CREDMGR_REFRESH_CONCURRENCY`). A provider
+/// takes tens to hundreds of milliseconds to answer, so one refresh at a time caps the
+/// scheduler at a few a second, while 100,000 connections with one-hour tokens come due at 35
+/// a second: `credmgr-bench scale`, against a provider answering in 100 ms, saw one at a time
+/// manage 10 a second and miss 1,137 of the 2,083 refreshes due in a minute. The
+/// per-connection lock and lease still allow one refresh per connection.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
-/// Starts the scheduler; `None` when `interval` is zero (proactive refresh off).
+/// Starts the scheduler, with at most `concurrency` (at least 1) refreshes in flight; `None`
+/// when `interval` is zero (proactive refresh off).
 pub fn spawn(
     tokens: Arc<TokenService>,
     store: Store,
     interval: Duration,
+    concurrency: u16,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if interval.is_zero() {
         return None;
@@ -50,6 +52,7 @@ pub fn spawn(
     let mut scheduler = Scheduler {
         tokens,
         store,
+        concurrency: usize::from(concurrency.max(1)),
         backoff: HashMap::new(),
     };
     Some(tokio::spawn(async move {
@@ -73,6 +76,7 @@ struct Backoff {
 struct Scheduler {
     tokens: Arc<TokenService>,
     store: Store,
+    concurrency: usize,
     backoff: HashMap<(String, String), Backoff>,
 }
 
@@ -106,7 +110,7 @@ impl Scheduler {
             if self.backoff.get(&key).is_some_and(|b| now < b.next_attempt) {
                 continue;
             }
-            if running.len() >= CONCURRENT_REFRESHES {
+            if running.len() >= self.concurrency {
                 if let Some(done) = running.join_next().await {
                     self.settle(now, done);
                 }

@@ -101,6 +101,7 @@ impl Harness {
             login_link_ttl: Duration::from_secs(600),
             refresh_skew: Duration::from_secs(60),
             refresh_interval: Duration::ZERO,
+            refresh_concurrency: credmgr_control_plane::tokens::scheduler::DEFAULT_CONCURRENCY,
             access_refresh: Duration::from_secs(30),
         };
         let state = AppState::build(config).await.unwrap();
