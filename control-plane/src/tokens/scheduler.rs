@@ -2,16 +2,16 @@
 //! have to, so that in steady state no gateway request waits for a provider.
 //!
 //! Every `interval` it looks for tokens whose refresh time is near and refreshes each one a
-//! little ahead of it (up to `concurrency` at a time, [`DEFAULT_CONCURRENCY`] unless configured): up to a tenth of the
-//! token's lifetime (at most 30 s) early, by an amount derived from the connection and the
-//! token (jitter: connections connected at the same moment do not all refresh in the same
-//! second, and the amount is stable across ticks). A connection whose refresh fails backs off
-//! exponentially (2 s, 4 s, ... at most 5 min, each with random jitter) while the runtime API
-//! keeps serving its still-valid token. Refreshes go through [`TokenService`], so they share
-//! its one-refresh-per-connection rule with the runtime API. Replicas sharing a database
-//! share the work: a scheduler takes a due connection's refresh lease without waiting, and
-//! skips the connection if another replica holds it, so each connection is refreshed by one
-//! replica.
+//! little ahead of it, up to `concurrency` at a time ([`DEFAULT_CONCURRENCY`] unless
+//! configured): up to a tenth of the token's lifetime (at most 30 s) early, by an amount
+//! derived from the connection and the token (jitter: connections connected at the same moment
+//! do not all refresh in the same second, and the amount is stable across ticks). A connection
+//! whose refresh fails backs off exponentially (2 s, 4 s, ... at most 5 min, each with random
+//! jitter) while the runtime API keeps serving its still-valid token. Refreshes go through
+//! [`TokenService`], so they share its one-refresh-per-connection rule with the runtime API.
+//! Replicas sharing a database share the work: a scheduler takes a due connection's refresh
+//! lease without waiting, and skips the connection if another replica holds it, so each
+//! connection is refreshed by one replica.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
