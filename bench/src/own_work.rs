@@ -10,6 +10,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
+use crate::wrk::median;
+
 /// Requests per run of the example.
 const REQUESTS: u32 = 2_000_000;
 
@@ -41,17 +43,15 @@ pub fn run(root: &Path, cpu: usize, runs: usize) -> Result<Outcome> {
     let mut native_ns = Vec::new();
     let mut wasm_ns = Vec::new();
     let mut calls = None;
+    let pinned = || {
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(cpu.to_string());
+        cmd
+    };
     for _ in 0..runs {
-        let n = once(
-            Command::new("taskset")
-                .arg("-c")
-                .arg(cpu.to_string())
-                .arg(&native),
-        )?;
+        let n = once(pinned().arg(&native))?;
         let w = once(
-            Command::new("taskset")
-                .arg("-c")
-                .arg(cpu.to_string())
+            pinned()
                 .args(["node", "--no-warnings"])
                 .arg(&runner)
                 .arg(&wasm),
@@ -68,8 +68,8 @@ pub fn run(root: &Path, cpu: usize, runs: usize) -> Result<Outcome> {
         calls = Some(cn);
     }
     Ok(Outcome {
-        native_ns: median(native_ns),
-        wasm_v8_ns: median(wasm_ns),
+        native_ns: median(&native_ns),
+        wasm_v8_ns: median(&wasm_ns),
         host_calls_per_request: calls.unwrap_or(0.0),
         runs,
         requests_per_run: REQUESTS,
@@ -97,11 +97,6 @@ fn number(v: &Value, key: &str) -> Result<f64> {
     v[key]
         .as_f64()
         .with_context(|| format!("no number `{key}` in {v}"))
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 pub fn print(o: &Outcome) {
