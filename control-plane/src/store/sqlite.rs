@@ -58,6 +58,8 @@ async fn checkpoints(pool: SqlitePool) {
     }
 }
 
+/// Copies the write-ahead log into the database and empties it; `Ok(false)` when readers
+/// kept it from finishing (the next run tries again).
 async fn checkpoint(pool: &SqlitePool) -> Result<bool, StoreError> {
     // One row: busy (1 when it could not finish), log frames, frames checkpointed.
     let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -90,12 +92,6 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         tokio::spawn(checkpoints(pool.clone()));
         Ok(SqliteStore { pool })
-    }
-
-    /// Copies the write-ahead log into the database and empties it; `Ok(false)` when readers
-    /// kept it from finishing (the next run tries again).
-    pub async fn checkpoint(&self) -> Result<bool, StoreError> {
-        checkpoint(&self.pool).await
     }
 
     pub async fn close(&self) {
@@ -748,7 +744,7 @@ mod tests {
         sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
         drop(reader);
 
-        assert!(store.checkpoint().await.unwrap());
+        assert!(checkpoint(&store.pool).await.unwrap());
         assert_eq!(wal_len(&db), 0, "the log is empty after the checkpoint");
         let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM filler")
             .fetch_one(&store.pool)
