@@ -90,11 +90,6 @@ impl Process {
                 )));
             }
             if Instant::now() >= deadline {
-                // One last look: a stall of the whole machine can end the wait just as the
-                // line arrives.
-                if let Some(rest) = self.line_after(prefix) {
-                    return Ok(rest);
-                }
                 return Err(NotReady::TimedOut(format!(
                     "{} not ready after {timeout:?} (no stdout line starting {prefix:?})\n{}",
                     self.name,
@@ -116,7 +111,7 @@ impl Process {
     /// What can be seen of a process that is not answering: its stdout and stderr so far, its
     /// scheduler state and CPU time (busy, blocked or never scheduled), what it waits in, and
     /// the machine's load.
-    pub fn diagnosis(&self) -> String {
+    fn diagnosis(&self) -> String {
         let pid = self.child.id();
         let proc_file = |f: &str| {
             std::fs::read_to_string(format!("/proc/{pid}/{f}"))
