@@ -5,9 +5,6 @@
 //! creating one (or changing its credentials) fetches a token right away and records the
 //! outcome on the connection; the request succeeds either way.
 
-use std::fmt;
-use std::str::FromStr;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,54 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::{Aad, Envelope};
+use crate::domain::ConnectionStatus;
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{checked, ApiJson, ConnectionPath, ProviderPath};
 use crate::providers::{self, validate_client_id, validate_client_secret, SecretState};
 use crate::store::{new_etag, ConnectionRecord};
 use crate::AppState;
-
-/// Whether the runtime API can hand out a token for the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionStatus {
-    /// A token was obtained and the last attempt to get one did not leave the connection
-    /// without a valid token. (A failed refresh while the stored token is still valid keeps
-    /// the connection `connected` and records the failure in `error`.)
-    Connected,
-    /// No token yet: just created, its configuration changed, or it awaits consent.
-    NotConnected,
-    /// The last attempt to obtain a token failed and no valid token is stored.
-    Error,
-}
-
-impl ConnectionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionStatus::Connected => "connected",
-            ConnectionStatus::NotConnected => "not_connected",
-            ConnectionStatus::Error => "error",
-        }
-    }
-}
-
-impl FromStr for ConnectionStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "connected" => Ok(ConnectionStatus::Connected),
-            "not_connected" => Ok(ConnectionStatus::NotConnected),
-            "error" => Ok(ConnectionStatus::Error),
-            _ => Err(()),
-        }
-    }
-}
-
-impl fmt::Display for ConnectionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Body of `PUT /v1/providers/{provider_id}/connections/{connection_id}`.
 #[derive(Debug, Default, Deserialize)]

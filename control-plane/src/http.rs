@@ -19,15 +19,15 @@ use tracing::Level;
 
 use crate::error::ApiError;
 use crate::{
-    access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, presets,
-    providers, runtime, AppState,
+    access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, providers,
+    runtime, AppState,
 };
 
 /// The whole HTTP surface of the control plane.
 pub fn app(state: AppState) -> Router {
     let management = Router::new()
         .merge(providers::routes())
-        .merge(presets::api::routes())
+        .merge(providers::catalogue::routes())
         .merge(connections::routes())
         .merge(consent::management_routes())
         .merge(keys::routes())

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connections;
 pub mod consent;
 pub mod crypto;
+pub mod domain;
 pub mod error;
 pub mod etag;
 pub mod extract;

@@ -6,7 +6,7 @@
 //! authenticates, and its quirks: how the provider departs from RFC 6749, which the token
 //! client and the refresh logic then handle ([`Quirks`]). No provider has code of its own.
 
-pub mod api;
+mod identity_provider;
 mod quirks;
 mod template;
 #[cfg(test)]
@@ -17,8 +17,9 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::providers::{AuthMethod, GrantType};
+use crate::domain::{AuthMethod, GrantType};
 
+pub use identity_provider::IdentityProvider;
 pub use quirks::Quirks;
 pub use template::{ParamFormat, Parameter};
 

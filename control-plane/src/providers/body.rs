@@ -4,13 +4,25 @@
 use std::collections::BTreeMap;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::validate::{
     validate_client_id, validate_client_secret, validate_display_name, validate_endpoint,
 };
-use super::{AuthMethod, GrantType, IdentityProvider};
+use crate::domain::{AuthMethod, GrantType};
 use crate::error::ApiError;
+use crate::presets::IdentityProvider;
+
+/// A provider type in a request body: the id of a preset, or an error that says where the
+/// catalogue is.
+fn identity_provider<'de, D: Deserializer<'de>>(d: D) -> Result<IdentityProvider, D::Error> {
+    let id = String::deserialize(d)?;
+    id.parse().map_err(|()| {
+        serde::de::Error::custom(format!(
+            "unknown provider type `{id}`; GET /v1/provider-types lists them"
+        ))
+    })
+}
 
 /// Body of `PUT /v1/providers/{id}`. With a preset (`identity_provider` other than the
 /// generic ones) most fields may be left out: they come from the preset and its
@@ -20,6 +32,7 @@ use crate::error::ApiError;
 pub struct ProviderBody {
     #[serde(default)]
     pub(super) display_name: Option<String>,
+    #[serde(deserialize_with = "identity_provider")]
     pub(super) identity_provider: IdentityProvider,
     /// The preset's parameters (tenant, domain, realm, ...).
     #[serde(default)]

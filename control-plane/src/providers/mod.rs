@@ -1,28 +1,27 @@
 //! Credential providers: an OAuth 2.0 authorization server, the client registered at it, and
 //! how to ask it for tokens. Management API under `/v1/providers`.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
+use crate::domain::{AuthMethod, ConnectionStatus, GrantType};
 use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
-use crate::presets::{self, Preset};
+use crate::presets::IdentityProvider;
 use crate::store::{new_etag, ProviderRecord};
 use crate::AppState;
 
 mod body;
+pub mod catalogue;
 mod validate;
 
 use body::{resolve, validate, ProviderBody};
@@ -30,125 +29,6 @@ pub use validate::{
     validate_client_id, validate_client_secret, validate_display_name, validate_endpoint,
     validate_token_url,
 };
-
-/// The kind of identity provider: a preset of the catalogue (`crate::presets`), generic
-/// `oauth2` and `oauth2-pkce` included. Spelled as the preset's id in the API and the store.
-#[derive(Clone, Copy)]
-pub struct IdentityProvider(&'static Preset);
-
-impl IdentityProvider {
-    pub fn preset(self) -> &'static Preset {
-        self.0
-    }
-
-    pub fn as_str(self) -> &'static str {
-        &self.0.id
-    }
-}
-
-impl PartialEq for IdentityProvider {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
-    }
-}
-
-impl Eq for IdentityProvider {}
-
-impl fmt::Debug for IdentityProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IdentityProvider({})", self.0.id)
-    }
-}
-
-impl fmt::Display for IdentityProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IdentityProvider {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        presets::get(s).map(IdentityProvider).ok_or(())
-    }
-}
-
-impl Serialize for IdentityProvider {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for IdentityProvider {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let id = String::deserialize(d)?;
-        id.parse().map_err(|()| {
-            serde::de::Error::custom(format!(
-                "unknown provider type `{id}`; GET /v1/provider-types lists them"
-            ))
-        })
-    }
-}
-
-/// The grant a provider's connections use to obtain tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantType {
-    /// RFC 6749 §4.4: the client's own credentials; no user involved.
-    ClientCredentials,
-    /// RFC 6749 §4.1: a user consents in a browser (login link, interstitial, provider,
-    /// callback); the access token is then refreshed with the refresh token.
-    AuthorizationCode,
-}
-
-impl GrantType {
-    /// Whether a connection needs a user's consent before it can have a token.
-    pub fn needs_consent(self) -> bool {
-        matches!(self, GrantType::AuthorizationCode)
-    }
-}
-
-/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    /// HTTP Basic with the form-urlencoded client id and secret; every server must support it.
-    #[default]
-    ClientSecretBasic,
-    /// `client_id` and `client_secret` in the form body.
-    ClientSecretPost,
-}
-
-/// `as_str` / `FromStr` for the enums above, spelled as in the API (and in the database).
-macro_rules! wire_names {
-    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $name),+ }
-            }
-        }
-        impl FromStr for $ty {
-            type Err = ();
-            fn from_str(s: &str) -> Result<Self, ()> {
-                match s { $($name => Ok(Self::$variant),)+ _ => Err(()) }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_names!(GrantType {
-    ClientCredentials => "client_credentials",
-    AuthorizationCode => "authorization_code",
-});
-wire_names!(AuthMethod {
-    ClientSecretBasic => "client_secret_basic",
-    ClientSecretPost => "client_secret_post",
-});
 
 /// A provider as the API shows it: everything but the secret.
 #[derive(Debug, Serialize)]
@@ -328,7 +208,7 @@ async fn put(
                 for conn in state.store.list_connections(&id).await? {
                     let message = crate::tokens::consent_required_message(&id, &conn.id);
                     let error = crate::store::ConnectionError {
-                        status: crate::connections::ConnectionStatus::NotConnected,
+                        status: ConnectionStatus::NotConnected,
                         code: credmgr_common::error::codes::CONSENT_REQUIRED,
                         message: &message,
                     };
@@ -391,27 +271,4 @@ async fn delete(
     }
     tracing::info!(provider = %path.provider_id, "provider deleted with its connections");
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_names_roundtrip() {
-        for g in [GrantType::ClientCredentials, GrantType::AuthorizationCode] {
-            assert_eq!(g.as_str().parse::<GrantType>(), Ok(g));
-            assert_eq!(serde_json::to_value(g).unwrap(), g.as_str());
-        }
-        for p in presets::all() {
-            let i: IdentityProvider = p.id.parse().unwrap();
-            assert_eq!(i.as_str(), p.id);
-            assert_eq!(serde_json::to_value(i).unwrap(), i.as_str());
-        }
-        assert!("nope".parse::<IdentityProvider>().is_err());
-        for a in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
-            assert_eq!(a.as_str().parse::<AuthMethod>(), Ok(a));
-            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
-        }
-    }
 }

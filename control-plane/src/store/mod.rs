@@ -31,9 +31,9 @@ use anyhow::Context as _;
 
 use credmgr_common::access::PolicyIdentity;
 
-use crate::connections::ConnectionStatus;
 use crate::crypto::Envelope;
-use crate::providers::{AuthMethod, GrantType, IdentityProvider};
+use crate::domain::{AuthMethod, ConnectionStatus, GrantType};
+use crate::presets::IdentityProvider;
 
 pub use identities::{IssuerRecord, PolicyRecord};
 pub use postgres::PostgresStore;

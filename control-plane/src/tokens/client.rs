@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::response::{interpret, BodyFormat, TokenResponse};
 use super::{FailureKind, TokenFailure};
+use crate::domain::AuthMethod;
 use crate::presets::Quirks;
-use crate::providers::AuthMethod;
 
 /// Largest token endpoint response read.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;

@@ -20,9 +20,9 @@ use credmgr_common::RuntimeToken;
 use secrecy::ExposeSecret;
 
 use crate::clock::unix_now;
-use crate::connections::ConnectionStatus;
 use crate::crypto::Envelope;
 use crate::crypto::{Aad, Keyring};
+use crate::domain::ConnectionStatus;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{

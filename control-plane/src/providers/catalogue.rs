@@ -6,8 +6,8 @@ use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::Preset;
 use crate::error::ApiError;
+use crate::presets::{self, Preset};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -17,11 +17,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list() -> Json<&'static [Preset]> {
-    Json(super::all())
+    Json(presets::all())
 }
 
 async fn show(Path(id): Path<String>) -> Result<Json<&'static Preset>, ApiError> {
-    super::get(&id).map(Json).ok_or_else(|| {
+    presets::get(&id).map(Json).ok_or_else(|| {
         ApiError::NotFound(format!(
             "provider type `{id}` does not exist; GET /v1/provider-types lists them"
         ))
