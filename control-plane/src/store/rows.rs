@@ -1,4 +1,4 @@
-//! What both backends share: the column lists, and turning a row into a record.
+//! The column lists, and turning a row of either database into a record.
 //!
 //! The two schemas have the same tables and columns (TEXT, BLOB/BYTEA, INTEGER/BIGINT, JSON as
 //! TEXT), so a row decodes the same way from either. [`Columns`] is the little that differs:
@@ -34,26 +34,20 @@ pub(super) const TOKEN_COLUMNS: &str =
 
 /// The one query of a runtime token request ([`super::Store::runtime_view`]): does the
 /// provider exist (a row), does the connection (`connection_id`), its access policies
-/// (`policies`: their `identity` JSON objects joined by commas, by id) and its token. `ph`
-/// makes the n-th placeholder; binds: the provider id, then the connection id.
+/// (`policies`: their `identity` JSON objects joined by commas, by id) and its token. Binds:
+/// the provider id, then the connection id.
 /// (`string_agg` with `ORDER BY`: PostgreSQL, and SQLite since 3.44; sqlx bundles 3.46.)
-pub(super) fn runtime_select(ph: impl Fn(usize) -> String) -> String {
-    format!(
-        "SELECT c.id AS connection_id, \
-         (SELECT string_agg(a.identity, ',' ORDER BY a.id) FROM access_policies a \
-          WHERE a.provider_id = c.provider_id AND a.connection_id = c.id) AS policies, \
-         t.access_token, t.refresh_token, t.token_type, t.claims, t.obtained_at, \
-         t.expires_at, t.refresh_at, t.refresh_token_expires_at \
-         FROM providers p \
-         LEFT JOIN connections c ON c.provider_id = p.id AND c.id = {c} \
-         LEFT JOIN tokens t ON t.provider_id = c.provider_id AND t.connection_id = c.id \
-         WHERE p.id = {p}",
-        p = ph(1),
-        c = ph(2),
-    )
-}
+pub(super) const RUNTIME_SELECT: &str = "SELECT c.id AS connection_id, \
+     (SELECT string_agg(a.identity, ',' ORDER BY a.id) FROM access_policies a \
+      WHERE a.provider_id = c.provider_id AND a.connection_id = c.id) AS policies, \
+     t.access_token, t.refresh_token, t.token_type, t.claims, t.obtained_at, \
+     t.expires_at, t.refresh_at, t.refresh_token_expires_at \
+     FROM providers p \
+     LEFT JOIN connections c ON c.provider_id = p.id AND c.id = $2 \
+     LEFT JOIN tokens t ON t.provider_id = c.provider_id AND t.connection_id = c.id \
+     WHERE p.id = $1";
 
-/// The answer of [`runtime_select`] (`None`: no row).
+/// The answer of [`RUNTIME_SELECT`] (`None`: no row).
 pub(super) fn runtime_view_from_row(row: Option<&impl Columns>) -> Result<RuntimeView, StoreError> {
     let Some(row) = row else {
         return Ok(RuntimeView::NoProvider);
@@ -305,9 +299,8 @@ pub(super) fn stored_envelope_from_row(
 }
 
 /// The `UPDATE` that replaces one envelope, found by its keys and its current value (a
-/// compare-and-swap), with `ph` making the n-th placeholder (`?` or `$n`). Binds: the new
-/// value, [`envelope_keys`], the old value.
-pub(super) fn envelope_update(field: EnvelopeField, ph: impl Fn(usize) -> String) -> String {
+/// compare-and-swap). Binds: the new value, [`envelope_keys`], the old value.
+pub(super) fn envelope_update(field: EnvelopeField) -> String {
     let (table, column, _) = envelope_location(field);
     let keys: &[&str] = match field {
         EnvelopeField::ProviderClientSecret => &["id"],
@@ -317,11 +310,11 @@ pub(super) fn envelope_update(field: EnvelopeField, ph: impl Fn(usize) -> String
         }
         EnvelopeField::CodeVerifier => &["state_hash"],
     };
-    let mut sql = format!("UPDATE {table} SET {column} = {} WHERE ", ph(1));
+    let mut sql = format!("UPDATE {table} SET {column} = $1 WHERE ");
     for (i, key) in keys.iter().enumerate() {
-        sql.push_str(&format!("{key} = {} AND ", ph(i + 2)));
+        sql.push_str(&format!("{key} = ${} AND ", i + 2));
     }
-    sql.push_str(&format!("{column} = {}", ph(keys.len() + 2)));
+    sql.push_str(&format!("{column} = ${}", keys.len() + 2));
     sql
 }
 
