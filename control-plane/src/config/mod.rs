@@ -6,30 +6,31 @@
 //! visible to every user of the machine.
 //!
 //! This file holds [`Config`] and its validation at start; the flags themselves are in
-//! `args.rs`.
+//! `args.rs`, the key-encryption keys' parsing in `keys.rs`.
 
 mod args;
+mod keys;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use credmgr_common::ids::validate_id;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use self::args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
 use crate::auth::GatewayKey;
-use crate::crypto::{KeyEncryptionKey, Keyring};
+use crate::crypto::Keyring;
 use crate::gateway_tls;
 use crate::store::DatabaseUrl;
 
+pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
+pub use keys::{gen_key_line, load_key_file};
+use keys::{keyring, parse_key_entries};
+
 /// Shortest admin token or gateway key accepted without a warning.
 const MIN_SECRET_LEN: usize = 16;
-
-const FIX_KEYS: &str = "run `credmgr gen-key` and set CREDMGR_KEYS to the line it prints \
-                        (or put the line in a file named by CREDMGR_KEY_FILE)";
 
 /// The validated configuration of `credmgr serve`.
 #[derive(Debug)]
@@ -215,90 +216,11 @@ fn parse_gateway_keys(entries: &[String]) -> anyhow::Result<Vec<GatewayKey>> {
     Ok(keys)
 }
 
-fn parse_key_entries(entries: &[String], source: &str) -> anyhow::Result<Vec<KeyEncryptionKey>> {
-    entries
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty())
-        .enumerate()
-        .map(|(i, e)| {
-            KeyEncryptionKey::parse(e).map_err(|err| {
-                anyhow::anyhow!(
-                    "entry {} of {source} is malformed: {err}; {FIX_KEYS}",
-                    i + 1
-                )
-            })
-        })
-        .collect()
-}
-
-fn keyring(keys: Vec<KeyEncryptionKey>, active: Option<&str>) -> anyhow::Result<Keyring> {
-    if keys.is_empty() {
-        bail!("no key-encryption key is configured: {FIX_KEYS}");
-    }
-    Keyring::new(keys, active).with_context(|| "the key-encryption keys cannot be used".to_owned())
-}
-
-/// Reads a key file into a keyring: at start-up, and again on each reload. The file's
-/// `active=ID` line, if any, wins over `active_env` (CREDMGR_ACTIVE_KEY_ID).
-pub fn load_key_file(path: &std::path::Path, active_env: Option<&str>) -> anyhow::Result<Keyring> {
-    let (keys, active_in_file) = read_key_file(path)?;
-    keyring(keys, active_in_file.as_deref().or(active_env))
-}
-
-fn read_key_file(
-    path: &std::path::Path,
-) -> anyhow::Result<(Vec<KeyEncryptionKey>, Option<String>)> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "could not read the key file {} named by CREDMGR_KEY_FILE (--key-file)",
-            path.display()
-        )
-    })?);
-    let mut keys = Vec::new();
-    let mut active = None;
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(id) = line.strip_prefix("active=") {
-            active = Some(id.trim().to_owned());
-            continue;
-        }
-        keys.push(KeyEncryptionKey::parse(line).map_err(|err| {
-            anyhow::anyhow!(
-                "line {} of the key file {} is malformed: {err}; {FIX_KEYS}",
-                i + 1,
-                path.display()
-            )
-        })?);
-    }
-    Ok((keys, active))
-}
-
-/// The line `credmgr gen-key` prints.
-pub fn gen_key_line(args: &GenKeyArgs) -> anyhow::Result<SecretString> {
-    let id = match &args.id {
-        Some(id) => id.clone(),
-        None => {
-            let today = time::OffsetDateTime::now_utc().date();
-            format!(
-                "key-{:04}{:02}{:02}",
-                today.year(),
-                u8::from(today.month()),
-                today.day()
-            )
-        }
-    };
-    validate_id(&id).map_err(|why| anyhow::anyhow!("--id `{id}` {why}"))?;
-    Ok(KeyEncryptionKey::generate_line(&id))
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
+    use super::keys::tests::key_line;
     use super::*;
 
     fn args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
@@ -310,15 +232,6 @@ mod tests {
         let mut argv = vec!["credmgr", "--admin-token", "admin-token-0123456789"];
         argv.extend_from_slice(extra);
         T::try_parse_from(argv).map(|t| t.serve)
-    }
-
-    fn key_line(id: &str) -> String {
-        gen_key_line(&GenKeyArgs {
-            id: Some(id.into()),
-        })
-        .unwrap()
-        .expose_secret()
-        .to_owned()
     }
 
     #[test]
@@ -386,21 +299,6 @@ mod tests {
     }
 
     #[test]
-    fn the_key_file_can_name_the_active_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("keys");
-        std::fs::write(
-            &file,
-            format!("{}\n{}\nactive=b\n", key_line("a"), key_line("b")),
-        )
-        .unwrap();
-        let ring = load_key_file(&file, Some("a")).unwrap();
-        assert_eq!(ring.active_id(), "b", "the file wins over the environment");
-        std::fs::write(&file, format!("{}\nactive=zz\n", key_line("a"))).unwrap();
-        assert!(load_key_file(&file, None).is_err());
-    }
-
-    #[test]
     fn bad_gateway_keys_are_refused() {
         let keys = key_line("k1");
         for bad in ["no-equals", "bad/name=key", "edge=", "a=k1k1k1,a=k2k2k2"] {
@@ -445,16 +343,5 @@ mod tests {
         let tls = config.gateway_tls.unwrap();
         assert_eq!(tls.listen.port(), 0);
         assert_eq!(tls.client_ca, PathBuf::from("ca.pem"));
-    }
-
-    #[test]
-    fn gen_key_lines_parse() {
-        let line = gen_key_line(&GenKeyArgs { id: None }).unwrap();
-        let key = KeyEncryptionKey::parse(line.expose_secret()).unwrap();
-        assert!(key.id().starts_with("key-"));
-        assert!(gen_key_line(&GenKeyArgs {
-            id: Some("a:b".into())
-        })
-        .is_err());
     }
 }
