@@ -14,15 +14,14 @@
 //!    code is exchanged. Only a successful exchange stores anything: the tokens, replacing
 //!    the connection's old ones. The user lands on the post-login URL with the outcome.
 
+mod helpers;
 mod page;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::OsRng;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,6 +41,8 @@ use crate::providers;
 use crate::store::{ConsentState, LoginLink, ProviderRecord};
 use crate::tokens::ConsentFailure;
 use crate::AppState;
+
+use helpers::{cookie_name, cookie_value, hex, random_token, redirect, sha256};
 
 /// How long the user has between Continue and the provider's redirect back.
 const CONSENT_TTL_SECS: i64 = 600;
@@ -356,52 +357,6 @@ async fn continue_(
     redirect(target.as_str(), Some(cookie))
 }
 
-/// A 303 to `location`, optionally setting a cookie.
-fn redirect(location: &str, cookie: Option<String>) -> Result<Response, ApiError> {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        LOCATION,
-        HeaderValue::from_str(location)
-            .map_err(|_| ApiError::Internal("redirect URL is not a header value".into()))?,
-    );
-    headers.insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    headers.insert(
-        axum::http::header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if let Some(cookie) = cookie {
-        let mut value = HeaderValue::from_str(&cookie)
-            .map_err(|_| ApiError::Internal("cookie is not a header value".into()))?;
-        value.set_sensitive(true);
-        headers.insert(SET_COOKIE, value);
-    }
-    Ok(response)
-}
-
-/// One cookie per authorization request, so two consents started in one browser do not
-/// overwrite each other's binding.
-fn cookie_name(state_hash: &[u8]) -> String {
-    format!(
-        "credmgr_consent_{}",
-        hex(state_hash.get(..8).unwrap_or(state_hash))
-    )
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-}
-
 async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -562,42 +517,4 @@ fn issuer_matches(provider: &ProviderRecord, iss: &str) -> bool {
 /// A provider's text, made safe to show: printable, bounded.
 fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(300).collect()
-}
-
-/// 256 random bits, base64url without padding (43 characters).
-fn random_token() -> SecretString {
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(bytes.as_mut());
-    SecretString::from(B64URL.encode(bytes.as_ref()))
-}
-
-fn sha256(text: &str) -> Vec<u8> {
-    Sha256::digest(text.as_bytes()).to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies_are_found_by_name() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            COOKIE,
-            HeaderValue::from_static("a=1; credmgr_consent_ab=xyz; b=2"),
-        );
-        assert_eq!(cookie_value(&h, "credmgr_consent_ab"), Some("xyz"));
-        assert_eq!(cookie_value(&h, "credmgr_consent_cd"), None);
-    }
-
-    #[test]
-    fn random_tokens_are_long_and_distinct() {
-        let (a, b) = (random_token(), random_token());
-        assert_eq!(a.expose_secret().len(), 43);
-        assert_ne!(a.expose_secret(), b.expose_secret());
-    }
 }
