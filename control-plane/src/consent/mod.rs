@@ -15,6 +15,7 @@
 //!    the connection's old ones. The user lands on the post-login URL with the outcome.
 
 mod helpers;
+mod links;
 mod page;
 
 use std::collections::HashMap;
@@ -23,26 +24,24 @@ use std::time::Duration;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ConnectionPath};
-use crate::providers;
 use crate::store::{ConsentState, LoginLink, ProviderRecord};
 use crate::tokens::ConsentFailure;
 use crate::AppState;
 
 use helpers::{cookie_name, cookie_value, hex, random_token, redirect, sha256};
+use links::create_login_link;
 
 /// How long the user has between Continue and the provider's redirect back.
 const CONSENT_TTL_SECS: i64 = 600;
@@ -97,77 +96,6 @@ pub fn browser_routes() -> Router<AppState> {
     Router::new()
         .route("/oauth2/login/{link}", get(interstitial).post(continue_))
         .route(CALLBACK_PATH, get(callback))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginLinkBody {
-    /// Where the user's browser goes after consent; must be in the provider's
-    /// `allowed_redirect_urls`.
-    post_login_redirect_url: String,
-}
-
-#[derive(Debug, Serialize)]
-struct LoginLinkView {
-    login_url: String,
-    expires_at: String,
-}
-
-async fn create_login_link(
-    State(state): State<AppState>,
-    path: ConnectionPath,
-    ApiJson(body): ApiJson<LoginLinkBody>,
-) -> Result<Response, ApiError> {
-    let (p, c) = (&path.provider_id, &path.connection_id);
-    let provider = providers::find(&state, p).await?;
-    state.store.get_connection(p, c).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("connection `{c}` of provider `{p}` does not exist"))
-    })?;
-    if !provider.grant_type.needs_consent() {
-        return Err(ApiError::InvalidRequest {
-            field: None,
-            message: format!(
-                "provider `{p}` uses the {} grant: only authorization-code connections are \
-                 connected through a login link",
-                provider.grant_type
-            ),
-        });
-    }
-    let redirect = body.post_login_redirect_url;
-    if !provider.allowed_redirect_urls.contains(&redirect) {
-        return Err(ApiError::invalid(
-            "post_login_redirect_url",
-            format!(
-                "`post_login_redirect_url` is not one of provider `{p}`'s \
-                 allowed_redirect_urls (exact match required)"
-            ),
-        ));
-    }
-    let secret = random_token();
-    let now = unix_now();
-    let ttl = i64::try_from(state.consent.login_link_ttl.as_secs()).unwrap_or(i64::MAX);
-    let link = LoginLink {
-        id_hash: sha256(secret.expose_secret()),
-        provider_id: p.clone(),
-        connection_id: c.clone(),
-        redirect_url: redirect,
-        created_at: now,
-        expires_at: now.saturating_add(ttl),
-        used_at: None,
-    };
-    state.store.insert_login_link(&link).await?;
-    tracing::info!(provider = %p, connection = %c, expires_at = link.expires_at,
-        "login link created");
-    let view = LoginLinkView {
-        login_url: state.consent.login_url(secret.expose_secret()),
-        expires_at: rfc3339(link.expires_at),
-    };
-    Ok((
-        StatusCode::CREATED,
-        [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Json(view),
-    )
-        .into_response())
 }
 
 /// Why a login link cannot be used, as a page.
