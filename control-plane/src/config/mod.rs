@@ -4,198 +4,33 @@
 //! and turned into redacting types at once in [`Config::from_args`], whose errors never echo
 //! them. Prefer the environment variables to the flags for secrets: command lines are
 //! visible to every user of the machine.
+//!
+//! This file holds [`Config`] and its validation at start; the flags themselves are in
+//! `args.rs`, the key-encryption keys' parsing in `keys.rs`.
+
+mod args;
+mod keys;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand};
+use anyhow::bail;
 use credmgr_common::ids::validate_id;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::GatewayKey;
-use crate::crypto::{KeyEncryptionKey, Keyring};
+use crate::crypto::Keyring;
 use crate::gateway_tls;
 use crate::store::DatabaseUrl;
 
+pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
+pub use keys::{gen_key_line, load_key_file};
+use keys::{keyring, parse_key_entries};
+
 /// Shortest admin token or gateway key accepted without a warning.
 const MIN_SECRET_LEN: usize = 16;
-
-const FIX_KEYS: &str = "run `credmgr gen-key` and set CREDMGR_KEYS to the line it prints \
-                        (or put the line in a file named by CREDMGR_KEY_FILE)";
-
-/// credmgr: an OAuth 2.0 credential manager for Envoy.
-#[derive(Parser)]
-#[command(name = "credmgr", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand)]
-pub enum Command {
-    /// Run the control plane: management API, runtime API, token store.
-    Serve(Box<ServeArgs>),
-    /// Print a new random key-encryption key as `ID:BASE64`, for CREDMGR_KEYS.
-    GenKey(GenKeyArgs),
-}
-
-/// Flags of `credmgr serve`. Deliberately not `Debug`: it holds secrets in plain text until
-/// [`Config::from_args`] wraps them.
-#[derive(Args)]
-pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
-    #[arg(long, env = "CREDMGR_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Database URL. `sqlite://PATH` (one node; the file is created if missing; WAL mode) or
-    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (several replicas on one database; TLS
-    /// with `?sslmode=require` or `verify-full`). The schema is migrated at start-up.
-    #[arg(
-        long,
-        env = "CREDMGR_DATABASE_URL",
-        default_value = "sqlite://credmgr.db"
-    )]
-    pub database_url: String,
-
-    /// Bearer token for the management API (`/v1`). Use 32 random bytes, e.g.
-    /// `openssl rand -base64 32`.
-    #[arg(long, env = "CREDMGR_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
-
-    /// Gateway key for the runtime API as NAME=KEY; repeat the flag, or separate entries
-    /// with commas in the environment variable. NAME identifies the gateway in logs.
-    /// Without any, the runtime API refuses every request.
-    #[arg(
-        long = "gateway-key",
-        env = "CREDMGR_GATEWAY_KEYS",
-        value_name = "NAME=KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub gateway_keys: Vec<String>,
-
-    /// Also serve the runtime API to gateways over TLS on this address, where each gateway
-    /// must present a client certificate signed by CREDMGR_GATEWAY_CLIENT_CA that names it by
-    /// the URI SAN `spiffe://<trust domain>/gateway/<name>`. Port 0 picks a free port (the
-    /// chosen address is printed). Needs --tls-cert, --tls-key and --gateway-client-ca.
-    #[arg(long, env = "CREDMGR_GATEWAY_TLS_LISTEN", value_name = "ADDR")]
-    pub gateway_tls_listen: Option<SocketAddr>,
-
-    /// PEM file with the control plane's TLS certificate (it must carry the DNS name or IP
-    /// address gateways reach it by as a subjectAltName), then any intermediates.
-    #[arg(long, env = "CREDMGR_TLS_CERT", value_name = "PATH")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM file with the private key of --tls-cert (PKCS#8, RSA or EC; unencrypted).
-    #[arg(long, env = "CREDMGR_TLS_KEY", value_name = "PATH")]
-    pub tls_key: Option<PathBuf>,
-
-    /// PEM file with the CA certificates that sign gateways' client certificates.
-    #[arg(long, env = "CREDMGR_GATEWAY_CLIENT_CA", value_name = "PATH")]
-    pub gateway_client_ca: Option<PathBuf>,
-
-    /// Key-encryption keys as comma-separated ID:BASE64 entries (32-byte keys, from
-    /// `credmgr gen-key`). Keep retired keys listed until nothing is wrapped with them.
-    #[arg(
-        long,
-        env = "CREDMGR_KEYS",
-        value_name = "ID:BASE64,...",
-        value_delimiter = ',',
-        hide_env_values = true,
-        conflicts_with = "key_file"
-    )]
-    pub keys: Vec<String>,
-
-    /// File with one ID:BASE64 key-encryption key per line, and optionally a line
-    /// `active=ID` naming the active key (it takes precedence over CREDMGR_ACTIVE_KEY_ID);
-    /// blank lines and lines starting with `#` are ignored. Instead of --keys. The file is
-    /// read again on SIGHUP and on `POST /v1/keys/reload`, for key rotation without restart.
-    #[arg(long, env = "CREDMGR_KEY_FILE", value_name = "PATH")]
-    pub key_file: Option<PathBuf>,
-
-    /// Id of the key-encryption key that encrypts new secrets. Needed when several keys
-    /// are configured; defaults to the only one otherwise.
-    #[arg(long, env = "CREDMGR_ACTIVE_KEY_ID", value_name = "ID")]
-    pub active_key_id: Option<String>,
-
-    /// Timeout of each request to a provider's token endpoint, e.g. `10s`, `500ms`, `1m`;
-    /// a bare number is seconds.
-    #[arg(
-        long,
-        env = "CREDMGR_PROVIDER_TIMEOUT",
-        default_value = "10s",
-        value_parser = parse_duration
-    )]
-    pub provider_timeout: Duration,
-
-    /// The control plane's URL as browsers reach it, e.g. `https://credmgr.example.com`.
-    /// Login links point here, and `<public URL>/oauth2/callback` is the redirect URI to
-    /// register at each authorization-code provider. Defaults to `http://<listen address>`.
-    #[arg(long, env = "CREDMGR_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-
-    /// How long a login link stays valid (it is also single-use), e.g. `10m`.
-    #[arg(
-        long,
-        env = "CREDMGR_LOGIN_LINK_TTL",
-        default_value = "10m",
-        value_parser = parse_duration
-    )]
-    pub login_link_ttl: Duration,
-
-    /// A token is refreshed at 80 % of its lifetime, and at the latest this long before it
-    /// expires (but never before half its lifetime).
-    #[arg(
-        long,
-        env = "CREDMGR_REFRESH_SKEW",
-        default_value = "60s",
-        value_parser = parse_duration
-    )]
-    pub refresh_skew: Duration,
-
-    /// How often the background scheduler looks for tokens to refresh before they are due;
-    /// `0` turns proactive refresh off (tokens are then refreshed only on runtime requests).
-    #[arg(
-        long,
-        env = "CREDMGR_REFRESH_INTERVAL",
-        default_value = "1s",
-        value_parser = parse_duration
-    )]
-    pub refresh_interval: Duration,
-
-    /// How many token refreshes the background scheduler makes at once (1 to 1024). Raise it
-    /// when providers answer slowly and many tokens come due together (a bulk import comes
-    /// due again at the rate it was created); lower it for a provider that throttles its token
-    /// endpoint.
-    #[arg(
-        long,
-        env = "CREDMGR_REFRESH_CONCURRENCY",
-        default_value_t = crate::tokens::scheduler::DEFAULT_CONCURRENCY,
-        value_parser = clap::value_parser!(u16).range(1..=1024)
-    )]
-    pub refresh_concurrency: u16,
-
-    /// The longest a gateway goes on deciding from access policies and trusted issuers it was
-    /// sent before it asks again: a changed or deleted policy, or a new issuer key, reaches
-    /// every gateway within this time. Gateways ask again after half of it.
-    #[arg(
-        long,
-        env = "CREDMGR_ACCESS_REFRESH",
-        default_value = "30s",
-        value_parser = parse_duration
-    )]
-    pub access_refresh: Duration,
-}
-
-#[derive(Args)]
-pub struct GenKeyArgs {
-    /// Id of the new key (letters, digits, `-`, `_`, `.`); defaults to `key-YYYYMMDD`.
-    #[arg(long)]
-    pub id: Option<String>,
-}
 
 /// The validated configuration of `credmgr serve`.
 #[derive(Debug)]
@@ -381,108 +216,11 @@ fn parse_gateway_keys(entries: &[String]) -> anyhow::Result<Vec<GatewayKey>> {
     Ok(keys)
 }
 
-fn parse_key_entries(entries: &[String], source: &str) -> anyhow::Result<Vec<KeyEncryptionKey>> {
-    entries
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty())
-        .enumerate()
-        .map(|(i, e)| {
-            KeyEncryptionKey::parse(e).map_err(|err| {
-                anyhow::anyhow!(
-                    "entry {} of {source} is malformed: {err}; {FIX_KEYS}",
-                    i + 1
-                )
-            })
-        })
-        .collect()
-}
-
-fn keyring(keys: Vec<KeyEncryptionKey>, active: Option<&str>) -> anyhow::Result<Keyring> {
-    if keys.is_empty() {
-        bail!("no key-encryption key is configured: {FIX_KEYS}");
-    }
-    Keyring::new(keys, active).with_context(|| "the key-encryption keys cannot be used".to_owned())
-}
-
-/// Reads a key file into a keyring: at start-up, and again on each reload. The file's
-/// `active=ID` line, if any, wins over `active_env` (CREDMGR_ACTIVE_KEY_ID).
-pub fn load_key_file(path: &std::path::Path, active_env: Option<&str>) -> anyhow::Result<Keyring> {
-    let (keys, active_in_file) = read_key_file(path)?;
-    keyring(keys, active_in_file.as_deref().or(active_env))
-}
-
-fn read_key_file(
-    path: &std::path::Path,
-) -> anyhow::Result<(Vec<KeyEncryptionKey>, Option<String>)> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "could not read the key file {} named by CREDMGR_KEY_FILE (--key-file)",
-            path.display()
-        )
-    })?);
-    let mut keys = Vec::new();
-    let mut active = None;
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(id) = line.strip_prefix("active=") {
-            active = Some(id.trim().to_owned());
-            continue;
-        }
-        keys.push(KeyEncryptionKey::parse(line).map_err(|err| {
-            anyhow::anyhow!(
-                "line {} of the key file {} is malformed: {err}; {FIX_KEYS}",
-                i + 1,
-                path.display()
-            )
-        })?);
-    }
-    Ok((keys, active))
-}
-
-/// `10s`, `500ms`, `2m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 10s, 500ms or 1m"))?;
-    match unit.trim() {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!(
-            "unknown unit `{other}` in `{text}`: use ms, s or m"
-        )),
-    }
-}
-
-/// The line `credmgr gen-key` prints.
-pub fn gen_key_line(args: &GenKeyArgs) -> anyhow::Result<SecretString> {
-    let id = match &args.id {
-        Some(id) => id.clone(),
-        None => {
-            let today = time::OffsetDateTime::now_utc().date();
-            format!(
-                "key-{:04}{:02}{:02}",
-                today.year(),
-                u8::from(today.month()),
-                today.day()
-            )
-        }
-    };
-    validate_id(&id).map_err(|why| anyhow::anyhow!("--id `{id}` {why}"))?;
-    Ok(KeyEncryptionKey::generate_line(&id))
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    use super::keys::tests::key_line;
     use super::*;
 
     fn args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
@@ -494,15 +232,6 @@ mod tests {
         let mut argv = vec!["credmgr", "--admin-token", "admin-token-0123456789"];
         argv.extend_from_slice(extra);
         T::try_parse_from(argv).map(|t| t.serve)
-    }
-
-    fn key_line(id: &str) -> String {
-        gen_key_line(&GenKeyArgs {
-            id: Some(id.into()),
-        })
-        .unwrap()
-        .expose_secret()
-        .to_owned()
     }
 
     #[test]
@@ -570,21 +299,6 @@ mod tests {
     }
 
     #[test]
-    fn the_key_file_can_name_the_active_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("keys");
-        std::fs::write(
-            &file,
-            format!("{}\n{}\nactive=b\n", key_line("a"), key_line("b")),
-        )
-        .unwrap();
-        let ring = load_key_file(&file, Some("a")).unwrap();
-        assert_eq!(ring.active_id(), "b", "the file wins over the environment");
-        std::fs::write(&file, format!("{}\nactive=zz\n", key_line("a"))).unwrap();
-        assert!(load_key_file(&file, None).is_err());
-    }
-
-    #[test]
     fn bad_gateway_keys_are_refused() {
         let keys = key_line("k1");
         for bad in ["no-equals", "bad/name=key", "edge=", "a=k1k1k1,a=k2k2k2"] {
@@ -629,26 +343,5 @@ mod tests {
         let tls = config.gateway_tls.unwrap();
         assert_eq!(tls.listen.port(), 0);
         assert_eq!(tls.client_ca, PathBuf::from("ca.pem"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
-
-    #[test]
-    fn gen_key_lines_parse() {
-        let line = gen_key_line(&GenKeyArgs { id: None }).unwrap();
-        let key = KeyEncryptionKey::parse(line.expose_secret()).unwrap();
-        assert!(key.id().starts_with("key-"));
-        assert!(gen_key_line(&GenKeyArgs {
-            id: Some("a:b".into())
-        })
-        .is_err());
     }
 }

@@ -1,0 +1,220 @@
+//! The command line of `credmgr`: its subcommands and the flags of each, every flag also
+//! readable from an environment variable, and the duration syntax the flags take.
+//!
+//! `--help` is made from these doc comments, env names and defaults; the README's
+//! configuration table repeats them by hand: change both together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[cfg(doc)]
+use super::Config;
+
+/// credmgr: an OAuth 2.0 credential manager for Envoy.
+#[derive(Parser)]
+#[command(name = "credmgr", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane: management API, runtime API, token store.
+    Serve(Box<ServeArgs>),
+    /// Print a new random key-encryption key as `ID:BASE64`, for CREDMGR_KEYS.
+    GenKey(GenKeyArgs),
+}
+
+/// Flags of `credmgr serve`. Deliberately not `Debug`: it holds secrets in plain text until
+/// [`Config::from_args`] wraps them.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "CREDMGR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database URL. `sqlite://PATH` (one node; the file is created if missing; WAL mode) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (several replicas on one database; TLS
+    /// with `?sslmode=require` or `verify-full`). The schema is migrated at start-up.
+    #[arg(
+        long,
+        env = "CREDMGR_DATABASE_URL",
+        default_value = "sqlite://credmgr.db"
+    )]
+    pub database_url: String,
+
+    /// Bearer token for the management API (`/v1`). Use 32 random bytes, e.g.
+    /// `openssl rand -base64 32`.
+    #[arg(long, env = "CREDMGR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// Gateway key for the runtime API as NAME=KEY; repeat the flag, or separate entries
+    /// with commas in the environment variable. NAME identifies the gateway in logs.
+    /// Without any, the runtime API refuses every request.
+    #[arg(
+        long = "gateway-key",
+        env = "CREDMGR_GATEWAY_KEYS",
+        value_name = "NAME=KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub gateway_keys: Vec<String>,
+
+    /// Also serve the runtime API to gateways over TLS on this address, where each gateway
+    /// must present a client certificate signed by CREDMGR_GATEWAY_CLIENT_CA that names it by
+    /// the URI SAN `spiffe://<trust domain>/gateway/<name>`. Port 0 picks a free port (the
+    /// chosen address is printed). Needs --tls-cert, --tls-key and --gateway-client-ca.
+    #[arg(long, env = "CREDMGR_GATEWAY_TLS_LISTEN", value_name = "ADDR")]
+    pub gateway_tls_listen: Option<SocketAddr>,
+
+    /// PEM file with the control plane's TLS certificate (it must carry the DNS name or IP
+    /// address gateways reach it by as a subjectAltName), then any intermediates.
+    #[arg(long, env = "CREDMGR_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert (PKCS#8, RSA or EC; unencrypted).
+    #[arg(long, env = "CREDMGR_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file with the CA certificates that sign gateways' client certificates.
+    #[arg(long, env = "CREDMGR_GATEWAY_CLIENT_CA", value_name = "PATH")]
+    pub gateway_client_ca: Option<PathBuf>,
+
+    /// Key-encryption keys as comma-separated ID:BASE64 entries (32-byte keys, from
+    /// `credmgr gen-key`). Keep retired keys listed until nothing is wrapped with them.
+    #[arg(
+        long,
+        env = "CREDMGR_KEYS",
+        value_name = "ID:BASE64,...",
+        value_delimiter = ',',
+        hide_env_values = true,
+        conflicts_with = "key_file"
+    )]
+    pub keys: Vec<String>,
+
+    /// File with one ID:BASE64 key-encryption key per line, and optionally a line
+    /// `active=ID` naming the active key (it takes precedence over CREDMGR_ACTIVE_KEY_ID);
+    /// blank lines and lines starting with `#` are ignored. Instead of --keys. The file is
+    /// read again on SIGHUP and on `POST /v1/keys/reload`, for key rotation without restart.
+    #[arg(long, env = "CREDMGR_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Id of the key-encryption key that encrypts new secrets. Needed when several keys
+    /// are configured; defaults to the only one otherwise.
+    #[arg(long, env = "CREDMGR_ACTIVE_KEY_ID", value_name = "ID")]
+    pub active_key_id: Option<String>,
+
+    /// Timeout of each request to a provider's token endpoint, e.g. `10s`, `500ms`, `1m`;
+    /// a bare number is seconds.
+    #[arg(
+        long,
+        env = "CREDMGR_PROVIDER_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub provider_timeout: Duration,
+
+    /// The control plane's URL as browsers reach it, e.g. `https://credmgr.example.com`.
+    /// Login links point here, and `<public URL>/oauth2/callback` is the redirect URI to
+    /// register at each authorization-code provider. Defaults to `http://<listen address>`.
+    #[arg(long, env = "CREDMGR_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// How long a login link stays valid (it is also single-use), e.g. `10m`.
+    #[arg(
+        long,
+        env = "CREDMGR_LOGIN_LINK_TTL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub login_link_ttl: Duration,
+
+    /// A token is refreshed at 80 % of its lifetime, and at the latest this long before it
+    /// expires (but never before half its lifetime).
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_SKEW",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub refresh_skew: Duration,
+
+    /// How often the background scheduler looks for tokens to refresh before they are due;
+    /// `0` turns proactive refresh off (tokens are then refreshed only on runtime requests).
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_INTERVAL",
+        default_value = "1s",
+        value_parser = parse_duration
+    )]
+    pub refresh_interval: Duration,
+
+    /// How many token refreshes the background scheduler makes at once (1 to 1024). Raise it
+    /// when providers answer slowly and many tokens come due together (a bulk import comes
+    /// due again at the rate it was created); lower it for a provider that throttles its token
+    /// endpoint.
+    #[arg(
+        long,
+        env = "CREDMGR_REFRESH_CONCURRENCY",
+        default_value_t = crate::tokens::scheduler::DEFAULT_CONCURRENCY,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub refresh_concurrency: u16,
+
+    /// The longest a gateway goes on deciding from access policies and trusted issuers it was
+    /// sent before it asks again: a changed or deleted policy, or a new issuer key, reaches
+    /// every gateway within this time. Gateways ask again after half of it.
+    #[arg(
+        long,
+        env = "CREDMGR_ACCESS_REFRESH",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub access_refresh: Duration,
+}
+
+#[derive(Args)]
+pub struct GenKeyArgs {
+    /// Id of the new key (letters, digits, `-`, `_`, `.`); defaults to `key-YYYYMMDD`.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 10s, 500ms or 1m"))?;
+    match unit.trim() {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!(
+            "unknown unit `{other}` in `{text}`: use ms, s or m"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}
