@@ -1,6 +1,6 @@
 //! Connections: their configuration and status, listed in pages.
 
-use super::dialect::BeginWrite as _;
+use super::exec::args;
 use super::rows::{connection_from_row, split_error, CONNECTION_SELECT};
 use super::{ConnectionRecord, Store, StoreError};
 use crate::crypto::Envelope;
@@ -11,26 +11,18 @@ impl Store {
         provider_id: &str,
         id: &str,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!("{CONNECTION_SELECT} WHERE c.provider_id = $1 AND c.id = $2");
-            let row = sqlx::query(&sql)
-                .bind(provider_id)
-                .bind(id)
-                .fetch_optional(db)
-                .await?;
-            row.as_ref().map(connection_from_row).transpose()
-        })
+        let sql = format!("{CONNECTION_SELECT} WHERE c.provider_id = $1 AND c.id = $2");
+        self.fetch_optional(&sql, &args![provider_id, id], connection_from_row)
+            .await
     }
 
     pub async fn list_connections(
         &self,
         provider_id: &str,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!("{CONNECTION_SELECT} WHERE c.provider_id = $1 ORDER BY c.id");
-            let rows = sqlx::query(&sql).bind(provider_id).fetch_all(db).await?;
-            rows.iter().map(connection_from_row).collect()
-        })
+        let sql = format!("{CONNECTION_SELECT} WHERE c.provider_id = $1 ORDER BY c.id");
+        self.fetch_all(&sql, &args![provider_id], connection_from_row)
+            .await
     }
 
     /// At most `limit` connections of a provider whose ids sort after `after` (from the
@@ -41,48 +33,38 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!(
-                "{CONNECTION_SELECT} WHERE c.provider_id = $1 AND c.id > $2 ORDER BY c.id LIMIT $3"
-            );
-            let rows = sqlx::query(&sql)
-                .bind(provider_id)
-                .bind(after.unwrap_or(""))
-                .bind(i64::from(limit))
-                .fetch_all(db)
-                .await?;
-            rows.iter().map(connection_from_row).collect()
-        })
+        let sql = format!(
+            "{CONNECTION_SELECT} WHERE c.provider_id = $1 AND c.id > $2 ORDER BY c.id LIMIT $3"
+        );
+        let binds = args![provider_id, after.unwrap_or(""), i64::from(limit)];
+        self.fetch_all(&sql, &binds, connection_from_row).await
     }
 
     /// Inserts a new connection; `false` if one with that id exists already under the
     /// provider. Fails if the provider does not exist (foreign key).
     pub async fn insert_connection(&self, c: &ConnectionRecord) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let (error_code, error_message) = split_error(&c.error);
-            let done = sqlx::query(
-                "INSERT INTO connections (provider_id, id, display_name, client_id, client_secret, \
-                 status, error_code, error_message, token_generation, last_refresh_at, created_at, \
-                 updated_at, etag) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (provider_id, id) DO NOTHING",
-            )
-            .bind(&c.provider_id)
-            .bind(&c.id)
-            .bind(&c.display_name)
-            .bind(&c.client_id)
-            .bind(c.client_secret.as_ref().map(Envelope::to_bytes))
-            .bind(c.status.as_str())
-            .bind(error_code)
-            .bind(error_message)
-            .bind(c.token_generation)
-            .bind(c.last_refresh_at)
-            .bind(c.created_at)
-            .bind(c.updated_at)
-            .bind(&c.etag)
-            .execute(db)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let (error_code, error_message) = split_error(&c.error);
+        let sql = "INSERT INTO connections (provider_id, id, display_name, client_id, \
+                   client_secret, status, error_code, error_message, token_generation, \
+                   last_refresh_at, created_at, updated_at, etag) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                   ON CONFLICT (provider_id, id) DO NOTHING";
+        let binds = args![
+            &c.provider_id,
+            &c.id,
+            &c.display_name,
+            &c.client_id,
+            c.client_secret.as_ref().map(Envelope::to_bytes),
+            c.status.as_str(),
+            error_code,
+            error_message,
+            c.token_generation,
+            c.last_refresh_at,
+            c.created_at,
+            c.updated_at,
+            &c.etag,
+        ];
+        Ok(self.execute(sql, &binds).await? == 1)
     }
 
     /// Replaces a connection's configuration (name, credentials override) if its etag is
@@ -94,44 +76,43 @@ impl Store {
         invalidate_token: bool,
         expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let mut tx = db.begin_write().await?;
-            let done = sqlx::query(
-                "UPDATE connections SET display_name = $1, client_id = $2, client_secret = $3, \
-                 updated_at = $4, etag = $5 WHERE provider_id = $6 AND id = $7 AND etag = $8",
+        let key = args![&c.provider_id, &c.id];
+        let mut tx = self.begin_write().await?;
+        let replaced = tx
+            .execute(
+                "UPDATE connections SET display_name = $3, client_id = $4, client_secret = $5, \
+                 updated_at = $6, etag = $7 WHERE provider_id = $1 AND id = $2 AND etag = $8",
+                &args![
+                    &c.provider_id,
+                    &c.id,
+                    &c.display_name,
+                    &c.client_id,
+                    c.client_secret.as_ref().map(Envelope::to_bytes),
+                    c.updated_at,
+                    &c.etag,
+                    expected_etag,
+                ],
             )
-            .bind(&c.display_name)
-            .bind(&c.client_id)
-            .bind(c.client_secret.as_ref().map(Envelope::to_bytes))
-            .bind(c.updated_at)
-            .bind(&c.etag)
-            .bind(&c.provider_id)
-            .bind(&c.id)
-            .bind(expected_etag)
-            .execute(&mut *tx)
             .await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            if invalidate_token {
-                sqlx::query("DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2")
-                    .bind(&c.provider_id)
-                    .bind(&c.id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE connections SET token_generation = token_generation + 1, \
-                     status = 'not_connected', error_code = NULL, error_message = NULL \
-                     WHERE provider_id = $1 AND id = $2",
-                )
-                .bind(&c.provider_id)
-                .bind(&c.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(true)
-        })
+        if replaced == 0 {
+            return Ok(false);
+        }
+        if invalidate_token {
+            tx.execute(
+                "DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2",
+                &key,
+            )
+            .await?;
+            tx.execute(
+                "UPDATE connections SET token_generation = token_generation + 1, \
+                 status = 'not_connected', error_code = NULL, error_message = NULL \
+                 WHERE provider_id = $1 AND id = $2",
+                &key,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Deletes a connection (only if its etag is `expected_etag`, when given).
@@ -141,18 +122,11 @@ impl Store {
         id: &str,
         expected_etag: Option<&str>,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let done = sqlx::query(
-                "DELETE FROM connections WHERE provider_id = $1 AND id = $2 \
-                 AND ($3 IS NULL OR etag = $4)",
-            )
-            .bind(provider_id)
-            .bind(id)
-            .bind(expected_etag)
-            .bind(expected_etag)
-            .execute(db)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let sql = "DELETE FROM connections WHERE provider_id = $1 AND id = $2 \
+                   AND (CAST($3 AS TEXT) IS NULL OR etag = $3)";
+        Ok(self
+            .execute(sql, &args![provider_id, id, expected_etag])
+            .await?
+            == 1)
     }
 }

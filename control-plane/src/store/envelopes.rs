@@ -1,26 +1,23 @@
 //! Every stored envelope, wherever it lives: what key rotation re-wraps and the key-usage
 //! report counts.
 
-use super::rows::{
-    envelope_keys, envelope_select, envelope_update, stored_envelope_from_row, EnvelopeKey,
-    ENVELOPE_FIELDS,
-};
-use super::{Store, StoreError, StoredEnvelope};
+use super::exec::{args, Arg};
+use super::rows::{envelope_select, envelope_update, stored_envelope_from_row, ENVELOPE_FIELDS};
+use super::{EnvelopeField, Store, StoreError, StoredEnvelope};
 use crate::crypto::Envelope;
 
 impl Store {
     /// Every stored envelope (key rotation and the key-usage report).
     pub async fn all_envelopes(&self) -> Result<Vec<StoredEnvelope>, StoreError> {
-        on_db!(self, |db| {
-            let mut out = Vec::new();
-            for field in ENVELOPE_FIELDS {
-                let rows = sqlx::query(&envelope_select(field)).fetch_all(db).await?;
-                for row in &rows {
-                    out.push(stored_envelope_from_row(field, row)?);
-                }
-            }
-            Ok(out)
-        })
+        let mut out = Vec::new();
+        for field in ENVELOPE_FIELDS {
+            let sql = envelope_select(field);
+            let found = self
+                .fetch_all(&sql, &[], |row| stored_envelope_from_row(field, row))
+                .await?;
+            out.extend(found);
+        }
+        Ok(out)
     }
 
     /// Writes `new` in place of `old.envelope`, only if the stored value is still exactly
@@ -30,17 +27,20 @@ impl Store {
         old: &StoredEnvelope,
         new: &Envelope,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let sql = envelope_update(old.field);
-            let mut query = sqlx::query(&sql).bind(new.to_bytes());
-            for key in envelope_keys(old) {
-                query = match key {
-                    EnvelopeKey::Text(t) => query.bind(t),
-                    EnvelopeKey::Bytes(b) => query.bind(b),
-                };
-            }
-            let done = query.bind(old.envelope.to_bytes()).execute(db).await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let mut binds = vec![Arg::from(new.to_bytes())];
+        binds.extend(keys(old));
+        binds.push(Arg::from(old.envelope.to_bytes()));
+        Ok(self.execute(&envelope_update(old.field), &binds).await? == 1)
+    }
+}
+
+/// The values of the keys [`envelope_update`] finds an envelope by, in order.
+fn keys(old: &StoredEnvelope) -> Vec<Arg<'_>> {
+    match old.field {
+        EnvelopeField::ProviderClientSecret => args![&old.provider_id].into(),
+        EnvelopeField::ConnectionClientSecret
+        | EnvelopeField::AccessToken
+        | EnvelopeField::RefreshToken => args![&old.provider_id, &old.connection_id].into(),
+        EnvelopeField::CodeVerifier => args![old.state_hash.as_slice()].into(),
     }
 }

@@ -5,10 +5,10 @@
 //!
 //! Two databases sit behind it: SQLite (one node, the default) and PostgreSQL (several
 //! replicas on one database). Each statement is written once, with `$n` placeholders that both
-//! sqlx drivers bind, and each method's body once, inside [`on_db!`], which compiles it for
-//! whichever pool the store holds. The few real differences (connecting, how a write
-//! transaction begins, SQLite's checkpoints) are in `dialect.rs`; `rows.rs` turns a row of
-//! either into a record. Each database has its own migration folder (`migrations/sqlite/`,
+//! sqlx drivers bind, and each method once: it hands its statement and [`exec::Arg`]s to
+//! `exec.rs`, which runs them on whichever pool the store holds, or in a write transaction,
+//! and `rows.rs` turns a row of either database into a record. The few real differences
+//! (connecting, how a write transaction begins, SQLite's checkpoints) are in `dialect.rs`. Each database has its own migration folder (`migrations/sqlite/`,
 //! `migrations/postgresql/`, numbered alike), since their DDL differs.
 //!
 //! The methods are grouped by what they keep: `providers.rs`, `connections.rs`, `tokens.rs`
@@ -16,23 +16,11 @@
 //! authorization requests in progress), `identities.rs` (trusted issuers and access
 //! policies) and `envelopes.rs` (every stored envelope, for key rotation).
 
-/// Runs a method's body against whichever database the store has: `on_db!(self, |db| body)`
-/// with `db` the pool (`&SqlitePool` or `&PgPool`). The body is written once and compiled once
-/// per database. It is spelled like a closure so that rustfmt formats it, but it is not one:
-/// `?` and `return` in it leave the method.
-macro_rules! on_db {
-    ($store:expr, |$db:ident| $body:expr) => {
-        match &$store.pool {
-            $crate::store::dialect::Pool::Sqlite($db) => $body,
-            $crate::store::dialect::Pool::Postgres($db) => $body,
-        }
-    };
-}
-
 mod connections;
 mod consent;
 mod dialect;
 mod envelopes;
+mod exec;
 mod identities;
 mod providers;
 pub mod records;
@@ -97,10 +85,7 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_db!(self, |db| {
-            sqlx::query("SELECT 1").execute(db).await?;
-            Ok(())
-        })
+        self.execute("SELECT 1", &[]).await.map(|_| ())
     }
 }
 

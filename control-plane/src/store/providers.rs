@@ -1,57 +1,30 @@
 //! Credential providers: their configuration, replaced only at the version the caller saw.
 
-use super::dialect::BeginWrite as _;
-use super::rows::{provider_from_row, to_json, PROVIDER_COLUMNS};
+use super::exec::{args, placeholders, Arg};
+use super::rows::{provider_from_row, to_json, PROVIDER_COLUMNS, PROVIDER_SETTINGS};
 use super::{ProviderRecord, Store, StoreError};
 
 impl Store {
     pub async fn get_provider(&self, id: &str) -> Result<Option<ProviderRecord>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = $1");
-            let row = sqlx::query(&sql).bind(id).fetch_optional(db).await?;
-            row.as_ref().map(provider_from_row).transpose()
-        })
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = $1");
+        self.fetch_optional(&sql, &args![id], provider_from_row)
+            .await
     }
 
     pub async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY id");
-            let rows = sqlx::query(&sql).fetch_all(db).await?;
-            rows.iter().map(provider_from_row).collect()
-        })
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY id");
+        self.fetch_all(&sql, &[], provider_from_row).await
     }
 
     /// Inserts a new provider; `false` if one with that id exists already.
     pub async fn insert_provider(&self, p: &ProviderRecord) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!(
-                "INSERT INTO providers ({PROVIDER_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT (id) DO NOTHING"
-            );
-            let done = sqlx::query(&sql)
-                .bind(&p.id)
-                .bind(&p.display_name)
-                .bind(p.identity_provider.as_str())
-                .bind(p.grant_type.as_str())
-                .bind(&p.client_id)
-                .bind(p.client_secret.to_bytes())
-                .bind(&p.token_url)
-                .bind(to_json(&p.scopes)?)
-                .bind(p.token_endpoint_auth_method.as_str())
-                .bind(to_json(&p.token_params)?)
-                .bind(p.created_at)
-                .bind(p.updated_at)
-                .bind(&p.authorization_url)
-                .bind(&p.refresh_url)
-                .bind(&p.issuer)
-                .bind(to_json(&p.authorize_params)?)
-                .bind(to_json(&p.allowed_redirect_urls)?)
-                .bind(&p.etag)
-                .bind(to_json(&p.parameters)?)
-                .execute(db)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let sql = format!(
+            "INSERT INTO providers ({PROVIDER_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+            placeholders(1..=19)
+        );
+        let mut values = args![&p.id, p.created_at].to_vec();
+        values.extend(provider_settings(p)?);
+        Ok(self.execute(&sql, &values).await? == 1)
     }
 
     /// Replaces a provider (not its `created_at`) if its etag is still `expected_etag`;
@@ -64,57 +37,29 @@ impl Store {
         invalidate_tokens: bool,
         expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let mut tx = db.begin_write().await?;
-            let done = sqlx::query(
-                "UPDATE providers SET display_name = $1, identity_provider = $2, grant_type = $3, \
-                 client_id = $4, client_secret = $5, token_url = $6, scopes = $7, \
-                 token_endpoint_auth_method = $8, token_params = $9, updated_at = $10, \
-                 authorization_url = $11, refresh_url = $12, issuer = $13, authorize_params = $14, \
-                 allowed_redirect_urls = $15, etag = $16, preset_parameters = $17 \
-                 WHERE id = $18 AND etag = $19",
-            )
-            .bind(&p.display_name)
-            .bind(p.identity_provider.as_str())
-            .bind(p.grant_type.as_str())
-            .bind(&p.client_id)
-            .bind(p.client_secret.to_bytes())
-            .bind(&p.token_url)
-            .bind(to_json(&p.scopes)?)
-            .bind(p.token_endpoint_auth_method.as_str())
-            .bind(to_json(&p.token_params)?)
-            .bind(p.updated_at)
-            .bind(&p.authorization_url)
-            .bind(&p.refresh_url)
-            .bind(&p.issuer)
-            .bind(to_json(&p.authorize_params)?)
-            .bind(to_json(&p.allowed_redirect_urls)?)
-            .bind(&p.etag)
-            .bind(to_json(&p.parameters)?)
-            .bind(&p.id)
-            .bind(expected_etag)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            if invalidate_tokens {
-                sqlx::query("DELETE FROM tokens WHERE provider_id = $1")
-                    .bind(&p.id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE connections SET token_generation = token_generation + 1, \
-                     status = 'not_connected', error_code = NULL, error_message = NULL \
-                     WHERE provider_id = $1",
-                )
-                .bind(&p.id)
-                .execute(&mut *tx)
+        let sql = format!(
+            "UPDATE providers SET ({PROVIDER_SETTINGS}) = ({}) WHERE id = $18 AND etag = $19",
+            placeholders(1..=17)
+        );
+        let mut values = provider_settings(p)?.to_vec();
+        values.extend(args![&p.id, expected_etag]);
+        let mut tx = self.begin_write().await?;
+        if tx.execute(&sql, &values).await? == 0 {
+            return Ok(false);
+        }
+        if invalidate_tokens {
+            tx.execute("DELETE FROM tokens WHERE provider_id = $1", &args![&p.id])
                 .await?;
-            }
-            tx.commit().await?;
-            Ok(true)
-        })
+            tx.execute(
+                "UPDATE connections SET token_generation = token_generation + 1, \
+                 status = 'not_connected', error_code = NULL, error_message = NULL \
+                 WHERE provider_id = $1",
+                &args![&p.id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Deletes a provider with its connections and tokens (only if its etag is
@@ -124,16 +69,31 @@ impl Store {
         id: &str,
         expected_etag: Option<&str>,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            // Connections and tokens go with it: ON DELETE CASCADE.
-            let done =
-                sqlx::query("DELETE FROM providers WHERE id = $1 AND ($2 IS NULL OR etag = $3)")
-                    .bind(id)
-                    .bind(expected_etag)
-                    .bind(expected_etag)
-                    .execute(db)
-                    .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        // Connections and tokens go with it: ON DELETE CASCADE.
+        let sql = "DELETE FROM providers WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR etag = $2)";
+        Ok(self.execute(sql, &args![id, expected_etag]).await? == 1)
     }
+}
+
+/// A provider's values in the order of [`PROVIDER_SETTINGS`].
+fn provider_settings(p: &ProviderRecord) -> Result<[Arg<'_>; 17], StoreError> {
+    Ok(args![
+        &p.display_name,
+        p.identity_provider.as_str(),
+        p.grant_type.as_str(),
+        &p.client_id,
+        p.client_secret.to_bytes(),
+        &p.token_url,
+        to_json(&p.scopes)?,
+        p.token_endpoint_auth_method.as_str(),
+        to_json(&p.token_params)?,
+        p.updated_at,
+        &p.authorization_url,
+        &p.refresh_url,
+        &p.issuer,
+        to_json(&p.authorize_params)?,
+        to_json(&p.allowed_redirect_urls)?,
+        &p.etag,
+        to_json(&p.parameters)?,
+    ])
 }

@@ -16,10 +16,18 @@ use super::{
 };
 use crate::crypto::Envelope;
 
-pub(super) const PROVIDER_COLUMNS: &str = "id, display_name, identity_provider, grant_type, \
-     client_id, client_secret, token_url, scopes, token_endpoint_auth_method, token_params, \
-     created_at, updated_at, authorization_url, refresh_url, issuer, authorize_params, \
-     allowed_redirect_urls, etag, preset_parameters";
+/// A provider's columns that a replace writes, in the order they are bound.
+macro_rules! provider_settings {
+    () => {
+        "display_name, identity_provider, grant_type, client_id, client_secret, token_url, \
+         scopes, token_endpoint_auth_method, token_params, updated_at, authorization_url, \
+         refresh_url, issuer, authorize_params, allowed_redirect_urls, etag, preset_parameters"
+    };
+}
+
+pub(super) const PROVIDER_SETTINGS: &str = provider_settings!();
+
+pub(super) const PROVIDER_COLUMNS: &str = concat!("id, created_at, ", provider_settings!());
 
 pub(super) const CONNECTION_SELECT: &str = "SELECT c.provider_id, c.id, c.display_name, \
      c.client_id, c.client_secret, c.status, c.error_code, c.error_message, c.token_generation, \
@@ -47,11 +55,8 @@ pub(super) const RUNTIME_SELECT: &str = "SELECT c.id AS connection_id, \
      LEFT JOIN tokens t ON t.provider_id = c.provider_id AND t.connection_id = c.id \
      WHERE p.id = $1";
 
-/// The answer of [`RUNTIME_SELECT`] (`None`: no row).
-pub(super) fn runtime_view_from_row(row: Option<&impl Columns>) -> Result<RuntimeView, StoreError> {
-    let Some(row) = row else {
-        return Ok(RuntimeView::NoProvider);
-    };
+/// The row of [`RUNTIME_SELECT`] (no row: [`RuntimeView::NoProvider`]).
+pub(super) fn runtime_view_from_row(row: &dyn Columns) -> Result<RuntimeView, StoreError> {
     if row.opt_text("connection_id")?.is_none() {
         return Ok(RuntimeView::NoConnection);
     }
@@ -165,7 +170,7 @@ fn envelope(column: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
     Envelope::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
-pub(super) fn provider_from_row(row: &impl Columns) -> Result<ProviderRecord, StoreError> {
+pub(super) fn provider_from_row(row: &dyn Columns) -> Result<ProviderRecord, StoreError> {
     Ok(ProviderRecord {
         id: row.text("id")?,
         display_name: row.opt_text("display_name")?,
@@ -195,7 +200,7 @@ pub(super) fn provider_from_row(row: &impl Columns) -> Result<ProviderRecord, St
     })
 }
 
-pub(super) fn connection_from_row(row: &impl Columns) -> Result<ConnectionRecord, StoreError> {
+pub(super) fn connection_from_row(row: &dyn Columns) -> Result<ConnectionRecord, StoreError> {
     let code = row.opt_text("error_code")?;
     let message = row.opt_text("error_message")?;
     let secret = row.opt_bytes("client_secret")?;
@@ -217,7 +222,7 @@ pub(super) fn connection_from_row(row: &impl Columns) -> Result<ConnectionRecord
     })
 }
 
-pub(super) fn token_from_row(row: &impl Columns) -> Result<TokenRecord, StoreError> {
+pub(super) fn token_from_row(row: &dyn Columns) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         access_token: envelope("access_token", &row.bytes("access_token")?)?,
         refresh_token: row
@@ -233,7 +238,7 @@ pub(super) fn token_from_row(row: &impl Columns) -> Result<TokenRecord, StoreErr
     })
 }
 
-pub(super) fn link_from_row(row: &impl Columns) -> Result<LoginLink, StoreError> {
+pub(super) fn link_from_row(row: &dyn Columns) -> Result<LoginLink, StoreError> {
     Ok(LoginLink {
         id_hash: row.bytes("id_hash")?,
         provider_id: row.text("provider_id")?,
@@ -245,7 +250,7 @@ pub(super) fn link_from_row(row: &impl Columns) -> Result<LoginLink, StoreError>
     })
 }
 
-pub(super) fn consent_from_row(row: &impl Columns) -> Result<ConsentState, StoreError> {
+pub(super) fn consent_from_row(row: &dyn Columns) -> Result<ConsentState, StoreError> {
     Ok(ConsentState {
         state_hash: row.bytes("state_hash")?,
         browser_hash: row.bytes("browser_hash")?,
@@ -258,7 +263,7 @@ pub(super) fn consent_from_row(row: &impl Columns) -> Result<ConsentState, Store
     })
 }
 
-pub(super) fn schedule_from_row(row: &impl Columns) -> Result<TokenSchedule, StoreError> {
+pub(super) fn schedule_from_row(row: &dyn Columns) -> Result<TokenSchedule, StoreError> {
     Ok(TokenSchedule {
         provider_id: row.text("provider_id")?,
         connection_id: row.text("connection_id")?,
@@ -277,7 +282,7 @@ pub(super) fn envelope_select(field: EnvelopeField) -> String {
 /// One row of [`envelope_select`].
 pub(super) fn stored_envelope_from_row(
     field: EnvelopeField,
-    row: &impl Columns,
+    row: &dyn Columns,
 ) -> Result<StoredEnvelope, StoreError> {
     let (_, column, _) = envelope_location(field);
     Ok(StoredEnvelope {
@@ -318,32 +323,13 @@ pub(super) fn envelope_update(field: EnvelopeField) -> String {
     sql
 }
 
-/// The key values [`envelope_update`] binds, in order (text keys, or the state hash).
-pub(super) enum EnvelopeKey<'a> {
-    Text(&'a str),
-    Bytes(&'a [u8]),
-}
-
-pub(super) fn envelope_keys(old: &StoredEnvelope) -> Vec<EnvelopeKey<'_>> {
-    match old.field {
-        EnvelopeField::ProviderClientSecret => vec![EnvelopeKey::Text(&old.provider_id)],
-        EnvelopeField::ConnectionClientSecret
-        | EnvelopeField::AccessToken
-        | EnvelopeField::RefreshToken => vec![
-            EnvelopeKey::Text(&old.provider_id),
-            EnvelopeKey::Text(&old.connection_id),
-        ],
-        EnvelopeField::CodeVerifier => vec![EnvelopeKey::Bytes(&old.state_hash)],
-    }
-}
-
 pub(super) const ISSUER_COLUMNS: &str = "id, display_name, issuer, audiences, jwks_uri, jwks, \
      claims, leeway_seconds, etag, created_at, updated_at";
 
 pub(super) const POLICY_COLUMNS: &str =
     "provider_id, connection_id, id, display_name, identity, etag, created_at, updated_at";
 
-pub(super) fn issuer_from_row(row: &impl Columns) -> Result<super::IssuerRecord, StoreError> {
+pub(super) fn issuer_from_row(row: &dyn Columns) -> Result<super::IssuerRecord, StoreError> {
     Ok(super::IssuerRecord {
         id: row.text("id")?,
         display_name: row.opt_text("display_name")?,
@@ -362,7 +348,7 @@ pub(super) fn issuer_from_row(row: &impl Columns) -> Result<super::IssuerRecord,
     })
 }
 
-pub(super) fn policy_from_row(row: &impl Columns) -> Result<super::PolicyRecord, StoreError> {
+pub(super) fn policy_from_row(row: &dyn Columns) -> Result<super::PolicyRecord, StoreError> {
     Ok(super::PolicyRecord {
         provider_id: row.text("provider_id")?,
         connection_id: row.text("connection_id")?,

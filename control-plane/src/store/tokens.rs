@@ -2,7 +2,7 @@
 //! generation, the refresh token presented), failures recorded on the connection, the refresh
 //! lease that lets one replica at a time refresh a connection, and the refresh schedule.
 
-use super::dialect::BeginWrite as _;
+use super::exec::args;
 use super::rows::{
     runtime_view_from_row, schedule_from_row, to_json, token_from_row, RUNTIME_SELECT,
     SCHEDULE_COLUMNS, TOKEN_COLUMNS,
@@ -12,23 +12,22 @@ use super::{
 };
 use crate::crypto::Envelope;
 
+/// Records a failure on a connection still at the generation the token was asked for.
+/// Binds: provider, connection, generation, status, code, message.
+const RECORD_ERROR: &str = "UPDATE connections SET status = $4, error_code = $5, \
+     error_message = $6 WHERE provider_id = $1 AND id = $2 AND token_generation = $3";
+
 impl Store {
     pub async fn get_token(
         &self,
         provider_id: &str,
         connection_id: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE provider_id = $1 AND connection_id = $2"
-            );
-            let row = sqlx::query(&sql)
-                .bind(provider_id)
-                .bind(connection_id)
-                .fetch_optional(db)
-                .await?;
-            row.as_ref().map(token_from_row).transpose()
-        })
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE provider_id = $1 AND connection_id = $2"
+        );
+        self.fetch_optional(&sql, &args![provider_id, connection_id], token_from_row)
+            .await
     }
 
     /// Whether the provider and the connection exist, the connection's access policies and
@@ -39,14 +38,11 @@ impl Store {
         provider_id: &str,
         connection_id: &str,
     ) -> Result<RuntimeView, StoreError> {
-        on_db!(self, |db| {
-            let row = sqlx::query(RUNTIME_SELECT)
-                .bind(provider_id)
-                .bind(connection_id)
-                .fetch_optional(db)
-                .await?;
-            runtime_view_from_row(row.as_ref())
-        })
+        let binds = args![provider_id, connection_id];
+        let view = self
+            .fetch_optional(RUNTIME_SELECT, &binds, runtime_view_from_row)
+            .await?;
+        Ok(view.unwrap_or(RuntimeView::NoProvider))
     }
 
     /// Stores a newly obtained token and marks the connection `connected`, in one
@@ -92,60 +88,57 @@ impl Store {
         presented: Option<&Envelope>,
         t: &TokenRecord,
     ) -> Result<PutToken, StoreError> {
-        on_db!(self, |db| {
-            let mut tx = db.begin_write().await?;
-            let done = sqlx::query(
+        let key = args![provider_id, connection_id];
+        let mut tx = self.begin_write().await?;
+        let connected = tx
+            .execute(
                 "UPDATE connections SET status = 'connected', error_code = NULL, \
-                 error_message = NULL, last_refresh_at = $1 \
-                 WHERE provider_id = $2 AND id = $3 AND token_generation = $4",
+                 error_message = NULL, last_refresh_at = $4 \
+                 WHERE provider_id = $1 AND id = $2 AND token_generation = $3",
+                &args![provider_id, connection_id, generation, t.obtained_at],
             )
-            .bind(t.obtained_at)
-            .bind(provider_id)
-            .bind(connection_id)
-            .bind(generation)
-            .execute(&mut *tx)
             .await?;
-            if done.rows_affected() == 0 {
-                return Ok(PutToken::Reconfigured);
-            }
-            if let Some(presented) = presented {
-                let current: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        if connected == 0 {
+            return Ok(PutToken::Reconfigured);
+        }
+        if let Some(presented) = presented {
+            let current = tx
+                .fetch_optional(
                     "SELECT refresh_token FROM tokens WHERE provider_id = $1 AND connection_id = $2",
+                    &key,
+                    |row| Ok(row.opt_bytes("refresh_token")?),
                 )
-                .bind(provider_id)
-                .bind(connection_id)
-                .fetch_optional(&mut *tx)
                 .await?;
-                if current.flatten() != Some(presented.to_bytes()) {
-                    return Ok(PutToken::RefreshTokenChanged);
-                }
+            if current.flatten() != Some(presented.to_bytes()) {
+                return Ok(PutToken::RefreshTokenChanged);
             }
-            sqlx::query(
-                "INSERT INTO tokens (provider_id, connection_id, access_token, token_type, claims, \
-                 obtained_at, expires_at, refresh_at, refresh_token, refresh_token_expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (provider_id, connection_id) DO UPDATE SET \
-                 access_token = excluded.access_token, token_type = excluded.token_type, \
-                 refresh_token = excluded.refresh_token, \
-                 refresh_token_expires_at = excluded.refresh_token_expires_at, \
-                 claims = excluded.claims, obtained_at = excluded.obtained_at, \
-                 expires_at = excluded.expires_at, refresh_at = excluded.refresh_at",
-            )
-            .bind(provider_id)
-            .bind(connection_id)
-            .bind(t.access_token.to_bytes())
-            .bind(&t.token_type)
-            .bind(to_json(&t.claims)?)
-            .bind(t.obtained_at)
-            .bind(t.expires_at)
-            .bind(t.refresh_at)
-            .bind(t.refresh_token.as_ref().map(Envelope::to_bytes))
-            .bind(t.refresh_token_expires_at)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(PutToken::Stored)
-        })
+        }
+        tx.execute(
+            "INSERT INTO tokens (provider_id, connection_id, access_token, token_type, claims, \
+             obtained_at, expires_at, refresh_at, refresh_token, refresh_token_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (provider_id, connection_id) DO UPDATE SET \
+             access_token = excluded.access_token, token_type = excluded.token_type, \
+             refresh_token = excluded.refresh_token, \
+             refresh_token_expires_at = excluded.refresh_token_expires_at, \
+             claims = excluded.claims, obtained_at = excluded.obtained_at, \
+             expires_at = excluded.expires_at, refresh_at = excluded.refresh_at",
+            &args![
+                provider_id,
+                connection_id,
+                t.access_token.to_bytes(),
+                &t.token_type,
+                to_json(&t.claims)?,
+                t.obtained_at,
+                t.expires_at,
+                t.refresh_at,
+                t.refresh_token.as_ref().map(Envelope::to_bytes),
+                t.refresh_token_expires_at,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PutToken::Stored)
     }
 
     /// Records a failure to obtain a token on the connection (if still at `generation`);
@@ -157,21 +150,15 @@ impl Store {
         generation: i64,
         e: &ConnectionError<'_>,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let done = sqlx::query(
-                "UPDATE connections SET status = $1, error_code = $2, error_message = $3 \
-                 WHERE provider_id = $4 AND id = $5 AND token_generation = $6",
-            )
-            .bind(e.status.as_str())
-            .bind(e.code)
-            .bind(e.message)
-            .bind(provider_id)
-            .bind(connection_id)
-            .bind(generation)
-            .execute(db)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let binds = args![
+            provider_id,
+            connection_id,
+            generation,
+            e.status.as_str(),
+            e.code,
+            e.message
+        ];
+        Ok(self.execute(RECORD_ERROR, &binds).await? == 1)
     }
 
     /// After the provider refused the refresh token: deletes the connection's tokens and
@@ -183,42 +170,34 @@ impl Store {
         generation: i64,
         e: &ConnectionError<'_>,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let mut tx = db.begin_write().await?;
-            let done = sqlx::query(
-                "UPDATE connections SET status = $1, error_code = $2, error_message = $3 \
-                 WHERE provider_id = $4 AND id = $5 AND token_generation = $6",
-            )
-            .bind(e.status.as_str())
-            .bind(e.code)
-            .bind(e.message)
-            .bind(provider_id)
-            .bind(connection_id)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            sqlx::query("DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2")
-                .bind(provider_id)
-                .bind(connection_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        let binds = args![
+            provider_id,
+            connection_id,
+            generation,
+            e.status.as_str(),
+            e.code,
+            e.message
+        ];
+        let mut tx = self.begin_write().await?;
+        if tx.execute(RECORD_ERROR, &binds).await? == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2",
+            &args![provider_id, connection_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The tokens whose `refresh_at` is at or before `horizon`, soonest first.
     pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
-        on_db!(self, |db| {
-            let sql = format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM tokens WHERE refresh_at <= $1 ORDER BY refresh_at"
-            );
-            let rows = sqlx::query(&sql).bind(horizon).fetch_all(db).await?;
-            rows.iter().map(schedule_from_row).collect()
-        })
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM tokens WHERE refresh_at <= $1 ORDER BY refresh_at"
+        );
+        self.fetch_all(&sql, &args![horizon], schedule_from_row)
+            .await
     }
 
     /// Takes the connection's refresh lease for `owner` until `until`, if nobody else holds
@@ -231,22 +210,11 @@ impl Store {
         now: i64,
         until: i64,
     ) -> Result<bool, StoreError> {
-        on_db!(self, |db| {
-            let done = sqlx::query(
-                "UPDATE connections SET refresh_lease_owner = $1, refresh_lease_until = $2 \
-                 WHERE provider_id = $3 AND id = $4 AND (refresh_lease_owner IS NULL \
-                 OR refresh_lease_owner = $5 OR refresh_lease_until <= $6)",
-            )
-            .bind(owner)
-            .bind(until)
-            .bind(provider_id)
-            .bind(connection_id)
-            .bind(owner)
-            .bind(now)
-            .execute(db)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        let sql = "UPDATE connections SET refresh_lease_owner = $3, refresh_lease_until = $5 \
+                   WHERE provider_id = $1 AND id = $2 AND (refresh_lease_owner IS NULL \
+                   OR refresh_lease_owner = $3 OR refresh_lease_until <= $4)";
+        let binds = args![provider_id, connection_id, owner, now, until];
+        Ok(self.execute(sql, &binds).await? == 1)
     }
 
     /// Gives the lease back, if `owner` still holds it.
@@ -256,17 +224,10 @@ impl Store {
         connection_id: &str,
         owner: &str,
     ) -> Result<(), StoreError> {
-        on_db!(self, |db| {
-            sqlx::query(
-                "UPDATE connections SET refresh_lease_owner = NULL, refresh_lease_until = NULL \
-                 WHERE provider_id = $1 AND id = $2 AND refresh_lease_owner = $3",
-            )
-            .bind(provider_id)
-            .bind(connection_id)
-            .bind(owner)
-            .execute(db)
+        let sql = "UPDATE connections SET refresh_lease_owner = NULL, refresh_lease_until = NULL \
+                   WHERE provider_id = $1 AND id = $2 AND refresh_lease_owner = $3";
+        self.execute(sql, &args![provider_id, connection_id, owner])
             .await?;
-            Ok(())
-        })
+        Ok(())
     }
 }
