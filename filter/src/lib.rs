@@ -7,6 +7,8 @@
 
 pub mod cache;
 pub mod config;
+mod config_compile;
+mod config_raw;
 pub mod host;
 pub mod identity;
 pub mod pipeline;
