@@ -9,6 +9,8 @@ pub mod cache;
 pub mod config;
 mod config_compile;
 mod config_raw;
+pub mod denials;
+pub mod failure;
 pub mod host;
 pub mod identity;
 pub mod pipeline;

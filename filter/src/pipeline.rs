@@ -7,6 +7,7 @@ use crate::cache::{freshness, Freshness};
 use crate::config::{
     ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step,
 };
+use crate::failure::Failure;
 use crate::host::{CallResponse, Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
@@ -52,36 +53,6 @@ pub enum Answer {
     Token(Result<Rc<RuntimeToken>, Failure>),
     /// The trusted issuers were fetched (or could not be).
     Issuers,
-}
-
-/// Why no token could be had, as answered to the caller.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub status: u16,
-    pub body: ErrorBody,
-}
-
-impl Failure {
-    pub fn unavailable(message: String) -> Failure {
-        Failure {
-            status: 503,
-            body: ErrorBody::new(codes::CONTROL_PLANE_UNAVAILABLE, message),
-        }
-    }
-
-    /// The caller's JWT is refused.
-    pub fn unauthenticated(e: &JwtError) -> Failure {
-        Failure {
-            status: 401,
-            body: ErrorBody::new(e.code(), format!("the caller's JWT is refused: {e}")),
-        }
-    }
-
-    /// A failure that only the control plane could fix (the gateway holds no usable
-    /// token): a cached token that is still valid may stand in for the answer.
-    pub fn is_unavailable(&self) -> bool {
-        self.status == 503
-    }
 }
 
 /// A context variable: the token it holds (`None`: null, after an ignored error) and the

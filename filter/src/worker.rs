@@ -10,9 +10,11 @@
 
 use crate::cache::{freshness, Freshness, TokenCache};
 use crate::config::{FilterConfig, PolicySet};
+use crate::denials::{self, Denials};
+use crate::failure::Failure;
 use crate::host::{CallResponse, Host, Level, SetSharedError};
 use crate::identity::{Identities, ISSUERS_KEY};
-use crate::pipeline::{parse_answer, Answer, Failure, Progress, Request, TokenNeed};
+use crate::pipeline::{parse_answer, Answer, Progress, Request, TokenNeed};
 use crate::stats::{self, Stats};
 use credmgr_common::error::codes;
 use credmgr_common::runtime::{TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH};
@@ -81,23 +83,15 @@ pub struct Worker {
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
     background: RefCell<BTreeMap<String, TokenNeed>>,
-    /// Refusals (403) by fetch key, with when they stop being repeated locally.
-    denials: RefCell<HashMap<String, (u64, Failure)>>,
-}
-
-/// Most refusals remembered per worker.
-const MAX_DENIALS: usize = 10_000;
-
-/// Shared-data key recording the expiry of a token that a backend refused, so that the next
-/// fetch from any worker asks the control plane for a newer one.
-fn rejected_key(key: &str) -> String {
-    format!("credmgr/v1/rejected/{key}")
+    /// The control plane's recent refusals, repeated without asking.
+    denials: Denials,
 }
 
 impl Worker {
     pub fn new(config: FilterConfig) -> Worker {
         Worker {
             cache: TokenCache::new(config.revalidate_ms, config.expiry_margin_ms),
+            denials: Denials::new(config.denial_ttl_ms),
             config: Rc::new(config),
             stats: Stats::default(),
             identities: Identities::default(),
@@ -105,7 +99,6 @@ impl Worker {
             fetches: RefCell::default(),
             calls: RefCell::default(),
             background: RefCell::default(),
-            denials: RefCell::default(),
         }
     }
 
@@ -175,9 +168,8 @@ impl Worker {
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
                 );
             }
-            let marker = token.expires_at.to_string();
             if let Err(SetSharedError::Host(e)) =
-                host.set_shared(&rejected_key(&key), marker.as_bytes(), None)
+                denials::record_rejected(host, &key, token.expires_at)
             {
                 host.log(
                     Level::Warn,
@@ -208,16 +200,7 @@ impl Worker {
     /// The control plane's refusal for `fetch_key`, if it came less than
     /// `cache.denial_ttl_ms` ago.
     pub fn recent_denial(&self, host: &impl Host, fetch_key: &str) -> Option<Failure> {
-        let now = host.now_ms();
-        let mut denials = self.denials.borrow_mut();
-        match denials.get(fetch_key) {
-            Some((until, failure)) if *until > now => Some(failure.clone()),
-            Some(_) => {
-                denials.remove(fetch_key);
-                None
-            }
-            None => None,
-        }
+        self.denials.recent(host, fetch_key)
     }
 
     /// Asks for `need` to be fetched again on the next tick.
@@ -398,17 +381,7 @@ impl Worker {
     ) -> Result<Rc<RuntimeToken>, Failure> {
         if failure.status == 403 {
             self.cache.expire(host, &need.key);
-            let mut denials = self.denials.borrow_mut();
-            // Bounded: a flood of distinct refused callers only costs memory up to here.
-            if denials.len() >= MAX_DENIALS {
-                let now = host.now_ms();
-                denials.retain(|_, (until, _)| *until > now);
-                if denials.len() >= MAX_DENIALS {
-                    denials.clear();
-                }
-            }
-            let until = host.now_ms().saturating_add(self.config.denial_ttl_ms);
-            denials.insert(need.fetch_key.clone(), (until, failure.clone()));
+            self.denials.remember(host, &need.fetch_key, &failure);
         }
         if !failure.is_unavailable() {
             return Err(failure);
@@ -519,15 +492,8 @@ impl Worker {
                 let mut path =
                     credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
                 // The control plane replaces a stored token no newer than one a backend
-                // refused; a marker older than the stored token changes nothing, so it is
-                // never cleared.
-                let rejected = host
-                    .get_shared(&rejected_key(&need.key))
-                    .ok()
-                    .and_then(|(v, _)| v)
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<i64>().ok());
-                if let Some(expires_at) = rejected {
+                // refused.
+                if let Some(expires_at) = denials::rejected_expiry(host, &need.key) {
                     path.push_str(&format!("?rejected_expires_at={expires_at}"));
                 }
                 caller_token = need.caller_token.as_deref();
