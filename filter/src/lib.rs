@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 mod config_compile;
 mod config_raw;
+pub mod control_plane;
 pub mod denials;
 pub mod failure;
 pub mod host;

@@ -7,8 +7,9 @@ use crate::cache::{freshness, Freshness};
 use crate::config::{
     ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step,
 };
+use crate::control_plane::TokenNeed;
 use crate::failure::Failure;
-use crate::host::{CallResponse, Host, HostError, Level};
+use crate::host::{Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
 use crate::template::{Segment, Values};
@@ -31,20 +32,6 @@ pub enum Progress {
     NeedIssuers(Option<(String, String)>),
     /// Answer the request locally with this status and body.
     Respond(u16, ErrorBody),
-}
-
-/// A token to fetch from the control plane.
-#[derive(Debug, Clone)]
-pub struct TokenNeed {
-    /// Shared-data key of the token.
-    pub key: String,
-    /// Requests with the same fetch key share one call: the cache key, plus the caller for
-    /// a JWT identity (the control plane decides for the caller whose JWT it is sent).
-    pub fetch_key: String,
-    pub provider_id: String,
-    pub connection_id: String,
-    /// The caller's JWT (identity-type `jwt`), sent to the control plane.
-    pub caller_token: Option<String>,
 }
 
 /// What a paused request was waiting for.
@@ -401,49 +388,6 @@ impl Request {
             }
         }
         Ok(wrote_token)
-    }
-}
-
-/// Reads the control plane's answer: a token, or the failure to report.
-pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
-    match response.status {
-        None => Err(Failure::unavailable(
-            "the credmgr control plane did not answer (connection failed or timed out)".into(),
-        )),
-        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
-            Failure::unavailable(format!(
-                "the credmgr control plane sent an unreadable token answer: {e}"
-            ))
-        }),
-        Some(status) => {
-            let body = serde_json::from_slice::<ErrorBody>(&response.body).unwrap_or_else(|_| {
-                // Not the control plane's own answer: Envoy's (no healthy upstream, connect
-                // failure) or a proxy's in between. Its first line says what happened.
-                let text = String::from_utf8_lossy(&response.body);
-                let first: String = text
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                ErrorBody::new(
-                    codes::CONTROL_PLANE_UNAVAILABLE,
-                    format!(
-                        "the credmgr control plane could not be reached (HTTP {status}: {first})"
-                    ),
-                )
-            });
-            // The caller may see 403 (policy denied) and a refused JWT (401 `jwt_*`) as
-            // they are; every other failure, including a 401 for the gateway's own
-            // credential, means the gateway has no usable token for it.
-            let status = match status {
-                403 => 403,
-                401 if body.error.code.starts_with("jwt_") => 401,
-                _ => 503,
-            };
-            Err(Failure { status, body })
-        }
     }
 }
 

@@ -10,14 +10,14 @@
 
 use crate::cache::{freshness, Freshness, TokenCache};
 use crate::config::{FilterConfig, PolicySet};
+use crate::control_plane::{self, parse_answer, parse_issuers, Need, TokenNeed};
 use crate::denials::{self, Denials};
 use crate::failure::Failure;
 use crate::host::{CallResponse, Host, Level, SetSharedError};
 use crate::identity::{Identities, ISSUERS_KEY};
-use crate::pipeline::{parse_answer, Answer, Progress, Request, TokenNeed};
+use crate::pipeline::{Answer, Progress, Request};
 use crate::stats::{self, Stats};
 use credmgr_common::error::codes;
-use credmgr_common::runtime::{TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH};
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -42,24 +42,6 @@ const ROUTE_POLICY: [&str; 5] = [
     "credmgr",
     "policy",
 ];
-
-/// What a call to the control plane is for.
-#[derive(Debug, Clone)]
-enum Need {
-    Token(TokenNeed),
-    /// The trusted issuers; with the issuer and key id of a token that names an unknown key.
-    Issuers(Option<(String, String)>),
-}
-
-impl Need {
-    /// Requests whose needs have the same key share one call.
-    fn key(&self) -> &str {
-        match self {
-            Need::Token(t) => &t.fetch_key,
-            Need::Issuers(_) => ISSUERS_KEY,
-        }
-    }
-}
 
 /// A call to the control plane in flight for one token, or for the trusted issuers.
 struct Fetch {
@@ -226,7 +208,7 @@ impl Worker {
             let Some(need) = self.fetches.borrow().get(&key).map(|f| f.need.clone()) else {
                 continue;
             };
-            match self.dispatch(host, &need) {
+            match control_plane::dispatch(host, &self.config.control_plane, &self.stats, &need) {
                 Ok(call) => {
                     let mut fetches = self.fetches.borrow_mut();
                     if let Some(f) = fetches.get_mut(&key) {
@@ -467,7 +449,7 @@ impl Worker {
         dispatcher: u32,
         waiters: Vec<u32>,
     ) -> Result<(), Failure> {
-        let call = self.dispatch(host, &need)?;
+        let call = control_plane::dispatch(host, &self.config.control_plane, &self.stats, &need)?;
         let key = need.key().to_owned();
         self.calls.borrow_mut().insert(call, key.clone());
         self.fetches.borrow_mut().insert(
@@ -481,65 +463,6 @@ impl Worker {
             },
         );
         Ok(())
-    }
-
-    /// Calls the control plane's runtime API for one token, or for the trusted issuers.
-    fn dispatch(&self, host: &impl Host, need: &Need) -> Result<u32, Failure> {
-        let cp = &self.config.control_plane;
-        let mut caller_token = None;
-        let path = match need {
-            Need::Token(need) => {
-                let mut path =
-                    credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
-                // The control plane replaces a stored token no newer than one a backend
-                // refused.
-                if let Some(expires_at) = denials::rejected_expiry(host, &need.key) {
-                    path.push_str(&format!("?rejected_expires_at={expires_at}"));
-                }
-                caller_token = need.caller_token.as_deref();
-                path
-            }
-            Need::Issuers(None) => ISSUERS_PATH.to_owned(),
-            Need::Issuers(Some((issuer, kid))) => format!(
-                "{ISSUERS_PATH}?issuer={}&kid={}",
-                percent_encode(issuer),
-                percent_encode(kid)
-            ),
-        };
-        let auth = cp.gateway_key.as_ref().map(|key| format!("Bearer {key}"));
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", cp.authority.as_str()),
-            ("accept", "application/json"),
-        ];
-        // No key: the gateway is known by its client certificate on the cluster (mTLS).
-        if let Some(auth) = &auth {
-            headers.push(("authorization", auth.as_str()));
-        }
-        if let Some(token) = caller_token {
-            headers.push((CALLER_TOKEN_HEADER, token));
-        }
-        self.stats.inc(match need {
-            Need::Token(_) => stats::CONTROL_PLANE_CALL,
-            Need::Issuers(_) => stats::ISSUERS_FETCH,
-        });
-        host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
-            .map_err(|e| {
-                self.stats
-                    .inc_by_reason(stats::CONTROL_PLANE_FAILURE, "dispatch_failed");
-                host.log(
-                    Level::Error,
-                    &format!(
-                        "cannot call the control plane through cluster {}: {e}",
-                        cp.cluster
-                    ),
-                );
-                Failure::unavailable(format!(
-                    "the gateway cannot reach the credmgr control plane (cluster {})",
-                    cp.cluster
-                ))
-            })
     }
 
     /// Claims the right to refresh `key` across this VM's workers with a CAS marker in shared
@@ -574,30 +497,3 @@ mod tests;
 #[cfg(test)]
 #[path = "worker_jwt_tests.rs"]
 mod jwt_tests;
-
-/// Reads the control plane's trusted-issuers document.
-fn parse_issuers(response: &CallResponse) -> Result<TrustedIssuers, Failure> {
-    match response.status {
-        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
-            Failure::unavailable(format!(
-                "the credmgr control plane sent an unreadable trusted-issuers answer: {e}"
-            ))
-        }),
-        _ => Err(parse_answer(response)
-            .err()
-            .unwrap_or_else(|| Failure::unavailable("unexpected answer".into()))),
-    }
-}
-
-/// Percent-encodes a query value (RFC 3986 §2.1): everything but unreserved characters.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
