@@ -15,6 +15,7 @@ pub mod failure;
 pub mod host;
 pub mod identity;
 pub mod pipeline;
+pub mod refresh;
 pub mod stats;
 pub mod template;
 #[cfg(test)]

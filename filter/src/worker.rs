@@ -16,11 +16,12 @@ use crate::failure::Failure;
 use crate::host::{CallResponse, Host, Level, SetSharedError};
 use crate::identity::{Identities, ISSUERS_KEY};
 use crate::pipeline::{Answer, Progress, Request};
+use crate::refresh::{self, Refreshes};
 use crate::stats::{self, Stats};
 use credmgr_common::error::codes;
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// What Envoy should do with a request now.
@@ -64,7 +65,7 @@ pub struct Worker {
     requests: RefCell<HashMap<u32, Request>>,
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
-    background: RefCell<BTreeMap<String, TokenNeed>>,
+    refreshes: Refreshes,
     /// The control plane's recent refusals, repeated without asking.
     denials: Denials,
 }
@@ -80,7 +81,7 @@ impl Worker {
             requests: RefCell::default(),
             fetches: RefCell::default(),
             calls: RefCell::default(),
-            background: RefCell::default(),
+            refreshes: Refreshes::default(),
         }
     }
 
@@ -187,10 +188,7 @@ impl Worker {
 
     /// Asks for `need` to be fetched again on the next tick.
     pub fn refresh_in_background(&self, need: TokenNeed) {
-        self.background
-            .borrow_mut()
-            .entry(need.fetch_key.clone())
-            .or_insert(need);
+        self.refreshes.ask(need);
     }
 
     /// The root context's periodic tick: calls again for orphaned fetches, and fetches the
@@ -231,7 +229,7 @@ impl Worker {
             }
         }
 
-        let due = std::mem::take(&mut *self.background.borrow_mut());
+        let due = self.refreshes.take();
         for (fetch_key, need) in due {
             if self.fetches.borrow().contains_key(&fetch_key) {
                 continue;
@@ -240,7 +238,7 @@ impl Worker {
             let fresh = self.cache.get(host, &need.key, now).is_some_and(|t| {
                 freshness(&t, now, self.config.expiry_margin_ms) == Freshness::Fresh
             });
-            if fresh || !self.claim(host, &need.key) {
+            if fresh || !refresh::claim(host, &need.key, self.config.control_plane.timeout_ms) {
                 continue;
             }
             self.stats.inc(stats::REFRESH_AHEAD);
@@ -254,7 +252,7 @@ impl Worker {
         if self.config.uses_jwt
             && !self.fetches.borrow().contains_key(ISSUERS_KEY)
             && self.identities.due(host)
-            && self.claim(host, ISSUERS_KEY)
+            && refresh::claim(host, ISSUERS_KEY, self.config.control_plane.timeout_ms)
         {
             let _ = self.start_fetch(host, Need::Issuers(None), root_ctx, Vec::new());
         }
@@ -463,30 +461,6 @@ impl Worker {
             },
         );
         Ok(())
-    }
-
-    /// Claims the right to refresh `key` across this VM's workers with a CAS marker in shared
-    /// data, valid for one call timeout. Another worker's live claim means it is fetching.
-    fn claim(&self, host: &impl Host, key: &str) -> bool {
-        let marker = format!("credmgr/v1/fetching/{key}");
-        let now = host.now_ms();
-        let (current, cas) = match host.get_shared(&marker) {
-            Ok(v) => v,
-            Err(_) => return true,
-        };
-        let held_until = current
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        if held_until > now {
-            return false;
-        }
-        let until = now.saturating_add(self.config.control_plane.timeout_ms);
-        match host.set_shared(&marker, until.to_string().as_bytes(), cas) {
-            Ok(()) => true,
-            Err(SetSharedError::CasMismatch) => false,
-            Err(SetSharedError::Host(_)) => true,
-        }
     }
 }
 
