@@ -20,6 +20,7 @@ pub mod stats;
 pub mod template;
 #[cfg(test)]
 mod test_host;
+pub mod view;
 pub mod worker;
 
 // The glue to Envoy; left out of unit-test builds, which run the logic through a fake host

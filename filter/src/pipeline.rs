@@ -1,7 +1,9 @@
 //! The policy pipeline of one request: its `get-authorization-context` and `set-header` steps,
-//! run in order. A step that needs a token the cache cannot give stops the pipeline with
-//! [`Progress::NeedToken`]; the [`Worker`](crate::worker::Worker) fetches it (once for every
-//! request that needs it) and hands the answer back through [`Request::token_ready`].
+//! run in order with what its worker lends it (a [`View`]: configuration, cache, counters,
+//! issuers, refusals, refresh queue). A step that needs a token the cache cannot give, or the
+//! trusted issuers, stops the pipeline and says so as data ([`Progress::NeedToken`],
+//! [`Progress::NeedIssuers`]); the worker fetches it (once for every request that needs it)
+//! and hands the answer back through [`Request::resume`].
 
 use crate::cache::{freshness, Freshness};
 use crate::config::{
@@ -13,7 +15,7 @@ use crate::host::{Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
 use crate::template::{Segment, Values};
-use crate::worker::Worker;
+use crate::view::View;
 use credmgr_common::access::{allowed, Caller};
 use credmgr_common::error::codes;
 use credmgr_common::jwt::{peek_issuer_and_kid, JwtError};
@@ -77,21 +79,21 @@ impl Request {
     }
 
     /// Runs steps until the pipeline is done, needs a token, or must answer.
-    pub fn advance(&mut self, host: &impl Host, worker: &Worker) -> Progress {
+    pub fn advance(&mut self, host: &impl Host, view: &View) -> Progress {
         let Some(policy) = self.policy.clone() else {
             return Progress::Done;
         };
         while let Some(step) = policy.steps.get(self.next_step) {
             match step {
                 Step::GetAuthorizationContext(g) => {
-                    if let Some(progress) = self.get_context(host, worker, g) {
+                    if let Some(progress) = self.get_context(host, view, g) {
                         return progress;
                     }
                 }
                 Step::SetHeader(s) => match self.set_header(host, s) {
                     Ok(injected) => {
                         if injected {
-                            worker.stats.inc(stats::TOKEN_INJECTED);
+                            view.stats.inc(stats::TOKEN_INJECTED);
                         }
                     }
                     Err(e) => {
@@ -110,11 +112,11 @@ impl Request {
     }
 
     /// What the request waited for arrived; continues the pipeline.
-    pub fn resume(&mut self, host: &impl Host, worker: &Worker, answer: Answer) -> Progress {
+    pub fn resume(&mut self, host: &impl Host, view: &View, answer: Answer) -> Progress {
         match answer {
             // The step runs again, now with the issuers (or without them, and fails).
-            Answer::Issuers => self.advance(host, worker),
-            Answer::Token(result) => self.token_ready(host, worker, result),
+            Answer::Issuers => self.advance(host, view),
+            Answer::Token(result) => self.token_ready(host, view, result),
         }
     }
 
@@ -122,7 +124,7 @@ impl Request {
     pub fn token_ready(
         &mut self,
         host: &impl Host,
-        worker: &Worker,
+        view: &View,
         result: Result<Rc<RuntimeToken>, Failure>,
     ) -> Progress {
         let Some(Step::GetAuthorizationContext(step)) = self.current_step() else {
@@ -138,7 +140,7 @@ impl Request {
             }
         }
         self.next_step += 1;
-        self.advance(host, worker)
+        self.advance(host, view)
     }
 
     fn current_step(&self) -> Option<&Step> {
@@ -223,7 +225,7 @@ impl Request {
     fn get_context(
         &mut self,
         host: &impl Host,
-        worker: &Worker,
+        view: &View,
         step: &GetAuthorizationContext,
     ) -> Option<Progress> {
         // One clock read per step: expiry margins and leeways are seconds.
@@ -236,7 +238,7 @@ impl Request {
                 };
                 let rendered = identity.render(&values).unwrap_or_default();
                 let token = bearer_token(&rendered).to_owned();
-                match self.verify_caller(host, worker, &token, now) {
+                match self.verify_caller(host, view, &token, now) {
                     Ok(caller) => self.caller = Some(caller),
                     Err(Progress::Respond(status, body)) => {
                         return self.fail(host, step, Failure { status, body })
@@ -248,9 +250,9 @@ impl Request {
             _ => None,
         };
         let key = &step.cache_key;
-        let cached = worker.cache.get(host, key, now);
+        let cached = view.cache.get(host, key, now);
         let usable = match &cached {
-            Some(token) => freshness(token, now, worker.config.expiry_margin_ms),
+            Some(token) => freshness(token, now, view.config.expiry_margin_ms),
             None => Freshness::Expired,
         };
         let need = || TokenNeed {
@@ -265,11 +267,11 @@ impl Request {
         };
         match (usable, cached) {
             (Freshness::Fresh | Freshness::Refresh, Some(token)) => {
-                worker.stats.inc(stats::CACHE_HIT);
+                view.stats.inc(stats::CACHE_HIT);
                 // Past its refresh point but valid: serve it, and have it fetched again in
                 // the background, so no request waits for the refresh.
                 if usable == Freshness::Refresh {
-                    worker.refresh_in_background(need());
+                    view.refreshes.ask(need());
                 }
                 match self.check_access(step, token) {
                     Ok(token) => {
@@ -282,10 +284,10 @@ impl Request {
             _ => {
                 let need = need();
                 // Refused a moment ago: refused again without asking.
-                if let Some(failure) = worker.recent_denial(host, &need.fetch_key) {
+                if let Some(failure) = view.denials.recent(host, &need.fetch_key) {
                     return self.fail(host, step, failure);
                 }
-                worker.stats.inc(stats::CACHE_MISS);
+                view.stats.inc(stats::CACHE_MISS);
                 Some(Progress::NeedToken(need))
             }
         }
@@ -296,7 +298,7 @@ impl Request {
     fn verify_caller(
         &mut self,
         host: &impl Host,
-        worker: &Worker,
+        view: &View,
         token: &str,
         now: u64,
     ) -> Result<Caller, Progress> {
@@ -309,7 +311,7 @@ impl Request {
                 "the request carries no caller JWT".into(),
             )));
         }
-        let Some(issuers) = worker.identities.issuers(host, now) else {
+        let Some(issuers) = view.identities.issuers(host, now) else {
             if self.hinted {
                 return Err(Progress::Respond(
                     503,
@@ -324,15 +326,15 @@ impl Request {
             return Err(Progress::NeedIssuers(None));
         };
         let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
-        let before = worker.identities.verifications();
-        let result = worker.identities.verify(&issuers, token, now_s);
-        if worker.identities.verifications() > before {
-            worker.stats.inc(stats::JWT_VERIFIED);
+        let before = view.identities.verifications();
+        let result = view.identities.verify(&issuers, token, now_s);
+        if view.identities.verifications() > before {
+            view.stats.inc(stats::JWT_VERIFIED);
         }
         match result {
             Ok(v) => Ok(Caller::Jwt(v.identity)),
             Err(JwtError::UnknownKey(Some(kid)))
-                if !self.hinted && worker.identities.may_hint(host) =>
+                if !self.hinted && view.identities.may_hint(host) =>
             {
                 // The issuer may have rotated its keys: ask once, then decide.
                 self.hinted = true;

@@ -8,16 +8,17 @@
 //! noticed goes on with the current token, and a call made by the root context is not
 //! cancelled when a request ends.
 
-use crate::cache::{freshness, Freshness, TokenCache};
+use crate::cache::{freshness, Freshness};
 use crate::config::{FilterConfig, PolicySet};
 use crate::control_plane::{self, parse_answer, parse_issuers, Need, TokenNeed};
-use crate::denials::{self, Denials};
+use crate::denials;
 use crate::failure::Failure;
 use crate::host::{CallResponse, Host, Level, SetSharedError};
-use crate::identity::{Identities, ISSUERS_KEY};
+use crate::identity::ISSUERS_KEY;
 use crate::pipeline::{Answer, Progress, Request};
-use crate::refresh::{self, Refreshes};
-use crate::stats::{self, Stats};
+use crate::refresh;
+use crate::stats;
+use crate::view::View;
 use credmgr_common::error::codes;
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
@@ -58,30 +59,21 @@ struct Fetch {
 
 /// One worker's filter state.
 pub struct Worker {
-    pub config: Rc<FilterConfig>,
-    pub cache: TokenCache,
-    pub stats: Stats,
-    pub identities: Identities,
+    /// What the requests' pipelines see: configuration, cache, counters, issuers, refusals,
+    /// refresh queue.
+    pub view: View,
     requests: RefCell<HashMap<u32, Request>>,
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
-    refreshes: Refreshes,
-    /// The control plane's recent refusals, repeated without asking.
-    denials: Denials,
 }
 
 impl Worker {
     pub fn new(config: FilterConfig) -> Worker {
         Worker {
-            cache: TokenCache::new(config.revalidate_ms, config.expiry_margin_ms),
-            denials: Denials::new(config.denial_ttl_ms),
-            config: Rc::new(config),
-            stats: Stats::default(),
-            identities: Identities::default(),
+            view: View::new(config),
             requests: RefCell::default(),
             fetches: RefCell::default(),
             calls: RefCell::default(),
-            refreshes: Refreshes::default(),
         }
     }
 
@@ -100,10 +92,10 @@ impl Worker {
             }
         };
         let Some(name) = named else {
-            return Ok(self.config.default_policy.clone());
+            return Ok(self.view.config.default_policy.clone());
         };
         let name = String::from_utf8_lossy(&name);
-        match self.config.policies.get(name.as_ref()) {
+        match self.view.config.policies.get(name.as_ref()) {
             Some(set) => Ok(Some(Rc::clone(set))),
             None => Err(format!(
                 "the route names policy set {name:?} (filter_metadata.credmgr.policy), which the credmgr filter configuration does not define"
@@ -116,7 +108,7 @@ impl Worker {
         match self.policy_for_route(host) {
             Ok(policy) => {
                 let mut request = Request::new(policy);
-                let progress = request.advance(host, self);
+                let progress = request.advance(host, &self.view);
                 self.settle(host, ctx, request, progress)
             }
             Err(message) => {
@@ -144,8 +136,8 @@ impl Worker {
             None => return,
         };
         for (key, token) in injected {
-            self.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
-            if self.cache.retire(host, &key, &token) {
+            self.view.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
+            if self.view.cache.retire(host, &key, &token) {
                 host.log(
                     Level::Info,
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
@@ -180,21 +172,15 @@ impl Worker {
         });
     }
 
-    /// The control plane's refusal for `fetch_key`, if it came less than
-    /// `cache.denial_ttl_ms` ago.
-    pub fn recent_denial(&self, host: &impl Host, fetch_key: &str) -> Option<Failure> {
-        self.denials.recent(host, fetch_key)
-    }
-
     /// Asks for `need` to be fetched again on the next tick.
     pub fn refresh_in_background(&self, need: TokenNeed) {
-        self.refreshes.ask(need);
+        self.view.refreshes.ask(need);
     }
 
     /// The root context's periodic tick: calls again for orphaned fetches, and fetches the
     /// tokens that requests found past their refresh point.
     pub fn on_tick(&self, host: &impl Host, root_ctx: u32) {
-        self.stats.flush(host);
+        self.view.stats.flush(host);
         let orphaned: Vec<String> = self
             .fetches
             .borrow()
@@ -206,7 +192,12 @@ impl Worker {
             let Some(need) = self.fetches.borrow().get(&key).map(|f| f.need.clone()) else {
                 continue;
             };
-            match control_plane::dispatch(host, &self.config.control_plane, &self.stats, &need) {
+            match control_plane::dispatch(
+                host,
+                &self.view.config.control_plane,
+                &self.view.stats,
+                &need,
+            ) {
                 Ok(call) => {
                     let mut fetches = self.fetches.borrow_mut();
                     if let Some(f) = fetches.get_mut(&key) {
@@ -229,19 +220,20 @@ impl Worker {
             }
         }
 
-        let due = self.refreshes.take();
+        let due = self.view.refreshes.take();
         for (fetch_key, need) in due {
             if self.fetches.borrow().contains_key(&fetch_key) {
                 continue;
             }
             let now = host.now_ms();
-            let fresh = self.cache.get(host, &need.key, now).is_some_and(|t| {
-                freshness(&t, now, self.config.expiry_margin_ms) == Freshness::Fresh
+            let fresh = self.view.cache.get(host, &need.key, now).is_some_and(|t| {
+                freshness(&t, now, self.view.config.expiry_margin_ms) == Freshness::Fresh
             });
-            if fresh || !refresh::claim(host, &need.key, self.config.control_plane.timeout_ms) {
+            if fresh || !refresh::claim(host, &need.key, self.view.config.control_plane.timeout_ms)
+            {
                 continue;
             }
-            self.stats.inc(stats::REFRESH_AHEAD);
+            self.view.stats.inc(stats::REFRESH_AHEAD);
             // A failure is logged and counted by dispatch; the next request past the refresh
             // point asks again.
             let _ = self.start_fetch(host, Need::Token(need), root_ctx, Vec::new());
@@ -249,10 +241,10 @@ impl Worker {
 
         // The trusted issuers, before the first request needs them and again when the
         // control plane says they are due (their keys rotate).
-        if self.config.uses_jwt
+        if self.view.config.uses_jwt
             && !self.fetches.borrow().contains_key(ISSUERS_KEY)
-            && self.identities.due(host)
-            && refresh::claim(host, ISSUERS_KEY, self.config.control_plane.timeout_ms)
+            && self.view.identities.due(host)
+            && refresh::claim(host, ISSUERS_KEY, self.view.config.control_plane.timeout_ms)
         {
             let _ = self.start_fetch(host, Need::Issuers(None), root_ctx, Vec::new());
         }
@@ -276,20 +268,22 @@ impl Worker {
         let answer = match &fetch.need {
             Need::Token(need) => match parse_answer(&response) {
                 Ok(token) => {
-                    self.cache.put(host, &need.key, &token);
+                    self.view.cache.put(host, &need.key, &token);
                     Answer::Token(Ok(Rc::new(token)))
                 }
                 Err(failure) => {
-                    self.stats
+                    self.view
+                        .stats
                         .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
                     self.answer_failure(host, &fetch.need, failure)
                 }
             },
             Need::Issuers(_) => {
                 match parse_issuers(&response) {
-                    Ok(document) => self.identities.store(host, document),
+                    Ok(document) => self.view.identities.store(host, document),
                     Err(failure) => {
-                        self.stats
+                        self.view
+                            .stats
                             .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
                         host.log(
                             Level::Warn,
@@ -327,7 +321,7 @@ impl Worker {
                 }
                 switched = true;
             }
-            let progress = request.resume(host, self, answer.clone());
+            let progress = request.resume(host, &self.view, answer.clone());
             if self.settle(host, waiter, request, progress) == Flow::Continue {
                 if let Err(e) = host.resume_request() {
                     host.log(
@@ -360,19 +354,20 @@ impl Worker {
         failure: Failure,
     ) -> Result<Rc<RuntimeToken>, Failure> {
         if failure.status == 403 {
-            self.cache.expire(host, &need.key);
-            self.denials.remember(host, &need.fetch_key, &failure);
+            self.view.cache.expire(host, &need.key);
+            self.view.denials.remember(host, &need.fetch_key, &failure);
         }
         if !failure.is_unavailable() {
             return Err(failure);
         }
         let key = need.key.as_str();
         let now = host.now_ms();
-        match self.cache.get(host, key, now) {
+        match self.view.cache.get(host, key, now) {
             Some(token)
-                if freshness(&token, now, self.config.expiry_margin_ms) != Freshness::Expired =>
+                if freshness(&token, now, self.view.config.expiry_margin_ms)
+                    != Freshness::Expired =>
             {
-                self.stats.inc(stats::STALE_SERVED);
+                self.view.stats.inc(stats::STALE_SERVED);
                 host.log(
                     Level::Warn,
                     &format!(
@@ -398,7 +393,8 @@ impl Worker {
                 Flow::Continue
             }
             Progress::Respond(status, body) => {
-                self.stats
+                self.view
+                    .stats
                     .inc_by_reason(stats::REQUEST_REJECTED, &status.to_string());
                 let json = body.to_json();
                 if let Err(e) = host.send_response(
@@ -425,7 +421,7 @@ impl Worker {
             }
             Err(failure) => {
                 let answer = self.answer_failure(host, &need, failure);
-                let progress = request.resume(host, self, answer);
+                let progress = request.resume(host, &self.view, answer);
                 self.settle(host, ctx, request, progress)
             }
         }
@@ -447,7 +443,12 @@ impl Worker {
         dispatcher: u32,
         waiters: Vec<u32>,
     ) -> Result<(), Failure> {
-        let call = control_plane::dispatch(host, &self.config.control_plane, &self.stats, &need)?;
+        let call = control_plane::dispatch(
+            host,
+            &self.view.config.control_plane,
+            &self.view.stats,
+            &need,
+        )?;
         let key = need.key().to_owned();
         self.calls.borrow_mut().insert(call, key.clone());
         self.fetches.borrow_mut().insert(
