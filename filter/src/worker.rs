@@ -1,12 +1,14 @@
-//! Everything one Envoy worker's filter instance knows: the compiled configuration, the token
-//! cache, the requests waiting for a token and the fetches in flight.
+//! One Envoy worker's filter instance: the [`View`] its requests' pipelines use (configuration,
+//! token cache, counters, issuers, refusals, refresh queue), and what only the worker does
+//! with it: the requests it keeps, the calls to the control plane in flight, and the root
+//! context's tick. Envoy's events come in here ([`Worker::on_request_headers`] and the rest);
+//! a request's [`Progress`] says what to do with it, decided in one place (`settle`).
 //!
 //! Requests are kept here by context id, not inside their Envoy contexts, so that one fetch
 //! can resume every request that waited for it: a miss makes one call to the control plane
 //! per key on this worker, however many requests need that key. Tokens past their refresh
-//! point are fetched again from the root context's tick, in the background: the request that
-//! noticed goes on with the current token, and a call made by the root context is not
-//! cancelled when a request ends.
+//! point are fetched again from the tick (see [`crate::refresh`]): a call made by the root
+//! context is not cancelled when a request ends.
 
 use crate::cache::{freshness, Freshness};
 use crate::config::{FilterConfig, PolicySet};
