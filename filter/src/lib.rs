@@ -4,16 +4,29 @@
 //! access token in Envoy shared data, or fetch it from the control plane) and `set-header`
 //! (attach it to the request to the backend). The logic lives in plain Rust behind the
 //! [`host::Host`] trait so it unit-tests natively; `wasm.rs` is the thin glue to Envoy.
+//!
+//! Each module imports only those below it: `wasm` (the glue) on top; [`worker`] (Envoy's
+//! events, the requests kept and the calls in flight); [`pipeline`] (one request's steps);
+//! [`view`] (what the pipeline sees of its worker); [`refresh`], [`control_plane`] and
+//! [`denials`]; and at the bottom [`failure`], [`config`] (with its private `config_raw` and
+//! `config_compile`), [`cache`], [`identity`], [`stats`], [`template`] and [`host`].
 
 pub mod cache;
 pub mod config;
+mod config_compile;
+mod config_raw;
+pub mod control_plane;
+pub mod denials;
+pub mod failure;
 pub mod host;
 pub mod identity;
 pub mod pipeline;
+pub mod refresh;
 pub mod stats;
 pub mod template;
 #[cfg(test)]
 mod test_host;
+pub mod view;
 pub mod worker;
 
 // The glue to Envoy; left out of unit-test builds, which run the logic through a fake host

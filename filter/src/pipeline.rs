@@ -1,17 +1,21 @@
 //! The policy pipeline of one request: its `get-authorization-context` and `set-header` steps,
-//! run in order. A step that needs a token the cache cannot give stops the pipeline with
-//! [`Progress::NeedToken`]; the [`Worker`](crate::worker::Worker) fetches it (once for every
-//! request that needs it) and hands the answer back through [`Request::token_ready`].
+//! run in order with what its worker lends it (a [`View`]: configuration, cache, counters,
+//! issuers, refusals, refresh queue). A step that needs a token the cache cannot give, or the
+//! trusted issuers, stops the pipeline and says so as data ([`Progress::NeedToken`],
+//! [`Progress::NeedIssuers`]); the worker fetches it (once for every request that needs it)
+//! and hands the answer back through [`Request::resume`].
 
 use crate::cache::{freshness, Freshness};
 use crate::config::{
     ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step,
 };
-use crate::host::{CallResponse, Host, HostError, Level};
+use crate::control_plane::TokenNeed;
+use crate::failure::Failure;
+use crate::host::{Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
 use crate::template::{Segment, Values};
-use crate::worker::Worker;
+use crate::view::View;
 use credmgr_common::access::{allowed, Caller};
 use credmgr_common::error::codes;
 use credmgr_common::jwt::{peek_issuer_and_kid, JwtError};
@@ -32,56 +36,12 @@ pub enum Progress {
     Respond(u16, ErrorBody),
 }
 
-/// A token to fetch from the control plane.
-#[derive(Debug, Clone)]
-pub struct TokenNeed {
-    /// Shared-data key of the token.
-    pub key: String,
-    /// Requests with the same fetch key share one call: the cache key, plus the caller for
-    /// a JWT identity (the control plane decides for the caller whose JWT it is sent).
-    pub fetch_key: String,
-    pub provider_id: String,
-    pub connection_id: String,
-    /// The caller's JWT (identity-type `jwt`), sent to the control plane.
-    pub caller_token: Option<String>,
-}
-
 /// What a paused request was waiting for.
 #[derive(Debug, Clone)]
 pub enum Answer {
     Token(Result<Rc<RuntimeToken>, Failure>),
     /// The trusted issuers were fetched (or could not be).
     Issuers,
-}
-
-/// Why no token could be had, as answered to the caller.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub status: u16,
-    pub body: ErrorBody,
-}
-
-impl Failure {
-    pub fn unavailable(message: String) -> Failure {
-        Failure {
-            status: 503,
-            body: ErrorBody::new(codes::CONTROL_PLANE_UNAVAILABLE, message),
-        }
-    }
-
-    /// The caller's JWT is refused.
-    pub fn unauthenticated(e: &JwtError) -> Failure {
-        Failure {
-            status: 401,
-            body: ErrorBody::new(e.code(), format!("the caller's JWT is refused: {e}")),
-        }
-    }
-
-    /// A failure that only the control plane could fix (the gateway holds no usable
-    /// token): a cached token that is still valid may stand in for the answer.
-    pub fn is_unavailable(&self) -> bool {
-        self.status == 503
-    }
 }
 
 /// A context variable: the token it holds (`None`: null, after an ignored error) and the
@@ -119,21 +79,21 @@ impl Request {
     }
 
     /// Runs steps until the pipeline is done, needs a token, or must answer.
-    pub fn advance(&mut self, host: &impl Host, worker: &Worker) -> Progress {
+    pub fn advance(&mut self, host: &impl Host, view: &View) -> Progress {
         let Some(policy) = self.policy.clone() else {
             return Progress::Done;
         };
         while let Some(step) = policy.steps.get(self.next_step) {
             match step {
                 Step::GetAuthorizationContext(g) => {
-                    if let Some(progress) = self.get_context(host, worker, g) {
+                    if let Some(progress) = self.get_context(host, view, g) {
                         return progress;
                     }
                 }
                 Step::SetHeader(s) => match self.set_header(host, s) {
                     Ok(injected) => {
                         if injected {
-                            worker.stats.inc(stats::TOKEN_INJECTED);
+                            view.stats.inc(stats::TOKEN_INJECTED);
                         }
                     }
                     Err(e) => {
@@ -152,11 +112,11 @@ impl Request {
     }
 
     /// What the request waited for arrived; continues the pipeline.
-    pub fn resume(&mut self, host: &impl Host, worker: &Worker, answer: Answer) -> Progress {
+    pub fn resume(&mut self, host: &impl Host, view: &View, answer: Answer) -> Progress {
         match answer {
             // The step runs again, now with the issuers (or without them, and fails).
-            Answer::Issuers => self.advance(host, worker),
-            Answer::Token(result) => self.token_ready(host, worker, result),
+            Answer::Issuers => self.advance(host, view),
+            Answer::Token(result) => self.token_ready(host, view, result),
         }
     }
 
@@ -164,7 +124,7 @@ impl Request {
     pub fn token_ready(
         &mut self,
         host: &impl Host,
-        worker: &Worker,
+        view: &View,
         result: Result<Rc<RuntimeToken>, Failure>,
     ) -> Progress {
         let Some(Step::GetAuthorizationContext(step)) = self.current_step() else {
@@ -180,7 +140,7 @@ impl Request {
             }
         }
         self.next_step += 1;
-        self.advance(host, worker)
+        self.advance(host, view)
     }
 
     fn current_step(&self) -> Option<&Step> {
@@ -265,7 +225,7 @@ impl Request {
     fn get_context(
         &mut self,
         host: &impl Host,
-        worker: &Worker,
+        view: &View,
         step: &GetAuthorizationContext,
     ) -> Option<Progress> {
         // One clock read per step: expiry margins and leeways are seconds.
@@ -278,7 +238,7 @@ impl Request {
                 };
                 let rendered = identity.render(&values).unwrap_or_default();
                 let token = bearer_token(&rendered).to_owned();
-                match self.verify_caller(host, worker, &token, now) {
+                match self.verify_caller(host, view, &token, now) {
                     Ok(caller) => self.caller = Some(caller),
                     Err(Progress::Respond(status, body)) => {
                         return self.fail(host, step, Failure { status, body })
@@ -290,9 +250,9 @@ impl Request {
             _ => None,
         };
         let key = &step.cache_key;
-        let cached = worker.cache.get(host, key, now);
+        let cached = view.cache.get(host, key, now);
         let usable = match &cached {
-            Some(token) => freshness(token, now, worker.config.expiry_margin_ms),
+            Some(token) => freshness(token, now, view.config.expiry_margin_ms),
             None => Freshness::Expired,
         };
         let need = || TokenNeed {
@@ -307,11 +267,11 @@ impl Request {
         };
         match (usable, cached) {
             (Freshness::Fresh | Freshness::Refresh, Some(token)) => {
-                worker.stats.inc(stats::CACHE_HIT);
+                view.stats.inc(stats::CACHE_HIT);
                 // Past its refresh point but valid: serve it, and have it fetched again in
                 // the background, so no request waits for the refresh.
                 if usable == Freshness::Refresh {
-                    worker.refresh_in_background(need());
+                    view.refreshes.ask(need());
                 }
                 match self.check_access(step, token) {
                     Ok(token) => {
@@ -324,10 +284,10 @@ impl Request {
             _ => {
                 let need = need();
                 // Refused a moment ago: refused again without asking.
-                if let Some(failure) = worker.recent_denial(host, &need.fetch_key) {
+                if let Some(failure) = view.denials.recent(host, &need.fetch_key) {
                     return self.fail(host, step, failure);
                 }
-                worker.stats.inc(stats::CACHE_MISS);
+                view.stats.inc(stats::CACHE_MISS);
                 Some(Progress::NeedToken(need))
             }
         }
@@ -338,7 +298,7 @@ impl Request {
     fn verify_caller(
         &mut self,
         host: &impl Host,
-        worker: &Worker,
+        view: &View,
         token: &str,
         now: u64,
     ) -> Result<Caller, Progress> {
@@ -351,7 +311,7 @@ impl Request {
                 "the request carries no caller JWT".into(),
             )));
         }
-        let Some(issuers) = worker.identities.issuers(host, now) else {
+        let Some(issuers) = view.identities.issuers(host, now) else {
             if self.hinted {
                 return Err(Progress::Respond(
                     503,
@@ -366,15 +326,15 @@ impl Request {
             return Err(Progress::NeedIssuers(None));
         };
         let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
-        let before = worker.identities.verifications();
-        let result = worker.identities.verify(&issuers, token, now_s);
-        if worker.identities.verifications() > before {
-            worker.stats.inc(stats::JWT_VERIFIED);
+        let before = view.identities.verifications();
+        let result = view.identities.verify(&issuers, token, now_s);
+        if view.identities.verifications() > before {
+            view.stats.inc(stats::JWT_VERIFIED);
         }
         match result {
             Ok(v) => Ok(Caller::Jwt(v.identity)),
             Err(JwtError::UnknownKey(Some(kid)))
-                if !self.hinted && worker.identities.may_hint(host) =>
+                if !self.hinted && view.identities.may_hint(host) =>
             {
                 // The issuer may have rotated its keys: ask once, then decide.
                 self.hinted = true;
@@ -430,49 +390,6 @@ impl Request {
             }
         }
         Ok(wrote_token)
-    }
-}
-
-/// Reads the control plane's answer: a token, or the failure to report.
-pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
-    match response.status {
-        None => Err(Failure::unavailable(
-            "the credmgr control plane did not answer (connection failed or timed out)".into(),
-        )),
-        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
-            Failure::unavailable(format!(
-                "the credmgr control plane sent an unreadable token answer: {e}"
-            ))
-        }),
-        Some(status) => {
-            let body = serde_json::from_slice::<ErrorBody>(&response.body).unwrap_or_else(|_| {
-                // Not the control plane's own answer: Envoy's (no healthy upstream, connect
-                // failure) or a proxy's in between. Its first line says what happened.
-                let text = String::from_utf8_lossy(&response.body);
-                let first: String = text
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                ErrorBody::new(
-                    codes::CONTROL_PLANE_UNAVAILABLE,
-                    format!(
-                        "the credmgr control plane could not be reached (HTTP {status}: {first})"
-                    ),
-                )
-            });
-            // The caller may see 403 (policy denied) and a refused JWT (401 `jwt_*`) as
-            // they are; every other failure, including a 401 for the gateway's own
-            // credential, means the gateway has no usable token for it.
-            let status = match status {
-                403 => 403,
-                401 if body.error.code.starts_with("jwt_") => 401,
-                _ => 503,
-            };
-            Err(Failure { status, body })
-        }
     }
 }
 

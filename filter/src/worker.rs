@@ -1,24 +1,30 @@
-//! Everything one Envoy worker's filter instance knows: the compiled configuration, the token
-//! cache, the requests waiting for a token and the fetches in flight.
+//! One Envoy worker's filter instance: the [`View`] its requests' pipelines use (configuration,
+//! token cache, counters, issuers, refusals, refresh queue), and what only the worker does
+//! with it: the requests it keeps, the calls to the control plane in flight, and the root
+//! context's tick. Envoy's events come in here ([`Worker::on_request_headers`] and the rest);
+//! a request's [`Progress`] says what to do with it, decided in one place (`settle`).
 //!
 //! Requests are kept here by context id, not inside their Envoy contexts, so that one fetch
 //! can resume every request that waited for it: a miss makes one call to the control plane
 //! per key on this worker, however many requests need that key. Tokens past their refresh
-//! point are fetched again from the root context's tick, in the background: the request that
-//! noticed goes on with the current token, and a call made by the root context is not
-//! cancelled when a request ends.
+//! point are fetched again from the tick (see [`crate::refresh`]): a call made by the root
+//! context is not cancelled when a request ends.
 
-use crate::cache::{freshness, Freshness, TokenCache};
+use crate::cache::{freshness, Freshness};
 use crate::config::{FilterConfig, PolicySet};
+use crate::control_plane::{self, parse_answer, parse_issuers, Need, TokenNeed};
+use crate::denials;
+use crate::failure::Failure;
 use crate::host::{CallResponse, Host, Level, SetSharedError};
-use crate::identity::{Identities, ISSUERS_KEY};
-use crate::pipeline::{parse_answer, Answer, Failure, Progress, Request, TokenNeed};
-use crate::stats::{self, Stats};
+use crate::identity::ISSUERS_KEY;
+use crate::pipeline::{Answer, Progress, Request};
+use crate::refresh;
+use crate::stats;
+use crate::view::View;
 use credmgr_common::error::codes;
-use credmgr_common::runtime::{TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH};
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// What Envoy should do with a request now.
@@ -41,24 +47,6 @@ const ROUTE_POLICY: [&str; 5] = [
     "policy",
 ];
 
-/// What a call to the control plane is for.
-#[derive(Debug, Clone)]
-enum Need {
-    Token(TokenNeed),
-    /// The trusted issuers; with the issuer and key id of a token that names an unknown key.
-    Issuers(Option<(String, String)>),
-}
-
-impl Need {
-    /// Requests whose needs have the same key share one call.
-    fn key(&self) -> &str {
-        match self {
-            Need::Token(t) => &t.fetch_key,
-            Need::Issuers(_) => ISSUERS_KEY,
-        }
-    }
-}
-
 /// A call to the control plane in flight for one token, or for the trusted issuers.
 struct Fetch {
     need: Need,
@@ -73,39 +61,21 @@ struct Fetch {
 
 /// One worker's filter state.
 pub struct Worker {
-    pub config: Rc<FilterConfig>,
-    pub cache: TokenCache,
-    pub stats: Stats,
-    pub identities: Identities,
+    /// What the requests' pipelines see: configuration, cache, counters, issuers, refusals,
+    /// refresh queue.
+    pub view: View,
     requests: RefCell<HashMap<u32, Request>>,
     fetches: RefCell<HashMap<String, Fetch>>,
     calls: RefCell<HashMap<u32, String>>,
-    background: RefCell<BTreeMap<String, TokenNeed>>,
-    /// Refusals (403) by fetch key, with when they stop being repeated locally.
-    denials: RefCell<HashMap<String, (u64, Failure)>>,
-}
-
-/// Most refusals remembered per worker.
-const MAX_DENIALS: usize = 10_000;
-
-/// Shared-data key recording the expiry of a token that a backend refused, so that the next
-/// fetch from any worker asks the control plane for a newer one.
-fn rejected_key(key: &str) -> String {
-    format!("credmgr/v1/rejected/{key}")
 }
 
 impl Worker {
     pub fn new(config: FilterConfig) -> Worker {
         Worker {
-            cache: TokenCache::new(config.revalidate_ms, config.expiry_margin_ms),
-            config: Rc::new(config),
-            stats: Stats::default(),
-            identities: Identities::default(),
+            view: View::new(config),
             requests: RefCell::default(),
             fetches: RefCell::default(),
             calls: RefCell::default(),
-            background: RefCell::default(),
-            denials: RefCell::default(),
         }
     }
 
@@ -124,10 +94,10 @@ impl Worker {
             }
         };
         let Some(name) = named else {
-            return Ok(self.config.default_policy.clone());
+            return Ok(self.view.config.default_policy.clone());
         };
         let name = String::from_utf8_lossy(&name);
-        match self.config.policies.get(name.as_ref()) {
+        match self.view.config.policies.get(name.as_ref()) {
             Some(set) => Ok(Some(Rc::clone(set))),
             None => Err(format!(
                 "the route names policy set {name:?} (filter_metadata.credmgr.policy), which the credmgr filter configuration does not define"
@@ -140,7 +110,7 @@ impl Worker {
         match self.policy_for_route(host) {
             Ok(policy) => {
                 let mut request = Request::new(policy);
-                let progress = request.advance(host, self);
+                let progress = request.advance(host, &self.view);
                 self.settle(host, ctx, request, progress)
             }
             Err(message) => {
@@ -168,16 +138,15 @@ impl Worker {
             None => return,
         };
         for (key, token) in injected {
-            self.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
-            if self.cache.retire(host, &key, &token) {
+            self.view.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
+            if self.view.cache.retire(host, &key, &token) {
                 host.log(
                     Level::Info,
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
                 );
             }
-            let marker = token.expires_at.to_string();
             if let Err(SetSharedError::Host(e)) =
-                host.set_shared(&rejected_key(&key), marker.as_bytes(), None)
+                denials::record_rejected(host, &key, token.expires_at)
             {
                 host.log(
                     Level::Warn,
@@ -205,33 +174,15 @@ impl Worker {
         });
     }
 
-    /// The control plane's refusal for `fetch_key`, if it came less than
-    /// `cache.denial_ttl_ms` ago.
-    pub fn recent_denial(&self, host: &impl Host, fetch_key: &str) -> Option<Failure> {
-        let now = host.now_ms();
-        let mut denials = self.denials.borrow_mut();
-        match denials.get(fetch_key) {
-            Some((until, failure)) if *until > now => Some(failure.clone()),
-            Some(_) => {
-                denials.remove(fetch_key);
-                None
-            }
-            None => None,
-        }
-    }
-
     /// Asks for `need` to be fetched again on the next tick.
     pub fn refresh_in_background(&self, need: TokenNeed) {
-        self.background
-            .borrow_mut()
-            .entry(need.fetch_key.clone())
-            .or_insert(need);
+        self.view.refreshes.ask(need);
     }
 
     /// The root context's periodic tick: calls again for orphaned fetches, and fetches the
     /// tokens that requests found past their refresh point.
     pub fn on_tick(&self, host: &impl Host, root_ctx: u32) {
-        self.stats.flush(host);
+        self.view.stats.flush(host);
         let orphaned: Vec<String> = self
             .fetches
             .borrow()
@@ -243,7 +194,12 @@ impl Worker {
             let Some(need) = self.fetches.borrow().get(&key).map(|f| f.need.clone()) else {
                 continue;
             };
-            match self.dispatch(host, &need) {
+            match control_plane::dispatch(
+                host,
+                &self.view.config.control_plane,
+                &self.view.stats,
+                &need,
+            ) {
                 Ok(call) => {
                     let mut fetches = self.fetches.borrow_mut();
                     if let Some(f) = fetches.get_mut(&key) {
@@ -266,19 +222,20 @@ impl Worker {
             }
         }
 
-        let due = std::mem::take(&mut *self.background.borrow_mut());
+        let due = self.view.refreshes.take();
         for (fetch_key, need) in due {
             if self.fetches.borrow().contains_key(&fetch_key) {
                 continue;
             }
             let now = host.now_ms();
-            let fresh = self.cache.get(host, &need.key, now).is_some_and(|t| {
-                freshness(&t, now, self.config.expiry_margin_ms) == Freshness::Fresh
+            let fresh = self.view.cache.get(host, &need.key, now).is_some_and(|t| {
+                freshness(&t, now, self.view.config.expiry_margin_ms) == Freshness::Fresh
             });
-            if fresh || !self.claim(host, &need.key) {
+            if fresh || !refresh::claim(host, &need.key, self.view.config.control_plane.timeout_ms)
+            {
                 continue;
             }
-            self.stats.inc(stats::REFRESH_AHEAD);
+            self.view.stats.inc(stats::REFRESH_AHEAD);
             // A failure is logged and counted by dispatch; the next request past the refresh
             // point asks again.
             let _ = self.start_fetch(host, Need::Token(need), root_ctx, Vec::new());
@@ -286,10 +243,10 @@ impl Worker {
 
         // The trusted issuers, before the first request needs them and again when the
         // control plane says they are due (their keys rotate).
-        if self.config.uses_jwt
+        if self.view.config.uses_jwt
             && !self.fetches.borrow().contains_key(ISSUERS_KEY)
-            && self.identities.due(host)
-            && self.claim(host, ISSUERS_KEY)
+            && self.view.identities.due(host)
+            && refresh::claim(host, ISSUERS_KEY, self.view.config.control_plane.timeout_ms)
         {
             let _ = self.start_fetch(host, Need::Issuers(None), root_ctx, Vec::new());
         }
@@ -313,20 +270,22 @@ impl Worker {
         let answer = match &fetch.need {
             Need::Token(need) => match parse_answer(&response) {
                 Ok(token) => {
-                    self.cache.put(host, &need.key, &token);
+                    self.view.cache.put(host, &need.key, &token);
                     Answer::Token(Ok(Rc::new(token)))
                 }
                 Err(failure) => {
-                    self.stats
+                    self.view
+                        .stats
                         .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
                     self.answer_failure(host, &fetch.need, failure)
                 }
             },
             Need::Issuers(_) => {
                 match parse_issuers(&response) {
-                    Ok(document) => self.identities.store(host, document),
+                    Ok(document) => self.view.identities.store(host, document),
                     Err(failure) => {
-                        self.stats
+                        self.view
+                            .stats
                             .inc_by_reason(stats::CONTROL_PLANE_FAILURE, &failure.body.error.code);
                         host.log(
                             Level::Warn,
@@ -364,7 +323,7 @@ impl Worker {
                 }
                 switched = true;
             }
-            let progress = request.resume(host, self, answer.clone());
+            let progress = request.resume(host, &self.view, answer.clone());
             if self.settle(host, waiter, request, progress) == Flow::Continue {
                 if let Err(e) = host.resume_request() {
                     host.log(
@@ -397,29 +356,20 @@ impl Worker {
         failure: Failure,
     ) -> Result<Rc<RuntimeToken>, Failure> {
         if failure.status == 403 {
-            self.cache.expire(host, &need.key);
-            let mut denials = self.denials.borrow_mut();
-            // Bounded: a flood of distinct refused callers only costs memory up to here.
-            if denials.len() >= MAX_DENIALS {
-                let now = host.now_ms();
-                denials.retain(|_, (until, _)| *until > now);
-                if denials.len() >= MAX_DENIALS {
-                    denials.clear();
-                }
-            }
-            let until = host.now_ms().saturating_add(self.config.denial_ttl_ms);
-            denials.insert(need.fetch_key.clone(), (until, failure.clone()));
+            self.view.cache.expire(host, &need.key);
+            self.view.denials.remember(host, &need.fetch_key, &failure);
         }
         if !failure.is_unavailable() {
             return Err(failure);
         }
         let key = need.key.as_str();
         let now = host.now_ms();
-        match self.cache.get(host, key, now) {
+        match self.view.cache.get(host, key, now) {
             Some(token)
-                if freshness(&token, now, self.config.expiry_margin_ms) != Freshness::Expired =>
+                if freshness(&token, now, self.view.config.expiry_margin_ms)
+                    != Freshness::Expired =>
             {
-                self.stats.inc(stats::STALE_SERVED);
+                self.view.stats.inc(stats::STALE_SERVED);
                 host.log(
                     Level::Warn,
                     &format!(
@@ -445,7 +395,8 @@ impl Worker {
                 Flow::Continue
             }
             Progress::Respond(status, body) => {
-                self.stats
+                self.view
+                    .stats
                     .inc_by_reason(stats::REQUEST_REJECTED, &status.to_string());
                 let json = body.to_json();
                 if let Err(e) = host.send_response(
@@ -472,7 +423,7 @@ impl Worker {
             }
             Err(failure) => {
                 let answer = self.answer_failure(host, &need, failure);
-                let progress = request.resume(host, self, answer);
+                let progress = request.resume(host, &self.view, answer);
                 self.settle(host, ctx, request, progress)
             }
         }
@@ -494,7 +445,12 @@ impl Worker {
         dispatcher: u32,
         waiters: Vec<u32>,
     ) -> Result<(), Failure> {
-        let call = self.dispatch(host, &need)?;
+        let call = control_plane::dispatch(
+            host,
+            &self.view.config.control_plane,
+            &self.view.stats,
+            &need,
+        )?;
         let key = need.key().to_owned();
         self.calls.borrow_mut().insert(call, key.clone());
         self.fetches.borrow_mut().insert(
@@ -509,96 +465,6 @@ impl Worker {
         );
         Ok(())
     }
-
-    /// Calls the control plane's runtime API for one token, or for the trusted issuers.
-    fn dispatch(&self, host: &impl Host, need: &Need) -> Result<u32, Failure> {
-        let cp = &self.config.control_plane;
-        let mut caller_token = None;
-        let path = match need {
-            Need::Token(need) => {
-                let mut path =
-                    credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
-                // The control plane replaces a stored token no newer than one a backend
-                // refused; a marker older than the stored token changes nothing, so it is
-                // never cleared.
-                let rejected = host
-                    .get_shared(&rejected_key(&need.key))
-                    .ok()
-                    .and_then(|(v, _)| v)
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<i64>().ok());
-                if let Some(expires_at) = rejected {
-                    path.push_str(&format!("?rejected_expires_at={expires_at}"));
-                }
-                caller_token = need.caller_token.as_deref();
-                path
-            }
-            Need::Issuers(None) => ISSUERS_PATH.to_owned(),
-            Need::Issuers(Some((issuer, kid))) => format!(
-                "{ISSUERS_PATH}?issuer={}&kid={}",
-                percent_encode(issuer),
-                percent_encode(kid)
-            ),
-        };
-        let auth = cp.gateway_key.as_ref().map(|key| format!("Bearer {key}"));
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", cp.authority.as_str()),
-            ("accept", "application/json"),
-        ];
-        // No key: the gateway is known by its client certificate on the cluster (mTLS).
-        if let Some(auth) = &auth {
-            headers.push(("authorization", auth.as_str()));
-        }
-        if let Some(token) = caller_token {
-            headers.push((CALLER_TOKEN_HEADER, token));
-        }
-        self.stats.inc(match need {
-            Need::Token(_) => stats::CONTROL_PLANE_CALL,
-            Need::Issuers(_) => stats::ISSUERS_FETCH,
-        });
-        host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
-            .map_err(|e| {
-                self.stats
-                    .inc_by_reason(stats::CONTROL_PLANE_FAILURE, "dispatch_failed");
-                host.log(
-                    Level::Error,
-                    &format!(
-                        "cannot call the control plane through cluster {}: {e}",
-                        cp.cluster
-                    ),
-                );
-                Failure::unavailable(format!(
-                    "the gateway cannot reach the credmgr control plane (cluster {})",
-                    cp.cluster
-                ))
-            })
-    }
-
-    /// Claims the right to refresh `key` across this VM's workers with a CAS marker in shared
-    /// data, valid for one call timeout. Another worker's live claim means it is fetching.
-    fn claim(&self, host: &impl Host, key: &str) -> bool {
-        let marker = format!("credmgr/v1/fetching/{key}");
-        let now = host.now_ms();
-        let (current, cas) = match host.get_shared(&marker) {
-            Ok(v) => v,
-            Err(_) => return true,
-        };
-        let held_until = current
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        if held_until > now {
-            return false;
-        }
-        let until = now.saturating_add(self.config.control_plane.timeout_ms);
-        match host.set_shared(&marker, until.to_string().as_bytes(), cas) {
-            Ok(()) => true,
-            Err(SetSharedError::CasMismatch) => false,
-            Err(SetSharedError::Host(_)) => true,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -608,30 +474,3 @@ mod tests;
 #[cfg(test)]
 #[path = "worker_jwt_tests.rs"]
 mod jwt_tests;
-
-/// Reads the control plane's trusted-issuers document.
-fn parse_issuers(response: &CallResponse) -> Result<TrustedIssuers, Failure> {
-    match response.status {
-        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
-            Failure::unavailable(format!(
-                "the credmgr control plane sent an unreadable trusted-issuers answer: {e}"
-            ))
-        }),
-        _ => Err(parse_answer(response)
-            .err()
-            .unwrap_or_else(|| Failure::unavailable("unexpected answer".into()))),
-    }
-}
-
-/// Percent-encodes a query value (RFC 3986 §2.1): everything but unreserved characters.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}

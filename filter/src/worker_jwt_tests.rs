@@ -157,7 +157,7 @@ fn callers_are_verified_once_and_decided_with_the_connections_policies() {
     assert_eq!(host.reply(22).unwrap().0, 401);
     assert_eq!(host.calls(), 2);
 
-    w.stats.flush(&host);
+    w.view.stats.flush(&host);
     assert_eq!(host.counter(stats::JWT_VERIFIED), 2, "alice once, bob once");
 }
 

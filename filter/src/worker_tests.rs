@@ -29,7 +29,7 @@ fn a_miss_pauses_and_fetches_once_then_the_header_is_set_and_later_requests_hit_
         );
     }
     assert_eq!(host.calls(), 1);
-    w.stats.flush(&host);
+    w.view.stats.flush(&host);
     assert_eq!(host.counter(stats::CACHE_MISS), 1);
     assert_eq!(host.counter(stats::CACHE_HIT), 10);
     assert_eq!(host.counter(stats::CONTROL_PLANE_CALL), 1);
@@ -156,7 +156,7 @@ fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_js
     assert_eq!(body["error"]["details"]["provider_id"], "gh");
     assert_eq!(body["error"]["details"]["authorization_id"], "alice");
     assert!(host.header_values(13, "authorization").is_empty());
-    w.stats.flush(&host);
+    w.view.stats.flush(&host);
     assert_eq!(
         host.counter("credmgr.control_plane_failure.control_plane_unavailable"),
         2
@@ -267,7 +267,7 @@ fn a_backend_401_retires_the_token_and_the_next_fetch_asks_for_a_newer_one() {
         vec!["Bearer fresh"]
     );
     // A late 401 for the old token does not retire the new one.
-    assert!(!w.cache.retire(
+    assert!(!w.view.cache.retire(
         &host,
         &crate::cache::token_key("gh", "alice", "managed"),
         &RuntimeToken {

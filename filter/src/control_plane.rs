@@ -1,0 +1,177 @@
+//! The filter's calls to the control plane's runtime API: what a call is for ([`Need`]: one
+//! token, [`TokenNeed`], or the trusted issuers), making it ([`dispatch`]), and reading its
+//! answers into a token, the issuers, or the [`Failure`] that the waiting requests get
+//! ([`parse_answer`], [`parse_issuers`]).
+
+use crate::config::ControlPlane;
+use crate::denials;
+use crate::failure::Failure;
+use crate::host::{CallResponse, Host, Level};
+use crate::identity::ISSUERS_KEY;
+use crate::stats::{self, Stats};
+use credmgr_common::error::codes;
+use credmgr_common::runtime::{TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH};
+use credmgr_common::{ErrorBody, RuntimeToken};
+
+/// A token to fetch from the control plane.
+#[derive(Debug, Clone)]
+pub struct TokenNeed {
+    /// Shared-data key of the token.
+    pub key: String,
+    /// Requests with the same fetch key share one call: the cache key, plus the caller for
+    /// a JWT identity (the control plane decides for the caller whose JWT it is sent).
+    pub fetch_key: String,
+    pub provider_id: String,
+    pub connection_id: String,
+    /// The caller's JWT (identity-type `jwt`), sent to the control plane.
+    pub caller_token: Option<String>,
+}
+
+/// What a call to the control plane is for.
+#[derive(Debug, Clone)]
+pub enum Need {
+    Token(TokenNeed),
+    /// The trusted issuers; with the issuer and key id of a token that names an unknown key.
+    Issuers(Option<(String, String)>),
+}
+
+impl Need {
+    /// Requests whose needs have the same key share one call.
+    pub fn key(&self) -> &str {
+        match self {
+            Need::Token(t) => &t.fetch_key,
+            Need::Issuers(_) => ISSUERS_KEY,
+        }
+    }
+}
+
+/// Calls the control plane's runtime API for one token, or for the trusted issuers.
+pub fn dispatch(
+    host: &impl Host,
+    cp: &ControlPlane,
+    stats: &Stats,
+    need: &Need,
+) -> Result<u32, Failure> {
+    let mut caller_token = None;
+    let path = match need {
+        Need::Token(need) => {
+            let mut path =
+                credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
+            // The control plane replaces a stored token no newer than one a backend refused.
+            if let Some(expires_at) = denials::rejected_expiry(host, &need.key) {
+                path.push_str(&format!("?rejected_expires_at={expires_at}"));
+            }
+            caller_token = need.caller_token.as_deref();
+            path
+        }
+        Need::Issuers(None) => ISSUERS_PATH.to_owned(),
+        Need::Issuers(Some((issuer, kid))) => format!(
+            "{ISSUERS_PATH}?issuer={}&kid={}",
+            percent_encode(issuer),
+            percent_encode(kid)
+        ),
+    };
+    let auth = cp.gateway_key.as_ref().map(|key| format!("Bearer {key}"));
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", cp.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    // No key: the gateway is known by its client certificate on the cluster (mTLS).
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth.as_str()));
+    }
+    if let Some(token) = caller_token {
+        headers.push((CALLER_TOKEN_HEADER, token));
+    }
+    stats.inc(match need {
+        Need::Token(_) => stats::CONTROL_PLANE_CALL,
+        Need::Issuers(_) => stats::ISSUERS_FETCH,
+    });
+    host.dispatch_http_call(&cp.cluster, &headers, cp.timeout_ms)
+        .map_err(|e| {
+            stats.inc_by_reason(stats::CONTROL_PLANE_FAILURE, "dispatch_failed");
+            host.log(
+                Level::Error,
+                &format!(
+                    "cannot call the control plane through cluster {}: {e}",
+                    cp.cluster
+                ),
+            );
+            Failure::unavailable(format!(
+                "the gateway cannot reach the credmgr control plane (cluster {})",
+                cp.cluster
+            ))
+        })
+}
+
+/// Reads the control plane's answer: a token, or the failure to report.
+pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
+    match response.status {
+        None => Err(Failure::unavailable(
+            "the credmgr control plane did not answer (connection failed or timed out)".into(),
+        )),
+        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
+            Failure::unavailable(format!(
+                "the credmgr control plane sent an unreadable token answer: {e}"
+            ))
+        }),
+        Some(status) => {
+            let body = serde_json::from_slice::<ErrorBody>(&response.body).unwrap_or_else(|_| {
+                // Not the control plane's own answer: Envoy's (no healthy upstream, connect
+                // failure) or a proxy's in between. Its first line says what happened.
+                let text = String::from_utf8_lossy(&response.body);
+                let first: String = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                ErrorBody::new(
+                    codes::CONTROL_PLANE_UNAVAILABLE,
+                    format!(
+                        "the credmgr control plane could not be reached (HTTP {status}: {first})"
+                    ),
+                )
+            });
+            // The caller may see 403 (policy denied) and a refused JWT (401 `jwt_*`) as
+            // they are; every other failure, including a 401 for the gateway's own
+            // credential, means the gateway has no usable token for it.
+            let status = match status {
+                403 => 403,
+                401 if body.error.code.starts_with("jwt_") => 401,
+                _ => 503,
+            };
+            Err(Failure { status, body })
+        }
+    }
+}
+
+/// Reads the control plane's trusted-issuers document.
+pub fn parse_issuers(response: &CallResponse) -> Result<TrustedIssuers, Failure> {
+    match response.status {
+        Some(200) => serde_json::from_slice(&response.body).map_err(|e| {
+            Failure::unavailable(format!(
+                "the credmgr control plane sent an unreadable trusted-issuers answer: {e}"
+            ))
+        }),
+        _ => Err(parse_answer(response)
+            .err()
+            .unwrap_or_else(|| Failure::unavailable("unexpected answer".into()))),
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 §2.1): everything but unreserved characters.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
