@@ -282,7 +282,7 @@ async fn put(
                 error: provider.grant_type.needs_consent().then(|| {
                     (
                         credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
-                        crate::tokens::consent_required_message(p, c),
+                        crate::error::consent_required_message(&path.key()),
                     )
                 }),
                 token_generation: 0,

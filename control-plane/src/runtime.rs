@@ -87,6 +87,7 @@ async fn token(
                 .into_response())
         }
         Err(e) => {
+            let e = ApiError::from(e);
             state.metrics.runtime_token_request("error");
             tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
                 code = e.code(), "no token for the gateway: {e}");

@@ -9,6 +9,7 @@
 //! user's consent ([`TokenService::complete_consent`]).
 
 mod client;
+mod error;
 mod flight;
 mod response;
 pub mod scheduler;
@@ -22,14 +23,14 @@ use secrecy::ExposeSecret;
 use crate::clock::unix_now;
 use crate::crypto::Envelope;
 use crate::crypto::{Aad, Keyring};
-use crate::domain::ConnectionStatus;
-use crate::error::ApiError;
+use crate::domain::{ConnectionKey, ConnectionStatus};
 use crate::metrics::Metrics;
 use crate::store::{
     ConnectionError, ConnectionRecord, ProviderRecord, PutToken, Store, TokenRecord,
 };
 
 pub use client::{ClientAuth, Grant, OAuthClient};
+pub use error::{FailureKind, TokenError, TokenFailure};
 use flight::Flights;
 pub use response::TokenResponse;
 
@@ -91,51 +92,6 @@ impl Need {
         newer
             && unix_now() < t.expires_at
             && self.rejected_expires_at.is_none_or(|r| t.expires_at > r)
-    }
-}
-
-/// Why no new token could be obtained from a provider.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct TokenFailure {
-    pub kind: FailureKind,
-    /// Says what happened and what to check; never contains a secret.
-    pub message: String,
-}
-
-impl TokenFailure {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        TokenFailure {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Connection failure, timeout, 5xx, or an answer that is not a token response.
-    ProviderUnreachable,
-    /// `invalid_client` / `unauthorized_client` (RFC 6749 §5.2), or HTTP 401.
-    ClientSecretRejected,
-    /// Any other OAuth error.
-    ProviderError,
-    /// `invalid_grant` (RFC 6749 §5.2): the refresh token (or code) is invalid, expired or
-    /// revoked.
-    InvalidGrant,
-    /// The refresh token is past the expiry the provider gave it; not even sent.
-    RefreshTokenExpired,
-}
-
-impl FailureKind {
-    pub fn code(self) -> &'static str {
-        match self {
-            FailureKind::ProviderUnreachable => codes::PROVIDER_UNREACHABLE,
-            FailureKind::ClientSecretRejected => codes::CLIENT_SECRET_REJECTED,
-            FailureKind::ProviderError => codes::PROVIDER_ERROR,
-            FailureKind::InvalidGrant => codes::REFRESH_TOKEN_INVALID,
-            FailureKind::RefreshTokenExpired => codes::REFRESH_TOKEN_EXPIRED,
-        }
     }
 }
 
@@ -264,7 +220,7 @@ impl TokenService {
         c: &str,
         stored: Option<TokenRecord>,
         rejected_expires_at: Option<i64>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+    ) -> Result<(RuntimeToken, Served), TokenError> {
         if let Some(t) = stored.filter(|t| !is_due(t, 0, rejected_expires_at)) {
             return Ok((self.runtime(p, c, &t)?, Served::Hit));
         }
@@ -273,9 +229,9 @@ impl TokenService {
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
-    pub async fn connect(self: &Arc<Self>, p: &str, c: &str) -> Result<(), ApiError> {
+    pub async fn connect(self: &Arc<Self>, p: &str, c: &str) -> Result<(), TokenError> {
         match self.refresh(p, c, 0, None).await {
-            Ok(_) | Err(ApiError::TokenUnavailable(_) | ApiError::ConsentRequired(_)) => Ok(()),
+            Ok(_) | Err(TokenError::Unavailable(_) | TokenError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -289,7 +245,7 @@ impl TokenService {
         p: &str,
         c: &str,
         lead: i64,
-    ) -> Result<Option<Served>, ApiError> {
+    ) -> Result<Option<Served>, TokenError> {
         Ok(self
             .refresh_mode(p, c, lead, None, false)
             .await?
@@ -306,10 +262,12 @@ impl TokenService {
         c: &str,
         lead: i64,
         rejected_expires_at: Option<i64>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+    ) -> Result<(RuntimeToken, Served), TokenError> {
         self.refresh_mode(p, c, lead, rejected_expires_at, true)
             .await?
-            .ok_or_else(|| ApiError::Internal("a refresh that waits for the lease gave up".into()))
+            .ok_or_else(|| {
+                TokenError::Internal("a refresh that waits for the lease gave up".into())
+            })
     }
 
     /// As [`TokenService::refresh`]; with `wait` false, returns `None` at once if another
@@ -321,7 +279,7 @@ impl TokenService {
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+    ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let this = Arc::clone(self);
         let (p, c) = (p.to_owned(), c.to_owned());
         tokio::spawn(async move {
@@ -329,7 +287,7 @@ impl TokenService {
                 .await
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("the refresh task failed: {e}")))?
+        .map_err(|e| TokenError::Internal(format!("the refresh task failed: {e}")))?
     }
 
     async fn refresh_detached(
@@ -339,7 +297,7 @@ impl TokenService {
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+    ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         for _ in 0..MAX_CONFIG_RACES {
             match self
                 .refresh_once(p, c, lead, rejected_expires_at, wait)
@@ -350,10 +308,7 @@ impl TokenService {
                 Attempt::Reconfigured => {}
             }
         }
-        Err(ApiError::Conflict(format!(
-            "connection `{c}` of provider `{p}` was reconfigured while a token was being \
-             fetched; retry"
-        )))
+        Err(TokenError::Reconfigured(ConnectionKey::new(p, c)))
     }
 
     /// One attempt.
@@ -364,7 +319,7 @@ impl TokenService {
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
-    ) -> Result<Attempt, ApiError> {
+    ) -> Result<Attempt, TokenError> {
         // One fetch per connection: in this process by the flight lock, across replicas that
         // share the database by the lease taken below.
         let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
@@ -451,7 +406,7 @@ impl TokenService {
         conn: &ConnectionRecord,
         t: &TokenRecord,
         flight: &mut flight::FlightGuard<'_, (String, String)>,
-    ) -> Result<Attempt, ApiError> {
+    ) -> Result<Attempt, TokenError> {
         let at = t.refresh_token_expires_at.map(crate::clock::rfc3339);
         let failure = TokenFailure::new(
             FailureKind::RefreshTokenExpired,
@@ -471,7 +426,7 @@ impl TokenService {
             .drop_tokens_with_error(p, c, conn.token_generation, &error)
             .await?;
         flight.finish(Some((conn.token_generation, failure.clone())));
-        Err(ApiError::TokenUnavailable(failure))
+        Err(TokenError::Unavailable(failure))
     }
 
     /// Waits for the connection's refresh lease. With `need`, gives up waiting as soon as
@@ -482,7 +437,7 @@ impl TokenService {
         p: &str,
         c: &str,
         need: Option<&Need>,
-    ) -> Result<Option<TokenRecord>, ApiError> {
+    ) -> Result<Option<TokenRecord>, TokenError> {
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_secs(u64::try_from(self.lease_secs).unwrap_or(60) + 2);
         loop {
@@ -496,7 +451,7 @@ impl TokenService {
                 return Ok(None);
             }
             if std::time::Instant::now() > deadline {
-                return Err(ApiError::TokenUnavailable(TokenFailure::new(
+                return Err(TokenError::Unavailable(TokenFailure::new(
                     FailureKind::ProviderUnreachable,
                     format!(
                         "another control-plane replica has been refreshing connection `{c}` \
@@ -533,7 +488,7 @@ impl TokenService {
         conn: &ConnectionRecord,
         stored: Option<TokenRecord>,
         flight: &mut flight::FlightGuard<'_, (String, String)>,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+    ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let (provider, conn) = (provider.clone(), conn.clone());
         let sent_at = unix_now();
         // `presented`: the refresh token redeemed, kept if the response brings no new one.
@@ -610,7 +565,7 @@ impl TokenService {
                     .drop_tokens_with_error(p, c, conn.token_generation, &error)
                     .await?;
                 flight.finish(Some((conn.token_generation, failure.clone())));
-                Err(ApiError::TokenUnavailable(failure))
+                Err(TokenError::Unavailable(failure))
             }
             Err(failure) => {
                 let still_valid = stored.as_ref().is_some_and(|t| unix_now() < t.expires_at);
@@ -645,7 +600,7 @@ impl TokenService {
         conn: &ConnectionRecord,
         presented: &Envelope,
         record: &TokenRecord,
-    ) -> Result<PutToken, ApiError> {
+    ) -> Result<PutToken, TokenError> {
         let mut expected = presented.clone();
         for _ in 0..3 {
             let put = self
@@ -674,7 +629,7 @@ impl TokenService {
         p: &str,
         c: &str,
         stored: Option<&TokenRecord>,
-    ) -> Result<Option<UsedRefreshToken>, ApiError> {
+    ) -> Result<Option<UsedRefreshToken>, TokenError> {
         let Some(envelope) = stored.and_then(|t| t.refresh_token.clone()) else {
             return Ok(None);
         };
@@ -697,7 +652,7 @@ impl TokenService {
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         used: UsedRefreshToken,
-    ) -> Result<(Result<TokenResponse, TokenFailure>, KeptRefresh), ApiError> {
+    ) -> Result<(Result<TokenResponse, TokenFailure>, KeptRefresh), TokenError> {
         let (p, c) = (conn.provider_id.as_str(), conn.id.as_str());
         let grant = Grant::RefreshToken {
             refresh_token: &used.secret,
@@ -731,7 +686,7 @@ impl TokenService {
         c: &str,
         conn: &ConnectionRecord,
         stored: Option<TokenRecord>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+    ) -> Result<(RuntimeToken, Served), TokenError> {
         if let Some(t) = stored.filter(|t| unix_now() < t.expires_at) {
             let mut token = self.runtime(p, c, &t)?;
             token.refresh_at = t.expires_at;
@@ -739,15 +694,15 @@ impl TokenService {
         }
         match &conn.error {
             Some((code, message)) if code == codes::REFRESH_TOKEN_INVALID => Err(
-                ApiError::TokenUnavailable(TokenFailure::new(FailureKind::InvalidGrant, message)),
+                TokenError::Unavailable(TokenFailure::new(FailureKind::InvalidGrant, message)),
             ),
             Some((code, message)) if code == codes::REFRESH_TOKEN_EXPIRED => {
-                Err(ApiError::TokenUnavailable(TokenFailure::new(
+                Err(TokenError::Unavailable(TokenFailure::new(
                     FailureKind::RefreshTokenExpired,
                     message,
                 )))
             }
-            _ => Err(consent_required(p, c)),
+            _ => Err(TokenError::ConsentRequired(ConnectionKey::new(p, c))),
         }
     }
 
@@ -762,7 +717,7 @@ impl TokenService {
         code: &secrecy::SecretString,
         code_verifier: &secrecy::SecretString,
         redirect_uri: &str,
-    ) -> Result<Result<(), ConsentFailure>, ApiError> {
+    ) -> Result<Result<(), ConsentFailure>, TokenError> {
         // Not while a refresh of the same connection is in flight: its result would
         // overwrite the new consent's tokens.
         let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
@@ -794,7 +749,7 @@ impl TokenService {
         code: &secrecy::SecretString,
         code_verifier: &secrecy::SecretString,
         redirect_uri: &str,
-    ) -> Result<Result<(), ConsentFailure>, ApiError> {
+    ) -> Result<Result<(), ConsentFailure>, TokenError> {
         let generation = conn.token_generation;
         let grant = Grant::AuthorizationCode {
             code,
@@ -824,7 +779,7 @@ impl TokenService {
         &self,
         p: &str,
         c: &str,
-    ) -> Result<Option<(ProviderRecord, ConnectionRecord)>, ApiError> {
+    ) -> Result<Option<(ProviderRecord, ConnectionRecord)>, TokenError> {
         let Some(provider) = self.store.get_provider(p).await? else {
             return Ok(None);
         };
@@ -835,10 +790,14 @@ impl TokenService {
             .map(|conn| (provider, conn)))
     }
 
-    async fn load(&self, p: &str, c: &str) -> Result<(ProviderRecord, ConnectionRecord), ApiError> {
-        self.try_load(p, c).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("connection `{c}` of provider `{p}` does not exist"))
-        })
+    async fn load(
+        &self,
+        p: &str,
+        c: &str,
+    ) -> Result<(ProviderRecord, ConnectionRecord), TokenError> {
+        self.try_load(p, c)
+            .await?
+            .ok_or_else(|| TokenError::NotFound(ConnectionKey::new(p, c)))
     }
 
     /// Asks the provider. The outer error is ours (a secret that does not decrypt); the inner
@@ -848,7 +807,7 @@ impl TokenService {
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         grant: &Grant<'_>,
-    ) -> Result<Result<TokenResponse, TokenFailure>, ApiError> {
+    ) -> Result<Result<TokenResponse, TokenFailure>, TokenError> {
         let (client_id, secret) = match (&conn.client_id, &conn.client_secret) {
             (Some(id), Some(envelope)) => {
                 let aad = Aad::connection_client_secret(&conn.provider_id, &conn.id);
@@ -897,7 +856,7 @@ impl TokenService {
         kept_refresh: KeptRefresh,
         obtained_at: i64,
         quirks: &crate::presets::Quirks,
-    ) -> Result<(TokenRecord, RuntimeToken), ApiError> {
+    ) -> Result<(TokenRecord, RuntimeToken), TokenError> {
         let plaintext = response.access_token.expose_secret();
         let lifetime = lifetime(response, obtained_at, quirks);
         let (refresh_token, refresh_token_expires_at) = match &response.refresh_token {
@@ -938,7 +897,7 @@ impl TokenService {
         Ok((record, token))
     }
 
-    fn runtime(&self, p: &str, c: &str, t: &TokenRecord) -> Result<RuntimeToken, ApiError> {
+    fn runtime(&self, p: &str, c: &str, t: &TokenRecord) -> Result<RuntimeToken, TokenError> {
         let access_token = self
             .keyring
             .decrypt_string(&Aad::connection_access_token(p, c), &t.access_token)?;
@@ -960,7 +919,7 @@ impl TokenService {
         c: &str,
         stored: Option<TokenRecord>,
         failure: TokenFailure,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+    ) -> Result<(RuntimeToken, Served), TokenError> {
         let now = unix_now();
         match stored {
             Some(t) if now < t.expires_at => {
@@ -970,7 +929,7 @@ impl TokenService {
                     .min(t.expires_at);
                 Ok((token, Served::Stale))
             }
-            _ => Err(ApiError::TokenUnavailable(failure)),
+            _ => Err(TokenError::Unavailable(failure)),
         }
     }
 }
@@ -988,18 +947,6 @@ fn lifetime(response: &TokenResponse, obtained_at: i64, quirks: &crate::presets:
         .or(quirks.default_lifetime_secs)
         .unwrap_or(DEFAULT_LIFETIME_SECS)
         .clamp(0, MAX_LIFETIME_SECS)
-}
-
-fn consent_required(p: &str, c: &str) -> ApiError {
-    ApiError::ConsentRequired(consent_required_message(p, c))
-}
-
-/// What a connection without tokens tells the operator to do.
-pub fn consent_required_message(p: &str, c: &str) -> String {
-    format!(
-        "connection `{c}` of provider `{p}` has no token: a user must consent first; create \
-         a login link with POST /v1/providers/{p}/connections/{c}/login-links and open it"
-    )
 }
 
 #[cfg(test)]

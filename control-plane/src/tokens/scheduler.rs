@@ -21,9 +21,8 @@ use std::time::Duration;
 use aes_gcm::aead::rand_core::RngCore as _;
 use aes_gcm::aead::OsRng;
 
-use super::{Served, TokenService};
+use super::{Served, TokenError, TokenService};
 use crate::clock::unix_now;
-use crate::error::ApiError;
 use crate::store::{Store, TokenSchedule};
 
 /// The most a token is refreshed ahead of its refresh time.
@@ -66,7 +65,7 @@ pub fn spawn(
 }
 
 /// A refresh task's end: the token it was for and how the refresh went.
-type Finished = Result<(TokenSchedule, Result<Option<Served>, ApiError>), tokio::task::JoinError>;
+type Finished = Result<(TokenSchedule, Result<Option<Served>, TokenError>), tokio::task::JoinError>;
 
 struct Backoff {
     failures: u32,
@@ -153,13 +152,16 @@ impl Scheduler {
                 b.failures = b.failures.saturating_add(1);
                 let delay = backoff_delay(b.failures);
                 b.next_attempt = unix_now().saturating_add(delay);
+                // The provider's failure has a code; any other error says what it is.
                 let code = match &outcome {
-                    Err(e) => e.code(),
-                    _ => "provider_failed_token_still_valid",
+                    Err(TokenError::Unavailable(f)) => Some(f.kind.code()),
+                    Err(_) => None,
+                    Ok(_) => Some("provider_failed_token_still_valid"),
                 };
-                if !matches!(outcome, Err(ApiError::NotFound(_))) {
+                let error = outcome.as_ref().err().map(tracing::field::display);
+                if !matches!(outcome, Err(TokenError::NotFound(_))) {
                     tracing::info!(provider = %t.provider_id, connection = %t.connection_id,
-                        code, failures = b.failures, retry_in_secs = delay,
+                        code, error, failures = b.failures, retry_in_secs = delay,
                         "proactive refresh failed; backing off");
                 }
             }
