@@ -336,7 +336,7 @@ async fn put(
         }
     };
     if fetch && !provider.grant_type.needs_consent() {
-        state.tokens.connect(p, c).await?;
+        state.tokens.connect(&path.key()).await?;
     }
     let stored = state
         .store

@@ -67,7 +67,7 @@ async fn token(
     }
     match state
         .tokens
-        .runtime_token(p, c, stored, query.rejected_expires_at)
+        .runtime_token(&path.key(), stored, query.rejected_expires_at)
         .await
     {
         Ok((mut token, served)) => {

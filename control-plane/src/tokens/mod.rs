@@ -131,7 +131,7 @@ pub struct TokenService {
     keyring: Arc<Keyring>,
     client: OAuthClient,
     metrics: Arc<Metrics>,
-    flights: Flights<(String, String)>,
+    flights: Flights<ConnectionKey>,
     /// Seconds before expiry by which a token is refreshed at the latest.
     refresh_skew: i64,
     /// This process, as the holder of refresh leases in the shared store.
@@ -216,21 +216,20 @@ impl TokenService {
     /// refusals of one token cost one fetch.
     pub async fn runtime_token(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         stored: Option<TokenRecord>,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), TokenError> {
         if let Some(t) = stored.filter(|t| !is_due(t, 0, rejected_expires_at)) {
-            return Ok((self.runtime(p, c, &t)?, Served::Hit));
+            return Ok((self.runtime(key, &t)?, Served::Hit));
         }
-        self.refresh(p, c, 0, rejected_expires_at).await
+        self.refresh(key, 0, rejected_expires_at).await
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
-    pub async fn connect(self: &Arc<Self>, p: &str, c: &str) -> Result<(), TokenError> {
-        match self.refresh(p, c, 0, None).await {
+    pub async fn connect(self: &Arc<Self>, key: &ConnectionKey) -> Result<(), TokenError> {
+        match self.refresh(key, 0, None).await {
             Ok(_) | Err(TokenError::Unavailable(_) | TokenError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -242,12 +241,11 @@ impl TokenService {
     /// connection to it instead of waiting (replicas' schedulers share the work).
     pub async fn refresh_if_due(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
     ) -> Result<Option<Served>, TokenError> {
         Ok(self
-            .refresh_mode(p, c, lead, None, false)
+            .refresh_mode(key, lead, None, false)
             .await?
             .map(|(_, served)| served))
     }
@@ -258,12 +256,11 @@ impl TokenService {
     /// which revokes the grant at providers that detect reuse.
     async fn refresh(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
         rejected_expires_at: Option<i64>,
     ) -> Result<(RuntimeToken, Served), TokenError> {
-        self.refresh_mode(p, c, lead, rejected_expires_at, true)
+        self.refresh_mode(key, lead, rejected_expires_at, true)
             .await?
             .ok_or_else(|| {
                 TokenError::Internal("a refresh that waits for the lease gave up".into())
@@ -274,16 +271,15 @@ impl TokenService {
     /// replica holds the lease.
     async fn refresh_mode(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
     ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let this = Arc::clone(self);
-        let (p, c) = (p.to_owned(), c.to_owned());
+        let key = key.clone();
         tokio::spawn(async move {
-            this.refresh_detached(&p, &c, lead, rejected_expires_at, wait)
+            this.refresh_detached(&key, lead, rejected_expires_at, wait)
                 .await
         })
         .await
@@ -292,15 +288,14 @@ impl TokenService {
 
     async fn refresh_detached(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
     ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         for _ in 0..MAX_CONFIG_RACES {
             match self
-                .refresh_once(p, c, lead, rejected_expires_at, wait)
+                .refresh_once(key, lead, rejected_expires_at, wait)
                 .await?
             {
                 Attempt::Done(token, served) => return Ok(Some((token, served))),
@@ -308,26 +303,28 @@ impl TokenService {
                 Attempt::Reconfigured => {}
             }
         }
-        Err(TokenError::Reconfigured(ConnectionKey::new(p, c)))
+        Err(TokenError::Reconfigured(key.clone()))
     }
 
     /// One attempt.
     async fn refresh_once(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
     ) -> Result<Attempt, TokenError> {
         // One fetch per connection: in this process by the flight lock, across replicas that
         // share the database by the lease taken below.
-        let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
-        let (provider, conn) = self.load(p, c).await?;
-        let stored = self.store.get_token(p, c).await?;
+        let mut flight = self.flights.lock(key.clone()).await;
+        let (provider, conn) = self.load(key).await?;
+        let stored = self
+            .store
+            .get_token(key.provider(), key.connection())
+            .await?;
         if let Some(t) = &stored {
             if !is_due(t, lead, rejected_expires_at) {
-                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
+                return Ok(done((self.runtime(key, t)?, Served::Hit)));
             }
         }
         let need = Need {
@@ -339,12 +336,12 @@ impl TokenService {
             match flight.last_failure() {
                 Some((generation, failure)) if *generation == conn.token_generation => {
                     // The provider just failed for the request ahead of us: do not ask again.
-                    return self.fallback(p, c, stored, failure.clone()).map(done);
+                    return self.fallback(key, stored, failure.clone()).map(done);
                 }
                 None => {
                     // The request ahead of us just stored a token: share it.
                     if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
-                        return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
+                        return Ok(done((self.runtime(key, t)?, Served::Hit)));
                     }
                 }
                 Some(_) => {}
@@ -357,43 +354,52 @@ impl TokenService {
 
         if let Some(t) = stored.as_ref().filter(|t| refresh_token_expired(t)) {
             if unix_now() >= t.expires_at {
-                return self.refresh_token_gone(p, c, &conn, t, &mut flight).await;
+                return self.refresh_token_gone(key, &conn, t, &mut flight).await;
             }
             // The access token still serves; then a user must consent again.
-            return self.without_refresh_token(p, c, &conn, stored).map(done);
+            return self.without_refresh_token(key, &conn, stored).map(done);
         }
         let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
         if provider.grant_type.needs_consent() && !has_refresh_token {
             // Nothing to ask the provider: no lease needed.
-            return self.without_refresh_token(p, c, &conn, stored).map(done);
+            return self.without_refresh_token(key, &conn, stored).map(done);
         }
         let now = unix_now();
         if !wait
             && !self
                 .store
-                .try_refresh_lease(p, c, &self.instance, now, now + self.lease_secs)
+                .try_refresh_lease(
+                    key.provider(),
+                    key.connection(),
+                    &self.instance,
+                    now,
+                    now + self.lease_secs,
+                )
                 .await?
         {
             return Ok(Attempt::Elsewhere);
         }
         // (Taken just now, if not waiting: taking it again is a no-op for its holder.)
-        if let Some(t) = self.lease(p, c, Some(&need)).await? {
+        if let Some(t) = self.lease(key, Some(&need)).await? {
             // Another replica refreshed while we waited for its lease.
-            return Ok(done((self.runtime(p, c, &t)?, Served::Hit)));
+            return Ok(done((self.runtime(key, &t)?, Served::Hit)));
         }
         // The lease is ours: what is stored now is the latest (another replica may have
         // rotated the refresh token just before).
         let outcome = async {
-            let stored = self.store.get_token(p, c).await?;
+            let stored = self
+                .store
+                .get_token(key.provider(), key.connection())
+                .await?;
             if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
-                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
+                return Ok(done((self.runtime(key, t)?, Served::Hit)));
             }
-            self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
+            self.refresh_leased(key, &provider, &conn, stored, &mut flight)
                 .await
                 .map(|answer| answer.map_or(Attempt::Reconfigured, done))
         }
         .await;
-        self.release_lease(p, c).await;
+        self.release_lease(key).await;
         outcome
     }
 
@@ -401,11 +407,10 @@ impl TokenService {
     /// the connection says why, so an operator knows a user must consent again.
     async fn refresh_token_gone(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         conn: &ConnectionRecord,
         t: &TokenRecord,
-        flight: &mut flight::FlightGuard<'_, (String, String)>,
+        flight: &mut flight::FlightGuard<'_, ConnectionKey>,
     ) -> Result<Attempt, TokenError> {
         let at = t.refresh_token_expires_at.map(crate::clock::rfc3339);
         let failure = TokenFailure::new(
@@ -416,14 +421,20 @@ impl TokenService {
                 at.unwrap_or_default()
             ),
         );
-        tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(), "{failure}");
+        tracing::warn!(provider = %key.provider(), connection = %key.connection(),
+            code = failure.kind.code(), "{failure}");
         let error = ConnectionError {
             status: ConnectionStatus::Error,
             code: failure.kind.code(),
             message: &failure.message,
         };
         self.store
-            .drop_tokens_with_error(p, c, conn.token_generation, &error)
+            .drop_tokens_with_error(
+                key.provider(),
+                key.connection(),
+                conn.token_generation,
+                &error,
+            )
             .await?;
         flight.finish(Some((conn.token_generation, failure.clone())));
         Err(TokenError::Unavailable(failure))
@@ -434,8 +445,7 @@ impl TokenService {
     /// returns it; `None` means the lease is ours.
     async fn lease(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         need: Option<&Need>,
     ) -> Result<Option<TokenRecord>, TokenError> {
         let deadline = std::time::Instant::now()
@@ -445,7 +455,7 @@ impl TokenService {
             let until = now.saturating_add(self.lease_secs);
             if self
                 .store
-                .try_refresh_lease(p, c, &self.instance, now, until)
+                .try_refresh_lease(key.provider(), key.connection(), &self.instance, now, until)
                 .await?
             {
                 return Ok(None);
@@ -454,15 +464,19 @@ impl TokenService {
                 return Err(TokenError::Unavailable(TokenFailure::new(
                     FailureKind::ProviderUnreachable,
                     format!(
-                        "another control-plane replica has been refreshing connection `{c}` \
-                         of provider `{p}` for longer than {}s",
+                        "another control-plane replica has been refreshing {key} for longer \
+                         than {}s",
                         self.lease_secs
                     ),
                 )));
             }
             tokio::time::sleep(LEASE_POLL).await;
             if let Some(need) = need {
-                if let Some(t) = self.store.get_token(p, c).await? {
+                if let Some(t) = self
+                    .store
+                    .get_token(key.provider(), key.connection())
+                    .await?
+                {
                     if need.satisfied_by(&t) {
                         return Ok(Some(t));
                     }
@@ -471,10 +485,14 @@ impl TokenService {
         }
     }
 
-    async fn release_lease(&self, p: &str, c: &str) {
-        if let Err(e) = self.store.release_refresh_lease(p, c, &self.instance).await {
+    async fn release_lease(&self, key: &ConnectionKey) {
+        if let Err(e) = self
+            .store
+            .release_refresh_lease(key.provider(), key.connection(), &self.instance)
+            .await
+        {
             // It expires by itself; until then other replicas wait for it.
-            tracing::warn!(provider = %p, connection = %c, error = %e,
+            tracing::warn!(provider = %key.provider(), connection = %key.connection(), error = %e,
                 "could not release the refresh lease");
         }
     }
@@ -482,21 +500,21 @@ impl TokenService {
     /// The refresh proper, holding both the flight lock and the lease.
     async fn refresh_leased(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         stored: Option<TokenRecord>,
-        flight: &mut flight::FlightGuard<'_, (String, String)>,
+        flight: &mut flight::FlightGuard<'_, ConnectionKey>,
     ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let (provider, conn) = (provider.clone(), conn.clone());
         let sent_at = unix_now();
         // `presented`: the refresh token redeemed, kept if the response brings no new one.
         let (result, presented) = if provider.grant_type.needs_consent() {
-            let Some(used) = self.stored_refresh_token(p, c, stored.as_ref())? else {
-                return self.without_refresh_token(p, c, &conn, stored).map(Some);
+            let Some(used) = self.stored_refresh_token(key, stored.as_ref())? else {
+                return self.without_refresh_token(key, &conn, stored).map(Some);
             };
-            self.redeem_refresh_token(&provider, &conn, used).await?
+            self.redeem_refresh_token(key, &provider, &conn, used)
+                .await?
         } else {
             let grant = Grant::ClientCredentials {
                 scopes: &provider.scopes,
@@ -507,13 +525,18 @@ impl TokenService {
             Ok(response) => {
                 let quirks = &provider.identity_provider.preset().quirks;
                 let (record, token) =
-                    self.token_record(p, c, &response, presented.clone(), sent_at, quirks)?;
+                    self.token_record(key, &response, presented.clone(), sent_at, quirks)?;
                 let put = match presented.as_ref().map(|(envelope, _)| envelope) {
-                    Some(presented) => self.put_refreshed(p, c, &conn, presented, &record).await?,
+                    Some(presented) => self.put_refreshed(key, &conn, presented, &record).await?,
                     None => {
                         let stored = self
                             .store
-                            .put_token(p, c, conn.token_generation, &record)
+                            .put_token(
+                                key.provider(),
+                                key.connection(),
+                                conn.token_generation,
+                                &record,
+                            )
                             .await?;
                         if stored {
                             PutToken::Stored
@@ -526,20 +549,25 @@ impl TokenService {
                 if put == PutToken::RefreshTokenChanged {
                     // Only when this replica's lease ran out mid-refresh and another one
                     // refreshed meanwhile: what it stored is newer and is kept.
-                    tracing::warn!(provider = %p, connection = %c,
+                    tracing::warn!(provider = %key.provider(), connection = %key.connection(),
                         "another replica stored a newer token while this refresh ran (its \
                          lease expired); keeping the stored one");
-                    if let Some(t) = self.store.get_token(p, c).await? {
-                        return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
+                    if let Some(t) = self
+                        .store
+                        .get_token(key.provider(), key.connection())
+                        .await?
+                    {
+                        return Ok(Some((self.runtime(key, &t)?, Served::Hit)));
                     }
                     return Ok(None);
                 }
                 if put == PutToken::Reconfigured {
-                    tracing::info!(provider = %p, connection = %c,
+                    tracing::info!(provider = %key.provider(), connection = %key.connection(),
                         "connection reconfigured during the token fetch; token discarded");
                     return Ok(None);
                 }
-                tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
+                tracing::info!(provider = %key.provider(), connection = %key.connection(),
+                    expires_at = record.expires_at,
                     rotated = response.refresh_token.is_some(), "token obtained");
                 Ok(Some((token, Served::Fetched)))
             }
@@ -554,22 +582,28 @@ impl TokenService {
                         failure.message
                     ),
                 );
-                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
-                    "refresh refused: {failure}");
+                tracing::warn!(provider = %key.provider(), connection = %key.connection(),
+                    code = failure.kind.code(), "refresh refused: {failure}");
                 let error = ConnectionError {
                     status: ConnectionStatus::Error,
                     code: failure.kind.code(),
                     message: &failure.message,
                 };
                 self.store
-                    .drop_tokens_with_error(p, c, conn.token_generation, &error)
+                    .drop_tokens_with_error(
+                        key.provider(),
+                        key.connection(),
+                        conn.token_generation,
+                        &error,
+                    )
                     .await?;
                 flight.finish(Some((conn.token_generation, failure.clone())));
                 Err(TokenError::Unavailable(failure))
             }
             Err(failure) => {
                 let still_valid = stored.as_ref().is_some_and(|t| unix_now() < t.expires_at);
-                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
+                tracing::warn!(provider = %key.provider(), connection = %key.connection(),
+                    code = failure.kind.code(),
                     serving_stored_token = still_valid, "token request failed: {failure}");
                 let status = if still_valid {
                     ConnectionStatus::Connected
@@ -582,10 +616,15 @@ impl TokenService {
                     message: &failure.message,
                 };
                 self.store
-                    .record_token_error(p, c, conn.token_generation, &error)
+                    .record_token_error(
+                        key.provider(),
+                        key.connection(),
+                        conn.token_generation,
+                        &error,
+                    )
                     .await?;
                 flight.finish(Some((conn.token_generation, failure.clone())));
-                self.fallback(p, c, stored, failure).map(Some)
+                self.fallback(key, stored, failure).map(Some)
             }
         }
     }
@@ -595,8 +634,7 @@ impl TokenService {
     /// then the write is retried against the re-wrapped envelope.
     async fn put_refreshed(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         conn: &ConnectionRecord,
         presented: &Envelope,
         record: &TokenRecord,
@@ -605,16 +643,25 @@ impl TokenService {
         for _ in 0..3 {
             let put = self
                 .store
-                .put_refreshed_token(p, c, conn.token_generation, &expected, record)
+                .put_refreshed_token(
+                    key.provider(),
+                    key.connection(),
+                    conn.token_generation,
+                    &expected,
+                    record,
+                )
                 .await?;
             if put != PutToken::RefreshTokenChanged {
                 return Ok(put);
             }
-            let current = self.store.get_token(p, c).await?;
-            let Some(current) = self.stored_refresh_token(p, c, current.as_ref())? else {
+            let current = self
+                .store
+                .get_token(key.provider(), key.connection())
+                .await?;
+            let Some(current) = self.stored_refresh_token(key, current.as_ref())? else {
                 return Ok(put);
             };
-            let aad = Aad::connection_refresh_token(p, c);
+            let aad = Aad::connection_refresh_token(key.provider(), key.connection());
             let was = self.keyring.decrypt_string(&aad, presented)?;
             if current.secret.expose_secret() != was.expose_secret() {
                 return Ok(put);
@@ -626,16 +673,16 @@ impl TokenService {
 
     fn stored_refresh_token(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         stored: Option<&TokenRecord>,
     ) -> Result<Option<UsedRefreshToken>, TokenError> {
         let Some(envelope) = stored.and_then(|t| t.refresh_token.clone()) else {
             return Ok(None);
         };
-        let secret = self
-            .keyring
-            .decrypt_string(&Aad::connection_refresh_token(p, c), &envelope)?;
+        let secret = self.keyring.decrypt_string(
+            &Aad::connection_refresh_token(key.provider(), key.connection()),
+            &envelope,
+        )?;
         Ok(Some(UsedRefreshToken {
             envelope,
             expires_at: stored.and_then(|t| t.refresh_token_expires_at),
@@ -649,11 +696,11 @@ impl TokenService {
     /// response brings no new one.
     async fn redeem_refresh_token(
         &self,
+        key: &ConnectionKey,
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         used: UsedRefreshToken,
     ) -> Result<(Result<TokenResponse, TokenFailure>, KeptRefresh), TokenError> {
-        let (p, c) = (conn.provider_id.as_str(), conn.id.as_str());
         let grant = Grant::RefreshToken {
             refresh_token: &used.secret,
         };
@@ -662,14 +709,17 @@ impl TokenService {
             Err(f) if f.kind == FailureKind::InvalidGrant => {}
             _ => return Ok((first, Some((used.envelope, used.expires_at)))),
         }
-        let current = self.store.get_token(p, c).await?;
+        let current = self
+            .store
+            .get_token(key.provider(), key.connection())
+            .await?;
         let newer = self
-            .stored_refresh_token(p, c, current.as_ref())?
+            .stored_refresh_token(key, current.as_ref())?
             .filter(|t| t.envelope != used.envelope);
         let Some(newer) = newer else {
             return Ok((first, Some((used.envelope, used.expires_at))));
         };
-        tracing::info!(provider = %p, connection = %c,
+        tracing::info!(provider = %key.provider(), connection = %key.connection(),
             "refresh token refused, but a newer one was stored meanwhile: retrying with it");
         let grant = Grant::RefreshToken {
             refresh_token: &newer.secret,
@@ -682,13 +732,12 @@ impl TokenService {
     /// until it expires; then a user must consent (again).
     fn without_refresh_token(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         conn: &ConnectionRecord,
         stored: Option<TokenRecord>,
     ) -> Result<(RuntimeToken, Served), TokenError> {
         if let Some(t) = stored.filter(|t| unix_now() < t.expires_at) {
-            let mut token = self.runtime(p, c, &t)?;
+            let mut token = self.runtime(key, &t)?;
             token.refresh_at = t.expires_at;
             return Ok((token, Served::Hit));
         }
@@ -702,7 +751,7 @@ impl TokenService {
                     message,
                 )))
             }
-            _ => Err(TokenError::ConsentRequired(ConnectionKey::new(p, c))),
+            _ => Err(TokenError::ConsentRequired(key.clone())),
         }
     }
 
@@ -718,21 +767,22 @@ impl TokenService {
         code_verifier: &secrecy::SecretString,
         redirect_uri: &str,
     ) -> Result<Result<(), ConsentFailure>, TokenError> {
+        let key = &ConnectionKey::new(p, c);
         // Not while a refresh of the same connection is in flight: its result would
         // overwrite the new consent's tokens.
-        let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
-        let Some((provider, conn)) = self.try_load(p, c).await? else {
+        let mut flight = self.flights.lock(key.clone()).await;
+        let Some((provider, conn)) = self.try_load(key).await? else {
             return Ok(Err(ConsentFailure::Reconfigured));
         };
         if conn.token_generation != generation || !provider.grant_type.needs_consent() {
             return Ok(Err(ConsentFailure::Reconfigured));
         }
         // Not while another replica refreshes: its result would overwrite the new tokens.
-        self.lease(p, c, None).await?;
+        self.lease(key, None).await?;
         let outcome = self
-            .exchange_code(p, c, &provider, &conn, code, code_verifier, redirect_uri)
+            .exchange_code(key, &provider, &conn, code, code_verifier, redirect_uri)
             .await;
-        self.release_lease(p, c).await;
+        self.release_lease(key).await;
         if matches!(outcome, Ok(Ok(()))) {
             flight.finish(None);
         }
@@ -742,8 +792,7 @@ impl TokenService {
     #[allow(clippy::too_many_arguments)]
     async fn exchange_code(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         code: &secrecy::SecretString,
@@ -760,44 +809,47 @@ impl TokenService {
         let response = match self.fetch(provider, conn, &grant).await? {
             Ok(r) => r,
             Err(failure) => {
-                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
-                    "authorization code exchange failed: {failure}");
+                tracing::warn!(provider = %key.provider(), connection = %key.connection(),
+                    code = failure.kind.code(), "authorization code exchange failed: {failure}");
                 return Ok(Err(ConsentFailure::Provider(failure)));
             }
         };
         let quirks = &provider.identity_provider.preset().quirks;
-        let (record, _) = self.token_record(p, c, &response, None, sent_at, quirks)?;
-        if !self.store.put_token(p, c, generation, &record).await? {
+        let (record, _) = self.token_record(key, &response, None, sent_at, quirks)?;
+        if !self
+            .store
+            .put_token(key.provider(), key.connection(), generation, &record)
+            .await?
+        {
             return Ok(Err(ConsentFailure::Reconfigured));
         }
-        tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
+        tracing::info!(provider = %key.provider(), connection = %key.connection(),
+            expires_at = record.expires_at,
             refresh_token = record.refresh_token.is_some(), "consent completed; tokens stored");
         Ok(Ok(()))
     }
 
     async fn try_load(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
     ) -> Result<Option<(ProviderRecord, ConnectionRecord)>, TokenError> {
-        let Some(provider) = self.store.get_provider(p).await? else {
+        let Some(provider) = self.store.get_provider(key.provider()).await? else {
             return Ok(None);
         };
         Ok(self
             .store
-            .get_connection(p, c)
+            .get_connection(key.provider(), key.connection())
             .await?
             .map(|conn| (provider, conn)))
     }
 
     async fn load(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
     ) -> Result<(ProviderRecord, ConnectionRecord), TokenError> {
-        self.try_load(p, c)
+        self.try_load(key)
             .await?
-            .ok_or_else(|| TokenError::NotFound(ConnectionKey::new(p, c)))
+            .ok_or_else(|| TokenError::NotFound(key.clone()))
     }
 
     /// Asks the provider. The outer error is ours (a secret that does not decrypt); the inner
@@ -850,8 +902,7 @@ impl TokenService {
     /// one; when it does not, the old one stays valid), with the expiry it had.
     fn token_record(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         response: &TokenResponse,
         kept_refresh: KeptRefresh,
         obtained_at: i64,
@@ -862,7 +913,7 @@ impl TokenService {
         let (refresh_token, refresh_token_expires_at) = match &response.refresh_token {
             Some(rt) => (
                 Some(self.keyring.encrypt(
-                    &Aad::connection_refresh_token(p, c),
+                    &Aad::connection_refresh_token(key.provider(), key.connection()),
                     rt.expose_secret().as_bytes(),
                 )?),
                 response
@@ -875,9 +926,10 @@ impl TokenService {
             },
         };
         let record = TokenRecord {
-            access_token: self
-                .keyring
-                .encrypt(&Aad::connection_access_token(p, c), plaintext.as_bytes())?,
+            access_token: self.keyring.encrypt(
+                &Aad::connection_access_token(key.provider(), key.connection()),
+                plaintext.as_bytes(),
+            )?,
             refresh_token,
             refresh_token_expires_at,
             token_type: response.token_type.clone(),
@@ -897,10 +949,11 @@ impl TokenService {
         Ok((record, token))
     }
 
-    fn runtime(&self, p: &str, c: &str, t: &TokenRecord) -> Result<RuntimeToken, TokenError> {
-        let access_token = self
-            .keyring
-            .decrypt_string(&Aad::connection_access_token(p, c), &t.access_token)?;
+    fn runtime(&self, key: &ConnectionKey, t: &TokenRecord) -> Result<RuntimeToken, TokenError> {
+        let access_token = self.keyring.decrypt_string(
+            &Aad::connection_access_token(key.provider(), key.connection()),
+            &t.access_token,
+        )?;
         Ok(RuntimeToken {
             access_token: access_token.expose_secret().to_owned(),
             token_type: t.token_type.clone(),
@@ -915,15 +968,14 @@ impl TokenService {
     /// otherwise the failure.
     fn fallback(
         &self,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         stored: Option<TokenRecord>,
         failure: TokenFailure,
     ) -> Result<(RuntimeToken, Served), TokenError> {
         let now = unix_now();
         match stored {
             Some(t) if now < t.expires_at => {
-                let mut token = self.runtime(p, c, &t)?;
+                let mut token = self.runtime(key, &t)?;
                 token.refresh_at = now
                     .saturating_add(RETRY_AFTER_FAILURE_SECS)
                     .min(t.expires_at);

@@ -23,6 +23,7 @@ use aes_gcm::aead::OsRng;
 
 use super::{Served, TokenError, TokenService};
 use crate::clock::unix_now;
+use crate::domain::ConnectionKey;
 use crate::store::{Store, TokenSchedule};
 
 /// The most a token is refreshed ahead of its refresh time.
@@ -76,7 +77,7 @@ struct Scheduler {
     tokens: Arc<TokenService>,
     store: Store,
     concurrency: usize,
-    backoff: HashMap<(String, String), Backoff>,
+    backoff: HashMap<ConnectionKey, Backoff>,
 }
 
 impl Scheduler {
@@ -97,7 +98,7 @@ impl Scheduler {
                 .map(|t| (t.provider_id.as_str(), t.connection_id.as_str()))
                 .collect();
             self.backoff
-                .retain(|key, _| due_keys.contains(&(key.0.as_str(), key.1.as_str())));
+                .retain(|key, _| due_keys.contains(&(key.provider(), key.connection())));
         }
         let mut running = tokio::task::JoinSet::new();
         for t in due {
@@ -105,7 +106,7 @@ impl Scheduler {
             if now < t.refresh_at.saturating_sub(lead) {
                 continue;
             }
-            let key = (t.provider_id.clone(), t.connection_id.clone());
+            let key = ConnectionKey::new(t.provider_id.as_str(), t.connection_id.as_str());
             if self.backoff.get(&key).is_some_and(|b| now < b.next_attempt) {
                 continue;
             }
@@ -116,9 +117,7 @@ impl Scheduler {
             }
             let tokens = Arc::clone(&self.tokens);
             running.spawn(async move {
-                let outcome = tokens
-                    .refresh_if_due(&t.provider_id, &t.connection_id, lead)
-                    .await;
+                let outcome = tokens.refresh_if_due(&key, lead).await;
                 (t, outcome)
             });
         }
@@ -137,7 +136,7 @@ impl Scheduler {
                 return;
             }
         };
-        let key = (t.provider_id.clone(), t.connection_id.clone());
+        let key = ConnectionKey::new(t.provider_id.as_str(), t.connection_id.as_str());
         match outcome {
             // Another replica is refreshing it (it holds the lease): nothing to do here.
             Ok(None) => {}
