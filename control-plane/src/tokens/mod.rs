@@ -154,6 +154,14 @@ fn done((token, served): (RuntimeToken, Served)) -> Attempt {
     Attempt::Done(token, served)
 }
 
+/// What a failed attempt does with the connection's stored tokens.
+enum Tokens<'a> {
+    /// Drops them: the grant they belong to is gone.
+    Drop,
+    /// Keeps them (the ones read before the attempt): the access token serves while valid.
+    Keep(Option<&'a TokenRecord>),
+}
+
 /// How often a replica waiting for another one's refresh looks at the store.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -336,7 +344,9 @@ impl TokenService {
             match flight.last_failure() {
                 Some((generation, failure)) if *generation == conn.token_generation => {
                     // The provider just failed for the request ahead of us: do not ask again.
-                    return self.fallback(key, stored, failure.clone()).map(done);
+                    return self
+                        .fallback(key, stored.as_ref(), failure.clone())
+                        .map(done);
                 }
                 None => {
                     // The request ahead of us just stored a token: share it.
@@ -421,23 +431,9 @@ impl TokenService {
                 at.unwrap_or_default()
             ),
         );
-        tracing::warn!(provider = %key.provider(), connection = %key.connection(),
-            code = failure.kind.code(), "{failure}");
-        let error = ConnectionError {
-            status: ConnectionStatus::Error,
-            code: failure.kind.code(),
-            message: &failure.message,
-        };
-        self.store
-            .drop_tokens_with_error(
-                key.provider(),
-                key.connection(),
-                conn.token_generation,
-                &error,
-            )
-            .await?;
-        flight.finish(Some((conn.token_generation, failure.clone())));
-        Err(TokenError::Unavailable(failure))
+        self.failed(key, conn, flight, failure, Tokens::Drop, "not refreshing")
+            .await
+            .map(done)
     }
 
     /// Waits for the connection's refresh lease. With `need`, gives up waiting as soon as
@@ -582,13 +578,46 @@ impl TokenService {
                         failure.message
                     ),
                 );
-                tracing::warn!(provider = %key.provider(), connection = %key.connection(),
-                    code = failure.kind.code(), "refresh refused: {failure}");
-                let error = ConnectionError {
-                    status: ConnectionStatus::Error,
-                    code: failure.kind.code(),
-                    message: &failure.message,
-                };
+                self.failed(key, &conn, flight, failure, Tokens::Drop, "refresh refused")
+                    .await
+                    .map(Some)
+            }
+            Err(failure) => {
+                let tokens = Tokens::Keep(stored.as_ref());
+                self.failed(key, &conn, flight, failure, tokens, "token request failed")
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+
+    /// After a failed attempt: records `failure` on the connection (dropping its tokens, or
+    /// keeping them), hands it to the requests waiting on `flight` so that they do not ask
+    /// the provider again, and answers with the kept token while it is valid, otherwise with
+    /// the failure. `what` opens the log line.
+    async fn failed(
+        &self,
+        key: &ConnectionKey,
+        conn: &ConnectionRecord,
+        flight: &mut flight::FlightGuard<'_, ConnectionKey>,
+        failure: TokenFailure,
+        tokens: Tokens<'_>,
+        what: &str,
+    ) -> Result<(RuntimeToken, Served), TokenError> {
+        let still_valid = matches!(&tokens, Tokens::Keep(Some(t)) if unix_now() < t.expires_at);
+        tracing::warn!(provider = %key.provider(), connection = %key.connection(),
+            code = failure.kind.code(), serving_stored_token = still_valid, "{what}: {failure}");
+        let error = ConnectionError {
+            status: if still_valid {
+                ConnectionStatus::Connected
+            } else {
+                ConnectionStatus::Error
+            },
+            code: failure.kind.code(),
+            message: &failure.message,
+        };
+        let stored = match tokens {
+            Tokens::Drop => {
                 self.store
                     .drop_tokens_with_error(
                         key.provider(),
@@ -597,24 +626,9 @@ impl TokenService {
                         &error,
                     )
                     .await?;
-                flight.finish(Some((conn.token_generation, failure.clone())));
-                Err(TokenError::Unavailable(failure))
+                None
             }
-            Err(failure) => {
-                let still_valid = stored.as_ref().is_some_and(|t| unix_now() < t.expires_at);
-                tracing::warn!(provider = %key.provider(), connection = %key.connection(),
-                    code = failure.kind.code(),
-                    serving_stored_token = still_valid, "token request failed: {failure}");
-                let status = if still_valid {
-                    ConnectionStatus::Connected
-                } else {
-                    ConnectionStatus::Error
-                };
-                let error = ConnectionError {
-                    status,
-                    code: failure.kind.code(),
-                    message: &failure.message,
-                };
+            Tokens::Keep(stored) => {
                 self.store
                     .record_token_error(
                         key.provider(),
@@ -623,10 +637,11 @@ impl TokenService {
                         &error,
                     )
                     .await?;
-                flight.finish(Some((conn.token_generation, failure.clone())));
-                self.fallback(key, stored, failure).map(Some)
+                stored
             }
-        }
+        };
+        flight.finish(Some((conn.token_generation, failure.clone())));
+        self.fallback(key, stored, failure)
     }
 
     /// Stores a token obtained with the refresh token `presented`, if that is still the
@@ -969,13 +984,13 @@ impl TokenService {
     fn fallback(
         &self,
         key: &ConnectionKey,
-        stored: Option<TokenRecord>,
+        stored: Option<&TokenRecord>,
         failure: TokenFailure,
     ) -> Result<(RuntimeToken, Served), TokenError> {
         let now = unix_now();
         match stored {
             Some(t) if now < t.expires_at => {
-                let mut token = self.runtime(key, &t)?;
+                let mut token = self.runtime(key, t)?;
                 token.refresh_at = now
                     .saturating_add(RETRY_AFTER_FAILURE_SECS)
                     .min(t.expires_at);
