@@ -3,7 +3,7 @@
 //! [`TokenError`] names what the service met; it knows nothing of HTTP. The API turns it into
 //! a status, a machine code and a message once, at the edge (in `crate::error`, which this
 //! module does not import). [`TokenFailure`] is the provider's side of it: why no new token
-//! could be obtained.
+//! could be obtained. [`ConsentFailure`] is why a user's consent could not be completed.
 
 use credmgr_common::error::codes;
 
@@ -51,6 +51,15 @@ impl TokenFailure {
             message: message.into(),
         }
     }
+}
+
+/// Why a consent could not be completed. Nothing was stored.
+#[derive(Debug)]
+pub enum ConsentFailure {
+    /// The provider refused the code exchange or could not be reached.
+    Provider(TokenFailure),
+    /// The provider or connection was changed or deleted while the user consented.
+    Reconfigured,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use std::time::Duration;
 use aes_gcm::aead::rand_core::RngCore as _;
 use aes_gcm::aead::OsRng;
 
-use super::{Served, TokenError, TokenService};
+use super::error::TokenError;
+use super::{Served, TokenService};
 use crate::clock::unix_now;
 use crate::domain::ConnectionKey;
 use crate::store::{Store, TokenSchedule};
