@@ -282,7 +282,7 @@ async fn put(
                 error: provider.grant_type.needs_consent().then(|| {
                     (
                         credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
-                        crate::tokens::consent_required_message(p, c),
+                        crate::error::consent_required_message(&path.key()),
                     )
                 }),
                 token_generation: 0,
@@ -336,7 +336,7 @@ async fn put(
         }
     };
     if fetch && !provider.grant_type.needs_consent() {
-        state.tokens.connect(p, c).await?;
+        state.tokens.connect(&path.key()).await?;
     }
     let stored = state
         .store

@@ -2,7 +2,8 @@
 //!
 //! Every failure a handler can meet becomes an [`ApiError`], which answers with
 //! [`credmgr_common::ErrorBody`] and the matching status. Server-side failures (database,
-//! decryption) are logged with their details and answered with a generic message.
+//! decryption) are logged with their details and answered with a generic message. The token
+//! service speaks its own [`TokenError`]; this is where it becomes a status and a body.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,8 +12,9 @@ use credmgr_common::error::codes;
 use credmgr_common::ErrorBody;
 
 use crate::crypto::CryptoError;
+use crate::domain::ConnectionKey;
 use crate::store::StoreError;
-use crate::tokens::TokenFailure;
+use crate::tokens::{TokenError, TokenFailure};
 
 /// The code of a 412: `If-Match` did not match. (Management API only, so not in the codes
 /// shared with the filter.)
@@ -148,5 +150,78 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// The token service's errors as the API answers them.
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TokenError::Reconfigured(_) => ApiError::Conflict(e.to_string()),
+            TokenError::ConsentRequired(key) => {
+                ApiError::ConsentRequired(consent_required_message(&key))
+            }
+            TokenError::Unavailable(failure) => ApiError::TokenUnavailable(failure),
+            TokenError::Store(e) => ApiError::Store(e),
+            TokenError::Crypto(e) => ApiError::Crypto(e),
+            TokenError::Internal(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+/// What a connection without tokens tells the operator to do: have a user consent, through
+/// a login link of the management API.
+pub fn consent_required_message(key: &ConnectionKey) -> String {
+    format!(
+        "{key} has no token: a user must consent first; create a login link with POST \
+         /v1/providers/{}/connections/{}/login-links and open it",
+        key.provider(),
+        key.connection()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::FailureKind;
+
+    #[test]
+    fn token_errors_answer_as_the_api_always_did() {
+        let key = || ConnectionKey::new("github", "alice");
+        let cases = [
+            (
+                TokenError::NotFound(key()),
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                "connection `alice` of provider `github` does not exist",
+            ),
+            (
+                TokenError::Reconfigured(key()),
+                StatusCode::CONFLICT,
+                codes::CONFLICT,
+                "connection `alice` of provider `github` was reconfigured while a token was \
+                 being fetched; retry",
+            ),
+            (
+                TokenError::ConsentRequired(key()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::CONSENT_REQUIRED,
+                "connection `alice` of provider `github` has no token: a user must consent \
+                 first; create a login link with POST \
+                 /v1/providers/github/connections/alice/login-links and open it",
+            ),
+            (
+                TokenError::Unavailable(TokenFailure::new(FailureKind::InvalidGrant, "gone")),
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::REFRESH_TOKEN_INVALID,
+                "gone",
+            ),
+        ];
+        for (error, status, code, message) in cases {
+            let e = ApiError::from(error);
+            assert_eq!((e.status(), e.code()), (status, code), "{e}");
+            assert_eq!(e.body().error.message, message);
+        }
     }
 }

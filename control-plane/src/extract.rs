@@ -11,6 +11,7 @@ use credmgr_common::ids::validate_id;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::domain::ConnectionKey;
 use crate::error::ApiError;
 
 /// A JSON body (`Content-Type: application/json`), deserialized with the path of the field
@@ -161,6 +162,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ProviderPath {
 pub struct ConnectionPath {
     pub provider_id: String,
     pub connection_id: String,
+}
+
+impl ConnectionPath {
+    /// The connection this path names.
+    pub fn key(&self) -> ConnectionKey {
+        ConnectionKey::new(self.provider_id.as_str(), self.connection_id.as_str())
+    }
 }
 
 #[derive(Deserialize)]

@@ -67,7 +67,7 @@ async fn token(
     }
     match state
         .tokens
-        .runtime_token(p, c, stored, query.rejected_expires_at)
+        .runtime_token(&path.key(), stored, query.rejected_expires_at)
         .await
     {
         Ok((mut token, served)) => {
@@ -87,6 +87,7 @@ async fn token(
                 .into_response())
         }
         Err(e) => {
+            let e = ApiError::from(e);
             state.metrics.runtime_token_request("error");
             tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
                 code = e.code(), "no token for the gateway: {e}");

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
-use crate::domain::{AuthMethod, ConnectionStatus, GrantType};
-use crate::error::ApiError;
+use crate::domain::{AuthMethod, ConnectionKey, ConnectionStatus, GrantType};
+use crate::error::{consent_required_message, ApiError};
 use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
 use crate::presets::IdentityProvider;
@@ -206,7 +206,8 @@ async fn put(
             if invalidate && record.grant_type.needs_consent() {
                 // The old tokens are gone; say what to do next, as for a new connection.
                 for conn in state.store.list_connections(&id).await? {
-                    let message = crate::tokens::consent_required_message(&id, &conn.id);
+                    let key = ConnectionKey::new(id.as_str(), conn.id.as_str());
+                    let message = consent_required_message(&key);
                     let error = crate::store::ConnectionError {
                         status: ConnectionStatus::NotConnected,
                         code: credmgr_common::error::codes::CONSENT_REQUIRED,

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::error::{FailureKind, TokenFailure};
 use super::response::{interpret, BodyFormat, TokenResponse};
-use super::{FailureKind, TokenFailure};
 use crate::domain::AuthMethod;
 use crate::presets::Quirks;
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::TokenFailure;
+use super::error::TokenFailure;
 
 /// What the last finished attempt left behind.
 #[derive(Default)]
@@ -125,7 +125,7 @@ impl<K: Eq + Hash + Clone> Drop for FlightGuard<'_, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::FailureKind;
+    use crate::tokens::error::FailureKind;
     use std::time::Duration;
 
     #[tokio::test]

@@ -2,34 +2,43 @@
 //!
 //! [`TokenService`] serves a connection's token from the store while it is fresh (before its
 //! `refresh_at`), and otherwise obtains a new one before answering, one fetch per connection
-//! at a time (a lock in this process, and a lease in the store across replicas): with the client's credentials (client-credentials connections) or with the
-//! stored refresh token (authorization-code connections). A provider that fails while the
-//! stored token is still valid costs nothing: the stored token is served, and the gateway is
-//! told to ask again soon. The first tokens of an authorization-code connection come from a
-//! user's consent ([`TokenService::complete_consent`]).
+//! at a time (a lock in this process, and a lease in the store across replicas): with the
+//! client's credentials (client-credentials connections) or with the stored refresh token
+//! (authorization-code connections). A provider that fails while the stored token is still
+//! valid costs nothing: the stored token is served, and the gateway is told to ask again soon.
+//! The first tokens of an authorization-code connection come from a user's consent
+//! ([`TokenService::complete_consent`]).
+//!
+//! This file holds the service, its public entry points and when a token is due; the rest
+//! is split by seam: `refresh` (the state machine of one attempt), `refresh_token` (redeeming
+//! and rotating refresh tokens), `lease` (the cross-replica refresh lease), `flight` (the
+//! in-process lock), `consent` (the authorization-code exchange), `record` (what is stored
+//! and served), `client` and `response` (the token endpoint), `error` (what can go wrong),
+//! `scheduler` (proactive refresh).
 
 mod client;
+mod consent;
+mod error;
 mod flight;
+mod lease;
+mod record;
+mod refresh;
+mod refresh_token;
 mod response;
 pub mod scheduler;
 
 use std::sync::Arc;
 
-use credmgr_common::error::codes;
 use credmgr_common::RuntimeToken;
-use secrecy::ExposeSecret;
 
 use crate::clock::unix_now;
-use crate::crypto::Envelope;
-use crate::crypto::{Aad, Keyring};
-use crate::domain::ConnectionStatus;
-use crate::error::ApiError;
+use crate::crypto::{Aad, Envelope, Keyring};
+use crate::domain::ConnectionKey;
 use crate::metrics::Metrics;
-use crate::store::{
-    ConnectionError, ConnectionRecord, ProviderRecord, PutToken, Store, TokenRecord,
-};
+use crate::store::{ConnectionRecord, ProviderRecord, Store, TokenRecord};
 
 pub use client::{ClientAuth, Grant, OAuthClient};
+pub use error::{ConsentFailure, FailureKind, TokenError, TokenFailure};
 use flight::Flights;
 pub use response::TokenResponse;
 
@@ -44,9 +53,6 @@ const MAX_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// After a failed refresh, how soon the gateway should ask again for a still-valid token.
 pub const RETRY_AFTER_FAILURE_SECS: i64 = 5;
-
-/// How often a fetch is retried when the connection's configuration changed under it.
-const MAX_CONFIG_RACES: usize = 2;
 
 /// When a token obtained at `obtained_at` and valid for `lifetime` seconds should be replaced:
 /// at 80 % of its lifetime, which leaves the last fifth to refresh in and to ride out a
@@ -94,51 +100,6 @@ impl Need {
     }
 }
 
-/// Why no new token could be obtained from a provider.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct TokenFailure {
-    pub kind: FailureKind,
-    /// Says what happened and what to check; never contains a secret.
-    pub message: String,
-}
-
-impl TokenFailure {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        TokenFailure {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Connection failure, timeout, 5xx, or an answer that is not a token response.
-    ProviderUnreachable,
-    /// `invalid_client` / `unauthorized_client` (RFC 6749 §5.2), or HTTP 401.
-    ClientSecretRejected,
-    /// Any other OAuth error.
-    ProviderError,
-    /// `invalid_grant` (RFC 6749 §5.2): the refresh token (or code) is invalid, expired or
-    /// revoked.
-    InvalidGrant,
-    /// The refresh token is past the expiry the provider gave it; not even sent.
-    RefreshTokenExpired,
-}
-
-impl FailureKind {
-    pub fn code(self) -> &'static str {
-        match self {
-            FailureKind::ProviderUnreachable => codes::PROVIDER_UNREACHABLE,
-            FailureKind::ClientSecretRejected => codes::CLIENT_SECRET_REJECTED,
-            FailureKind::ProviderError => codes::PROVIDER_ERROR,
-            FailureKind::InvalidGrant => codes::REFRESH_TOKEN_INVALID,
-            FailureKind::RefreshTokenExpired => codes::REFRESH_TOKEN_EXPIRED,
-        }
-    }
-}
-
 /// How a token handed to a gateway was obtained (the `outcome` label of the runtime metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
@@ -160,62 +121,19 @@ impl Served {
     }
 }
 
-/// Why a consent could not be completed. Nothing was stored.
-#[derive(Debug)]
-pub enum ConsentFailure {
-    /// The provider refused the code exchange or could not be reached.
-    Provider(TokenFailure),
-    /// The provider or connection was changed or deleted while the user consented.
-    Reconfigured,
-}
-
 /// Hands out tokens, fetching and storing them as needed.
 pub struct TokenService {
     store: Store,
     keyring: Arc<Keyring>,
     client: OAuthClient,
     metrics: Arc<Metrics>,
-    flights: Flights<(String, String)>,
+    flights: Flights<ConnectionKey>,
     /// Seconds before expiry by which a token is refreshed at the latest.
     refresh_skew: i64,
     /// This process, as the holder of refresh leases in the shared store.
     instance: String,
     /// How long a refresh lease lasts: longer than any refresh can take.
     lease_secs: i64,
-}
-
-/// What one refresh attempt came to.
-enum Attempt {
-    Done(RuntimeToken, Served),
-    /// The connection was reconfigured during the fetch; the token obtained under the old
-    /// configuration was discarded.
-    Reconfigured,
-    /// Another replica holds the refresh lease (only when not waiting for it).
-    Elsewhere,
-}
-
-fn done((token, served): (RuntimeToken, Served)) -> Attempt {
-    Attempt::Done(token, served)
-}
-
-/// How often a replica waiting for another one's refresh looks at the store.
-const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// A refresh token as used for one request: its stored envelope, expiry and plaintext.
-struct UsedRefreshToken {
-    envelope: Envelope,
-    expires_at: Option<i64>,
-    secret: secrecy::SecretString,
-}
-
-/// The refresh token to keep when a response brings no new one: its envelope and expiry.
-type KeptRefresh = Option<(Envelope, Option<i64>)>;
-
-/// Whether `t`'s refresh token is past the expiry the provider gave it.
-fn refresh_token_expired(t: &TokenRecord) -> bool {
-    t.refresh_token.is_some()
-        && t.refresh_token_expires_at
-            .is_some_and(|at| unix_now() >= at)
 }
 
 impl TokenService {
@@ -253,29 +171,28 @@ impl TokenService {
     /// The connection's token for a gateway: `stored`, the token the caller has just read
     /// from the store with the connection ([`crate::store::Store::runtime_view`]), while it is
     /// not due; otherwise one fetched first (which reads the connection and its token again,
-    /// under the refresh lock: a missing connection is a 404 then).
+    /// under the refresh lock: a missing connection is [`TokenError::NotFound`] then).
     ///
     /// `rejected_expires_at`: a gateway saw a backend refuse the token that expires then (it was
     /// revoked, say). A stored token that old is replaced first; a newer one is served, so many
     /// refusals of one token cost one fetch.
     pub async fn runtime_token(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         stored: Option<TokenRecord>,
         rejected_expires_at: Option<i64>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
+    ) -> Result<(RuntimeToken, Served), TokenError> {
         if let Some(t) = stored.filter(|t| !is_due(t, 0, rejected_expires_at)) {
-            return Ok((self.runtime(p, c, &t)?, Served::Hit));
+            return Ok((self.runtime(key, &t)?, Served::Hit));
         }
-        self.refresh(p, c, 0, rejected_expires_at).await
+        self.refresh(key, 0, rejected_expires_at).await
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
     /// recorded on the connection; a provider failure is not an error here.
-    pub async fn connect(self: &Arc<Self>, p: &str, c: &str) -> Result<(), ApiError> {
-        match self.refresh(p, c, 0, None).await {
-            Ok(_) | Err(ApiError::TokenUnavailable(_) | ApiError::ConsentRequired(_)) => Ok(()),
+    pub async fn connect(self: &Arc<Self>, key: &ConnectionKey) -> Result<(), TokenError> {
+        match self.refresh(key, 0, None).await {
+            Ok(_) | Err(TokenError::Unavailable(_) | TokenError::ConsentRequired(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -286,12 +203,11 @@ impl TokenService {
     /// connection to it instead of waiting (replicas' schedulers share the work).
     pub async fn refresh_if_due(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
-    ) -> Result<Option<Served>, ApiError> {
+    ) -> Result<Option<Served>, TokenError> {
         Ok(self
-            .refresh_mode(p, c, lead, None, false)
+            .refresh_mode(key, lead, None, false)
             .await?
             .map(|(_, served)| served))
     }
@@ -302,543 +218,57 @@ impl TokenService {
     /// which revokes the grant at providers that detect reuse.
     async fn refresh(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
         rejected_expires_at: Option<i64>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
-        self.refresh_mode(p, c, lead, rejected_expires_at, true)
+    ) -> Result<(RuntimeToken, Served), TokenError> {
+        self.refresh_mode(key, lead, rejected_expires_at, true)
             .await?
-            .ok_or_else(|| ApiError::Internal("a refresh that waits for the lease gave up".into()))
+            .ok_or_else(|| {
+                TokenError::Internal("a refresh that waits for the lease gave up".into())
+            })
     }
 
     /// As [`TokenService::refresh`]; with `wait` false, returns `None` at once if another
     /// replica holds the lease.
     async fn refresh_mode(
         self: &Arc<Self>,
-        p: &str,
-        c: &str,
+        key: &ConnectionKey,
         lead: i64,
         rejected_expires_at: Option<i64>,
         wait: bool,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
+    ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let this = Arc::clone(self);
-        let (p, c) = (p.to_owned(), c.to_owned());
+        let key = key.clone();
         tokio::spawn(async move {
-            this.refresh_detached(&p, &c, lead, rejected_expires_at, wait)
+            this.refresh_detached(&key, lead, rejected_expires_at, wait)
                 .await
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("the refresh task failed: {e}")))?
-    }
-
-    async fn refresh_detached(
-        &self,
-        p: &str,
-        c: &str,
-        lead: i64,
-        rejected_expires_at: Option<i64>,
-        wait: bool,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
-        for _ in 0..MAX_CONFIG_RACES {
-            match self
-                .refresh_once(p, c, lead, rejected_expires_at, wait)
-                .await?
-            {
-                Attempt::Done(token, served) => return Ok(Some((token, served))),
-                Attempt::Elsewhere => return Ok(None),
-                Attempt::Reconfigured => {}
-            }
-        }
-        Err(ApiError::Conflict(format!(
-            "connection `{c}` of provider `{p}` was reconfigured while a token was being \
-             fetched; retry"
-        )))
-    }
-
-    /// One attempt.
-    async fn refresh_once(
-        &self,
-        p: &str,
-        c: &str,
-        lead: i64,
-        rejected_expires_at: Option<i64>,
-        wait: bool,
-    ) -> Result<Attempt, ApiError> {
-        // One fetch per connection: in this process by the flight lock, across replicas that
-        // share the database by the lease taken below.
-        let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
-        let (provider, conn) = self.load(p, c).await?;
-        let stored = self.store.get_token(p, c).await?;
-        if let Some(t) = &stored {
-            if !is_due(t, lead, rejected_expires_at) {
-                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
-            }
-        }
-        let need = Need {
-            lead,
-            rejected_expires_at,
-            seen: None,
-        };
-        if flight.attempt_finished_while_waiting() {
-            match flight.last_failure() {
-                Some((generation, failure)) if *generation == conn.token_generation => {
-                    // The provider just failed for the request ahead of us: do not ask again.
-                    return self.fallback(p, c, stored, failure.clone()).map(done);
-                }
-                None => {
-                    // The request ahead of us just stored a token: share it.
-                    if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
-                        return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        let need = Need {
-            seen: stored.as_ref().map(|t| t.access_token.clone()),
-            ..need
-        };
-
-        if let Some(t) = stored.as_ref().filter(|t| refresh_token_expired(t)) {
-            if unix_now() >= t.expires_at {
-                return self.refresh_token_gone(p, c, &conn, t, &mut flight).await;
-            }
-            // The access token still serves; then a user must consent again.
-            return self.without_refresh_token(p, c, &conn, stored).map(done);
-        }
-        let has_refresh_token = stored.as_ref().is_some_and(|t| t.refresh_token.is_some());
-        if provider.grant_type.needs_consent() && !has_refresh_token {
-            // Nothing to ask the provider: no lease needed.
-            return self.without_refresh_token(p, c, &conn, stored).map(done);
-        }
-        let now = unix_now();
-        if !wait
-            && !self
-                .store
-                .try_refresh_lease(p, c, &self.instance, now, now + self.lease_secs)
-                .await?
-        {
-            return Ok(Attempt::Elsewhere);
-        }
-        // (Taken just now, if not waiting: taking it again is a no-op for its holder.)
-        if let Some(t) = self.lease(p, c, Some(&need)).await? {
-            // Another replica refreshed while we waited for its lease.
-            return Ok(done((self.runtime(p, c, &t)?, Served::Hit)));
-        }
-        // The lease is ours: what is stored now is the latest (another replica may have
-        // rotated the refresh token just before).
-        let outcome = async {
-            let stored = self.store.get_token(p, c).await?;
-            if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
-                return Ok(done((self.runtime(p, c, t)?, Served::Hit)));
-            }
-            self.refresh_leased(p, c, &provider, &conn, stored, &mut flight)
-                .await
-                .map(|answer| answer.map_or(Attempt::Reconfigured, done))
-        }
-        .await;
-        self.release_lease(p, c).await;
-        outcome
-    }
-
-    /// Both the access token and the refresh token have expired: the tokens are dropped and
-    /// the connection says why, so an operator knows a user must consent again.
-    async fn refresh_token_gone(
-        &self,
-        p: &str,
-        c: &str,
-        conn: &ConnectionRecord,
-        t: &TokenRecord,
-        flight: &mut flight::FlightGuard<'_, (String, String)>,
-    ) -> Result<Attempt, ApiError> {
-        let at = t.refresh_token_expires_at.map(crate::clock::rfc3339);
-        let failure = TokenFailure::new(
-            FailureKind::RefreshTokenExpired,
-            format!(
-                "the refresh token expired at {}, as the provider said when it issued it; a \
-                 user must consent again: create a login link for this connection",
-                at.unwrap_or_default()
-            ),
-        );
-        tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(), "{failure}");
-        let error = ConnectionError {
-            status: ConnectionStatus::Error,
-            code: failure.kind.code(),
-            message: &failure.message,
-        };
-        self.store
-            .drop_tokens_with_error(p, c, conn.token_generation, &error)
-            .await?;
-        flight.finish(Some((conn.token_generation, failure.clone())));
-        Err(ApiError::TokenUnavailable(failure))
-    }
-
-    /// Waits for the connection's refresh lease. With `need`, gives up waiting as soon as
-    /// another replica has stored a token that satisfies it ([`Need::satisfied_by`]), and
-    /// returns it; `None` means the lease is ours.
-    async fn lease(
-        &self,
-        p: &str,
-        c: &str,
-        need: Option<&Need>,
-    ) -> Result<Option<TokenRecord>, ApiError> {
-        let deadline = std::time::Instant::now()
-            + std::time::Duration::from_secs(u64::try_from(self.lease_secs).unwrap_or(60) + 2);
-        loop {
-            let now = unix_now();
-            let until = now.saturating_add(self.lease_secs);
-            if self
-                .store
-                .try_refresh_lease(p, c, &self.instance, now, until)
-                .await?
-            {
-                return Ok(None);
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(ApiError::TokenUnavailable(TokenFailure::new(
-                    FailureKind::ProviderUnreachable,
-                    format!(
-                        "another control-plane replica has been refreshing connection `{c}` \
-                         of provider `{p}` for longer than {}s",
-                        self.lease_secs
-                    ),
-                )));
-            }
-            tokio::time::sleep(LEASE_POLL).await;
-            if let Some(need) = need {
-                if let Some(t) = self.store.get_token(p, c).await? {
-                    if need.satisfied_by(&t) {
-                        return Ok(Some(t));
-                    }
-                }
-            }
-        }
-    }
-
-    async fn release_lease(&self, p: &str, c: &str) {
-        if let Err(e) = self.store.release_refresh_lease(p, c, &self.instance).await {
-            // It expires by itself; until then other replicas wait for it.
-            tracing::warn!(provider = %p, connection = %c, error = %e,
-                "could not release the refresh lease");
-        }
-    }
-
-    /// The refresh proper, holding both the flight lock and the lease.
-    async fn refresh_leased(
-        &self,
-        p: &str,
-        c: &str,
-        provider: &ProviderRecord,
-        conn: &ConnectionRecord,
-        stored: Option<TokenRecord>,
-        flight: &mut flight::FlightGuard<'_, (String, String)>,
-    ) -> Result<Option<(RuntimeToken, Served)>, ApiError> {
-        let (provider, conn) = (provider.clone(), conn.clone());
-        let sent_at = unix_now();
-        // `presented`: the refresh token redeemed, kept if the response brings no new one.
-        let (result, presented) = if provider.grant_type.needs_consent() {
-            let Some(used) = self.stored_refresh_token(p, c, stored.as_ref())? else {
-                return self.without_refresh_token(p, c, &conn, stored).map(Some);
-            };
-            self.redeem_refresh_token(&provider, &conn, used).await?
-        } else {
-            let grant = Grant::ClientCredentials {
-                scopes: &provider.scopes,
-            };
-            (self.fetch(&provider, &conn, &grant).await?, None)
-        };
-        match result {
-            Ok(response) => {
-                let quirks = &provider.identity_provider.preset().quirks;
-                let (record, token) =
-                    self.token_record(p, c, &response, presented.clone(), sent_at, quirks)?;
-                let put = match presented.as_ref().map(|(envelope, _)| envelope) {
-                    Some(presented) => self.put_refreshed(p, c, &conn, presented, &record).await?,
-                    None => {
-                        let stored = self
-                            .store
-                            .put_token(p, c, conn.token_generation, &record)
-                            .await?;
-                        if stored {
-                            PutToken::Stored
-                        } else {
-                            PutToken::Reconfigured
-                        }
-                    }
-                };
-                flight.finish(None);
-                if put == PutToken::RefreshTokenChanged {
-                    // Only when this replica's lease ran out mid-refresh and another one
-                    // refreshed meanwhile: what it stored is newer and is kept.
-                    tracing::warn!(provider = %p, connection = %c,
-                        "another replica stored a newer token while this refresh ran (its \
-                         lease expired); keeping the stored one");
-                    if let Some(t) = self.store.get_token(p, c).await? {
-                        return Ok(Some((self.runtime(p, c, &t)?, Served::Hit)));
-                    }
-                    return Ok(None);
-                }
-                if put == PutToken::Reconfigured {
-                    tracing::info!(provider = %p, connection = %c,
-                        "connection reconfigured during the token fetch; token discarded");
-                    return Ok(None);
-                }
-                tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
-                    rotated = response.refresh_token.is_some(), "token obtained");
-                Ok(Some((token, Served::Fetched)))
-            }
-            Err(failure) if failure.kind == FailureKind::InvalidGrant => {
-                // The grant is gone (revoked, expired, or the refresh token was reused): the
-                // stored access token belongs to it and dies with it.
-                let failure = TokenFailure::new(
-                    FailureKind::InvalidGrant,
-                    format!(
-                        "{}; the refresh token no longer works, so a user must consent \
-                         again: create a login link for this connection",
-                        failure.message
-                    ),
-                );
-                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
-                    "refresh refused: {failure}");
-                let error = ConnectionError {
-                    status: ConnectionStatus::Error,
-                    code: failure.kind.code(),
-                    message: &failure.message,
-                };
-                self.store
-                    .drop_tokens_with_error(p, c, conn.token_generation, &error)
-                    .await?;
-                flight.finish(Some((conn.token_generation, failure.clone())));
-                Err(ApiError::TokenUnavailable(failure))
-            }
-            Err(failure) => {
-                let still_valid = stored.as_ref().is_some_and(|t| unix_now() < t.expires_at);
-                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
-                    serving_stored_token = still_valid, "token request failed: {failure}");
-                let status = if still_valid {
-                    ConnectionStatus::Connected
-                } else {
-                    ConnectionStatus::Error
-                };
-                let error = ConnectionError {
-                    status,
-                    code: failure.kind.code(),
-                    message: &failure.message,
-                };
-                self.store
-                    .record_token_error(p, c, conn.token_generation, &error)
-                    .await?;
-                flight.finish(Some((conn.token_generation, failure.clone())));
-                self.fallback(p, c, stored, failure).map(Some)
-            }
-        }
-    }
-
-    /// Stores a token obtained with the refresh token `presented`, if that is still the
-    /// stored one. Key rotation may have re-wrapped it meanwhile (same token, new envelope):
-    /// then the write is retried against the re-wrapped envelope.
-    async fn put_refreshed(
-        &self,
-        p: &str,
-        c: &str,
-        conn: &ConnectionRecord,
-        presented: &Envelope,
-        record: &TokenRecord,
-    ) -> Result<PutToken, ApiError> {
-        let mut expected = presented.clone();
-        for _ in 0..3 {
-            let put = self
-                .store
-                .put_refreshed_token(p, c, conn.token_generation, &expected, record)
-                .await?;
-            if put != PutToken::RefreshTokenChanged {
-                return Ok(put);
-            }
-            let current = self.store.get_token(p, c).await?;
-            let Some(current) = self.stored_refresh_token(p, c, current.as_ref())? else {
-                return Ok(put);
-            };
-            let aad = Aad::connection_refresh_token(p, c);
-            let was = self.keyring.decrypt_string(&aad, presented)?;
-            if current.secret.expose_secret() != was.expose_secret() {
-                return Ok(put);
-            }
-            expected = current.envelope;
-        }
-        Ok(PutToken::RefreshTokenChanged)
-    }
-
-    fn stored_refresh_token(
-        &self,
-        p: &str,
-        c: &str,
-        stored: Option<&TokenRecord>,
-    ) -> Result<Option<UsedRefreshToken>, ApiError> {
-        let Some(envelope) = stored.and_then(|t| t.refresh_token.clone()) else {
-            return Ok(None);
-        };
-        let secret = self
-            .keyring
-            .decrypt_string(&Aad::connection_refresh_token(p, c), &envelope)?;
-        Ok(Some(UsedRefreshToken {
-            envelope,
-            expires_at: stored.and_then(|t| t.refresh_token_expires_at),
-            secret,
-        }))
-    }
-
-    /// Redeems the refresh token. On `invalid_grant` the store is read again: if another
-    /// request (another replica, or a new consent) stored a newer refresh token meanwhile,
-    /// that one is tried once. Returns the outcome and the refresh token to keep if the
-    /// response brings no new one.
-    async fn redeem_refresh_token(
-        &self,
-        provider: &ProviderRecord,
-        conn: &ConnectionRecord,
-        used: UsedRefreshToken,
-    ) -> Result<(Result<TokenResponse, TokenFailure>, KeptRefresh), ApiError> {
-        let (p, c) = (conn.provider_id.as_str(), conn.id.as_str());
-        let grant = Grant::RefreshToken {
-            refresh_token: &used.secret,
-        };
-        let first = self.fetch(provider, conn, &grant).await?;
-        match &first {
-            Err(f) if f.kind == FailureKind::InvalidGrant => {}
-            _ => return Ok((first, Some((used.envelope, used.expires_at)))),
-        }
-        let current = self.store.get_token(p, c).await?;
-        let newer = self
-            .stored_refresh_token(p, c, current.as_ref())?
-            .filter(|t| t.envelope != used.envelope);
-        let Some(newer) = newer else {
-            return Ok((first, Some((used.envelope, used.expires_at))));
-        };
-        tracing::info!(provider = %p, connection = %c,
-            "refresh token refused, but a newer one was stored meanwhile: retrying with it");
-        let grant = Grant::RefreshToken {
-            refresh_token: &newer.secret,
-        };
-        let second = self.fetch(provider, conn, &grant).await?;
-        Ok((second, Some((newer.envelope, newer.expires_at))))
-    }
-
-    /// An authorization-code connection without a refresh token: its access token serves
-    /// until it expires; then a user must consent (again).
-    fn without_refresh_token(
-        &self,
-        p: &str,
-        c: &str,
-        conn: &ConnectionRecord,
-        stored: Option<TokenRecord>,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
-        if let Some(t) = stored.filter(|t| unix_now() < t.expires_at) {
-            let mut token = self.runtime(p, c, &t)?;
-            token.refresh_at = t.expires_at;
-            return Ok((token, Served::Hit));
-        }
-        match &conn.error {
-            Some((code, message)) if code == codes::REFRESH_TOKEN_INVALID => Err(
-                ApiError::TokenUnavailable(TokenFailure::new(FailureKind::InvalidGrant, message)),
-            ),
-            Some((code, message)) if code == codes::REFRESH_TOKEN_EXPIRED => {
-                Err(ApiError::TokenUnavailable(TokenFailure::new(
-                    FailureKind::RefreshTokenExpired,
-                    message,
-                )))
-            }
-            _ => Err(consent_required(p, c)),
-        }
-    }
-
-    /// Completes a user's consent: exchanges the authorization code (RFC 6749 §4.1.3, with
-    /// the PKCE verifier) and stores the tokens, replacing any the connection had. Nothing is
-    /// stored unless the exchange succeeds and the connection is still at `generation`.
-    pub async fn complete_consent(
-        &self,
-        p: &str,
-        c: &str,
-        generation: i64,
-        code: &secrecy::SecretString,
-        code_verifier: &secrecy::SecretString,
-        redirect_uri: &str,
-    ) -> Result<Result<(), ConsentFailure>, ApiError> {
-        // Not while a refresh of the same connection is in flight: its result would
-        // overwrite the new consent's tokens.
-        let mut flight = self.flights.lock((p.to_owned(), c.to_owned())).await;
-        let Some((provider, conn)) = self.try_load(p, c).await? else {
-            return Ok(Err(ConsentFailure::Reconfigured));
-        };
-        if conn.token_generation != generation || !provider.grant_type.needs_consent() {
-            return Ok(Err(ConsentFailure::Reconfigured));
-        }
-        // Not while another replica refreshes: its result would overwrite the new tokens.
-        self.lease(p, c, None).await?;
-        let outcome = self
-            .exchange_code(p, c, &provider, &conn, code, code_verifier, redirect_uri)
-            .await;
-        self.release_lease(p, c).await;
-        if matches!(outcome, Ok(Ok(()))) {
-            flight.finish(None);
-        }
-        outcome
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn exchange_code(
-        &self,
-        p: &str,
-        c: &str,
-        provider: &ProviderRecord,
-        conn: &ConnectionRecord,
-        code: &secrecy::SecretString,
-        code_verifier: &secrecy::SecretString,
-        redirect_uri: &str,
-    ) -> Result<Result<(), ConsentFailure>, ApiError> {
-        let generation = conn.token_generation;
-        let grant = Grant::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier,
-        };
-        let sent_at = unix_now();
-        let response = match self.fetch(provider, conn, &grant).await? {
-            Ok(r) => r,
-            Err(failure) => {
-                tracing::warn!(provider = %p, connection = %c, code = failure.kind.code(),
-                    "authorization code exchange failed: {failure}");
-                return Ok(Err(ConsentFailure::Provider(failure)));
-            }
-        };
-        let quirks = &provider.identity_provider.preset().quirks;
-        let (record, _) = self.token_record(p, c, &response, None, sent_at, quirks)?;
-        if !self.store.put_token(p, c, generation, &record).await? {
-            return Ok(Err(ConsentFailure::Reconfigured));
-        }
-        tracing::info!(provider = %p, connection = %c, expires_at = record.expires_at,
-            refresh_token = record.refresh_token.is_some(), "consent completed; tokens stored");
-        Ok(Ok(()))
+        .map_err(|e| TokenError::Internal(format!("the refresh task failed: {e}")))?
     }
 
     async fn try_load(
         &self,
-        p: &str,
-        c: &str,
-    ) -> Result<Option<(ProviderRecord, ConnectionRecord)>, ApiError> {
-        let Some(provider) = self.store.get_provider(p).await? else {
+        key: &ConnectionKey,
+    ) -> Result<Option<(ProviderRecord, ConnectionRecord)>, TokenError> {
+        let Some(provider) = self.store.get_provider(key.provider()).await? else {
             return Ok(None);
         };
         Ok(self
             .store
-            .get_connection(p, c)
+            .get_connection(key.provider(), key.connection())
             .await?
             .map(|conn| (provider, conn)))
     }
 
-    async fn load(&self, p: &str, c: &str) -> Result<(ProviderRecord, ConnectionRecord), ApiError> {
-        self.try_load(p, c).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("connection `{c}` of provider `{p}` does not exist"))
-        })
+    async fn load(
+        &self,
+        key: &ConnectionKey,
+    ) -> Result<(ProviderRecord, ConnectionRecord), TokenError> {
+        self.try_load(key)
+            .await?
+            .ok_or_else(|| TokenError::NotFound(key.clone()))
     }
 
     /// Asks the provider. The outer error is ours (a secret that does not decrypt); the inner
@@ -848,7 +278,7 @@ impl TokenService {
         provider: &ProviderRecord,
         conn: &ConnectionRecord,
         grant: &Grant<'_>,
-    ) -> Result<Result<TokenResponse, TokenFailure>, ApiError> {
+    ) -> Result<Result<TokenResponse, TokenFailure>, TokenError> {
         let (client_id, secret) = match (&conn.client_id, &conn.client_secret) {
             (Some(id), Some(envelope)) => {
                 let aad = Aad::connection_client_secret(&conn.provider_id, &conn.id);
@@ -885,121 +315,6 @@ impl TokenService {
         self.metrics.provider_token_request(grant.name(), outcome);
         Ok(result)
     }
-
-    /// The record to store for a new token, and the answer to give for it. A response
-    /// without a refresh token keeps `kept_refresh` (RFC 6749 §6: the server MAY issue a new
-    /// one; when it does not, the old one stays valid), with the expiry it had.
-    fn token_record(
-        &self,
-        p: &str,
-        c: &str,
-        response: &TokenResponse,
-        kept_refresh: KeptRefresh,
-        obtained_at: i64,
-        quirks: &crate::presets::Quirks,
-    ) -> Result<(TokenRecord, RuntimeToken), ApiError> {
-        let plaintext = response.access_token.expose_secret();
-        let lifetime = lifetime(response, obtained_at, quirks);
-        let (refresh_token, refresh_token_expires_at) = match &response.refresh_token {
-            Some(rt) => (
-                Some(self.keyring.encrypt(
-                    &Aad::connection_refresh_token(p, c),
-                    rt.expose_secret().as_bytes(),
-                )?),
-                response
-                    .refresh_token_expires_in
-                    .map(|s| obtained_at.saturating_add(s.min(MAX_LIFETIME_SECS))),
-            ),
-            None => match kept_refresh {
-                Some((envelope, expires_at)) => (Some(envelope), expires_at),
-                None => (None, None),
-            },
-        };
-        let record = TokenRecord {
-            access_token: self
-                .keyring
-                .encrypt(&Aad::connection_access_token(p, c), plaintext.as_bytes())?,
-            refresh_token,
-            refresh_token_expires_at,
-            token_type: response.token_type.clone(),
-            claims: response.claims.clone(),
-            obtained_at,
-            expires_at: obtained_at.saturating_add(lifetime),
-            refresh_at: refresh_at(obtained_at, lifetime, self.refresh_skew),
-        };
-        let token = RuntimeToken {
-            access_token: plaintext.to_owned(),
-            token_type: record.token_type.clone(),
-            expires_at: record.expires_at,
-            refresh_at: record.refresh_at,
-            claims: record.claims.clone(),
-            access_policies: Vec::new(),
-        };
-        Ok((record, token))
-    }
-
-    fn runtime(&self, p: &str, c: &str, t: &TokenRecord) -> Result<RuntimeToken, ApiError> {
-        let access_token = self
-            .keyring
-            .decrypt_string(&Aad::connection_access_token(p, c), &t.access_token)?;
-        Ok(RuntimeToken {
-            access_token: access_token.expose_secret().to_owned(),
-            token_type: t.token_type.clone(),
-            expires_at: t.expires_at,
-            refresh_at: t.refresh_at,
-            claims: t.claims.clone(),
-            access_policies: Vec::new(),
-        })
-    }
-
-    /// After a failed fetch: the stored token while it is valid, due again in a few seconds;
-    /// otherwise the failure.
-    fn fallback(
-        &self,
-        p: &str,
-        c: &str,
-        stored: Option<TokenRecord>,
-        failure: TokenFailure,
-    ) -> Result<(RuntimeToken, Served), ApiError> {
-        let now = unix_now();
-        match stored {
-            Some(t) if now < t.expires_at => {
-                let mut token = self.runtime(p, c, &t)?;
-                token.refresh_at = now
-                    .saturating_add(RETRY_AFTER_FAILURE_SECS)
-                    .min(t.expires_at);
-                Ok((token, Served::Stale))
-            }
-            _ => Err(ApiError::TokenUnavailable(failure)),
-        }
-    }
-}
-
-/// How long a new access token lives: `expires_in` if the provider said; else the `exp` of
-/// an access token that is a JWT; else the preset's declared default; else one hour. Never
-/// "forever": a token the provider gave no end is still fetched again in time.
-fn lifetime(response: &TokenResponse, obtained_at: i64, quirks: &crate::presets::Quirks) -> i64 {
-    response
-        .expires_in
-        .or_else(|| {
-            response::jwt_exp(response.access_token.expose_secret())
-                .map(|exp| exp.saturating_sub(obtained_at))
-        })
-        .or(quirks.default_lifetime_secs)
-        .unwrap_or(DEFAULT_LIFETIME_SECS)
-        .clamp(0, MAX_LIFETIME_SECS)
-}
-
-fn consent_required(p: &str, c: &str) -> ApiError {
-    ApiError::ConsentRequired(consent_required_message(p, c))
-}
-
-/// What a connection without tokens tells the operator to do.
-pub fn consent_required_message(p: &str, c: &str) -> String {
-    format!(
-        "connection `{c}` of provider `{p}` has no token: a user must consent first; create \
-         a login link with POST /v1/providers/{p}/connections/{c}/login-links and open it"
-    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use super::{FailureKind, TokenFailure};
+use super::error::{FailureKind, TokenFailure};
 use crate::presets::Quirks;
 
 /// Longest `error_description` quoted back from a provider.

@@ -21,9 +21,10 @@ use std::time::Duration;
 use aes_gcm::aead::rand_core::RngCore as _;
 use aes_gcm::aead::OsRng;
 
+use super::error::TokenError;
 use super::{Served, TokenService};
 use crate::clock::unix_now;
-use crate::error::ApiError;
+use crate::domain::ConnectionKey;
 use crate::store::{Store, TokenSchedule};
 
 /// The most a token is refreshed ahead of its refresh time.
@@ -66,7 +67,7 @@ pub fn spawn(
 }
 
 /// A refresh task's end: the token it was for and how the refresh went.
-type Finished = Result<(TokenSchedule, Result<Option<Served>, ApiError>), tokio::task::JoinError>;
+type Finished = Result<(TokenSchedule, Result<Option<Served>, TokenError>), tokio::task::JoinError>;
 
 struct Backoff {
     failures: u32,
@@ -77,7 +78,7 @@ struct Scheduler {
     tokens: Arc<TokenService>,
     store: Store,
     concurrency: usize,
-    backoff: HashMap<(String, String), Backoff>,
+    backoff: HashMap<ConnectionKey, Backoff>,
 }
 
 impl Scheduler {
@@ -98,7 +99,7 @@ impl Scheduler {
                 .map(|t| (t.provider_id.as_str(), t.connection_id.as_str()))
                 .collect();
             self.backoff
-                .retain(|key, _| due_keys.contains(&(key.0.as_str(), key.1.as_str())));
+                .retain(|key, _| due_keys.contains(&(key.provider(), key.connection())));
         }
         let mut running = tokio::task::JoinSet::new();
         for t in due {
@@ -106,7 +107,7 @@ impl Scheduler {
             if now < t.refresh_at.saturating_sub(lead) {
                 continue;
             }
-            let key = (t.provider_id.clone(), t.connection_id.clone());
+            let key = ConnectionKey::new(t.provider_id.as_str(), t.connection_id.as_str());
             if self.backoff.get(&key).is_some_and(|b| now < b.next_attempt) {
                 continue;
             }
@@ -117,9 +118,7 @@ impl Scheduler {
             }
             let tokens = Arc::clone(&self.tokens);
             running.spawn(async move {
-                let outcome = tokens
-                    .refresh_if_due(&t.provider_id, &t.connection_id, lead)
-                    .await;
+                let outcome = tokens.refresh_if_due(&key, lead).await;
                 (t, outcome)
             });
         }
@@ -138,7 +137,7 @@ impl Scheduler {
                 return;
             }
         };
-        let key = (t.provider_id.clone(), t.connection_id.clone());
+        let key = ConnectionKey::new(t.provider_id.as_str(), t.connection_id.as_str());
         match outcome {
             // Another replica is refreshing it (it holds the lease): nothing to do here.
             Ok(None) => {}
@@ -153,13 +152,16 @@ impl Scheduler {
                 b.failures = b.failures.saturating_add(1);
                 let delay = backoff_delay(b.failures);
                 b.next_attempt = unix_now().saturating_add(delay);
+                // The provider's failure has a code; any other error says what it is.
                 let code = match &outcome {
-                    Err(e) => e.code(),
-                    _ => "provider_failed_token_still_valid",
+                    Err(TokenError::Unavailable(f)) => Some(f.kind.code()),
+                    Err(_) => None,
+                    Ok(_) => Some("provider_failed_token_still_valid"),
                 };
-                if !matches!(outcome, Err(ApiError::NotFound(_))) {
+                let error = outcome.as_ref().err().map(tracing::field::display);
+                if !matches!(outcome, Err(TokenError::NotFound(_))) {
                     tracing::info!(provider = %t.provider_id, connection = %t.connection_id,
-                        code, failures = b.failures, retry_in_secs = delay,
+                        code, error, failures = b.failures, retry_in_secs = delay,
                         "proactive refresh failed; backing off");
                 }
             }
