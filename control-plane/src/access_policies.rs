@@ -23,8 +23,8 @@ use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{checked, path_error, ApiJson, ConnectionPath};
 use crate::providers::validate_display_name;
+use crate::state::AppState;
 use crate::store::{new_etag, PolicyRecord};
-use crate::AppState;
 
 /// Most policies one connection may have: they travel with every token to every gateway.
 const MAX_POLICIES: usize = 100;

@@ -21,8 +21,8 @@ use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{checked, ApiJson, ConnectionPath, ProviderPath};
 use crate::providers::{self, validate_client_id, validate_client_secret, SecretState};
+use crate::state::AppState;
 use crate::store::{new_etag, ConnectionRecord};
-use crate::AppState;
 
 /// Body of `PUT /v1/providers/{provider_id}/connections/{connection_id}`.
 #[derive(Debug, Default, Deserialize)]

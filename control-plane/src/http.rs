@@ -18,9 +18,10 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::{
     access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, providers,
-    runtime, AppState,
+    runtime,
 };
 
 /// The whole HTTP surface of the control plane.

@@ -20,8 +20,8 @@ use crate::auth::Gateway;
 use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::extract::ConnectionPath;
+use crate::state::AppState;
 use crate::store::{RuntimeView, TokenRecord};
-use crate::AppState;
 
 /// The route, spelled with the placeholders of `token_path`.
 pub const TOKEN_ROUTE: &str =

@@ -20,7 +20,7 @@ use anyhow::bail;
 use credmgr_common::ids::validate_id;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::auth::GatewayKey;
+use crate::auth::credentials::GatewayKey;
 use crate::crypto::Keyring;
 use crate::gateway_tls;
 use crate::store::DatabaseUrl;

@@ -17,8 +17,8 @@ use super::{page, CALLBACK_PATH, CONSENT_TTL_SECS};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::{ConsentState, LoginLink, ProviderRecord};
-use crate::AppState;
 
 /// Why a login link cannot be used, as a page.
 fn unusable_link(link: Option<&LoginLink>, now: i64) -> Response {

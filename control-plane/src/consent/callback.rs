@@ -17,9 +17,9 @@ use super::{page, CALLBACK_PATH};
 use crate::clock::unix_now;
 use crate::crypto::Aad;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::ProviderRecord;
 use crate::tokens::ConsentFailure;
-use crate::AppState;
 
 pub(super) async fn callback(
     State(state): State<AppState>,

@@ -14,8 +14,8 @@ use crate::clock::{rfc3339, unix_now};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ConnectionPath};
 use crate::providers;
+use crate::state::AppState;
 use crate::store::LoginLink;
-use crate::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,13 +23,14 @@ mod callback;
 mod helpers;
 mod links;
 mod page;
-
-use std::time::Duration;
+pub mod settings;
 
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::AppState;
+use crate::state::AppState;
+
+pub use settings::{Settings, CALLBACK_PATH};
 
 use authorize::{continue_, interstitial};
 use callback::callback;
@@ -37,43 +38,6 @@ use links::create_login_link;
 
 /// How long the user has between Continue and the provider's redirect back.
 const CONSENT_TTL_SECS: i64 = 600;
-
-/// The path of the redirect URI to register at providers.
-pub const CALLBACK_PATH: &str = "/oauth2/callback";
-
-/// Where browsers reach the control plane, and how long login links live.
-#[derive(Debug)]
-pub struct Settings {
-    pub public_url: url::Url,
-    pub login_link_ttl: Duration,
-}
-
-impl Settings {
-    pub fn new(public_url: url::Url, login_link_ttl: Duration) -> Self {
-        Settings {
-            public_url,
-            login_link_ttl,
-        }
-    }
-
-    fn base(&self) -> &str {
-        self.public_url.as_str().trim_end_matches('/')
-    }
-
-    /// The redirect URI registered at providers.
-    pub fn callback_url(&self) -> String {
-        format!("{}{CALLBACK_PATH}", self.base())
-    }
-
-    fn login_url(&self, secret: &str) -> String {
-        format!("{}/oauth2/login/{secret}", self.base())
-    }
-
-    /// Cookies are `Secure` when browsers reach the control plane over https.
-    fn secure(&self) -> bool {
-        self.public_url.scheme() == "https"
-    }
-}
 
 /// Management route: `POST /v1/providers/{p}/connections/{c}/login-links`.
 pub fn management_routes() -> Router<AppState> {

@@ -28,7 +28,7 @@ use rustls::{DistinguishedName, RootCertStore, ServerConfig};
 
 pub use listener::{ClientCertificate, GatewayTlsListener, Reloader};
 
-use crate::auth::Gateway;
+use crate::auth::credentials::Gateway;
 use crate::error::ApiError;
 
 /// `--gateway-tls-listen` and the files it needs.

@@ -7,7 +7,7 @@
 //! JWTs locally; the control plane verifies the same token again before it hands out a
 //! connection's token.
 
-mod registry;
+pub mod registry;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -27,8 +27,8 @@ use crate::error::ApiError;
 use crate::etag::{self, IfMatch};
 use crate::extract::{checked, path_error, ApiJson};
 use crate::providers::{validate_display_name, validate_endpoint};
+use crate::state::AppState;
 use crate::store::{new_etag, IssuerRecord};
-use crate::AppState;
 
 /// Default clock skew allowed on `exp` and `nbf`, seconds.
 const DEFAULT_LEEWAY: i64 = 60;

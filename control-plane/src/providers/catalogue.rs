@@ -8,7 +8,7 @@ use axum::{Json, Router};
 
 use crate::error::ApiError;
 use crate::presets::{self, Preset};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -17,8 +17,8 @@ use crate::error::{consent_required_message, ApiError};
 use crate::etag::{self, IfMatch};
 use crate::extract::{ApiJson, ProviderPath};
 use crate::presets::IdentityProvider;
+use crate::state::AppState;
 use crate::store::{new_etag, ProviderRecord};
-use crate::AppState;
 
 mod body;
 pub mod catalogue;

@@ -9,62 +9,26 @@
 //! refused, so no secret becomes unreadable.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::sync::Notify;
+
+pub mod rotation;
+
+pub use rotation::{RewrapStatus, Rotation};
 
 use crate::clock::{rfc3339, unix_now};
 use crate::config::load_key_file;
 use crate::crypto::Aad;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::{EnvelopeField, StoredEnvelope};
-use crate::AppState;
 
 /// How many passes one re-wrap run makes at most: secrets rewritten meanwhile by a request
 /// that still used the old key are caught by the next pass.
 const MAX_PASSES: usize = 3;
-
-/// Where keys are reloaded from, and the state of the background re-wrap.
-#[derive(Debug)]
-pub struct Rotation {
-    key_file: Option<PathBuf>,
-    active_env: Option<String>,
-    wake: Notify,
-    status: Mutex<RewrapStatus>,
-    reloading: tokio::sync::Mutex<()>,
-}
-
-/// The last background re-wrap, for the report.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RewrapStatus {
-    pub running: bool,
-    /// Secrets re-wrapped with the active key since the control plane started.
-    pub rewrapped: u64,
-    /// Secrets that could not be re-wrapped in the last run (see the log).
-    pub failed: u64,
-    pub last_finished_at: Option<String>,
-}
-
-impl Rotation {
-    pub fn new(key_file: Option<PathBuf>, active_env: Option<String>) -> Self {
-        Rotation {
-            key_file,
-            active_env,
-            wake: Notify::new(),
-            status: Mutex::new(RewrapStatus::default()),
-            reloading: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn status(&self) -> std::sync::MutexGuard<'_, RewrapStatus> {
-        self.status.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new()

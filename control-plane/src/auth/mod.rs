@@ -1,75 +1,18 @@
 //! Authentication of the two APIs: the admin token for the management API, gateway keys for
 //! the runtime API. Both are bearer tokens (RFC 6750 §2.1) compared in constant time.
 
-use std::fmt;
-
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
+
+pub mod credentials;
+
+pub use credentials::{Credentials, Gateway, GatewayKey};
 
 use crate::error::ApiError;
-use crate::AppState;
-
-/// A gateway allowed on the runtime API, known by name (for logs) and key.
-#[derive(Clone)]
-pub struct GatewayKey {
-    pub name: String,
-    pub key: SecretString,
-}
-
-impl fmt::Debug for GatewayKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GatewayKey({}, [redacted])", self.name)
-    }
-}
-
-/// The credentials the control plane accepts.
-#[derive(Debug)]
-pub struct Credentials {
-    admin_token: SecretString,
-    gateway_keys: Vec<GatewayKey>,
-}
-
-/// The gateway that made a runtime request, for logs (a request extension).
-#[derive(Clone, Debug)]
-pub struct Gateway {
-    pub name: String,
-}
-
-impl Credentials {
-    pub fn new(admin_token: SecretString, gateway_keys: Vec<GatewayKey>) -> Self {
-        Credentials {
-            admin_token,
-            gateway_keys,
-        }
-    }
-
-    fn is_admin(&self, presented: &str) -> bool {
-        ct_eq(presented, self.admin_token.expose_secret())
-    }
-
-    /// The gateway whose key was presented. Every key is compared, matching or not, so the
-    /// time taken says nothing about which key (or how much of one) matched.
-    fn gateway(&self, presented: &str) -> Option<&str> {
-        let mut found = None;
-        for k in &self.gateway_keys {
-            if ct_eq(presented, k.key.expose_secret()) {
-                found = Some(k.name.as_str());
-            }
-        }
-        found
-    }
-}
-
-/// Constant-time equality. Only the lengths can leak, which reveals nothing useful about a
-/// randomly generated token.
-fn ct_eq(a: &str, b: &str) -> bool {
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
+use crate::state::AppState;
 
 /// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
 /// (RFC 9110 §11.1).
