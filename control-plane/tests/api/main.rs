@@ -9,6 +9,7 @@
 mod consent;
 mod etags;
 mod fake_saas;
+mod fixtures;
 mod gateway_tls;
 mod harness;
 mod identities;
