@@ -59,6 +59,23 @@ pub fn assert_error_mentions(r: &Reply, text: &str) {
     assert!(message.contains(text), "{text:?} not in {}", r.json);
 }
 
+/// The ids of a listed collection, in order.
+pub fn ids(r: &Reply) -> Vec<String> {
+    r.json
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {}", r.json))
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The test provider's body (`provider_body`) without `key`.
+pub fn provider_body_without(token_url: &str, key: &str) -> Value {
+    let mut body = provider_body(token_url);
+    body.as_object_mut().unwrap().remove(key);
+    body
+}
+
 /// Whether `bytes` hold `text` anywhere.
 pub fn holds(bytes: &[u8], text: &str) -> bool {
     bytes.windows(text.len()).any(|w| w == text.as_bytes())
