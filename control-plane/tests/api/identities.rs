@@ -161,6 +161,11 @@ fn sign(sk: &<Es256 as jwt_compact::Algorithm>::SigningKey, claims: Value) -> St
         .unwrap()
 }
 
+/// A caller's JWT from the issuer `ISS`, for the audience `aud` and the user `oid`.
+fn caller_jwt(sk: &<Es256 as jwt_compact::Algorithm>::SigningKey, aud: &str, oid: &str) -> String {
+    sign(sk, json!({"iss": ISS, "aud": aud, "oid": oid}))
+}
+
 #[tokio::test]
 async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
     let h = Harness::new().await;
@@ -243,33 +248,21 @@ async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
             .await
         }
     };
-    let alice = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-alice"}),
-    );
+    let alice = caller_jwt(&sk, "api://backend", "u-alice");
     let r = as_caller(alice).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["access_token"], "stored-token");
 
-    let bob = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-bob"}),
-    );
+    let bob = caller_jwt(&sk, "api://backend", "u-bob");
     assert_error(&as_caller(bob).await, StatusCode::FORBIDDEN, "forbidden");
-    let wrong_aud = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://other", "oid": "u-alice"}),
-    );
+    let wrong_aud = caller_jwt(&sk, "api://other", "u-alice");
     assert_error(
         &as_caller(wrong_aud).await,
         StatusCode::UNAUTHORIZED,
         "jwt_wrong_audience",
     );
     let (other_sk, _) = es256_keys();
-    let forged = sign(
-        &other_sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-alice"}),
-    );
+    let forged = caller_jwt(&other_sk, "api://backend", "u-alice");
     assert_error(
         &as_caller(forged).await,
         StatusCode::UNAUTHORIZED,
@@ -281,10 +274,7 @@ async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
         .admin(Method::DELETE, "/v1/trusted-issuers/entra", None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let alice = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-alice"}),
-    );
+    let alice = caller_jwt(&sk, "api://backend", "u-alice");
     assert_error(
         &as_caller(alice).await,
         StatusCode::UNAUTHORIZED,

@@ -20,6 +20,27 @@ async fn from_preset(h: &Harness, fake: &FakeSaas, id: &str, preset: &str) -> Re
     r
 }
 
+/// The runtime API served an access token that starts with `prefix`.
+fn assert_access_token_starts(t: &Reply, prefix: &str) {
+    let token = t.json["access_token"].as_str().unwrap_or_default();
+    assert!(token.starts_with(prefix), "{prefix}…: {}", t.json);
+}
+
+/// A harness and a fake provider; provider `id` made from `preset`, and `alice` connected by
+/// consent with the provider's answer `body`.
+async fn connected(
+    id: &str,
+    preset: &str,
+    content_type: &'static str,
+    body: &'static str,
+) -> (Harness, FakeSaas) {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    from_preset(&h, &fake, id, preset).await;
+    consented(&h, &fake, id, content_type, body).await;
+    (h, fake)
+}
+
 /// `alice`'s token is due, the provider answers the refresh with `body`, and the gateway asks
 /// for the token: the runtime API's answer.
 async fn refreshed(
@@ -50,10 +71,7 @@ async fn consented(
 
 #[tokio::test]
 async fn github_form_encoded_answer_is_read_and_gets_the_declared_lifetime() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
-    from_preset(&h, &fake, "gh", "github").await;
-    consented(&h, &fake, "gh", FORM, doc::GITHUB_TOKEN).await;
+    let (h, fake) = connected("gh", "github", FORM, doc::GITHUB_TOKEN).await;
     let seen = &fake.seen()[0];
     assert_eq!(seen.accept.as_deref(), Some("application/json"));
     assert_eq!(seen.authorization, None, "client_secret_post");
@@ -95,10 +113,7 @@ async fn github_errors_with_http_200_are_errors_and_store_nothing() {
 
 #[tokio::test]
 async fn github_app_refresh_token_expiry_is_stored_shown_and_honoured() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
-    from_preset(&h, &fake, "gha", "github-app").await;
-    consented(&h, &fake, "gha", JSON, doc::GITHUB_APP_TOKEN).await;
+    let (h, fake) = connected("gha", "github-app", JSON, doc::GITHUB_APP_TOKEN).await;
     let conn = h.shown_connection("gha", "alice").await;
     assert!(
         conn["refresh_token_expires_at"].is_string(),
@@ -164,20 +179,10 @@ async fn salesforce_without_expires_in_keeps_instance_url_and_its_refresh_token(
         t.json["claims"]["instance_url"],
         "https://yourInstance.salesforce.com"
     );
-    assert!(t.json["access_token"]
-        .as_str()
-        .unwrap()
-        .starts_with("00Dxx0000001gPL!AR8AQJXg"));
+    assert_access_token_starts(&t, "00Dxx0000001gPL!AR8AQJXg");
 
     let t = refreshed(&h, &fake, "sf", JSON, doc::SALESFORCE_REFRESH).await;
-    assert!(
-        t.json["access_token"]
-            .as_str()
-            .unwrap()
-            .starts_with("00Dxx0000001gPL!AR8AQBM8"),
-        "{}",
-        t.json
-    );
+    assert_access_token_starts(&t, "00Dxx0000001gPL!AR8AQBM8");
     let first_rt =
         "5Aep861TSESvWeug_ztpnAk6BGQxRdovMLhHso6KOdF04ihXGxNCHBgfKTfGsgotLogtW6V9mHmYgzPS5WV_eyT";
     assert_eq!(fake.seen()[1].form["refresh_token"], first_rt);
@@ -232,10 +237,7 @@ async fn slack_bot_and_user_tokens_and_the_nested_secret_never_leaks() {
 
 #[tokio::test]
 async fn dropbox_keeps_the_refresh_token_and_account_ids() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
-    from_preset(&h, &fake, "dbx", "dropbox").await;
-    consented(&h, &fake, "dbx", JSON, doc::DROPBOX_TOKEN).await;
+    let (h, fake) = connected("dbx", "dropbox", JSON, doc::DROPBOX_TOKEN).await;
     assert!(fake.seen()[0]
         .authorization
         .as_deref()
@@ -250,14 +252,7 @@ async fn dropbox_keeps_the_refresh_token_and_account_ids() {
     assert_eq!(t.json["claims"]["uid"], "12345");
     for _ in 0..2 {
         let t = refreshed(&h, &fake, "dbx", JSON, doc::DROPBOX_REFRESH).await;
-        assert!(
-            t.json["access_token"]
-                .as_str()
-                .unwrap()
-                .starts_with("sl.u."),
-            "{}",
-            t.json
-        );
+        assert_access_token_starts(&t, "sl.u.");
     }
     let rt = "nBiM85CZALsAAAAAAAAAAQXHBoNpNutK4ngsXHsqW4iGz9tisb3JyjGqikMJIYbd";
     assert_eq!(fake.seen()[1].form["refresh_token"], rt);
@@ -266,11 +261,8 @@ async fn dropbox_keeps_the_refresh_token_and_account_ids() {
 
 #[tokio::test]
 async fn client_authentication_follows_the_preset() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
     // Zoom wants HTTP Basic.
-    from_preset(&h, &fake, "zoom", "zoom").await;
-    consented(&h, &fake, "zoom", JSON, doc::ZOOM_TOKEN).await;
+    let (h, fake) = connected("zoom", "zoom", JSON, doc::ZOOM_TOKEN).await;
     let seen = &fake.seen()[0];
     assert!(seen.authorization.as_deref().unwrap().starts_with("Basic "));
     assert!(!seen.form.contains_key("client_secret"));
