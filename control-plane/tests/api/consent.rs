@@ -3,8 +3,7 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
 
 use crate::harness::*;
-
-const LANDING: &str = "https://app.example/connected";
+use crate::presets::{authorize, LANDING};
 
 async fn consent_provider(h: &Harness) {
     let mut body = provider_body("https://idp.example/token");
@@ -38,18 +37,13 @@ async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provid
     consent_provider(&h).await;
 
     let r = link(&h, json!({"post_login_redirect_url": LANDING, "extra": 1})).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-    assert_eq!(r.json["error"]["details"]["field"], "extra", "{}", r.json);
+    assert_invalid_field(&r, "extra");
     let r = link(
         &h,
         json!({"post_login_redirect_url": "https://evil.example/"}),
     )
     .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-    assert_eq!(
-        r.json["error"]["details"]["field"],
-        "post_login_redirect_url"
-    );
+    assert_invalid_field(&r, "post_login_redirect_url");
     let r = h
         .call(
             Method::POST,
@@ -130,24 +124,14 @@ async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provid
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
     // The state and the code verifier are not stored in plaintext.
-    let verifier_hint = q["state"].clone();
-    for (file, bytes) in h.db_contents().await {
-        assert!(
-            !bytes
-                .windows(verifier_hint.len())
-                .any(|w| w == verifier_hint.as_bytes()),
-            "state in plaintext in {file}"
-        );
-    }
+    h.assert_not_at_rest(&[&q["state"]]).await;
 
     // A callback without the browser's cookie is refused and stores nothing.
     let cb = format!("/oauth2/callback?code=x&state={}", q["state"]);
     let r = h.raw(Request::get(&cb).body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let conn = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(conn.json["status"], "not_connected");
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "not_connected");
 }
 
 #[tokio::test]
@@ -166,8 +150,7 @@ async fn login_links_are_only_for_authorization_code_providers() {
     let mut body = provider_body("https://idp.example/token");
     body["grant_type"] = json!("authorization_code");
     let r = h.admin(Method::PUT, "/v1/providers/ac", Some(body)).await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-    assert_eq!(r.json["error"]["details"]["field"], "authorization_url");
+    assert_invalid_field(&r, "authorization_url");
 }
 
 #[tokio::test]
@@ -177,47 +160,23 @@ async fn a_provider_change_that_drops_tokens_says_consent_is_required_again() {
     let now = now();
     h.store_token("gh", "alice", "old-token", now, now + 1800, now + 3600)
         .await;
-    let r = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(r.json["status"], "connected", "{}", r.json);
-    let mut body = h.admin(Method::GET, "/v1/providers/gh", None).await.json;
-    for k in ["id", "etag", "created_at", "updated_at", "client_secret"] {
-        body.as_object_mut().unwrap().remove(k);
-    }
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "connected", "{conn}");
+    let mut body = h.provider_to_resend("gh").await;
     body["scopes"] = json!(["api:read", "api:write"]);
     let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    let r = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(r.json["status"], "not_connected", "{}", r.json);
-    assert_eq!(r.json["error"]["code"], "consent_required", "{}", r.json);
-    assert!(r.json["token_expires_at"].is_null(), "{}", r.json);
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "not_connected", "{conn}");
+    assert_eq!(conn["error"]["code"], "consent_required", "{conn}");
+    assert!(conn["token_expires_at"].is_null(), "{conn}");
 }
 
 #[tokio::test]
 async fn an_expired_state_is_refused_even_from_the_right_browser() {
     let h = Harness::new().await;
     consent_provider(&h).await;
-    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
-    let path = r.json["login_url"]
-        .as_str()
-        .unwrap()
-        .strip_prefix("http://127.0.0.1:0")
-        .unwrap()
-        .to_owned();
-    let go = h
-        .raw(Request::post(&path).body(Body::empty()).unwrap())
-        .await;
-    let location = url::Url::parse(go.headers["location"].to_str().unwrap()).unwrap();
-    let state = location
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    let cookie = go.headers["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let (_, cookie, state) = authorize(&h, "gh", "alice").await;
     // Ten minutes pass: move the stored state's expiry into the past.
     use sha2::Digest as _;
     let hash = sha2::Sha256::digest(state.as_bytes()).to_vec();
@@ -238,8 +197,6 @@ async fn an_expired_state_is_refused_even_from_the_right_browser() {
     let r = h.raw(cb).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.json.as_str().unwrap().contains("expired"), "{}", r.json);
-    let conn = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(conn.json["status"], "not_connected");
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "not_connected");
 }

@@ -1,30 +1,7 @@
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use serde_json::{json, Value};
+use axum::http::{Method, StatusCode};
+use serde_json::json;
 
 use crate::harness::*;
-
-async fn with_if_match(
-    h: &Harness,
-    method: Method,
-    uri: &str,
-    if_match: &str,
-    body: Option<Value>,
-) -> Reply {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .header("if-match", if_match);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    h.raw(req.body(body).unwrap()).await
-}
 
 fn etag(r: &Reply) -> String {
     let header = r.headers["etag"].to_str().unwrap().to_owned();
@@ -43,82 +20,75 @@ async fn updates_and_deletes_with_a_stale_etag_are_refused_with_412_and_change_n
 
     let mut body = provider_body(&url);
     body["display_name"] = json!("Renamed");
-    let r = with_if_match(
-        &h,
-        Method::PUT,
-        "/v1/providers/gh",
-        &first,
-        Some(body.clone()),
-    )
-    .await;
+    let r = h
+        .admin_if_match(Method::PUT, "/v1/providers/gh", &first, Some(body.clone()))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     let second = etag(&r);
     assert_ne!(first, second, "a write changes the ETag");
 
     // The first ETag is stale now.
     body["display_name"] = json!("Lost update");
-    let r = with_if_match(&h, Method::PUT, "/v1/providers/gh", &first, Some(body)).await;
+    let r = h
+        .admin_if_match(Method::PUT, "/v1/providers/gh", &first, Some(body))
+        .await;
     assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
-    let r = with_if_match(&h, Method::DELETE, "/v1/providers/gh", &first, None).await;
+    let r = h
+        .admin_if_match(Method::DELETE, "/v1/providers/gh", &first, None)
+        .await;
     assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
     let shown = h.admin(Method::GET, "/v1/providers/gh", None).await;
     assert_eq!(shown.json["display_name"], "Renamed");
     assert_eq!(etag(&shown), second);
 
     // If-Match on something that does not exist fails too; `*` needs it to exist.
-    let r = with_if_match(
-        &h,
-        Method::PUT,
-        "/v1/providers/new",
-        "*",
-        Some(provider_body(&url)),
-    )
-    .await;
+    let r = h
+        .admin_if_match(
+            Method::PUT,
+            "/v1/providers/new",
+            "*",
+            Some(provider_body(&url)),
+        )
+        .await;
     assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
     let r = h.admin(Method::GET, "/v1/providers/new", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = with_if_match(
-        &h,
-        Method::PUT,
-        "/v1/providers/gh",
-        "not-quoted",
-        Some(provider_body(&url)),
-    )
-    .await;
+    let r = h
+        .admin_if_match(
+            Method::PUT,
+            "/v1/providers/gh",
+            "not-quoted",
+            Some(provider_body(&url)),
+        )
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
 
     // Connections: the same rules.
     let conn = h.connection("gh", "svc").await;
     let c1 = etag(&conn);
     let path = "/v1/providers/gh/connections/svc";
-    let r = with_if_match(
-        &h,
-        Method::PUT,
-        path,
-        &c1,
-        Some(json!({"display_name": "A"})),
-    )
-    .await;
+    let r = h
+        .admin_if_match(Method::PUT, path, &c1, Some(json!({"display_name": "A"})))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     let c2 = etag(&r);
-    let r = with_if_match(
-        &h,
-        Method::PUT,
-        path,
-        &c1,
-        Some(json!({"display_name": "B"})),
-    )
-    .await;
+    let r = h
+        .admin_if_match(Method::PUT, path, &c1, Some(json!({"display_name": "B"})))
+        .await;
     assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
-    let r = with_if_match(&h, Method::DELETE, path, &c1, None).await;
+    let r = h.admin_if_match(Method::DELETE, path, &c1, None).await;
     assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
     let shown = h.admin(Method::GET, path, None).await;
     assert_eq!(shown.json["display_name"], "A");
     assert_eq!(etag(&shown), c2);
-    let r = with_if_match(&h, Method::DELETE, path, &format!("W/{c2}, {c2}"), None).await;
+    let r = h
+        .admin_if_match(Method::DELETE, path, &format!("W/{c2}, {c2}"), None)
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
 
-    let r = with_if_match(&h, Method::DELETE, "/v1/providers/gh", &second, None).await;
+    let r = h
+        .admin_if_match(Method::DELETE, "/v1/providers/gh", &second, None)
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
     // A re-created provider gets a new ETag: the old one never matches it.
     let again = h.provider("gh", &url).await;

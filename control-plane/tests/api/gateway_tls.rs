@@ -45,11 +45,8 @@ async fn call(
 #[tokio::test]
 async fn the_certificate_is_the_credential_and_a_gateway_key_alone_is_refused() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
-    let (t0, refresh, expires) = (now(), now() + 2880, now() + 3600);
-    h.store_token("gh", "alice", "stored-token", t0, refresh, expires)
-        .await;
+    h.unreachable_connection("gh", "alice").await;
+    h.store_fresh_token("gh", "alice", "stored-token").await;
     let path = credmgr_common::runtime::token_path("gh", "alice");
 
     // The certificate's gateway is who the access policies must name.

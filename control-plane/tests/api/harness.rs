@@ -12,6 +12,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+pub use crate::fixtures::*;
 use crate::pg::TestDatabase;
 
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
@@ -156,18 +157,12 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.raw(req.body(body).unwrap()).await
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        self.raw(request(method, uri, &headers, body)).await
     }
 
     /// A request with exactly these headers and no body.
@@ -177,11 +172,20 @@ impl Harness {
         uri: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        self.raw(req.body(Body::empty()).unwrap()).await
+        self.raw(request(method, uri, headers, None)).await
+    }
+
+    /// A management request made only if the resource's ETag matches `if_match`.
+    pub async fn admin_if_match(
+        &self,
+        method: Method,
+        uri: &str,
+        if_match: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let bearer = format!("Bearer {ADMIN}");
+        let headers = [("authorization", bearer.as_str()), ("if-match", if_match)];
+        self.raw(request(method, uri, &headers, body)).await
     }
 
     pub async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
@@ -221,6 +225,52 @@ impl Harness {
         r
     }
 
+    /// A client-credentials provider `p` whose token endpoint is a closed port, and its
+    /// connection `c` for the test gateway: fetching a token always fails.
+    pub async fn unreachable_connection(&self, p: &str, c: &str) {
+        self.provider(p, &closed_port_url()).await;
+        let r = self.connection(p, c).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{p}/{c}: {}", r.json);
+    }
+
+    /// Stores `token` as fetched now, due in 48 minutes and expiring in an hour; returns
+    /// those three times.
+    pub async fn store_fresh_token(&self, p: &str, c: &str, token: &str) -> (i64, i64, i64) {
+        let times = (now(), now() + 2880, now() + 3600);
+        self.store_token(p, c, token, times.0, times.1, times.2)
+            .await;
+        times
+    }
+
+    /// A connection as the management API shows it.
+    pub async fn shown_connection(&self, p: &str, c: &str) -> Value {
+        let r = self
+            .admin(
+                Method::GET,
+                &format!("/v1/providers/{p}/connections/{c}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{p}/{c}: {}", r.json);
+        r.json
+    }
+
+    /// A provider as the management API shows it, less what a PUT does not take: a body to
+    /// send back.
+    pub async fn provider_to_resend(&self, id: &str) -> Value {
+        let mut body = self
+            .admin(Method::GET, &format!("/v1/providers/{id}"), None)
+            .await
+            .json;
+        let fields = body
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("provider {id} not found"));
+        for k in ["id", "etag", "created_at", "updated_at", "client_secret"] {
+            fields.remove(k);
+        }
+        body
+    }
+
     /// Adds an access policy for the test gateway (`edge-1`) to a connection.
     pub async fn allow_gateway(&self, p: &str, c: &str) {
         let r = self
@@ -243,13 +293,6 @@ impl Harness {
         refresh_at: i64,
         expires_at: i64,
     ) {
-        let conn = self
-            .state
-            .store
-            .get_connection(p, c)
-            .await
-            .unwrap()
-            .unwrap();
         let record = TokenRecord {
             refresh_token: None,
             access_token: self
@@ -267,52 +310,86 @@ impl Harness {
             expires_at,
             refresh_at,
         };
-        assert!(self
+        self.put_token(p, c, &record).await;
+    }
+
+    /// Stores `record` for the connection's current configuration, and checks it was stored.
+    pub async fn put_token(&self, p: &str, c: &str, record: &TokenRecord) {
+        let conn = self
             .state
             .store
-            .put_token(p, c, conn.token_generation, &record)
+            .get_connection(p, c)
             .await
-            .unwrap());
+            .unwrap()
+            .unwrap_or_else(|| panic!("no connection {p}/{c}"));
+        let stored = self
+            .state
+            .store
+            .put_token(p, c, conn.token_generation, record)
+            .await
+            .unwrap();
+        assert!(stored, "the token of {p}/{c} was not stored");
+    }
+
+    /// The connection's stored token, which must exist.
+    pub async fn stored_token(&self, p: &str, c: &str) -> TokenRecord {
+        self.state
+            .store
+            .get_token(p, c)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no token stored for {p}/{c}"))
+    }
+
+    /// Whether the connection has a stored token.
+    pub async fn has_token(&self, p: &str, c: &str) -> bool {
+        self.state.store.get_token(p, c).await.unwrap().is_some()
+    }
+
+    /// Changes the connection's stored token with `change` and stores it back.
+    pub async fn change_token(&self, p: &str, c: &str, change: impl FnOnce(&mut TokenRecord)) {
+        let mut record = self.stored_token(p, c).await;
+        change(&mut record);
+        self.put_token(p, c, &record).await;
     }
 
     pub fn metrics(&self) -> String {
         self.state.metrics.encode().unwrap()
     }
+
+    /// The metrics hold this line (a sample with its value).
+    pub fn assert_metric(&self, line: &str) {
+        let metrics = self.metrics();
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+
+    /// None of `secrets` is in the database at rest, in plaintext.
+    pub async fn assert_not_at_rest(&self, secrets: &[&str]) {
+        for (place, bytes) in self.db_contents().await {
+            for secret in secrets {
+                assert!(!holds(&bytes, secret), "{secret} in {place}");
+            }
+        }
+    }
 }
 
-pub fn provider_body(token_url: &str) -> Value {
-    serde_json::json!({
-        "display_name": "Test provider",
-        "identity_provider": "oauth2",
-        "grant_type": "client_credentials",
-        "client_id": "credmgr-demo",
-        "client_secret": CLIENT_SECRET,
-        "token_url": token_url,
-        "scopes": ["api:read"],
-        "token_params": {"audience": "https://api.example"}
-    })
-}
-
-/// A 127.0.0.1 URL where nothing listens.
-pub fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/token")
-}
-
-pub fn now() -> i64 {
-    credmgr_control_plane::clock::unix_now()
-}
-
-pub fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{}", r.json);
-    assert_eq!(r.json["error"]["code"], code, "{}", r.json);
-    assert!(
-        r.json["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{}",
-        r.json
-    );
+/// A request with these headers, and `body` as JSON if there is one.
+fn request(
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    req.body(body).unwrap()
 }

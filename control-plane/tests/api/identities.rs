@@ -8,23 +8,22 @@ use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::{json, Value};
 
-use crate::harness::{assert_error, closed_port_url, now, Harness, ADMIN, GATEWAY_KEY};
+use crate::harness::{
+    assert_error, assert_error_mentions, assert_invalid_field, now, Harness, Reply, GATEWAY_KEY,
+};
 
 const ISS: &str = "https://login.example/tenant-1/v2.0";
 const POLICIES: &str = "/v1/providers/gh/connections/alice/access-policies";
 
 async fn connection_with_token(h: &Harness) {
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
-    h.store_token(
-        "gh",
-        "alice",
-        "stored-token",
-        now(),
-        now() + 2880,
-        now() + 3600,
-    )
-    .await;
+    h.unreachable_connection("gh", "alice").await;
+    h.store_fresh_token("gh", "alice", "stored-token").await;
+}
+
+/// Puts the access policy `id` of gh/alice.
+async fn put_policy(h: &Harness, id: &str, body: Value) -> Reply {
+    h.admin(Method::PUT, &format!("{POLICIES}/{id}"), Some(body))
+        .await
 }
 
 #[tokio::test]
@@ -34,20 +33,16 @@ async fn a_connection_is_usable_only_by_what_its_policies_name() {
     assert_eq!(h.runtime("gh", "alice").await.status, StatusCode::OK);
 
     // The harness's policy names the gateway; with another name, or none at all, it is 403.
-    let r = h
-        .admin(
-            Method::PUT,
-            &format!("{POLICIES}/edge-1"),
-            Some(json!({"identity": {"kind": "gateway", "name": "edge-2"}})),
-        )
-        .await;
+    let r = put_policy(
+        &h,
+        "edge-1",
+        json!({"identity": {"kind": "gateway", "name": "edge-2"}}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     let r = h.runtime("gh", "alice").await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
-    assert!(r.json["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("edge-1"));
+    assert_error_mentions(&r, "edge-1");
 
     let r = h
         .admin(Method::DELETE, &format!("{POLICIES}/edge-1"), None)
@@ -55,17 +50,10 @@ async fn a_connection_is_usable_only_by_what_its_policies_name() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = h.runtime("gh", "alice").await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
-    assert!(r.json["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("no access policies"));
+    assert_error_mentions(&r, "no access policies");
     let r = h.admin(Method::GET, POLICIES, None).await;
     assert_eq!(r.json, json!([]));
-    let metrics = h.metrics();
-    assert!(
-        metrics.contains(r#"credmgr_runtime_token_requests_total{outcome="denied"} 2"#),
-        "{metrics}"
-    );
+    h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="denied"} 2"#);
 }
 
 #[tokio::test]
@@ -77,14 +65,8 @@ async fn a_token_answer_carries_every_policy_of_its_connection_in_id_order() {
     let group = json!({"kind": "group", "issuer": ISS, "group_id": "g,1\"]},{"});
     let user = json!({"kind": "user", "issuer": ISS, "object_id": "u-alice"});
     for (id, identity) in [("b-group", &group), ("a-user", &user)] {
-        let r = h
-            .admin(
-                Method::PUT,
-                &format!("{POLICIES}/{id}"),
-                Some(json!({ "identity": identity })),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+        let r = put_policy(&h, id, json!({ "identity": identity })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{id}: {}", r.json);
     }
     let r = h.runtime("gh", "alice").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
@@ -93,8 +75,7 @@ async fn a_token_answer_carries_every_policy_of_its_connection_in_id_order() {
 
     // Another connection of the provider has its own policies only.
     h.connection("gh", "bob").await;
-    h.store_token("gh", "bob", "bobs-token", now(), now() + 2880, now() + 3600)
-        .await;
+    h.store_fresh_token("gh", "bob", "bobs-token").await;
     let r = h.runtime("gh", "bob").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["access_token"], "bobs-token");
@@ -127,9 +108,7 @@ async fn policies_are_validated_and_have_etags() {
             "colour",
         ),
     ] {
-        let r = h
-            .admin(Method::PUT, &format!("{POLICIES}/p1"), Some(body))
-            .await;
+        let r = put_policy(&h, "p1", body).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
         let got = r.json["error"]["details"]["field"].as_str().unwrap_or("");
         assert!(got.starts_with(field), "{field}: {}", r.json);
@@ -144,26 +123,15 @@ async fn policies_are_validated_and_have_etags() {
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 
     let body = json!({"display_name": "Ops", "identity": {"kind": "group", "issuer": ISS, "group_id": "g-ops"}});
-    let r = h
-        .admin(Method::PUT, &format!("{POLICIES}/ops"), Some(body.clone()))
-        .await;
+    let r = put_policy(&h, "ops", body.clone()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let etag = r.headers["etag"].to_str().unwrap().to_owned();
     assert_eq!(r.json["identity"]["group_id"], "g-ops");
-    let r = h
-        .admin(Method::PUT, &format!("{POLICIES}/ops"), Some(body.clone()))
-        .await;
+    let r = put_policy(&h, "ops", body).await;
     assert_eq!(r.status, StatusCode::OK);
     // The first ETag is stale now.
     let stale = h
-        .call_with_headers(
-            Method::DELETE,
-            &format!("{POLICIES}/ops"),
-            &[
-                ("authorization", &format!("Bearer {ADMIN}")),
-                ("if-match", etag.as_str()),
-            ],
-        )
+        .admin_if_match(Method::DELETE, &format!("{POLICIES}/ops"), &etag, None)
         .await;
     assert_error(
         &stale,
@@ -191,6 +159,11 @@ fn sign(sk: &<Es256 as jwt_compact::Algorithm>::SigningKey, claims: Value) -> St
     Es256
         .token(&Header::empty().with_key_id("k1"), &claims, sk)
         .unwrap()
+}
+
+/// A caller's JWT from the issuer `ISS`, for the audience `aud` and the user `oid`.
+fn caller_jwt(sk: &<Es256 as jwt_compact::Algorithm>::SigningKey, aud: &str, oid: &str) -> String {
+    sign(sk, json!({"iss": ISS, "aud": aud, "oid": oid}))
 }
 
 #[tokio::test]
@@ -228,8 +201,7 @@ async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
         let r = h
             .admin(Method::PUT, "/v1/trusted-issuers/entra", Some(body))
             .await;
-        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-        assert_eq!(r.json["error"]["details"]["field"], field, "{}", r.json);
+        assert_invalid_field(&r, field);
     }
     let body = json!({"issuer": ISS, "audiences": ["api://backend"], "jwks": jwks});
     let r = h
@@ -253,13 +225,12 @@ async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
     let r = h.call(Method::GET, ISSUERS_PATH, None, None).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
 
-    let r = h
-        .admin(
-            Method::PUT,
-            &format!("{POLICIES}/alice"),
-            Some(json!({"identity": {"kind": "user", "issuer": ISS, "object_id": "u-alice"}})),
-        )
-        .await;
+    let r = put_policy(
+        &h,
+        "alice",
+        json!({"identity": {"kind": "user", "issuer": ISS, "object_id": "u-alice"}}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let path = credmgr_common::runtime::token_path("gh", "alice");
     let as_caller = |jwt: String| {
@@ -277,33 +248,21 @@ async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
             .await
         }
     };
-    let alice = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-alice"}),
-    );
+    let alice = caller_jwt(&sk, "api://backend", "u-alice");
     let r = as_caller(alice).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["access_token"], "stored-token");
 
-    let bob = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-bob"}),
-    );
+    let bob = caller_jwt(&sk, "api://backend", "u-bob");
     assert_error(&as_caller(bob).await, StatusCode::FORBIDDEN, "forbidden");
-    let wrong_aud = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://other", "oid": "u-alice"}),
-    );
+    let wrong_aud = caller_jwt(&sk, "api://other", "u-alice");
     assert_error(
         &as_caller(wrong_aud).await,
         StatusCode::UNAUTHORIZED,
         "jwt_wrong_audience",
     );
     let (other_sk, _) = es256_keys();
-    let forged = sign(
-        &other_sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-alice"}),
-    );
+    let forged = caller_jwt(&other_sk, "api://backend", "u-alice");
     assert_error(
         &as_caller(forged).await,
         StatusCode::UNAUTHORIZED,
@@ -315,10 +274,7 @@ async fn the_runtime_api_verifies_a_forwarded_jwt_and_decides_for_its_holder() {
         .admin(Method::DELETE, "/v1/trusted-issuers/entra", None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let alice = sign(
-        &sk,
-        json!({"iss": ISS, "aud": "api://backend", "oid": "u-alice"}),
-    );
+    let alice = caller_jwt(&sk, "api://backend", "u-alice");
     assert_error(
         &as_caller(alice).await,
         StatusCode::UNAUTHORIZED,

@@ -6,9 +6,11 @@
 // clippy.toml allows these in `#[test]` functions; the harness helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod connections;
 mod consent;
 mod etags;
 mod fake_saas;
+mod fixtures;
 mod gateway_tls;
 mod harness;
 mod identities;
@@ -16,6 +18,7 @@ mod management;
 mod pg;
 mod postgres;
 mod presets;
+mod providers;
 mod quirks;
 mod refresh_tokens;
 mod rejected;

@@ -6,22 +6,72 @@ use serde_json::{json, Value};
 
 use crate::fake_saas::{doc, FakeSaas, FORM, JSON};
 use crate::harness::*;
-use crate::presets::{connection, consent, create, left, make_due, preset_body};
+use crate::presets::{consent, create, left, make_due, preset_body};
+
+/// Provider `id` made from `preset` with the fake's token endpoint, and its connection `alice`.
+async fn from_preset(h: &Harness, fake: &FakeSaas, id: &str, preset: &str) -> Reply {
+    let r = create(
+        h,
+        id,
+        preset_body(preset, json!({"token_url": fake.token_url})),
+    )
+    .await;
+    h.connection(id, "alice").await;
+    r
+}
+
+/// The runtime API served an access token that starts with `prefix`.
+fn assert_access_token_starts(t: &Reply, prefix: &str) {
+    let token = t.json["access_token"].as_str().unwrap_or_default();
+    assert!(token.starts_with(prefix), "{prefix}…: {}", t.json);
+}
+
+/// A harness and a fake provider; provider `id` made from `preset`, and `alice` connected by
+/// consent with the provider's answer `body`.
+async fn connected(
+    id: &str,
+    preset: &str,
+    content_type: &'static str,
+    body: &'static str,
+) -> (Harness, FakeSaas) {
+    let h = Harness::new().await;
+    let fake = FakeSaas::start().await;
+    from_preset(&h, &fake, id, preset).await;
+    consented(&h, &fake, id, content_type, body).await;
+    (h, fake)
+}
+
+/// `alice`'s token is due, the provider answers the refresh with `body`, and the gateway asks
+/// for the token: the runtime API's answer.
+async fn refreshed(
+    h: &Harness,
+    fake: &FakeSaas,
+    id: &str,
+    content_type: &'static str,
+    body: &'static str,
+) -> Reply {
+    make_due(h, id, "alice", false).await;
+    fake.answer(200, content_type, body);
+    h.runtime(id, "alice").await
+}
+
+/// `alice` consents, and the provider answers the code with `body`: the callback sends the
+/// browser on to the landing page.
+async fn consented(
+    h: &Harness,
+    fake: &FakeSaas,
+    id: &str,
+    content_type: &'static str,
+    body: &'static str,
+) {
+    fake.answer(200, content_type, body);
+    let r = consent(h, id, "alice").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{id}: {}", r.json);
+}
 
 #[tokio::test]
 async fn github_form_encoded_answer_is_read_and_gets_the_declared_lifetime() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
-    create(
-        &h,
-        "gh",
-        preset_body("github", json!({"token_url": fake.token_url})),
-    )
-    .await;
-    h.connection("gh", "alice").await;
-    fake.answer(200, FORM, doc::GITHUB_TOKEN);
-    let r = consent(&h, "gh", "alice").await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.json);
+    let (h, fake) = connected("gh", "github", FORM, doc::GITHUB_TOKEN).await;
     let seen = &fake.seen()[0];
     assert_eq!(seen.accept.as_deref(), Some("application/json"));
     assert_eq!(seen.authorization, None, "client_secret_post");
@@ -29,7 +79,7 @@ async fn github_form_encoded_answer_is_read_and_gets_the_declared_lifetime() {
     assert_eq!(seen.form["client_secret"], CLIENT_SECRET);
     assert_eq!(seen.form["code"], "the-code");
 
-    let conn = connection(&h, "gh", "alice").await;
+    let conn = h.shown_connection("gh", "alice").await;
     assert_eq!(conn["status"], "connected", "{conn}");
     // No expires_in: GitHub's documented horizon of a year, not "never".
     let (left, _) = left(&h, "gh", "alice").await;
@@ -47,13 +97,7 @@ async fn github_form_encoded_answer_is_read_and_gets_the_declared_lifetime() {
 async fn github_errors_with_http_200_are_errors_and_store_nothing() {
     let h = Harness::new().await;
     let fake = FakeSaas::start().await;
-    create(
-        &h,
-        "gh",
-        preset_body("github", json!({"token_url": fake.token_url})),
-    )
-    .await;
-    h.connection("gh", "alice").await;
+    from_preset(&h, &fake, "gh", "github").await;
     fake.answer(200, JSON, doc::GITHUB_BAD_CODE);
     let r = consent(&h, "gh", "alice").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.json);
@@ -62,34 +106,15 @@ async fn github_errors_with_http_200_are_errors_and_store_nothing() {
         "{}",
         r.json
     );
-    let conn = connection(&h, "gh", "alice").await;
+    let conn = h.shown_connection("gh", "alice").await;
     assert_eq!(conn["status"], "not_connected", "{conn}");
-    assert!(h
-        .state
-        .store
-        .get_token("gh", "alice")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(!h.has_token("gh", "alice").await);
 }
 
 #[tokio::test]
 async fn github_app_refresh_token_expiry_is_stored_shown_and_honoured() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
-    create(
-        &h,
-        "gha",
-        preset_body("github-app", json!({"token_url": fake.token_url})),
-    )
-    .await;
-    h.connection("gha", "alice").await;
-    fake.answer(200, JSON, doc::GITHUB_APP_TOKEN);
-    assert_eq!(
-        consent(&h, "gha", "alice").await.status,
-        StatusCode::SEE_OTHER
-    );
-    let conn = connection(&h, "gha", "alice").await;
+    let (h, fake) = connected("gha", "github-app", JSON, doc::GITHUB_APP_TOKEN).await;
+    let conn = h.shown_connection("gha", "alice").await;
     assert!(
         conn["refresh_token_expires_at"].is_string(),
         "shown: {conn}"
@@ -102,65 +127,35 @@ async fn github_app_refresh_token_expiry_is_stored_shown_and_honoured() {
     );
 
     // A refused refresh (form-encoded, HTTP 200, GitHub's own code) needs consent again.
-    make_due(&h, "gha", "alice", false).await;
-    fake.answer(200, FORM, doc::GITHUB_APP_BAD_REFRESH);
-    let r = h.runtime("gha", "alice").await;
+    let r = refreshed(&h, &fake, "gha", FORM, doc::GITHUB_APP_BAD_REFRESH).await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "refresh_token_invalid");
     assert_eq!(
         fake.seen()[1].form["refresh_token"],
         "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498"
     );
     assert_eq!(
-        connection(&h, "gha", "alice").await["error"]["code"],
+        h.shown_connection("gha", "alice").await["error"]["code"],
         "refresh_token_invalid"
     );
 
     // Consent again; then both tokens run out: the provider is not asked, the reason is given.
-    fake.answer(200, JSON, doc::GITHUB_APP_TOKEN);
-    assert_eq!(
-        consent(&h, "gha", "alice").await.status,
-        StatusCode::SEE_OTHER
-    );
-    let conn = h
-        .state
-        .store
-        .get_connection("gha", "alice")
-        .await
-        .unwrap()
-        .unwrap();
-    let mut t = h
-        .state
-        .store
-        .get_token("gha", "alice")
-        .await
-        .unwrap()
-        .unwrap();
-    t.refresh_at = now() - 2;
-    t.expires_at = now() - 1;
-    t.refresh_token_expires_at = Some(now() - 1);
-    assert!(h
-        .state
-        .store
-        .put_token("gha", "alice", conn.token_generation, &t)
-        .await
-        .unwrap());
+    consented(&h, &fake, "gha", JSON, doc::GITHUB_APP_TOKEN).await;
+    h.change_token("gha", "alice", |t| {
+        t.refresh_at = now() - 2;
+        t.expires_at = now() - 1;
+        t.refresh_token_expires_at = Some(now() - 1);
+    })
+    .await;
     let asked = fake.seen().len();
     let r = h.runtime("gha", "alice").await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "refresh_token_expired");
-    assert!(
-        r.json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("login link"),
-        "{}",
-        r.json
-    );
+    assert_error_mentions(&r, "login link");
     assert_eq!(
         fake.seen().len(),
         asked,
         "an expired refresh token is not sent"
     );
-    let conn = connection(&h, "gha", "alice").await;
+    let conn = h.shown_connection("gha", "alice").await;
     assert_eq!(conn["status"], "error");
     assert_eq!(conn["error"]["code"], "refresh_token_expired", "{conn}");
     let r = h.runtime("gha", "alice").await;
@@ -171,22 +166,12 @@ async fn github_app_refresh_token_expiry_is_stored_shown_and_honoured() {
 async fn salesforce_without_expires_in_keeps_instance_url_and_its_refresh_token() {
     let h = Harness::new().await;
     let fake = FakeSaas::start().await;
-    let r = create(
-        &h,
-        "sf",
-        preset_body("salesforce", json!({"token_url": fake.token_url})),
-    )
-    .await;
+    let r = from_preset(&h, &fake, "sf", "salesforce").await;
     assert_eq!(
         r.json["authorization_url"],
         "https://login.salesforce.com/services/oauth2/authorize"
     );
-    h.connection("sf", "alice").await;
-    fake.answer(200, JSON, doc::SALESFORCE_TOKEN);
-    assert_eq!(
-        consent(&h, "sf", "alice").await.status,
-        StatusCode::SEE_OTHER
-    );
+    consented(&h, &fake, "sf", JSON, doc::SALESFORCE_TOKEN).await;
     let (at_left, _) = left(&h, "sf", "alice").await;
     assert!((900 - 60..=900).contains(&at_left), "{at_left}");
     let t = h.runtime("sf", "alice").await;
@@ -194,29 +179,20 @@ async fn salesforce_without_expires_in_keeps_instance_url_and_its_refresh_token(
         t.json["claims"]["instance_url"],
         "https://yourInstance.salesforce.com"
     );
-    assert!(t.json["access_token"]
-        .as_str()
-        .unwrap()
-        .starts_with("00Dxx0000001gPL!AR8AQJXg"));
+    assert_access_token_starts(&t, "00Dxx0000001gPL!AR8AQJXg");
 
-    make_due(&h, "sf", "alice", false).await;
-    fake.answer(200, JSON, doc::SALESFORCE_REFRESH);
-    let t = h.runtime("sf", "alice").await;
-    assert!(
-        t.json["access_token"]
-            .as_str()
-            .unwrap()
-            .starts_with("00Dxx0000001gPL!AR8AQBM8"),
-        "{}",
-        t.json
-    );
+    let t = refreshed(&h, &fake, "sf", JSON, doc::SALESFORCE_REFRESH).await;
+    assert_access_token_starts(&t, "00Dxx0000001gPL!AR8AQBM8");
     let first_rt =
         "5Aep861TSESvWeug_ztpnAk6BGQxRdovMLhHso6KOdF04ihXGxNCHBgfKTfGsgotLogtW6V9mHmYgzPS5WV_eyT";
     assert_eq!(fake.seen()[1].form["refresh_token"], first_rt);
     // The refresh brought no refresh token: the old one is kept for the next.
-    make_due(&h, "sf", "alice", false).await;
-    fake.answer(200, JSON, doc::SALESFORCE_REFRESH);
-    assert_eq!(h.runtime("sf", "alice").await.status, StatusCode::OK);
+    assert_eq!(
+        refreshed(&h, &fake, "sf", JSON, doc::SALESFORCE_REFRESH)
+            .await
+            .status,
+        StatusCode::OK
+    );
     assert_eq!(fake.seen()[2].form["refresh_token"], first_rt);
 }
 
@@ -225,18 +201,8 @@ async fn slack_bot_and_user_tokens_and_the_nested_secret_never_leaks() {
     let h = Harness::new().await;
     let fake = FakeSaas::start().await;
     for preset in ["slack", "slack-user"] {
-        create(
-            &h,
-            preset,
-            preset_body(preset, json!({"token_url": fake.token_url})),
-        )
-        .await;
-        h.connection(preset, "alice").await;
-        fake.answer(200, JSON, doc::SLACK_ACCESS);
-        assert_eq!(
-            consent(&h, preset, "alice").await.status,
-            StatusCode::SEE_OTHER
-        );
+        from_preset(&h, &fake, preset, preset).await;
+        consented(&h, &fake, preset, JSON, doc::SLACK_ACCESS).await;
     }
     let bot = h.runtime("slack", "alice").await;
     assert_eq!(
@@ -259,14 +225,8 @@ async fn slack_bot_and_user_tokens_and_the_nested_secret_never_leaks() {
     // Without token rotation Slack gives no expiry: a year, declared.
     let (at_left, _) = left(&h, "slack", "alice").await;
     assert!(at_left > 364 * 86400, "{at_left}");
-    for (place, bytes) in h.db_contents().await {
-        for secret in ["xoxp-1234", "xoxb-17653672481"] {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} in {place}"
-            );
-        }
-    }
+    h.assert_not_at_rest(&["xoxp-1234", "xoxb-17653672481"])
+        .await;
     // Slack's errors come with HTTP 200.
     h.connection("slack", "bob").await;
     fake.answer(200, JSON, doc::SLACK_INVALID_CODE);
@@ -277,20 +237,7 @@ async fn slack_bot_and_user_tokens_and_the_nested_secret_never_leaks() {
 
 #[tokio::test]
 async fn dropbox_keeps_the_refresh_token_and_account_ids() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
-    create(
-        &h,
-        "dbx",
-        preset_body("dropbox", json!({"token_url": fake.token_url})),
-    )
-    .await;
-    h.connection("dbx", "alice").await;
-    fake.answer(200, JSON, doc::DROPBOX_TOKEN);
-    assert_eq!(
-        consent(&h, "dbx", "alice").await.status,
-        StatusCode::SEE_OTHER
-    );
+    let (h, fake) = connected("dbx", "dropbox", JSON, doc::DROPBOX_TOKEN).await;
     assert!(fake.seen()[0]
         .authorization
         .as_deref()
@@ -304,17 +251,8 @@ async fn dropbox_keeps_the_refresh_token_and_account_ids() {
     );
     assert_eq!(t.json["claims"]["uid"], "12345");
     for _ in 0..2 {
-        make_due(&h, "dbx", "alice", false).await;
-        fake.answer(200, JSON, doc::DROPBOX_REFRESH);
-        let t = h.runtime("dbx", "alice").await;
-        assert!(
-            t.json["access_token"]
-                .as_str()
-                .unwrap()
-                .starts_with("sl.u."),
-            "{}",
-            t.json
-        );
+        let t = refreshed(&h, &fake, "dbx", JSON, doc::DROPBOX_REFRESH).await;
+        assert_access_token_starts(&t, "sl.u.");
     }
     let rt = "nBiM85CZALsAAAAAAAAAAQXHBoNpNutK4ngsXHsqW4iGz9tisb3JyjGqikMJIYbd";
     assert_eq!(fake.seen()[1].form["refresh_token"], rt);
@@ -323,21 +261,8 @@ async fn dropbox_keeps_the_refresh_token_and_account_ids() {
 
 #[tokio::test]
 async fn client_authentication_follows_the_preset() {
-    let h = Harness::new().await;
-    let fake = FakeSaas::start().await;
     // Zoom wants HTTP Basic.
-    create(
-        &h,
-        "zoom",
-        preset_body("zoom", json!({"token_url": fake.token_url})),
-    )
-    .await;
-    h.connection("zoom", "alice").await;
-    fake.answer(200, JSON, doc::ZOOM_TOKEN);
-    assert_eq!(
-        consent(&h, "zoom", "alice").await.status,
-        StatusCode::SEE_OTHER
-    );
+    let (h, fake) = connected("zoom", "zoom", JSON, doc::ZOOM_TOKEN).await;
     let seen = &fake.seen()[0];
     assert!(seen.authorization.as_deref().unwrap().starts_with("Basic "));
     assert!(!seen.form.contains_key("client_secret"));

@@ -51,8 +51,11 @@ async fn token_endpoint(endpoint: Arc<Mutex<Endpoint>>) -> String {
     format!("http://{addr}/token")
 }
 
-async fn setup(h: &Harness, token_url: &str, refresh_token: &str) {
-    let mut body = provider_body(token_url);
+/// gh/alice on an authorization-code provider whose token endpoint is a new `Endpoint`, with
+/// an expired access token `at-0` and the refresh token `rt-1` stored.
+async fn setup(h: &Harness) -> Arc<Mutex<Endpoint>> {
+    let endpoint = Arc::new(Mutex::new(Endpoint::default()));
+    let mut body = provider_body(&token_endpoint(endpoint.clone()).await);
     body["grant_type"] = json!("authorization_code");
     body["authorization_url"] = json!("https://idp.example/authorize");
     let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
@@ -65,11 +68,8 @@ async fn setup(h: &Harness, token_url: &str, refresh_token: &str) {
             .encrypt(&Aad::connection_access_token("gh", "alice"), b"at-0")
             .unwrap(),
         refresh_token: Some(
-            ring.encrypt(
-                &Aad::connection_refresh_token("gh", "alice"),
-                refresh_token.as_bytes(),
-            )
-            .unwrap(),
+            ring.encrypt(&Aad::connection_refresh_token("gh", "alice"), b"rt-1")
+                .unwrap(),
         ),
         refresh_token_expires_at: None,
         token_type: "Bearer".into(),
@@ -78,12 +78,8 @@ async fn setup(h: &Harness, token_url: &str, refresh_token: &str) {
         expires_at: t + 60,
         refresh_at: t + 30,
     };
-    assert!(h
-        .state
-        .store
-        .put_token("gh", "alice", 0, &record)
-        .await
-        .unwrap());
+    h.put_token("gh", "alice", &record).await;
+    endpoint
 }
 
 async fn stored_refresh_token(h: &Harness) -> Option<String> {
@@ -100,9 +96,7 @@ async fn stored_refresh_token(h: &Harness) -> Option<String> {
 #[tokio::test]
 async fn a_response_without_a_refresh_token_keeps_the_old_one_and_a_new_one_replaces_it() {
     let h = Harness::new().await;
-    let endpoint = Arc::new(Mutex::new(Endpoint::default()));
-    let url = token_endpoint(endpoint.clone()).await;
-    setup(&h, &url, "rt-1").await;
+    let endpoint = setup(&h).await;
     endpoint.lock().unwrap().answers = vec![
         (200, json!({"access_token": "at-1", "expires_in": 1})),
         (
@@ -125,9 +119,7 @@ async fn a_response_without_a_refresh_token_keeps_the_old_one_and_a_new_one_repl
 #[tokio::test]
 async fn invalid_grant_with_no_newer_refresh_token_stored_gives_up_at_once() {
     let h = Harness::new().await;
-    let endpoint = Arc::new(Mutex::new(Endpoint::default()));
-    let url = token_endpoint(endpoint.clone()).await;
-    setup(&h, &url, "rt-1").await;
+    let endpoint = setup(&h).await;
     let refused = (
         400,
         json!({"error": "invalid_grant", "error_description": "used"}),
@@ -140,11 +132,9 @@ async fn invalid_grant_with_no_newer_refresh_token_stored_gives_up_at_once() {
         ["rt-1"],
         "same token stored: no retry"
     );
-    let conn = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(conn.json["status"], "error");
-    assert_eq!(conn.json["error"]["code"], "refresh_token_invalid");
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "error");
+    assert_eq!(conn["error"]["code"], "refresh_token_invalid");
     assert_eq!(
         stored_refresh_token(&h).await,
         None,
@@ -159,16 +149,8 @@ async fn invalid_grant_with_no_newer_refresh_token_stored_gives_up_at_once() {
 #[tokio::test]
 async fn invalid_grant_after_another_replica_rotated_retries_with_the_newer_refresh_token() {
     let h = Harness::new().await;
-    let endpoint = Arc::new(Mutex::new(Endpoint::default()));
-    let url = token_endpoint(endpoint.clone()).await;
-    setup(&h, &url, "rt-1").await;
-    let mut newer = h
-        .state
-        .store
-        .get_token("gh", "alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let endpoint = setup(&h).await;
+    let mut newer = h.stored_token("gh", "alice").await;
     newer.refresh_token = Some(
         h.state
             .keyring
@@ -196,39 +178,21 @@ async fn invalid_grant_after_another_replica_rotated_retries_with_the_newer_refr
 #[tokio::test]
 async fn a_provider_that_is_down_leaves_the_tokens_and_serves_the_valid_one() {
     let h = Harness::new().await;
-    let endpoint = Arc::new(Mutex::new(Endpoint::default()));
-    let url = token_endpoint(endpoint.clone()).await;
-    setup(&h, &url, "rt-1").await;
+    let endpoint = setup(&h).await;
     // Due (its refresh time has passed) but still valid.
     let t = now();
-    let mut record = h
-        .state
-        .store
-        .get_token("gh", "alice")
-        .await
-        .unwrap()
-        .unwrap();
-    record.obtained_at = t - 50;
-    record.refresh_at = t - 10;
-    record.expires_at = t + 50;
-    assert!(h
-        .state
-        .store
-        .put_token("gh", "alice", 0, &record)
-        .await
-        .unwrap());
+    h.change_token("gh", "alice", |record| {
+        record.obtained_at = t - 50;
+        record.refresh_at = t - 10;
+        record.expires_at = t + 50;
+    })
+    .await;
     endpoint.lock().unwrap().answers = vec![(503, json!({"message": "down"}))];
     let r = h.runtime("gh", "alice").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["access_token"], "at-0");
     assert_eq!(stored_refresh_token(&h).await.as_deref(), Some("rt-1"));
-    let conn = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(conn.json["status"], "connected", "{}", conn.json);
-    assert_eq!(
-        conn.json["error"]["code"], "provider_unreachable",
-        "{}",
-        conn.json
-    );
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "connected", "{conn}");
+    assert_eq!(conn["error"]["code"], "provider_unreachable", "{conn}");
 }

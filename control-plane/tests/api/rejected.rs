@@ -15,19 +15,14 @@ fn path(query: &str) -> String {
 async fn a_refused_token_is_replaced_before_it_is_served_again_and_a_newer_one_is_not() {
     let h = Harness::new().await;
     // The provider is down, so an attempt to replace the token shows as a "stale" answer.
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
-    let (t0, refresh, expires) = (now(), now() + 2880, now() + 3600);
-    h.store_token("gh", "alice", "stored-token", t0, refresh, expires)
-        .await;
+    h.unreachable_connection("gh", "alice").await;
+    let (_, refresh, expires) = h.store_fresh_token("gh", "alice", "stored-token").await;
 
     // An older token was refused: the stored one is newer and served as it is.
     let older = path(&format!("rejected_expires_at={}", expires - 60));
     let r = h.call(Method::GET, &older, Some(GATEWAY_KEY), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    assert!(h
-        .metrics()
-        .contains(r#"credmgr_runtime_token_requests_total{outcome="hit"} 1"#));
+    h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="hit"} 1"#);
 
     // The stored token itself was refused: the control plane tries to replace it first (and,
     // the provider being down, serves it until it expires, asking the gateway to retry soon).
@@ -39,23 +34,17 @@ async fn a_refused_token_is_replaced_before_it_is_served_again_and_a_newer_one_i
         "{}",
         r.json
     );
-    let metrics = h.metrics();
-    assert!(
-        metrics.contains(r#"credmgr_runtime_token_requests_total{outcome="stale"} 1"#),
-        "{metrics}"
-    );
+    h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="stale"} 1"#);
 }
 
 #[tokio::test]
 async fn a_malformed_query_is_a_json_400() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
+    h.unreachable_connection("gh", "alice").await;
     for query in ["rejected_expires_at=soon", "unknown=1"] {
         let r = h
             .call(Method::GET, &path(query), Some(GATEWAY_KEY), None)
             .await;
-        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
-        assert_eq!(r.json["error"]["details"]["field"], "query", "{}", r.json);
+        assert_invalid_field(&r, "query");
     }
 }

@@ -9,8 +9,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn the_runtime_api_needs_a_gateway_key() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
+    h.unreachable_connection("gh", "alice").await;
     let path = credmgr_common::runtime::token_path("gh", "alice");
     for token in [None, Some("wrong-key"), Some(ADMIN)] {
         let r = h.call(Method::GET, &path, token, None).await;
@@ -27,8 +26,7 @@ async fn the_runtime_api_needs_a_gateway_key() {
 #[tokio::test]
 async fn unknown_connections_are_404() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
+    h.unreachable_connection("gh", "alice").await;
     // 404 before 403: neither has a policy, and the answer says which part is missing.
     let r = h.runtime("gh", "nobody").await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
@@ -53,11 +51,8 @@ async fn unknown_connections_are_404() {
 #[tokio::test]
 async fn a_fresh_stored_token_is_served_without_asking_the_provider() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
-    let (t0, refresh, expires) = (now(), now() + 2880, now() + 3600);
-    h.store_token("gh", "alice", "stored-token", t0, refresh, expires)
-        .await;
+    h.unreachable_connection("gh", "alice").await;
+    let (t0, refresh, expires) = h.store_fresh_token("gh", "alice", "stored-token").await;
 
     let r = h.runtime("gh", "alice").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
@@ -84,28 +79,18 @@ async fn a_fresh_stored_token_is_served_without_asking_the_provider() {
     let token: credmgr_common::RuntimeToken = serde_json::from_value(r.json).unwrap();
     assert_eq!(token.access_token, "stored-token");
 
-    let metrics = h.metrics();
-    assert!(
-        metrics.contains(r#"credmgr_runtime_token_requests_total{outcome="hit"} 1"#),
-        "{metrics}"
-    );
+    h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="hit"} 1"#);
     // Only the connection's creation asked the provider.
-    assert!(
-        metrics.contains(r#"outcome="provider_unreachable"} 1"#),
-        "{metrics}"
-    );
-    let r = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(r.json["status"], "connected");
-    assert_eq!(r.json["error"], json!(null));
+    h.assert_metric(r#"outcome="provider_unreachable"} 1"#);
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "connected");
+    assert_eq!(conn["error"], json!(null));
 }
 
 #[tokio::test]
 async fn a_due_token_still_valid_is_served_when_the_provider_is_down() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
+    h.unreachable_connection("gh", "alice").await;
     let (t0, refresh, expires) = (now() - 3000, now() - 120, now() + 600);
     h.store_token("gh", "alice", "old-but-valid", t0, refresh, expires)
         .await;
@@ -122,32 +107,21 @@ async fn a_due_token_still_valid_is_served_when_the_provider_is_down() {
     );
 
     // The stored token is untouched; the failure is recorded on the connection.
-    let stored = h
-        .state
-        .store
-        .get_token("gh", "alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_token("gh", "alice").await;
     assert_eq!(
         (stored.obtained_at, stored.refresh_at, stored.expires_at),
         (t0, refresh, expires)
     );
-    let r = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(r.json["status"], "connected", "{}", r.json);
-    assert_eq!(r.json["error"]["code"], "provider_unreachable");
-    assert!(h
-        .metrics()
-        .contains(r#"credmgr_runtime_token_requests_total{outcome="stale"} 1"#));
+    let conn = h.shown_connection("gh", "alice").await;
+    assert_eq!(conn["status"], "connected", "{conn}");
+    assert_eq!(conn["error"]["code"], "provider_unreachable");
+    h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="stale"} 1"#);
 }
 
 #[tokio::test]
 async fn an_expired_token_is_never_served() {
     let h = Harness::new().await;
-    h.provider("gh", &closed_port_url()).await;
-    h.connection("gh", "alice").await;
+    h.unreachable_connection("gh", "alice").await;
     h.store_token(
         "gh",
         "alice",
@@ -160,10 +134,7 @@ async fn an_expired_token_is_never_served() {
     let r = h.runtime("gh", "alice").await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "provider_unreachable");
     assert!(!r.json.to_string().contains("expired\""));
-    let r = h
-        .admin(Method::GET, "/v1/providers/gh/connections/alice", None)
-        .await;
-    assert_eq!(r.json["status"], "error");
+    assert_eq!(h.shown_connection("gh", "alice").await["status"], "error");
 }
 
 #[tokio::test]
@@ -179,14 +150,7 @@ async fn authorization_code_connections_need_consent() {
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json["status"], "not_connected");
     assert_eq!(r.json["error"]["code"], "consent_required", "{}", r.json);
-    assert!(
-        r.json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("login-links"),
-        "{}",
-        r.json
-    );
+    assert_error_mentions(&r, "login-links");
     assert_error(
         &h.runtime("gh", "alice").await,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -216,14 +180,7 @@ async fn concurrent_requests_share_one_fetch() {
         "{}",
         r.json
     );
-    assert!(
-        r.json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("did not answer"),
-        "{}",
-        r.json
-    );
+    assert_error_mentions(&r, "did not answer");
 
     let requests: Vec<_> = (0..5)
         .map(|_| {
@@ -239,13 +196,6 @@ async fn concurrent_requests_share_one_fetch() {
         );
     }
     // One request for the connection's creation, one for the five concurrent runtime requests.
-    let metrics = h.metrics();
-    assert!(
-        metrics.contains(r#"outcome="provider_unreachable"} 2"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"credmgr_runtime_token_requests_total{outcome="error"} 5"#),
-        "{metrics}"
-    );
+    h.assert_metric(r#"outcome="provider_unreachable"} 2"#);
+    h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="error"} 5"#);
 }
