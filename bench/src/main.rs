@@ -187,17 +187,28 @@ fn envoy_version() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn runtime_only(cli: &Cli) -> Result<()> {
-    let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-runtime")?;
-    let pg = controlplane::postgres_control_plane(&stack);
-    let r = controlplane::run(
-        &stack,
+/// The runtime API's figures: 3 rounds on SQLite, on PostgreSQL where it answers, and a bare
+/// axum handler for scale.
+fn runtime_api(
+    cli: &Cli,
+    stack: &stack::Stack,
+    load: &wrk::Load,
+    warmup: &wrk::Load,
+) -> Result<controlplane::Outcome> {
+    let pg = controlplane::postgres_control_plane(stack);
+    controlplane::run(
+        stack,
         pg.as_ref().map(|(cp, _)| cp),
         cli.server_cpu,
-        &load,
+        load,
         3,
-        &warmup,
-    )?;
+        warmup,
+    )
+}
+
+fn runtime_only(cli: &Cli) -> Result<()> {
+    let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-runtime")?;
+    let r = runtime_api(cli, &stack, &load, &warmup)?;
     report::print_runtime(&r);
     Ok(())
 }
@@ -228,15 +239,7 @@ fn bench(cli: &Cli) -> Result<()> {
         let o = own_work::run(&credmgr_e2e::repo_root(), cli.server_cpu, 3)?;
         eprintln!("cold path: sequential requests, hot and cold alternating");
         let c = cold::run(&stack, 300, cli.load_cpu)?;
-        let pg = controlplane::postgres_control_plane(&stack);
-        let r = controlplane::run(
-            &stack,
-            pg.as_ref().map(|(cp, _)| cp),
-            cli.server_cpu,
-            &load,
-            3,
-            &warmup,
-        )?;
+        let r = runtime_api(cli, &stack, &load, &warmup)?;
         (Some(p), Some(o), Some(c), Some(r))
     };
     drop(stack);
