@@ -212,6 +212,7 @@ async fn put(
                         status: ConnectionStatus::NotConnected,
                         code: credmgr_common::error::codes::CONSENT_REQUIRED,
                         message: &message,
+                        drop_tokens: false,
                     };
                     state
                         .store

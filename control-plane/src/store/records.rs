@@ -196,6 +196,9 @@ pub struct ConnectionError<'a> {
     pub status: ConnectionStatus,
     pub code: &'a str,
     pub message: &'a str,
+    /// Whether the stored tokens go with it: the provider refused the refresh token, so the
+    /// grant and the access token that belongs to it are dead.
+    pub drop_tokens: bool,
 }
 
 /// An issuer whose JWTs identify callers.

@@ -141,8 +141,9 @@ impl Store {
         Ok(PutToken::Stored)
     }
 
-    /// Records a failure to obtain a token on the connection (if still at `generation`);
-    /// the stored token, if any, is left as it is.
+    /// Records a failure to obtain a token on the connection, if it is still at `generation`
+    /// (`false` otherwise). The stored token is left as it is, unless `e.drop_tokens`: then it
+    /// is deleted in the same transaction.
     pub async fn record_token_error(
         &self,
         provider_id: &str,
@@ -158,26 +159,9 @@ impl Store {
             e.code,
             e.message
         ];
-        Ok(self.execute(RECORD_ERROR, &binds).await? == 1)
-    }
-
-    /// After the provider refused the refresh token: deletes the connection's tokens and
-    /// records the error, in one transaction, if the connection is still at `generation`.
-    pub async fn drop_tokens_with_error(
-        &self,
-        provider_id: &str,
-        connection_id: &str,
-        generation: i64,
-        e: &ConnectionError<'_>,
-    ) -> Result<bool, StoreError> {
-        let binds = args![
-            provider_id,
-            connection_id,
-            generation,
-            e.status.as_str(),
-            e.code,
-            e.message
-        ];
+        if !e.drop_tokens {
+            return Ok(self.execute(RECORD_ERROR, &binds).await? == 1);
+        }
         let mut tx = self.begin_write().await?;
         if tx.execute(RECORD_ERROR, &binds).await? == 0 {
             return Ok(false);

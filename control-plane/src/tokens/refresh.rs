@@ -308,30 +308,19 @@ impl TokenService {
             },
             code: failure.kind.code(),
             message: &failure.message,
+            drop_tokens: matches!(tokens, Tokens::Drop),
         };
+        self.store
+            .record_token_error(
+                key.provider(),
+                key.connection(),
+                conn.token_generation,
+                &error,
+            )
+            .await?;
         let stored = match tokens {
-            Tokens::Drop => {
-                self.store
-                    .drop_tokens_with_error(
-                        key.provider(),
-                        key.connection(),
-                        conn.token_generation,
-                        &error,
-                    )
-                    .await?;
-                None
-            }
-            Tokens::Keep(stored) => {
-                self.store
-                    .record_token_error(
-                        key.provider(),
-                        key.connection(),
-                        conn.token_generation,
-                        &error,
-                    )
-                    .await?;
-                stored
-            }
+            Tokens::Drop => None,
+            Tokens::Keep(stored) => stored,
         };
         flight.finish(Some((conn.token_generation, failure.clone())));
         self.fallback(key, stored, failure)
