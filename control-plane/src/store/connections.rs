@@ -1,6 +1,6 @@
 //! Connections: their configuration and status, listed in pages.
 
-use super::exec::args;
+use super::exec::{args, Tx};
 use super::rows::{connection_from_row, split_error, CONNECTION_SELECT};
 use super::{ConnectionRecord, Store, StoreError};
 use crate::crypto::Envelope;
@@ -76,7 +76,6 @@ impl Store {
         invalidate_token: bool,
         expected_etag: &str,
     ) -> Result<bool, StoreError> {
-        let key = args![&c.provider_id, &c.id];
         let mut tx = self.begin_write().await?;
         let replaced = tx
             .execute(
@@ -98,18 +97,7 @@ impl Store {
             return Ok(false);
         }
         if invalidate_token {
-            tx.execute(
-                "DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2",
-                &key,
-            )
-            .await?;
-            tx.execute(
-                "UPDATE connections SET token_generation = token_generation + 1, \
-                 status = 'not_connected', error_code = NULL, error_message = NULL \
-                 WHERE provider_id = $1 AND id = $2",
-                &key,
-            )
-            .await?;
+            invalidate_tokens(&mut tx, &c.provider_id, Some(&c.id)).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -129,4 +117,29 @@ impl Store {
             .await?
             == 1)
     }
+}
+
+/// Forgets the tokens of a provider's connections (all of them, or the one named): deletes
+/// them, and moves the connections to a new generation and back to `not_connected`, so that a
+/// token fetched under the old configuration is discarded rather than stored.
+pub(super) async fn invalidate_tokens(
+    tx: &mut Tx,
+    provider_id: &str,
+    connection_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let binds = args![provider_id, connection_id];
+    tx.execute(
+        "DELETE FROM tokens WHERE provider_id = $1 \
+         AND (CAST($2 AS TEXT) IS NULL OR connection_id = $2)",
+        &binds,
+    )
+    .await?;
+    tx.execute(
+        "UPDATE connections SET token_generation = token_generation + 1, \
+         status = 'not_connected', error_code = NULL, error_message = NULL \
+         WHERE provider_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id = $2)",
+        &binds,
+    )
+    .await?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Credential providers: their configuration, replaced only at the version the caller saw.
 
+use super::connections;
 use super::exec::{args, placeholders, Arg};
 use super::rows::{provider_from_row, to_json, PROVIDER_COLUMNS, PROVIDER_SETTINGS};
 use super::{ProviderRecord, Store, StoreError};
@@ -48,15 +49,7 @@ impl Store {
             return Ok(false);
         }
         if invalidate_tokens {
-            tx.execute("DELETE FROM tokens WHERE provider_id = $1", &args![&p.id])
-                .await?;
-            tx.execute(
-                "UPDATE connections SET token_generation = token_generation + 1, \
-                 status = 'not_connected', error_code = NULL, error_message = NULL \
-                 WHERE provider_id = $1",
-                &args![&p.id],
-            )
-            .await?;
+            connections::invalidate_tokens(&mut tx, &p.id, None).await?;
         }
         tx.commit().await?;
         Ok(true)
