@@ -23,41 +23,33 @@ pub use identity_provider::IdentityProvider;
 pub use quirks::Quirks;
 pub use template::{ParamFormat, Parameter};
 
-/// The preset files, by file name. Adding a provider is adding a file here.
-const FILES: &[(&str, &str)] = &[
-    ("oauth2.json", include_str!("../../presets/oauth2.json")),
-    (
-        "oauth2-pkce.json",
-        include_str!("../../presets/oauth2-pkce.json"),
-    ),
-    ("entra-id.json", include_str!("../../presets/entra-id.json")),
-    ("google.json", include_str!("../../presets/google.json")),
-    ("github.json", include_str!("../../presets/github.json")),
-    (
-        "github-app.json",
-        include_str!("../../presets/github-app.json"),
-    ),
-    (
-        "salesforce.json",
-        include_str!("../../presets/salesforce.json"),
-    ),
-    ("slack.json", include_str!("../../presets/slack.json")),
-    (
-        "slack-user.json",
-        include_str!("../../presets/slack-user.json"),
-    ),
-    ("dropbox.json", include_str!("../../presets/dropbox.json")),
-    ("box.json", include_str!("../../presets/box.json")),
-    ("zoom.json", include_str!("../../presets/zoom.json")),
-    (
-        "atlassian.json",
-        include_str!("../../presets/atlassian.json"),
-    ),
-    ("linkedin.json", include_str!("../../presets/linkedin.json")),
-    ("spotify.json", include_str!("../../presets/spotify.json")),
-    ("okta.json", include_str!("../../presets/okta.json")),
-    ("auth0.json", include_str!("../../presets/auth0.json")),
-    ("keycloak.json", include_str!("../../presets/keycloak.json")),
+/// The preset files, by file name, each compiled in. Adding a provider is adding a file to
+/// `control-plane/presets/` and its name here.
+macro_rules! preset_files {
+    ($($file:literal),+ $(,)?) => {
+        &[$(($file, include_str!(concat!("../../presets/", $file)))),+]
+    };
+}
+
+const FILES: &[(&str, &str)] = preset_files![
+    "oauth2.json",
+    "oauth2-pkce.json",
+    "entra-id.json",
+    "google.json",
+    "github.json",
+    "github-app.json",
+    "salesforce.json",
+    "slack.json",
+    "slack-user.json",
+    "dropbox.json",
+    "box.json",
+    "zoom.json",
+    "atlassian.json",
+    "linkedin.json",
+    "spotify.json",
+    "okta.json",
+    "auth0.json",
+    "keycloak.json",
 ];
 
 /// A provider type: what credmgr knows about one identity provider.
