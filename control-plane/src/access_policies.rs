@@ -10,7 +10,7 @@
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use credmgr_common::access::PolicyIdentity;
@@ -125,7 +125,7 @@ async fn list(
 async fn show(State(state): State<AppState>, path: PolicyPath) -> Result<Response, ApiError> {
     connections::find(&state, &path.connection).await?;
     let r = find(&state, &path).await?;
-    Ok(([etag::header(&r.etag)], Json(PolicyView::from(&r))).into_response())
+    Ok(etag::respond(StatusCode::OK, &r.etag, PolicyView::from(&r)))
 }
 
 async fn find(state: &AppState, path: &PolicyPath) -> Result<PolicyRecord, ApiError> {
@@ -203,12 +203,11 @@ async fn put(
     };
     tracing::info!(provider = %p, connection = %c, policy = %record.id,
         identity = ?record.identity, "access policy written");
-    Ok((
+    Ok(etag::respond(
         status,
-        [etag::header(&record.etag)],
-        Json(PolicyView::from(&record)),
-    )
-        .into_response())
+        &record.etag,
+        PolicyView::from(&record),
+    ))
 }
 
 async fn delete(

@@ -166,7 +166,11 @@ async fn list(
 
 async fn show(State(state): State<AppState>, path: ConnectionPath) -> Result<Response, ApiError> {
     let c = find(&state, &path).await?;
-    Ok(([etag::header(&c.etag)], Json(ConnectionView::from(&c))).into_response())
+    Ok(etag::respond(
+        StatusCode::OK,
+        &c.etag,
+        ConnectionView::from(&c),
+    ))
 }
 
 /// Loads a connection (after its provider) or answers 404.
@@ -343,12 +347,11 @@ async fn put(
         .get_connection(p, c)
         .await?
         .ok_or_else(|| not_found(&path))?;
-    Ok((
+    Ok(etag::respond(
         status,
-        [etag::header(&stored.etag)],
-        Json(ConnectionView::from(&stored)),
-    )
-        .into_response())
+        &stored.etag,
+        ConnectionView::from(&stored),
+    ))
 }
 
 async fn delete(

@@ -7,7 +7,10 @@
 //! has one of the listed tags (`*`: if it exists), else the answer is 412.
 
 use axum::http::header::{ETAG, IF_MATCH};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
 
 use crate::error::ApiError;
 
@@ -90,6 +93,11 @@ pub fn header(tag: &str) -> (HeaderName, HeaderValue) {
     let value = HeaderValue::from_str(&format!("\"{tag}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     (ETAG, value)
+}
+
+/// A resource as an answer: `status`, its `ETag`, and its view as JSON.
+pub fn respond(status: StatusCode, tag: &str, view: impl Serialize) -> Response {
+    (status, [header(tag)], Json(view)).into_response()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod registry;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use credmgr_common::access::ClaimNames;
@@ -131,7 +131,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, Ap
 async fn show(State(state): State<AppState>, path: IssuerPath) -> Result<Response, ApiError> {
     let r = find(&state, &path.issuer_id).await?;
     let keys = state.issuers.key_status(&r).await;
-    Ok(([etag::header(&r.etag)], Json(view(&r, keys))).into_response())
+    Ok(etag::respond(StatusCode::OK, &r.etag, view(&r, keys)))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<IssuerRecord, ApiError> {
@@ -206,12 +206,7 @@ async fn put(
     state.issuers.forget(&id).await;
     // Fetch the keys now, so the answer says whether the JWKS URI works.
     let keys = state.issuers.key_status_fresh(&record).await;
-    Ok((
-        status,
-        [etag::header(&record.etag)],
-        Json(view(&record, keys)),
-    )
-        .into_response())
+    Ok(etag::respond(status, &record.etag, view(&record, keys)))
 }
 
 async fn delete(

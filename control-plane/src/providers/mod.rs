@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use secrecy::ExposeSecret;
@@ -102,7 +102,11 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, 
 
 async fn show(State(state): State<AppState>, path: ProviderPath) -> Result<Response, ApiError> {
     let p = find(&state, &path.provider_id).await?;
-    Ok(([etag::header(&p.etag)], Json(ProviderView::from(&p))).into_response())
+    Ok(etag::respond(
+        StatusCode::OK,
+        &p.etag,
+        ProviderView::from(&p),
+    ))
 }
 
 /// Loads a provider or answers 404.
@@ -224,12 +228,11 @@ async fn put(
             StatusCode::OK
         }
     };
-    Ok((
+    Ok(etag::respond(
         status,
-        [etag::header(&record.etag)],
-        Json(ProviderView::from(&record)),
-    )
-        .into_response())
+        &record.etag,
+        ProviderView::from(&record),
+    ))
 }
 
 fn concurrent_change(id: &str) -> ApiError {
