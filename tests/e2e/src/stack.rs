@@ -2,7 +2,7 @@
 
 use crate::pg::TestDatabase;
 use crate::process::NotReady;
-use crate::{artifact, free_port, http, repo_root, wait_for, Process};
+use crate::{artifact, free_port, http, repo_root, run_ok, status_and_json, wait_for, Process};
 use credmgr_common::RuntimeToken;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -107,16 +107,11 @@ impl ControlPlane {
     /// runs) with extra environment, such as `CREDMGR_LOGIN_LINK_TTL`.
     pub fn start_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> ControlPlane {
         let bin = artifact("CREDMGR_BIN", "target/debug/credmgr");
-        let key = Command::new(&bin)
-            .args(["gen-key", "--id", "test-key"])
-            .output()
-            .unwrap_or_else(|e| panic!("credmgr gen-key: {e}"));
-        assert!(
-            key.status.success(),
-            "credmgr gen-key failed: {}",
-            String::from_utf8_lossy(&key.stderr)
+        let key = run_ok(
+            "credmgr gen-key",
+            Command::new(&bin).args(["gen-key", "--id", "test-key"]),
         );
-        let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+        let key = String::from_utf8_lossy(&key).trim().to_owned();
         let database = dir.join("credmgr.db");
         let shared = env
             .iter()
@@ -348,14 +343,7 @@ impl Envoy {
         for (k, v) in &all {
             cmd.env(k, v);
         }
-        let result = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running scripts/render-envoy: {e}"));
-        assert!(
-            result.status.success(),
-            "rendering {template}: {}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        run_ok(&format!("scripts/render-envoy {template}"), &mut cmd);
         (out, listen, admin)
     }
 
@@ -536,14 +524,9 @@ impl Deployment {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req
-            .send()
-            .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        status_and_json(
+            req.send()
+                .unwrap_or_else(|e| panic!("request through Envoy: {e}")),
         )
     }
 }

@@ -79,11 +79,11 @@ fn user_token(issuer: &OAuthServer, login: &str) -> String {
     let script = format!(
         "process.stdout.write(require('crypto').createHash('sha256').update('{verifier}').digest('base64url'))"
     );
-    let out = std::process::Command::new("node")
-        .args(["-e", &script])
-        .output()
-        .unwrap();
-    let challenge = String::from_utf8(out.stdout).unwrap();
+    let out = credmgr_e2e::run_ok(
+        "node hashing the PKCE verifier",
+        std::process::Command::new("node").args(["-e", &script]),
+    );
+    let challenge = String::from_utf8(out).unwrap();
     let auth = browser
         .get(format!("{}/auth", issuer.url))
         .query(&[
@@ -143,16 +143,11 @@ fn signing_key(kid: &str) -> Value {
          const k = generateKeyPairSync('rsa', {{modulusLength: 2048}}).privateKey.export({{format: 'jwk'}}); \
          process.stdout.write(JSON.stringify({{...k, kid: '{kid}', alg: 'RS256', use: 'sig'}}));"
     );
-    let out = std::process::Command::new("node")
-        .args(["-e", &script])
-        .output()
-        .unwrap_or_else(|e| panic!("node: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = credmgr_e2e::run_ok(
+        &format!("node generating signing key {kid}"),
+        std::process::Command::new("node").args(["-e", &script]),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out).unwrap()
 }
 
 /// The identity issuer: `oidc-provider` issuing JWT access tokens, on a fixed port so that

@@ -6,7 +6,7 @@
 
 use credmgr_e2e::consent::{HttpBrowser, LANDING};
 use credmgr_e2e::fake_saas::FakeSaas;
-use credmgr_e2e::{http, Backend, ControlPlane, Envoy};
+use credmgr_e2e::{http, status_and_json, Backend, ControlPlane, Envoy};
 use serde_json::{json, Value};
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -110,15 +110,11 @@ impl SaasStack {
     /// A request through Envoy's `/override/` route (Bearer token, and the token's `scope`
     /// claim in `x-demo`): the backend's answer.
     fn call(&self) -> (u16, Value) {
-        let resp = http()
-            .get(format!("{}/override/api", self.envoy.url))
-            .send()
-            .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        status_and_json(
+            http()
+                .get(format!("{}/override/api", self.envoy.url))
+                .send()
+                .unwrap_or_else(|e| panic!("request through Envoy: {e}")),
         )
     }
 
