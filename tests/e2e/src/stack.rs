@@ -200,10 +200,9 @@ impl ControlPlane {
         provider: &str,
         connection: &str,
     ) -> Value {
-        let (status, body) = self.admin(
-            "PUT",
-            &format!("/v1/providers/{provider}"),
-            Some(json!({
+        self.create_provider(
+            provider,
+            json!({
                 "display_name": "Test OAuth server",
                 "identity_provider": "oauth2",
                 "grant_type": "client_credentials",
@@ -211,19 +210,44 @@ impl ControlPlane {
                 "client_secret": "credmgr-demo-secret",
                 "token_url": oauth.token_url(),
                 "scopes": ["api:read"],
-            })),
+            }),
         );
-        assert_eq!(status, 201, "creating provider {provider}: {body}");
+        let body = self.create_connection(provider, connection, "Test service account");
+        self.allow_test_gateway(provider, connection);
+        body
+    }
+
+    /// Creates provider `provider` from `body` (the management API's provider fields).
+    pub fn create_provider(&self, provider: &str, body: Value) {
+        let (status, answer) = self.admin("PUT", &format!("/v1/providers/{provider}"), Some(body));
+        assert_eq!(status, 201, "creating provider {provider}: {answer}");
+    }
+
+    /// Creates connection `connection` of `provider`; returns it as the API answered.
+    pub fn create_connection(&self, provider: &str, connection: &str, display_name: &str) -> Value {
         let (status, body) = self.admin(
             "PUT",
             &format!("/v1/providers/{provider}/connections/{connection}"),
-            Some(json!({"display_name": "Test service account"})),
+            Some(json!({ "display_name": display_name })),
         );
         assert_eq!(
             status, 201,
             "creating connection {provider}/{connection}: {body}"
         );
-        self.allow_test_gateway(provider, connection);
+        body
+    }
+
+    /// A connection as the management API shows it.
+    pub fn connection(&self, provider: &str, connection: &str) -> Value {
+        let (status, body) = self.admin(
+            "GET",
+            &format!("/v1/providers/{provider}/connections/{connection}"),
+            None,
+        );
+        assert_eq!(
+            status, 200,
+            "reading connection {provider}/{connection}: {body}"
+        );
         body
     }
 
