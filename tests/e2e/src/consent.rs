@@ -97,6 +97,21 @@ impl Deployment {
         }
     }
 
+    /// Begins a login in a fresh [`HttpBrowser`] (login link, Continue) and, instead of the
+    /// provider's answer, presents the callback with `query` and the login's `state`;
+    /// returns the callback's status and page.
+    pub fn callback_in_fresh_browser(&self, query: &str) -> (u16, String) {
+        let browser = HttpBrowser::new();
+        let (status, authorize) = browser.continue_login(&self.login_link());
+        let authorize = authorize.unwrap_or_else(|| panic!("Continue ({status}) did not redirect"));
+        let state = state_of(&authorize);
+        let (status, _, page) = browser.get(&format!(
+            "{}/oauth2/callback?{query}&state={state}",
+            self.control_plane.url
+        ));
+        (status, page)
+    }
+
     /// Consents in the browser and checks the user landed on the post-login page, connected.
     pub fn consent(&self, user: &str) -> BrowserRun {
         let run = self.consent_in_browser(&self.login_link(), user);
@@ -237,6 +252,16 @@ impl HttpBrowser {
         let loc = location(&r, url);
         (status, loc, r.text().unwrap_or_default())
     }
+}
+
+/// The authorization URL's `state`.
+pub fn state_of(authorization_url: &str) -> String {
+    url::Url::parse(authorization_url)
+        .unwrap_or_else(|e| panic!("{authorization_url}: {e}"))
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no state in {authorization_url}"))
 }
 
 /// The `Location` of a response, resolved against the request URL.

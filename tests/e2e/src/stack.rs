@@ -542,6 +542,19 @@ impl Deployment {
         self.call_with(path, &[])
     }
 
+    /// A request through Envoy that the backend must accept, with an active token of the
+    /// client `credmgr-demo`; returns what the backend saw.
+    pub fn call_accepted(&self, path: &str) -> Value {
+        let (status, seen) = self.call(path);
+        assert_eq!(
+            status, 200,
+            "{path}: the backend must accept the token credmgr injected: {seen}"
+        );
+        assert_eq!(seen["active"], true, "{path}: {seen}");
+        assert_eq!(seen["client_id"], "credmgr-demo", "{path}: {seen}");
+        seen
+    }
+
     /// A request through Envoy with the given headers.
     pub fn call_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut req = http().get(format!("{}{path}", self.envoy.url));

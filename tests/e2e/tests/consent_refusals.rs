@@ -22,16 +22,6 @@ fn snapshot(d: &Deployment) -> Value {
     ])
 }
 
-/// The authorization URL's `state`.
-fn state_of(authorization_url: &str) -> String {
-    url::Url::parse(authorization_url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no state in {authorization_url}"))
-}
-
 /// Sends `req` (`what`, for the message) and checks it is refused with `status` and, when
 /// given, the error `code` in its JSON body.
 fn assert_refused(what: &str, req: RequestBuilder, status: u16, code: Option<&str>) {
@@ -161,33 +151,20 @@ fn foreign_state_expired_links_bad_redirects_wrong_admin_tokens_and_stale_etags_
     assert_eq!(snapshot(&d), before, "no code was exchanged");
 
     // A provider error, and an answer claiming another issuer (mix-up, RFC 9207).
-    let state = |b: &HttpBrowser| state_of(&b.continue_login(&d.login_link()).1.unwrap());
-    let b = HttpBrowser::new();
-    let s = state(&b);
-    let (status, _, page) = b.get(&format!(
-        "{}/oauth2/callback?error=access_denied&error_description=user+said+no&state={s}&iss={}",
-        cp.url, d.oauth.url
+    let (status, page) = d.callback_in_fresh_browser(&format!(
+        "error=access_denied&error_description=user+said+no&iss={}",
+        d.oauth.url
     ));
     assert_eq!(status, 400, "{page}");
     assert!(
         page.contains("access_denied") && page.contains("user said no"),
         "{page}"
     );
-    let b = HttpBrowser::new();
-    let s = state(&b);
-    let (status, _, page) = b.get(&format!(
-        "{}/oauth2/callback?code=abc&state={s}&iss=http%3A%2F%2F127.0.0.1%3A1",
-        cp.url
-    ));
+    let (status, page) = d.callback_in_fresh_browser("code=abc&iss=http%3A%2F%2F127.0.0.1%3A1");
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("RFC 9207"), "{page}");
     // A forged code with a valid state and cookie: the exchange fails, nothing is stored.
-    let b = HttpBrowser::new();
-    let s = state(&b);
-    let (status, _, page) = b.get(&format!(
-        "{}/oauth2/callback?code=forged&state={s}&iss={}",
-        cp.url, d.oauth.url
-    ));
+    let (status, page) = d.callback_in_fresh_browser(&format!("code=forged&iss={}", d.oauth.url));
     assert_eq!(status, 502, "{page}");
     let after = d.connection();
     assert_eq!(after["status"], "not_connected", "{after}");
