@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod consent;
 pub mod fake_saas;
 pub mod gate;
+pub mod local_server;
 pub mod pg;
 pub mod process;
 pub mod stack;
