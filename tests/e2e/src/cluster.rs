@@ -3,7 +3,7 @@
 //! use; replica 1's here, standing in for a load balancer), and an Envoy whose control-plane
 //! cluster balances over all of them (`envoy/replicas.yaml`).
 
-use crate::consent::{consent_provider_body, HttpBrowser, LANDING};
+use crate::consent::{consent_provider_body, HttpBrowser};
 use crate::pg::TestDatabase;
 use crate::stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer, PROVIDER};
 use crate::{artifact, free_port};
@@ -135,21 +135,11 @@ impl Cluster {
             let r = self.replica(i % 3);
             url.replacen(&self.public_url, &r.url, 1)
         };
-        let (status, body) = self.replica(via).admin(
-            "PUT",
-            &format!("/v1/providers/{PROVIDER}/connections/{c}"),
-            Some(json!({"display_name": format!("{user}'s account")})),
-        );
-        assert_eq!(status, 201, "creating connection {c}: {body}");
+        self.replica(via)
+            .create_connection(PROVIDER, c, &format!("{user}'s account"));
         // The gateway's access policy, written through another replica.
         self.replica((via + 1) % 3).allow_test_gateway(PROVIDER, c);
-        let (status, body) = self.replica(via).admin(
-            "POST",
-            &format!("/v1/providers/{PROVIDER}/connections/{c}/login-links"),
-            Some(json!({"post_login_redirect_url": LANDING})),
-        );
-        assert_eq!(status, 201, "login link: {body}");
-        let link = body["login_url"].as_str().unwrap_or_default().to_owned();
+        let link = self.replica(via).login_link(PROVIDER, c);
         assert!(link.starts_with(&self.public_url), "{link}");
         let browser = HttpBrowser::new();
         let (status, authorize) = browser.continue_login(&on(via + 1, &link));
@@ -169,14 +159,7 @@ impl Cluster {
 
     /// The connection as a running replica's management API shows it.
     pub fn connection(&self, c: &str) -> Value {
-        let r = self.alive()[0];
-        let (status, body) = r.admin(
-            "GET",
-            &format!("/v1/providers/{PROVIDER}/connections/{c}"),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        body
+        self.alive()[0].connection(PROVIDER, c)
     }
 
     /// Which replica holds connection `c`'s refresh lease now, by the id each logs at start.

@@ -43,50 +43,26 @@ impl Deployment {
         );
         let control_plane = ControlPlane::start_with(dir.path(), port, cp_env);
         let backend = Backend::start(dir.path(), &oauth);
-        let (status, body) = control_plane.admin(
-            "PUT",
-            &format!("/v1/providers/{PROVIDER}"),
-            Some(consent_provider_body(&oauth)),
-        );
-        assert_eq!(status, 201, "creating provider {PROVIDER}: {body}");
-        let (status, body) = control_plane.admin(
-            "PUT",
-            &format!("/v1/providers/{PROVIDER}/connections/{CONNECTION}"),
-            Some(json!({"display_name": "Alice's account"})),
-        );
-        assert_eq!(status, 201, "creating connection: {body}");
+        control_plane.create_provider(PROVIDER, consent_provider_body(&oauth));
+        control_plane.create_connection(PROVIDER, CONNECTION, "Alice's account");
         control_plane.allow_test_gateway(PROVIDER, CONNECTION);
         Deployment::with_envoy(dir, oauth, control_plane, backend, "demo.yaml")
     }
 
     /// The connection as the management API shows it.
     pub fn connection(&self) -> Value {
-        let (status, body) = self.control_plane.admin(
-            "GET",
-            &format!("/v1/providers/{PROVIDER}/connections/{CONNECTION}"),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        body
+        self.control_plane.connection(PROVIDER, CONNECTION)
     }
 
     /// Asks for a login link; returns the status and body.
     pub fn request_login_link(&self, redirect: &str) -> (u16, Value) {
-        self.control_plane.admin(
-            "POST",
-            &format!("/v1/providers/{PROVIDER}/connections/{CONNECTION}/login-links"),
-            Some(json!({"post_login_redirect_url": redirect})),
-        )
+        self.control_plane
+            .request_login_link(PROVIDER, CONNECTION, redirect)
     }
 
     /// A login link to [`LANDING`].
     pub fn login_link(&self) -> String {
-        let (status, body) = self.request_login_link(LANDING);
-        assert_eq!(status, 201, "login link: {body}");
-        body["login_url"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no login_url in {body}"))
-            .to_owned()
+        self.control_plane.login_link(PROVIDER, CONNECTION)
     }
 
     /// Opens `login_url` in a fresh headless Chromium and consents as `user`.
@@ -121,6 +97,21 @@ impl Deployment {
         }
     }
 
+    /// Begins a login in a fresh [`HttpBrowser`] (login link, Continue) and, instead of the
+    /// provider's answer, presents the callback with `query` and the login's `state`;
+    /// returns the callback's status and page.
+    pub fn callback_in_fresh_browser(&self, query: &str) -> (u16, String) {
+        let browser = HttpBrowser::new();
+        let (status, authorize) = browser.continue_login(&self.login_link());
+        let authorize = authorize.unwrap_or_else(|| panic!("Continue ({status}) did not redirect"));
+        let state = state_of(&authorize);
+        let (status, _, page) = browser.get(&format!(
+            "{}/oauth2/callback?{query}&state={state}",
+            self.control_plane.url
+        ));
+        (status, page)
+    }
+
     /// Consents in the browser and checks the user landed on the post-login page, connected.
     pub fn consent(&self, user: &str) -> BrowserRun {
         let run = self.consent_in_browser(&self.login_link(), user);
@@ -136,6 +127,36 @@ impl Deployment {
             "post-login URL without the outcome: {landing}"
         );
         run
+    }
+}
+
+impl ControlPlane {
+    /// Asks for a login link to a connection that sends the user to `redirect` afterwards;
+    /// returns the status and body.
+    pub fn request_login_link(
+        &self,
+        provider: &str,
+        connection: &str,
+        redirect: &str,
+    ) -> (u16, Value) {
+        self.admin(
+            "POST",
+            &format!("/v1/providers/{provider}/connections/{connection}/login-links"),
+            Some(json!({"post_login_redirect_url": redirect})),
+        )
+    }
+
+    /// A login link to a connection, with [`LANDING`] as the post-login page.
+    pub fn login_link(&self, provider: &str, connection: &str) -> String {
+        let (status, body) = self.request_login_link(provider, connection, LANDING);
+        assert_eq!(
+            status, 201,
+            "login link for {provider}/{connection}: {body}"
+        );
+        body["login_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no login_url in {body}"))
+            .to_owned()
     }
 }
 
@@ -231,6 +252,16 @@ impl HttpBrowser {
         let loc = location(&r, url);
         (status, loc, r.text().unwrap_or_default())
     }
+}
+
+/// The authorization URL's `state`.
+pub fn state_of(authorization_url: &str) -> String {
+    url::Url::parse(authorization_url)
+        .unwrap_or_else(|e| panic!("{authorization_url}: {e}"))
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no state in {authorization_url}"))
 }
 
 /// The `Location` of a response, resolved against the request URL.

@@ -6,13 +6,12 @@
 //! declares active, so the real demo backend can check the token that reached it (and the
 //! test can see exactly which token that was).
 
+use crate::local_server::LocalServer;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 /// A documented response: status, `Content-Type`, body.
 pub struct Answer {
@@ -32,36 +31,17 @@ struct State {
 pub struct FakeSaas {
     pub url: String,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 impl FakeSaas {
     pub fn start() -> FakeSaas {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("fake provider: binding 127.0.0.1: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("fake provider: {e}"));
         let state = Arc::new(Mutex::new(State::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (shared, stopping) = (state.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let shared = shared.clone();
-                    std::thread::spawn(move || serve(stream, &shared));
-                }
-            }
-        });
+        let server = LocalServer::start("fake provider", state.clone(), serve);
         FakeSaas {
-            url: format!("http://{addr}"),
+            url: format!("http://{}", server.addr),
             state,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -107,17 +87,6 @@ impl FakeSaas {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for FakeSaas {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -4,9 +4,9 @@
 //! control plane that sent it is in the middle of a refresh (and holds the refresh lease), and
 //! that the refresh token it presented never reached the provider.
 
+use crate::local_server::LocalServer;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -22,38 +22,22 @@ pub struct TokenGate {
     /// The endpoint, e.g. `http://127.0.0.1:41234/token`.
     pub url: String,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    port: u16,
+    _server: LocalServer,
 }
 
 impl TokenGate {
     /// Forwards to `upstream` (a token endpoint URL; may be set later, before the first
     /// request, with [`TokenGate::set_upstream`]).
     pub fn start(upstream: &str) -> TokenGate {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("token gate: binding 127.0.0.1: {e}"));
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state = Arc::new(Mutex::new(State {
             upstream: upstream.to_owned(),
             ..State::default()
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let s = s.clone();
-                std::thread::spawn(move || serve(stream, &s));
-            }
-        });
+        let server = LocalServer::start("token gate", state.clone(), serve);
         TokenGate {
-            url: format!("http://127.0.0.1:{port}/token"),
+            url: format!("http://{}/token", server.addr),
             state,
-            stop,
-            port,
+            _server: server,
         }
     }
 
@@ -78,14 +62,6 @@ impl TokenGate {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for TokenGate {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod consent;
 pub mod fake_saas;
 pub mod gate;
+pub mod local_server;
 pub mod pg;
 pub mod process;
 pub mod stack;
@@ -15,7 +16,9 @@ pub mod stack;
 pub use process::Process;
 pub use stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer};
 
+use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The repository's top directory.
@@ -69,6 +72,31 @@ pub fn http() -> reqwest::blocking::Client {
         .no_proxy()
         .build()
         .unwrap_or_else(|e| panic!("building the HTTP client: {e}"))
+}
+
+/// Runs `cmd` to its end and returns its stdout; fails, with `what` and the command's stderr
+/// in the message, when it cannot start or exits unsuccessfully.
+pub fn run_ok(what: &str, cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A response's status and JSON body; a body that is not JSON comes as `{"raw": text}`.
+pub fn status_and_json(resp: reqwest::blocking::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+    )
 }
 
 /// Wall-clock time, Unix seconds.

@@ -2,7 +2,7 @@
 
 use crate::pg::TestDatabase;
 use crate::process::NotReady;
-use crate::{artifact, free_port, http, repo_root, wait_for, Process};
+use crate::{artifact, free_port, http, repo_root, run_ok, status_and_json, wait_for, Process};
 use credmgr_common::RuntimeToken;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -107,16 +107,11 @@ impl ControlPlane {
     /// runs) with extra environment, such as `CREDMGR_LOGIN_LINK_TTL`.
     pub fn start_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> ControlPlane {
         let bin = artifact("CREDMGR_BIN", "target/debug/credmgr");
-        let key = Command::new(&bin)
-            .args(["gen-key", "--id", "test-key"])
-            .output()
-            .unwrap_or_else(|e| panic!("credmgr gen-key: {e}"));
-        assert!(
-            key.status.success(),
-            "credmgr gen-key failed: {}",
-            String::from_utf8_lossy(&key.stderr)
+        let key = run_ok(
+            "credmgr gen-key",
+            Command::new(&bin).args(["gen-key", "--id", "test-key"]),
         );
-        let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+        let key = String::from_utf8_lossy(&key).trim().to_owned();
         let database = dir.join("credmgr.db");
         let shared = env
             .iter()
@@ -205,10 +200,9 @@ impl ControlPlane {
         provider: &str,
         connection: &str,
     ) -> Value {
-        let (status, body) = self.admin(
-            "PUT",
-            &format!("/v1/providers/{provider}"),
-            Some(json!({
+        self.create_provider(
+            provider,
+            json!({
                 "display_name": "Test OAuth server",
                 "identity_provider": "oauth2",
                 "grant_type": "client_credentials",
@@ -216,19 +210,44 @@ impl ControlPlane {
                 "client_secret": "credmgr-demo-secret",
                 "token_url": oauth.token_url(),
                 "scopes": ["api:read"],
-            })),
+            }),
         );
-        assert_eq!(status, 201, "creating provider {provider}: {body}");
+        let body = self.create_connection(provider, connection, "Test service account");
+        self.allow_test_gateway(provider, connection);
+        body
+    }
+
+    /// Creates provider `provider` from `body` (the management API's provider fields).
+    pub fn create_provider(&self, provider: &str, body: Value) {
+        let (status, answer) = self.admin("PUT", &format!("/v1/providers/{provider}"), Some(body));
+        assert_eq!(status, 201, "creating provider {provider}: {answer}");
+    }
+
+    /// Creates connection `connection` of `provider`; returns it as the API answered.
+    pub fn create_connection(&self, provider: &str, connection: &str, display_name: &str) -> Value {
         let (status, body) = self.admin(
             "PUT",
             &format!("/v1/providers/{provider}/connections/{connection}"),
-            Some(json!({"display_name": "Test service account"})),
+            Some(json!({ "display_name": display_name })),
         );
         assert_eq!(
             status, 201,
             "creating connection {provider}/{connection}: {body}"
         );
-        self.allow_test_gateway(provider, connection);
+        body
+    }
+
+    /// A connection as the management API shows it.
+    pub fn connection(&self, provider: &str, connection: &str) -> Value {
+        let (status, body) = self.admin(
+            "GET",
+            &format!("/v1/providers/{provider}/connections/{connection}"),
+            None,
+        );
+        assert_eq!(
+            status, 200,
+            "reading connection {provider}/{connection}: {body}"
+        );
         body
     }
 
@@ -348,14 +367,7 @@ impl Envoy {
         for (k, v) in &all {
             cmd.env(k, v);
         }
-        let result = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running scripts/render-envoy: {e}"));
-        assert!(
-            result.status.success(),
-            "rendering {template}: {}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        run_ok(&format!("scripts/render-envoy {template}"), &mut cmd);
         (out, listen, admin)
     }
 
@@ -530,20 +542,28 @@ impl Deployment {
         self.call_with(path, &[])
     }
 
+    /// A request through Envoy that the backend must accept, with an active token of the
+    /// client `credmgr-demo`; returns what the backend saw.
+    pub fn call_accepted(&self, path: &str) -> Value {
+        let (status, seen) = self.call(path);
+        assert_eq!(
+            status, 200,
+            "{path}: the backend must accept the token credmgr injected: {seen}"
+        );
+        assert_eq!(seen["active"], true, "{path}: {seen}");
+        assert_eq!(seen["client_id"], "credmgr-demo", "{path}: {seen}");
+        seen
+    }
+
     /// A request through Envoy with the given headers.
     pub fn call_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut req = http().get(format!("{}{path}", self.envoy.url));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req
-            .send()
-            .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        status_and_json(
+            req.send()
+                .unwrap_or_else(|e| panic!("request through Envoy: {e}")),
         )
     }
 }

@@ -3,7 +3,8 @@
 
 use credmgr_e2e::consent::{HttpBrowser, LANDING};
 use credmgr_e2e::stack::{CONNECTION, PROVIDER};
-use credmgr_e2e::{http, wait_for, Deployment};
+use credmgr_e2e::{http, status_and_json, wait_for, Deployment};
+use reqwest::blocking::RequestBuilder;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -21,14 +22,14 @@ fn snapshot(d: &Deployment) -> Value {
     ])
 }
 
-/// The authorization URL's `state`.
-fn state_of(authorization_url: &str) -> String {
-    url::Url::parse(authorization_url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no state in {authorization_url}"))
+/// Sends `req` (`what`, for the message) and checks it is refused with `status` and, when
+/// given, the error `code` in its JSON body.
+fn assert_refused(what: &str, req: RequestBuilder, status: u16, code: Option<&str>) {
+    let (got, body) = status_and_json(req.send().unwrap_or_else(|e| panic!("{what}: {e}")));
+    assert_eq!(got, status, "{what}: {body}");
+    if let Some(code) = code {
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    }
 }
 
 #[test]
@@ -52,24 +53,31 @@ fn foreign_state_expired_links_bad_redirects_wrong_admin_tokens_and_stale_etags_
         cp.url
     );
     for token in ["wrong-admin-token", cp.gateway_key.as_str()] {
-        let r = http().get(&url).bearer_auth(token).send().unwrap();
-        assert_eq!(r.status().as_u16(), 401);
-        let r = http()
-            .put(&url)
-            .bearer_auth(token)
-            .json(&json!({"display_name": "hijacked"}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 401);
-        let body: Value = r.json().unwrap();
-        assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
-        let r = http()
-            .post(format!("{url}/login-links"))
-            .bearer_auth(token)
-            .json(&json!({"post_login_redirect_url": LANDING}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 401);
+        let as_token = |what: &str| format!("{what} with {token}");
+        assert_refused(
+            &as_token("GET connection"),
+            http().get(&url).bearer_auth(token),
+            401,
+            None,
+        );
+        assert_refused(
+            &as_token("PUT connection"),
+            http()
+                .put(&url)
+                .bearer_auth(token)
+                .json(&json!({"display_name": "hijacked"})),
+            401,
+            Some("unauthenticated"),
+        );
+        assert_refused(
+            &as_token("POST login-links"),
+            http()
+                .post(format!("{url}/login-links"))
+                .bearer_auth(token)
+                .json(&json!({"post_login_redirect_url": LANDING})),
+            401,
+            None,
+        );
     }
     assert_eq!(snapshot(&d), before);
 
@@ -82,23 +90,25 @@ fn foreign_state_expired_links_bad_redirects_wrong_admin_tokens_and_stale_etags_
     );
     assert_eq!(status, 200, "{body}");
     let before = snapshot(&d);
-    let r = http()
-        .put(&url)
-        .bearer_auth(&cp.admin_token)
-        .header("if-match", format!("\"{etag}\""))
-        .json(&json!({"display_name": "lost update"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 412);
-    let body: Value = r.json().unwrap();
-    assert_eq!(body["error"]["code"], "precondition_failed", "{body}");
-    let r = http()
-        .delete(&url)
-        .bearer_auth(&cp.admin_token)
-        .header("if-match", format!("\"{etag}\""))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 412);
+    assert_refused(
+        "PUT with a stale ETag",
+        http()
+            .put(&url)
+            .bearer_auth(&cp.admin_token)
+            .header("if-match", format!("\"{etag}\""))
+            .json(&json!({"display_name": "lost update"})),
+        412,
+        Some("precondition_failed"),
+    );
+    assert_refused(
+        "DELETE with a stale ETag",
+        http()
+            .delete(&url)
+            .bearer_auth(&cp.admin_token)
+            .header("if-match", format!("\"{etag}\"")),
+        412,
+        None,
+    );
     assert_eq!(snapshot(&d), before);
 
     // An expired login link: neither the interstitial nor Continue works.
@@ -141,33 +151,20 @@ fn foreign_state_expired_links_bad_redirects_wrong_admin_tokens_and_stale_etags_
     assert_eq!(snapshot(&d), before, "no code was exchanged");
 
     // A provider error, and an answer claiming another issuer (mix-up, RFC 9207).
-    let state = |b: &HttpBrowser| state_of(&b.continue_login(&d.login_link()).1.unwrap());
-    let b = HttpBrowser::new();
-    let s = state(&b);
-    let (status, _, page) = b.get(&format!(
-        "{}/oauth2/callback?error=access_denied&error_description=user+said+no&state={s}&iss={}",
-        cp.url, d.oauth.url
+    let (status, page) = d.callback_in_fresh_browser(&format!(
+        "error=access_denied&error_description=user+said+no&iss={}",
+        d.oauth.url
     ));
     assert_eq!(status, 400, "{page}");
     assert!(
         page.contains("access_denied") && page.contains("user said no"),
         "{page}"
     );
-    let b = HttpBrowser::new();
-    let s = state(&b);
-    let (status, _, page) = b.get(&format!(
-        "{}/oauth2/callback?code=abc&state={s}&iss=http%3A%2F%2F127.0.0.1%3A1",
-        cp.url
-    ));
+    let (status, page) = d.callback_in_fresh_browser("code=abc&iss=http%3A%2F%2F127.0.0.1%3A1");
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("RFC 9207"), "{page}");
     // A forged code with a valid state and cookie: the exchange fails, nothing is stored.
-    let b = HttpBrowser::new();
-    let s = state(&b);
-    let (status, _, page) = b.get(&format!(
-        "{}/oauth2/callback?code=forged&state={s}&iss={}",
-        cp.url, d.oauth.url
-    ));
+    let (status, page) = d.callback_in_fresh_browser(&format!("code=forged&iss={}", d.oauth.url));
     assert_eq!(status, 502, "{page}");
     let after = d.connection();
     assert_eq!(after["status"], "not_connected", "{after}");

@@ -79,11 +79,11 @@ fn user_token(issuer: &OAuthServer, login: &str) -> String {
     let script = format!(
         "process.stdout.write(require('crypto').createHash('sha256').update('{verifier}').digest('base64url'))"
     );
-    let out = std::process::Command::new("node")
-        .args(["-e", &script])
-        .output()
-        .unwrap();
-    let challenge = String::from_utf8(out.stdout).unwrap();
+    let out = credmgr_e2e::run_ok(
+        "node hashing the PKCE verifier",
+        std::process::Command::new("node").args(["-e", &script]),
+    );
+    let challenge = String::from_utf8(out).unwrap();
     let auth = browser
         .get(format!("{}/auth", issuer.url))
         .query(&[
@@ -143,16 +143,11 @@ fn signing_key(kid: &str) -> Value {
          const k = generateKeyPairSync('rsa', {{modulusLength: 2048}}).privateKey.export({{format: 'jwk'}}); \
          process.stdout.write(JSON.stringify({{...k, kid: '{kid}', alg: 'RS256', use: 'sig'}}));"
     );
-    let out = std::process::Command::new("node")
-        .args(["-e", &script])
-        .output()
-        .unwrap_or_else(|e| panic!("node: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = credmgr_e2e::run_ok(
+        &format!("node generating signing key {kid}"),
+        std::process::Command::new("node").args(["-e", &script]),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out).unwrap()
 }
 
 /// The identity issuer: `oidc-provider` issuing JWT access tokens, on a fixed port so that
@@ -199,11 +194,13 @@ fn part(token: &str, i: usize) -> Value {
     serde_json::from_slice(&B64.decode(p).unwrap()).unwrap()
 }
 
-/// The token with its header or payload replaced (the signature is kept, so it no longer
-/// matches).
-fn with_part(token: &str, i: usize, value: &Value) -> String {
+/// The token with one field of its header (`i` = 0) or payload (1) set to `value`; the
+/// signature is kept, so it no longer matches.
+fn edited(token: &str, i: usize, field: &str, value: &str) -> String {
+    let mut edited = part(token, i);
+    edited[field] = json!(value);
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    parts[i] = B64.encode(value.to_string());
+    parts[i] = B64.encode(edited.to_string());
     parts.join(".")
 }
 
@@ -314,23 +311,13 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
 
     // Bad tokens: 401, with the reason.
     let good = token(&s.issuer, "app-allowed", None);
-    let header = part(&good, 0);
-    let payload = part(&good, 1);
-    let mut none_header = header.clone();
+    let mut none_header = part(&good, 0);
     none_header["alg"] = json!("none");
     let alg_none = format!(
         "{}.{}.",
         B64.encode(none_header.to_string()),
         good.split('.').nth(1).unwrap()
     );
-    let mut hs = header.clone();
-    hs["alg"] = json!("HS256");
-    let mut unknown_kid = header.clone();
-    unknown_kid["kid"] = json!("no-such-key");
-    let mut evil = payload.clone();
-    evil["iss"] = json!("https://evil.example");
-    let mut tampered = payload.clone();
-    tampered["client_id"] = json!("app-admin");
     let wrong_audience = token(&s.issuer, "app-allowed", Some("urn:another-api"));
     let short = token(&s.issuer, "app-short-lived", None);
     let exp = part(&short, 1)["exp"].as_i64().unwrap();
@@ -343,22 +330,22 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
         ("alg none", alg_none, "jwt_algorithm_not_allowed"),
         (
             "HMAC with the public key",
-            with_part(&good, 0, &hs),
+            edited(&good, 0, "alg", "HS256"),
             "jwt_algorithm_not_allowed",
         ),
         (
             "unknown kid",
-            with_part(&good, 0, &unknown_kid),
+            edited(&good, 0, "kid", "no-such-key"),
             "jwt_unknown_key",
         ),
         (
             "wrong issuer",
-            with_part(&good, 1, &evil),
+            edited(&good, 1, "iss", "https://evil.example"),
             "jwt_untrusted_issuer",
         ),
         (
             "tampered claims",
-            with_part(&good, 1, &tampered),
+            edited(&good, 1, "client_id", "app-admin"),
             "jwt_bad_signature",
         ),
         ("wrong audience", wrong_audience, "jwt_wrong_audience"),
@@ -373,12 +360,8 @@ fn each_identity_kind_is_allowed_denied_or_refused_with_the_reason() {
     }
 
     // The managed identity: a connection whose policies do not name this gateway is 403.
-    let (status, body) = d.control_plane.admin(
-        "PUT",
-        &format!("/v1/providers/{PROVIDER}/connections/second"),
-        Some(json!({"display_name": "Nobody's connection"})),
-    );
-    assert_eq!(status, 201, "{body}");
+    d.control_plane
+        .create_connection(PROVIDER, "second", "Nobody's connection");
     let (status, body) = d.call("/second/x");
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "forbidden", "{body}");

@@ -6,7 +6,7 @@
 
 use credmgr_e2e::consent::{HttpBrowser, LANDING};
 use credmgr_e2e::fake_saas::FakeSaas;
-use credmgr_e2e::{http, Backend, ControlPlane, Envoy};
+use credmgr_e2e::{http, status_and_json, Backend, ControlPlane, Envoy};
 use serde_json::{json, Value};
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -40,25 +40,18 @@ impl SaasStack {
         let fake = FakeSaas::start();
         let control_plane = ControlPlane::start(dir.path());
         let backend = Backend::start_introspecting(dir.path(), &fake.introspection_url());
-        let (status, body) = control_plane.admin(
-            "PUT",
-            &format!("/v1/providers/{preset}"),
-            Some(json!({
+        control_plane.create_provider(
+            preset,
+            json!({
                 "identity_provider": preset,
                 "client_id": "client-1",
                 "client_secret": "client-secret-of-the-test-app",
                 "token_url": fake.token_url(),
                 "authorization_url": fake.authorization_url(),
                 "allowed_redirect_urls": [LANDING],
-            })),
+            }),
         );
-        assert_eq!(status, 201, "creating provider {preset}: {body}");
-        let (status, body) = control_plane.admin(
-            "PUT",
-            &format!("/v1/providers/{preset}/connections/{CONNECTION}"),
-            Some(json!({"display_name": "Alice"})),
-        );
-        assert_eq!(status, 201, "{body}");
+        control_plane.create_connection(preset, CONNECTION, "Alice");
         control_plane.allow_test_gateway(preset, CONNECTION);
         let envoy = Envoy::start(
             dir.path(),
@@ -82,15 +75,9 @@ impl SaasStack {
 
     /// A user consents: login link, interstitial, the provider's redirect back, callback.
     fn consent(&self, preset: &str) {
-        let (status, body) = self.control_plane.admin(
-            "POST",
-            &format!("/v1/providers/{preset}/connections/{CONNECTION}/login-links"),
-            Some(json!({"post_login_redirect_url": LANDING})),
-        );
-        assert_eq!(status, 201, "{body}");
+        let login = self.control_plane.login_link(preset, CONNECTION);
         let browser = HttpBrowser::new();
-        let login = body["login_url"].as_str().unwrap_or_default();
-        let (status, to_provider) = browser.continue_login(login);
+        let (status, to_provider) = browser.continue_login(&login);
         assert_eq!(status, 303);
         let to_provider = to_provider.unwrap_or_else(|| panic!("no redirect to the provider"));
         let (status, callback, _) = browser.get(&to_provider);
@@ -110,26 +97,12 @@ impl SaasStack {
     /// A request through Envoy's `/override/` route (Bearer token, and the token's `scope`
     /// claim in `x-demo`): the backend's answer.
     fn call(&self) -> (u16, Value) {
-        let resp = http()
-            .get(format!("{}/override/api", self.envoy.url))
-            .send()
-            .unwrap_or_else(|e| panic!("request through Envoy: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        status_and_json(
+            http()
+                .get(format!("{}/override/api", self.envoy.url))
+                .send()
+                .unwrap_or_else(|e| panic!("request through Envoy: {e}")),
         )
-    }
-
-    fn connection(&self, preset: &str) -> Value {
-        let (status, body) = self.control_plane.admin(
-            "GET",
-            &format!("/v1/providers/{preset}/connections/{CONNECTION}"),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        body
     }
 }
 
@@ -147,7 +120,7 @@ fn github_form_encoded_token_reaches_the_backend() {
     assert_eq!(status, 200, "{seen}");
     assert_eq!(s.fake.introspected(), [token], "the token the backend got");
     assert_eq!(seen["headers"]["x-demo"], "repo,gist", "{seen}");
-    assert!(s.connection("github")["token_expires_at"].is_string());
+    assert!(s.control_plane.connection("github", CONNECTION)["token_expires_at"].is_string());
 }
 
 #[test]
