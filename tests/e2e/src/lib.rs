@@ -42,11 +42,26 @@ pub fn artifact(env: &str, default: &str) -> PathBuf {
 
 /// A port that was free a moment ago. The process that gets it binds it right away; the
 /// short race with other programs is accepted in exchange for fixed, known ports.
+///
+/// Never the same port twice in one test process: the port is free once its probe socket is
+/// closed, so the kernel may offer it again to the next probe, and two servers of one test
+/// (Envoy's listener and its admin, say) would then be given the same port and one of them
+/// fail to bind (seen in CI).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"));
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what` in the message.
