@@ -17,14 +17,16 @@ use sqlx::Transaction;
 
 use super::StoreError;
 
-/// The pool of whichever database is configured.
+/// One of a pair of things of the same role, one per database: a pool, a transaction.
 #[derive(Clone, Debug)]
-pub(super) enum Pool {
-    /// One file, WAL mode, for a single control-plane node.
-    Sqlite(SqlitePool),
-    /// Several control-plane replicas on one database.
-    Postgres(PgPool),
+pub(super) enum Either<S, P> {
+    Sqlite(S),
+    Postgres(P),
 }
+
+/// The pool of whichever database is configured: SQLite (one file, WAL mode, for a single
+/// control-plane node) or PostgreSQL (several control-plane replicas on one database).
+pub(super) type Pool = Either<SqlitePool, PgPool>;
 
 impl Pool {
     pub(super) async fn close(&self) {

@@ -11,7 +11,7 @@ use sqlx::query::Query;
 use sqlx::sqlite::Sqlite;
 use sqlx::{Database, Encode, Transaction, Type};
 
-use super::dialect::{BeginWrite as _, Pool};
+use super::dialect::{BeginWrite as _, Either};
 use super::rows::Columns;
 use super::{Store, StoreError};
 
@@ -148,21 +148,6 @@ macro_rules! on_db {
     };
 }
 
-/// One of a pair of things of the same role, one per database.
-enum Either<S, P> {
-    Sqlite(S),
-    Postgres(P),
-}
-
-impl Pool {
-    fn either(&self) -> Either<&sqlx::SqlitePool, &sqlx::PgPool> {
-        match self {
-            Pool::Sqlite(p) => Either::Sqlite(p),
-            Pool::Postgres(p) => Either::Postgres(p),
-        }
-    }
-}
-
 impl Store {
     /// The row `sql` finds, decoded, if it finds one.
     pub(super) async fn fetch_optional<T>(
@@ -171,7 +156,7 @@ impl Store {
         args: &[Arg<'_>],
         decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        on_db!(self.pool.either(), |db| {
+        on_db!(&self.pool, |db| {
             let row = sqlx::query(sql).bind_args(args).fetch_optional(db).await?;
             row.as_ref().map(|r| decode(r)).transpose()
         })
@@ -184,7 +169,7 @@ impl Store {
         args: &[Arg<'_>],
         decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        on_db!(self.pool.either(), |db| {
+        on_db!(&self.pool, |db| {
             let rows = sqlx::query(sql).bind_args(args).fetch_all(db).await?;
             rows.iter().map(|r| decode(r)).collect()
         })
@@ -192,7 +177,7 @@ impl Store {
 
     /// Runs `sql`; how many rows it changed.
     pub(super) async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
-        on_db!(self.pool.either(), |db| {
+        on_db!(&self.pool, |db| {
             Ok(sqlx::query(sql)
                 .bind_args(args)
                 .execute(db)
@@ -204,7 +189,7 @@ impl Store {
     /// Begins a transaction that will write (see [`super::dialect::BeginWrite`]). Dropped
     /// without [`Tx::commit`], it rolls back.
     pub(super) async fn begin_write(&self) -> Result<Tx, StoreError> {
-        Ok(Tx(match self.pool.either() {
+        Ok(Tx(match &self.pool {
             Either::Sqlite(db) => Either::Sqlite(db.begin_write().await?),
             Either::Postgres(db) => Either::Postgres(db.begin_write().await?),
         }))
