@@ -4,8 +4,9 @@
 //! cluster balances over all of them (`envoy/replicas.yaml`).
 
 use crate::consent::{consent_provider_body, HttpBrowser};
+use crate::control_plane::ControlPlane;
 use crate::pg::TestDatabase;
-use crate::stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer, PROVIDER};
+use crate::stack::{Backend, Deployment, Envoy, OAuthServer, PROVIDER};
 use crate::{artifact, free_port};
 use serde_json::{json, Value};
 use std::sync::Arc;

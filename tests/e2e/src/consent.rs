@@ -2,7 +2,8 @@
 //! provider `demo` uses the authorization-code grant, and a real headless Chromium (driven by
 //! `tests/browser/consent.mjs`) goes through the consent flow as a person would.
 
-use crate::stack::{Backend, ControlPlane, Deployment, OAuthServer, CONNECTION, PROVIDER};
+use crate::control_plane::ControlPlane;
+use crate::stack::{Backend, Deployment, OAuthServer, CONNECTION, PROVIDER};
 use crate::{free_port, repo_root};
 use serde_json::{json, Value};
 use std::process::Command;

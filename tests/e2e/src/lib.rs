@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod consent;
+pub mod control_plane;
 pub mod fake_saas;
 pub mod gate;
 pub mod local_server;
@@ -13,8 +14,9 @@ pub mod pg;
 pub mod process;
 pub mod stack;
 
+pub use control_plane::ControlPlane;
 pub use process::Process;
-pub use stack::{Backend, ControlPlane, Deployment, Envoy, OAuthServer};
+pub use stack::{Backend, Deployment, Envoy, OAuthServer};
 
 use serde_json::{json, Value};
 use std::path::PathBuf;

@@ -2,7 +2,8 @@
 //! between them, cause exactly one refresh at the provider (refresh tokens rotate, and a reused
 //! one would revoke the grant).
 
-use credmgr_e2e::stack::{ControlPlane, CONNECTION, PROVIDER};
+use credmgr_e2e::control_plane::ControlPlane;
+use credmgr_e2e::stack::{CONNECTION, PROVIDER};
 use credmgr_e2e::{artifact, free_port, http, unix_now, wait_for, Deployment};
 use std::process::Command;
 use std::sync::{Arc, Barrier};
