@@ -20,6 +20,11 @@ pub struct ErrorDetail {
     /// Extra structured context (for example the provider and connection the error is about).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// With `consent_required` for a self-service connection: a single-use URL that the caller
+    /// the answer was made for opens in a browser to consent (see
+    /// [`crate::runtime::consent_challenge`]). A secret until used: never log it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
 }
 
 impl ErrorBody {
@@ -30,6 +35,7 @@ impl ErrorBody {
                 code: code.into(),
                 message: message.into(),
                 details: serde_json::Map::new(),
+                login_url: None,
             },
         }
     }
@@ -78,6 +84,9 @@ pub mod codes {
     /// The control plane's database does not answer (down, unreachable, or out of
     /// connections); retrying shortly, or through another replica, may succeed.
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+    /// Too many requests of one kind (for example login URLs made for one caller or one
+    /// connection); the answer's `Retry-After` says when to try again.
+    pub const RATE_LIMITED: &str = "rate_limited";
     /// Something failed inside credmgr; details are in its log, not in the answer.
     pub const INTERNAL: &str = "internal_error";
 }
@@ -97,5 +106,10 @@ mod tests {
         );
         let plain = ErrorBody::new(codes::INTERNAL, "x").to_json();
         assert!(!plain.contains("details"), "{plain}");
+        assert!(!plain.contains("login_url"), "{plain}");
+        let mut consent = ErrorBody::new(codes::CONSENT_REQUIRED, "consent needed");
+        consent.error.login_url = Some("https://cp/consent/login/abc".into());
+        let json: serde_json::Value = serde_json::from_str(&consent.to_json()).unwrap();
+        assert_eq!(json["error"]["login_url"], "https://cp/consent/login/abc");
     }
 }

@@ -52,6 +52,22 @@ pub fn token_path(provider_id: &str, connection_id: &str) -> String {
     format!("/runtime/v1/providers/{provider_id}/connections/{connection_id}/token")
 }
 
+/// The `WWW-Authenticate` challenge that goes with a `401 consent_required` answer carrying a
+/// login URL (a self-service connection that needs its user's consent). The control plane sends
+/// it on the runtime API and the filter repeats it to the client, so both spell it alike:
+///
+/// `Credmgr-Consent realm="credmgr", provider_id="<p>", connection_id="<c>", login_url="<url>"`
+///
+/// A custom scheme, not `Bearer`: the client's own credential was accepted, and an OAuth client
+/// seeing `Bearer` would try to renew it. Ids are valid ids and the URL is URL-safe, so no
+/// quoting is needed inside the quoted strings.
+pub fn consent_challenge(provider_id: &str, connection_id: &str, login_url: &str) -> String {
+    format!(
+        "Credmgr-Consent realm=\"credmgr\", provider_id=\"{provider_id}\", \
+         connection_id=\"{connection_id}\", login_url=\"{login_url}\""
+    )
+}
+
 /// A connection's current access token, as handed to a gateway.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeToken {
@@ -107,6 +123,15 @@ mod tests {
         let shown = format!("{t:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn the_consent_challenge_names_connection_and_url() {
+        assert_eq!(
+            consent_challenge("github", "gh-u1", "https://cp/consent/login/x"),
+            "Credmgr-Consent realm=\"credmgr\", provider_id=\"github\", \
+             connection_id=\"gh-u1\", login_url=\"https://cp/consent/login/x\""
+        );
     }
 
     #[test]
