@@ -23,7 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::credentials::GatewayKey;
 use crate::crypto::Keyring;
 use crate::gateway_tls;
-use crate::store::DatabaseUrl;
+use crate::store::{DatabaseUrl, LinkLimits};
 
 pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
 pub use keys::{gen_key_line, load_key_file};
@@ -50,6 +50,8 @@ pub struct Config {
     /// `None`: `http://<listen address>` (with the port actually bound).
     pub public_url: Option<url::Url>,
     pub login_link_ttl: Duration,
+    /// Self-service login URLs per caller and per connection, per minute.
+    pub self_service_limits: LinkLimits,
     pub refresh_skew: Duration,
     /// Zero: no proactive refresh.
     pub refresh_interval: Duration,
@@ -105,6 +107,10 @@ impl Config {
             access_refresh: args.access_refresh,
             public_url,
             login_link_ttl: args.login_link_ttl,
+            self_service_limits: LinkLimits {
+                per_caller: args.self_service_links_per_caller,
+                per_connection: args.self_service_links_per_connection,
+            },
             refresh_skew: args.refresh_skew,
             refresh_interval: args.refresh_interval,
             refresh_concurrency: args.refresh_concurrency,
