@@ -20,8 +20,8 @@ pub const GATEWAY_KEY: &str = "gateway-key-for-tests-0123456789";
 pub const CLIENT_SECRET: &str = "very-secret-client-secret-4f9a2c";
 /// Self-service login links per minute in tests: per caller, per connection.
 pub const LINK_LIMITS: LinkLimits = LinkLimits {
-    per_caller: 6,
-    per_connection: 3,
+    per_caller: 8,
+    per_connection: 4,
 };
 
 pub struct Harness {

@@ -24,3 +24,4 @@ mod refresh_tokens;
 mod rejected;
 mod runtime;
 mod scheduler;
+mod self_service;
