@@ -25,3 +25,4 @@ mod rejected;
 mod runtime;
 mod scheduler;
 mod self_service;
+mod self_service_access;

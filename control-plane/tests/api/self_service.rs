@@ -131,6 +131,24 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
 }
 
 impl Log {
+    /// The log of this test process, at every level, from the first call on. (Global: a
+    /// thread's own subscriber misses events whose call sites other tests' threads, which
+    /// have none, marked as uninteresting.)
+    fn global() -> Log {
+        static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Log::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(log.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            log
+        })
+        .clone()
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -138,15 +156,7 @@ impl Log {
 
 #[tokio::test]
 async fn a_first_call_creates_the_callers_connection_and_consent_hands_them_its_token() {
-    // Every log line at every level, on this thread (the runtime is single-threaded, so the
-    // spawned refreshes too).
-    let log = Log::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(log.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let log = Log::global();
 
     let h = Harness::new().await;
     let saas = FakeSaas::start().await;
