@@ -305,6 +305,34 @@ mod tests {
     }
 
     #[test]
+    fn self_service_link_limits_default_and_are_bounded() {
+        let keys = key_line("k1");
+        let config = Config::from_args(args(&["--keys", &keys]).unwrap()).unwrap();
+        assert_eq!(
+            config.self_service_limits,
+            LinkLimits {
+                per_caller: 10,
+                per_connection: 5
+            }
+        );
+        let config = Config::from_args(
+            args(&[
+                "--keys",
+                &keys,
+                "--self-service-links-per-caller",
+                "30",
+                "--self-service-links-per-connection",
+                "2",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.self_service_limits.per_caller, 30);
+        assert_eq!(config.self_service_limits.per_connection, 2);
+        assert!(args(&["--self-service-links-per-connection", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_gateway_keys_are_refused() {
         let keys = key_line("k1");
         for bad in ["no-equals", "bad/name=key", "edge=", "a=k1k1k1,a=k2k2k2"] {
