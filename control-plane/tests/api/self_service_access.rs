@@ -228,6 +228,15 @@ async fn the_template_is_validated_shown_and_versioned() {
         .await;
     assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
 
+    // A preset's provider takes a template too (GitHub: authorization code).
+    let mut b = crate::presets::preset_body("github", json!({}));
+    b["self_service"] =
+        json!({"connection_id": "gh-{{object_id}}", "post_login_redirect_url": LANDING});
+    let r = h.admin(Method::PUT, "/v1/providers/github", Some(b)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["self_service"]["connection_id"], "gh-{{object_id}}");
+    assert!(r.json["self_service"].get("display_name").is_none());
+
     // Without the template the provider is not self-service any more.
     let mut b = h.provider_to_resend("forge").await;
     b.as_object_mut().unwrap().remove("self_service");
