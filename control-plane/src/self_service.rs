@@ -118,6 +118,9 @@ pub async fn consent_answer(
     let (Some(template), Caller::Jwt(id)) = (template, caller) else {
         return None;
     };
+    // A link is made for someone: a caller without an object id (let in by a group or
+    // application policy) gets the usual answer.
+    id.object_id.as_ref()?;
     let needs_consent = match error {
         TokenError::ConsentRequired(_) => true,
         TokenError::Unavailable(f) => matches!(
