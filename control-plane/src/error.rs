@@ -9,8 +9,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use credmgr_common::error::codes;
+use credmgr_common::runtime::consent_challenge;
 use credmgr_common::ErrorBody;
+use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::clock::rfc3339;
 use crate::crypto::CryptoError;
 use crate::domain::ConnectionKey;
 use crate::store::StoreError;
@@ -55,12 +58,31 @@ pub enum ApiError {
     /// No usable token: the provider failed and nothing valid is stored.
     #[error("{0}")]
     TokenUnavailable(TokenFailure),
+    /// A self-service connection needs the consent of the caller asking: 401 with a login
+    /// URL made for them. (Its message holds no URL: errors are logged.)
+    #[error("{} needs your consent: open the login_url of this answer in a browser (it works once, until login_url_expires_at)", .0.key)]
+    ConsentLink(Box<ConsentLink>),
+    /// Too many requests of one kind; the client may try again after `retry_after_secs`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: i64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("{0}")]
     Internal(String),
+}
+
+/// A login URL made for the caller of the runtime API, for its self-service connection.
+#[derive(Debug)]
+pub struct ConsentLink {
+    pub key: ConnectionKey,
+    /// Single use, and a secret until used: it goes in the answer and nowhere else.
+    pub login_url: SecretString,
+    pub expires_at: i64,
 }
 
 impl ApiError {
@@ -75,9 +97,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated(_) | ApiError::CallerRejected { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Unauthenticated(_)
+            | ApiError::CallerRejected { .. }
+            | ApiError::ConsentLink(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -107,7 +130,8 @@ impl ApiError {
             ApiError::NotFound(_) => codes::NOT_FOUND,
             ApiError::Conflict(_) => codes::CONFLICT,
             ApiError::PreconditionFailed(_) => PRECONDITION_FAILED,
-            ApiError::ConsentRequired(_) => codes::CONSENT_REQUIRED,
+            ApiError::ConsentRequired(_) | ApiError::ConsentLink(_) => codes::CONSENT_REQUIRED,
+            ApiError::RateLimited { .. } => codes::RATE_LIMITED,
             ApiError::TokenUnavailable(f) => f.kind.code(),
             ApiError::Store(e) if e.is_unavailable() => codes::STORE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Crypto(_) | ApiError::Internal(_) => codes::INTERNAL,
@@ -135,6 +159,18 @@ impl ApiError {
             ApiError::InvalidRequest {
                 field: Some(field), ..
             } => ErrorBody::new(self.code(), self.to_string()).with_detail("field", field.clone()),
+            ApiError::ConsentLink(link) => {
+                let mut body = ErrorBody::new(self.code(), self.to_string())
+                    .with_detail("provider_id", link.key.provider())
+                    .with_detail("connection_id", link.key.connection())
+                    .with_detail("login_url_expires_at", rfc3339(link.expires_at));
+                body.error.login_url = Some(link.login_url.expose_secret().to_owned());
+                body
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => ErrorBody::new(self.code(), self.to_string())
+                .with_detail("retry_after_seconds", *retry_after_secs),
             _ => ErrorBody::new(self.code(), self.to_string()),
         }
     }
@@ -143,11 +179,32 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::Unauthenticated(_)) {
+        let headers = response.headers_mut();
+        match &self {
             // RFC 6750 §3: a 401 names the scheme the client should use.
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            ApiError::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::ConsentLink(link) => {
+                let challenge = consent_challenge(
+                    link.key.provider(),
+                    link.key.connection(),
+                    link.login_url.expose_secret(),
+                );
+                if let Ok(mut value) = HeaderValue::from_str(&challenge) {
+                    value.set_sensitive(true);
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+                // Made for one caller, once: no cache may keep or share it.
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            // RFC 9110 §10.2.3: seconds to wait.
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
         }
         response
     }

@@ -64,9 +64,25 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Failures are logged by the handlers, with their meaning; the trace layer's own
         // "response failed" line would only repeat them at ERROR.
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// A request's span: its method and path, with a login link's secret cut out, and without
+/// the query (the callback's holds the authorization code and the state). tower-http's
+/// default span shows the whole URI, which would put secrets into debug logs.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let path = request.uri().path();
+    let path = match path.strip_prefix(consent::LOGIN_PATH_PREFIX) {
+        Some(_) => "/oauth2/login/[redacted]",
+        None => path,
+    };
+    tracing::debug_span!("request", method = %request.method(), path)
 }
 
 /// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the

@@ -50,7 +50,9 @@ impl Metrics {
             "Token requests from gateways on the runtime API, by outcome (hit: served from the \
              store; fetched: fetched from the provider first; stale: the provider failed and a \
              still-valid stored token was served; error: no token; unauthenticated: the \
-             caller's JWT was refused; denied: the access policies do not allow the caller)",
+             caller's JWT was refused; denied: the access policies do not allow the caller; \
+             consent_link: a self-service caller was given a login URL; rate_limited: it was \
+             refused one, past the rate limits)",
             runtime_token_requests.clone(),
         );
         // Known series start at 0, so rates and alerts work before the first event.
@@ -61,6 +63,8 @@ impl Metrics {
             "error",
             "unauthenticated",
             "denied",
+            "consent_link",
+            "rate_limited",
         ] {
             runtime_token_requests
                 .get_or_create(&RuntimeLabels {

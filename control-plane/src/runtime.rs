@@ -1,7 +1,10 @@
 //! The runtime API that gateways call:
 //! - `GET /runtime/v1/providers/{provider_id}/connections/{connection_id}/token` (the path of
 //!   [`credmgr_common::runtime::token_path`]): a connection's token, for the gateway itself or
-//!   for the caller whose JWT it forwards, if the connection's access policies allow them;
+//!   for the caller whose JWT it forwards, if the connection's access policies allow them; for
+//!   a verified caller of a self-service provider, its own connection is created on first need
+//!   and a login URL made for it answers while the connection needs consent
+//!   ([`crate::self_service`]);
 //! - `GET /runtime/v1/trusted-issuers`: the issuers whose JWTs gateways accept, with their
 //!   keys.
 
@@ -18,8 +21,10 @@ use credmgr_common::runtime::{CALLER_TOKEN_HEADER, ISSUERS_PATH};
 
 use crate::auth::Gateway;
 use crate::clock::unix_now;
+use crate::connection_template::ConnectionTemplate;
 use crate::error::ApiError;
 use crate::extract::ConnectionPath;
+use crate::self_service;
 use crate::state::AppState;
 use crate::store::{RuntimeView, TokenRecord};
 
@@ -56,7 +61,11 @@ async fn token(
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "the caller's JWT was refused: {e}");
     })?;
-    let (policies, stored) = authorize(&state, &path, &caller).await.inspect_err(|e| {
+    let Authorized {
+        policies,
+        token: stored,
+        self_service,
+    } = authorize(&state, &path, &caller).await.inspect_err(|e| {
         state.metrics.runtime_token_request("denied");
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "no token for the caller: {e}");
@@ -87,6 +96,21 @@ async fn token(
                 .into_response())
         }
         Err(e) => {
+            let template = self_service.as_ref();
+            if let Some(answer) =
+                self_service::consent_answer(&state, &path.key(), &caller, template, &e).await
+            {
+                let outcome = match &answer {
+                    ApiError::ConsentLink(_) => "consent_link",
+                    ApiError::RateLimited { .. } => "rate_limited",
+                    _ => "error",
+                };
+                state.metrics.runtime_token_request(outcome);
+                // The answer's message names no URL: it is safe to log.
+                tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
+                    code = answer.code(), "the caller must consent first: {answer}");
+                return Err(answer);
+            }
             let e = ApiError::from(e);
             state.metrics.runtime_token_request("error");
             tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
@@ -143,25 +167,47 @@ async fn caller(
     }
 }
 
+/// What a token request found, once the caller is allowed.
+struct Authorized {
+    /// The connection's access policies.
+    policies: Vec<PolicyIdentity>,
+    /// Its stored token, read with the policies: the token service is handed it instead of
+    /// reading it again.
+    token: Option<TokenRecord>,
+    /// The provider's self-service template, if it has one.
+    self_service: Option<ConnectionTemplate>,
+}
+
 /// The connection's policies and its stored token, if the policies allow `caller`; 403
-/// otherwise (404 first, for no provider or no connection). One store query: the token
-/// service is handed the token read here instead of reading it again.
+/// otherwise (404 first, for no provider or no connection). One store query, unless the
+/// connection is a self-service caller's own and is created now
+/// ([`self_service::create_own_connection`]).
 async fn authorize(
     state: &AppState,
     path: &ConnectionPath,
     caller: &Caller,
-) -> Result<(Vec<PolicyIdentity>, Option<TokenRecord>), ApiError> {
-    let (policies, token) = match state
-        .store
-        .runtime_view(&path.provider_id, &path.connection_id)
-        .await?
-    {
-        RuntimeView::NoProvider => return Err(crate::providers::not_found(&path.provider_id)),
-        RuntimeView::NoConnection => return Err(crate::connections::not_found(path)),
-        RuntimeView::Connection { policies, token } => (policies, token),
+) -> Result<Authorized, ApiError> {
+    let (p, c) = (&path.provider_id, &path.connection_id);
+    let mut view = state.store.runtime_view(p, c).await?;
+    if let RuntimeView::NoConnection { self_service } = &view {
+        self_service::create_own_connection(state, path, caller, self_service.as_ref()).await?;
+        view = state.store.runtime_view(p, c).await?;
+    }
+    let (self_service, policies, token) = match view {
+        RuntimeView::NoProvider => return Err(crate::providers::not_found(p)),
+        RuntimeView::NoConnection { .. } => return Err(crate::connections::not_found(path)),
+        RuntimeView::Connection {
+            self_service,
+            policies,
+            token,
+        } => (self_service, policies, token),
     };
     if allowed(&policies, caller) {
-        return Ok((policies, token));
+        return Ok(Authorized {
+            policies,
+            token,
+            self_service,
+        });
     }
     let who = match caller {
         Caller::Gateway { name } => format!("gateway `{name}`"),
@@ -177,9 +223,9 @@ async fn authorize(
     } else {
         "none of its access policies names this identity"
     };
+    let hint = self_service::own_connection_hint(self_service.as_ref(), caller);
     Err(ApiError::Forbidden(format!(
-        "{who} may not use connection `{}` of provider `{}`: {why}",
-        path.connection_id, path.provider_id
+        "{who} may not use connection `{c}` of provider `{p}`: {why}{hint}"
     )))
 }
 

@@ -57,7 +57,11 @@ impl AppState {
             None => url::Url::parse(&format!("http://{bound}"))
                 .context("the listen address does not make a URL; set CREDMGR_PUBLIC_URL")?,
         };
-        let consent = Arc::new(Settings::new(public_url, config.login_link_ttl));
+        let consent = Arc::new(Settings::new(
+            public_url,
+            config.login_link_ttl,
+            config.self_service_limits,
+        ));
         let rotation = Arc::new(Rotation::new(
             config.key_file.clone(),
             config.active_key_id.clone(),

@@ -133,6 +133,26 @@ pub struct ServeArgs {
     )]
     pub login_link_ttl: Duration,
 
+    /// Login URLs the runtime API makes for one caller of self-service providers per minute
+    /// (1 to 10000); beyond it the caller gets 429 `rate_limited` with `Retry-After`.
+    #[arg(
+        long,
+        env = "CREDMGR_SELF_SERVICE_LINKS_PER_CALLER",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub self_service_links_per_caller: u32,
+
+    /// Login URLs the runtime API makes for one self-service connection per minute (1 to
+    /// 10000); beyond it the caller gets 429 `rate_limited` with `Retry-After`.
+    #[arg(
+        long,
+        env = "CREDMGR_SELF_SERVICE_LINKS_PER_CONNECTION",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub self_service_links_per_connection: u32,
+
     /// A token is refreshed at 80 % of its lifetime, and at the latest this long before it
     /// expires (but never before half its lifetime).
     #[arg(

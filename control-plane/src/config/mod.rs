@@ -23,7 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::credentials::GatewayKey;
 use crate::crypto::Keyring;
 use crate::gateway_tls;
-use crate::store::DatabaseUrl;
+use crate::store::{DatabaseUrl, LinkLimits};
 
 pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
 pub use keys::{gen_key_line, load_key_file};
@@ -50,6 +50,8 @@ pub struct Config {
     /// `None`: `http://<listen address>` (with the port actually bound).
     pub public_url: Option<url::Url>,
     pub login_link_ttl: Duration,
+    /// Self-service login URLs per caller and per connection, per minute.
+    pub self_service_limits: LinkLimits,
     pub refresh_skew: Duration,
     /// Zero: no proactive refresh.
     pub refresh_interval: Duration,
@@ -105,6 +107,10 @@ impl Config {
             access_refresh: args.access_refresh,
             public_url,
             login_link_ttl: args.login_link_ttl,
+            self_service_limits: LinkLimits {
+                per_caller: args.self_service_links_per_caller,
+                per_connection: args.self_service_links_per_connection,
+            },
             refresh_skew: args.refresh_skew,
             refresh_interval: args.refresh_interval,
             refresh_concurrency: args.refresh_concurrency,
@@ -296,6 +302,34 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn self_service_link_limits_default_and_are_bounded() {
+        let keys = key_line("k1");
+        let config = Config::from_args(args(&["--keys", &keys]).unwrap()).unwrap();
+        assert_eq!(
+            config.self_service_limits,
+            LinkLimits {
+                per_caller: 10,
+                per_connection: 5
+            }
+        );
+        let config = Config::from_args(
+            args(&[
+                "--keys",
+                &keys,
+                "--self-service-links-per-caller",
+                "30",
+                "--self-service-links-per-connection",
+                "2",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.self_service_limits.per_caller, 30);
+        assert_eq!(config.self_service_limits.per_connection, 2);
+        assert!(args(&["--self-service-links-per-connection", "0"]).is_err());
     }
 
     #[test]

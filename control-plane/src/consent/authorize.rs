@@ -93,7 +93,7 @@ pub(super) async fn interstitial(
         "<p>You are about to connect your account at <strong>{provider}</strong> \
          (<code>{provider_host}</code>) to the credmgr connection \
          <strong>{connection}</strong> (<code>{p}/{c}</code>). Services that use this \
-         connection will act with your account's permissions.</p>\
+         connection will act with your account's permissions.</p>{made_for}\
          <p>Continue only if you asked for this link yourself. If someone sent it to you \
          unasked, close this page: continuing would give them access through your account.</p>\
          <p>After you sign in at <code>{provider_host}</code> you will be sent back to \
@@ -106,8 +106,23 @@ pub(super) async fn interstitial(
         c = page::escape(&link.connection_id),
         back_host = page::escape(&back_host),
         expires = rfc3339(link.expires_at),
+        made_for = made_for(&link),
     );
     Ok(page::page(StatusCode::OK, "Connect your account", &body))
+}
+
+/// Whom a self-service link was made for, as a paragraph of the interstitial; empty for an
+/// operator's link.
+fn made_for(link: &LoginLink) -> String {
+    match &link.made_for {
+        Some(user) => format!(
+            "<p>This link was made for the user <code>{}</code> of <code>{}</code>: only \
+             that user can use the connection afterwards.</p>",
+            page::escape(&user.object_id),
+            page::escape(&user.issuer),
+        ),
+        None => String::new(),
+    }
 }
 
 fn host_of(raw: &str) -> String {

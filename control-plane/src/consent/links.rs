@@ -1,21 +1,23 @@
 //! Step 1 of the consent flow: an operator asks for a login link (management API) for an
 //! authorization-code connection, with a post-login URL from the provider's allowlist. The
-//! link's secret is returned once; only its SHA-256 is stored.
+//! link's secret is returned once; only its SHA-256 is stored. [`new_login_link`] makes the
+//! links of both doors: this one, and the runtime API's for self-service callers.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::helpers::{random_token, sha256};
 use crate::clock::{rfc3339, unix_now};
+use crate::domain::ConnectionKey;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ConnectionPath};
 use crate::providers;
 use crate::state::AppState;
-use crate::store::LoginLink;
+use crate::store::{LinkUser, LoginLink};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,32 @@ pub(super) struct LoginLinkBody {
 struct LoginLinkView {
     login_url: String,
     expires_at: String,
+}
+
+/// A new login link to connection `key` that sends the user to `redirect_url` afterwards,
+/// made for `made_for` (a self-service caller) or by an operator (`None`): its secret, which
+/// goes in the URL only ([`super::Settings::login_url`]), and its record, to store. The link
+/// expires after the configured TTL.
+pub fn new_login_link(
+    state: &AppState,
+    key: &ConnectionKey,
+    redirect_url: String,
+    made_for: Option<LinkUser>,
+) -> (SecretString, LoginLink) {
+    let secret = random_token();
+    let now = unix_now();
+    let ttl = i64::try_from(state.consent.login_link_ttl.as_secs()).unwrap_or(i64::MAX);
+    let link = LoginLink {
+        id_hash: sha256(secret.expose_secret()),
+        provider_id: key.provider().to_owned(),
+        connection_id: key.connection().to_owned(),
+        redirect_url,
+        created_at: now,
+        expires_at: now.saturating_add(ttl),
+        used_at: None,
+        made_for,
+    };
+    (secret, link)
 }
 
 pub(super) async fn create_login_link(
@@ -61,18 +89,7 @@ pub(super) async fn create_login_link(
             ),
         ));
     }
-    let secret = random_token();
-    let now = unix_now();
-    let ttl = i64::try_from(state.consent.login_link_ttl.as_secs()).unwrap_or(i64::MAX);
-    let link = LoginLink {
-        id_hash: sha256(secret.expose_secret()),
-        provider_id: p.clone(),
-        connection_id: c.clone(),
-        redirect_url: redirect,
-        created_at: now,
-        expires_at: now.saturating_add(ttl),
-        used_at: None,
-    };
+    let (secret, link) = new_login_link(&state, &path.key(), redirect, None);
     state.store.insert_login_link(&link).await?;
     tracing::info!(provider = %p, connection = %c, expires_at = link.expires_at,
         "login link created");

@@ -30,6 +30,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub use links::new_login_link;
 pub use settings::{Settings, CALLBACK_PATH};
 
 use authorize::{continue_, interstitial};
@@ -46,6 +47,9 @@ pub fn management_routes() -> Router<AppState> {
         post(create_login_link),
     )
 }
+
+/// Where login links live: this prefix, then the link's secret.
+pub const LOGIN_PATH_PREFIX: &str = "/oauth2/login/";
 
 /// Browser routes, without the admin token: the interstitial and the callback.
 pub fn browser_routes() -> Router<AppState> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 use super::validate::{
     validate_client_id, validate_client_secret, validate_display_name, validate_endpoint,
 };
+use crate::connection_template::ConnectionTemplate;
 use crate::domain::{AuthMethod, GrantType};
 use crate::error::ApiError;
 use crate::presets::IdentityProvider;
@@ -71,6 +72,10 @@ pub struct ProviderBody {
     /// Where a login link may send the user after consent (exact match).
     #[serde(default)]
     pub(super) allowed_redirect_urls: Vec<String>,
+    /// Makes the provider self-service (authorization code only): the runtime API creates a
+    /// verified caller's connection from this template on first need.
+    #[serde(default)]
+    pub(super) self_service: Option<ConnectionTemplate>,
 }
 
 /// A provider's configuration once its preset has filled in what the body left out.
@@ -211,6 +216,21 @@ pub(super) fn validate(body: &ProviderBody, r: &Resolved) -> Result<(), ApiError
     }
     for (i, redirect) in body.allowed_redirect_urls.iter().enumerate() {
         validate_endpoint(&format!("allowed_redirect_urls[{i}]"), redirect)?;
+    }
+    if let Some(template) = &body.self_service {
+        if !r.grant_type.needs_consent() {
+            return Err(ApiError::invalid(
+                "self_service",
+                format!(
+                    "`self_service` needs the authorization_code grant: a self-service \
+                     connection is connected by its user's consent, not with the {} grant",
+                    r.grant_type
+                ),
+            ));
+        }
+        template
+            .validate(&body.allowed_redirect_urls)
+            .map_err(|e| ApiError::invalid(e.field, e.message))?;
     }
     check_params(
         "authorize_params",

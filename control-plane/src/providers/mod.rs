@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use crate::clock::{rfc3339, unix_now};
+use crate::connection_template::ConnectionTemplate;
 use crate::crypto::Aad;
 use crate::domain::{AuthMethod, ConnectionKey, ConnectionStatus, GrantType};
 use crate::error::{consent_required_message, ApiError};
@@ -50,6 +51,8 @@ pub struct ProviderView {
     pub issuer: Option<String>,
     pub authorize_params: BTreeMap<String, String>,
     pub allowed_redirect_urls: Vec<String>,
+    /// The connection template, when the provider is self-service; otherwise null.
+    pub self_service: Option<ConnectionTemplate>,
     /// The `ETag` of this provider, for `If-Match`.
     pub etag: String,
     pub created_at: String,
@@ -81,6 +84,7 @@ impl From<&ProviderRecord> for ProviderView {
             issuer: p.issuer.clone(),
             authorize_params: p.authorize_params.clone(),
             allowed_redirect_urls: p.allowed_redirect_urls.clone(),
+            self_service: p.self_service.clone(),
             etag: p.etag.clone(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
@@ -175,6 +179,7 @@ async fn put(
         issuer: resolved.issuer,
         authorize_params: resolved.authorize_params,
         allowed_redirect_urls: body.allowed_redirect_urls,
+        self_service: body.self_service,
         etag: new_etag(),
         created_at: existing.as_ref().map_or(now, |old| old.created_at),
         updated_at: now,

@@ -1,8 +1,9 @@
 //! Connections: their configuration and status, listed in pages.
 
-use super::exec::{args, Tx};
+use super::exec::{args, Arg, Tx};
+use super::identities;
 use super::rows::{connection_from_row, split_error, CONNECTION_SELECT};
-use super::{ConnectionRecord, Store, StoreError};
+use super::{ConnectionRecord, PolicyRecord, Store, StoreError};
 use crate::crypto::Envelope;
 
 impl Store {
@@ -44,27 +45,33 @@ impl Store {
     /// provider. Fails if the provider does not exist (foreign key).
     pub async fn insert_connection(&self, c: &ConnectionRecord) -> Result<bool, StoreError> {
         let (error_code, error_message) = split_error(&c.error);
-        let sql = "INSERT INTO connections (provider_id, id, display_name, client_id, \
-                   client_secret, status, error_code, error_message, token_generation, \
-                   last_refresh_at, created_at, updated_at, etag) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                   ON CONFLICT (provider_id, id) DO NOTHING";
-        let binds = args![
-            &c.provider_id,
-            &c.id,
-            &c.display_name,
-            &c.client_id,
-            c.client_secret.as_ref().map(Envelope::to_bytes),
-            c.status.as_str(),
-            error_code,
-            error_message,
-            c.token_generation,
-            c.last_refresh_at,
-            c.created_at,
-            c.updated_at,
-            &c.etag,
-        ];
-        Ok(self.execute(sql, &binds).await? == 1)
+        Ok(self
+            .execute(
+                INSERT_CONNECTION,
+                &connection_values(c, error_code, error_message),
+            )
+            .await?
+            == 1)
+    }
+
+    /// Inserts a new connection with its access policy, in one transaction; `false`, and
+    /// nothing written, if a connection with that id exists already (of two concurrent
+    /// requests creating it, one does). Fails if the provider does not exist (foreign key).
+    pub async fn insert_connection_with_policy(
+        &self,
+        c: &ConnectionRecord,
+        policy: &PolicyRecord,
+    ) -> Result<bool, StoreError> {
+        let (error_code, error_message) = split_error(&c.error);
+        let mut tx = self.begin_write().await?;
+        let values = connection_values(c, error_code, error_message);
+        if tx.execute(INSERT_CONNECTION, &values).await? == 0 {
+            return Ok(false);
+        }
+        let (sql, values) = identities::insert_policy_statement(policy)?;
+        tx.execute(&sql, &values).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Replaces a connection's configuration (name, credentials override) if its etag is
@@ -117,6 +124,36 @@ impl Store {
             .await?
             == 1)
     }
+}
+
+/// Binds: [`connection_values`].
+const INSERT_CONNECTION: &str = "INSERT INTO connections (provider_id, id, display_name, \
+     client_id, client_secret, status, error_code, error_message, token_generation, \
+     last_refresh_at, created_at, updated_at, etag) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (provider_id, id) DO NOTHING";
+
+/// A new connection's values, in the order of [`INSERT_CONNECTION`].
+fn connection_values<'a>(
+    c: &'a ConnectionRecord,
+    error_code: Option<&'a str>,
+    error_message: Option<&'a str>,
+) -> [Arg<'a>; 13] {
+    args![
+        &c.provider_id,
+        &c.id,
+        &c.display_name,
+        &c.client_id,
+        c.client_secret.as_ref().map(Envelope::to_bytes),
+        c.status.as_str(),
+        error_code,
+        error_message,
+        c.token_generation,
+        c.last_refresh_at,
+        c.created_at,
+        c.updated_at,
+        &c.etag,
+    ]
 }
 
 /// Forgets the tokens of a provider's connections (all of them, or the one named): deletes

@@ -67,6 +67,12 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// PostgreSQL: a lock on a name (a 64-bit hash of it), held until the transaction ends, for
+/// work that must not run twice at once across replicas but has no row to lock (counting the
+/// login links of a caller before making another). Bind: the name. SQLite needs none: a write
+/// transaction holds the database's write lock from its start ([`BeginWrite`]).
+pub(super) const LOCK_NAME: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+
 /// How long a SQLite statement waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -11,7 +11,7 @@ use sqlx::query::Query;
 use sqlx::sqlite::Sqlite;
 use sqlx::{Database, Encode, Transaction, Type};
 
-use super::dialect::{BeginWrite as _, Either};
+use super::dialect::{BeginWrite as _, Either, LOCK_NAME};
 use super::rows::Columns;
 use super::{Store, StoreError};
 
@@ -225,6 +225,19 @@ impl Tx {
                 .await?
                 .rows_affected())
         })
+    }
+
+    /// Makes the transactions that lock the same `name` wait for each other until they end
+    /// (see [`super::dialect::LOCK_NAME`]).
+    pub(super) async fn lock_name(&mut self, name: &str) -> Result<(), StoreError> {
+        match &mut self.0 {
+            // A write transaction holds the database's write lock from its start.
+            Either::Sqlite(_) => Ok(()),
+            Either::Postgres(tx) => {
+                sqlx::query(LOCK_NAME).bind(name).execute(&mut **tx).await?;
+                Ok(())
+            }
+        }
     }
 
     pub(super) async fn commit(self) -> Result<(), StoreError> {

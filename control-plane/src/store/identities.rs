@@ -94,13 +94,7 @@ impl Store {
     /// Inserts a new policy; `false` if one with that id exists already. Fails if the
     /// connection does not exist (foreign key).
     pub async fn insert_policy(&self, r: &PolicyRecord) -> Result<bool, StoreError> {
-        let sql = format!(
-            "INSERT INTO access_policies (provider_id, connection_id, id, created_at, \
-             {POLICY_SETTINGS}) VALUES ({}) ON CONFLICT (provider_id, connection_id, id) DO NOTHING",
-            placeholders(1..=8)
-        );
-        let mut binds = args![&r.provider_id, &r.connection_id, &r.id, r.created_at].to_vec();
-        binds.extend(policy_settings(r)?);
+        let (sql, binds) = insert_policy_statement(r)?;
         Ok(self.execute(&sql, &binds).await? == 1)
     }
 
@@ -148,6 +142,21 @@ fn issuer_settings(r: &IssuerRecord) -> Result<[Arg<'_>; 9], StoreError> {
         &r.etag,
         r.updated_at,
     ])
+}
+
+/// The statement that inserts a policy (doing nothing if one with its id exists), and its
+/// values.
+pub(super) fn insert_policy_statement(
+    r: &PolicyRecord,
+) -> Result<(String, Vec<Arg<'_>>), StoreError> {
+    let sql = format!(
+        "INSERT INTO access_policies (provider_id, connection_id, id, created_at, \
+         {POLICY_SETTINGS}) VALUES ({}) ON CONFLICT (provider_id, connection_id, id) DO NOTHING",
+        placeholders(1..=8)
+    );
+    let mut binds = args![&r.provider_id, &r.connection_id, &r.id, r.created_at].to_vec();
+    binds.extend(policy_settings(r)?);
+    Ok((sql, binds))
 }
 
 /// A policy's values in the order of [`POLICY_SETTINGS`].

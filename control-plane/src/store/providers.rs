@@ -21,7 +21,7 @@ impl Store {
     pub async fn insert_provider(&self, p: &ProviderRecord) -> Result<bool, StoreError> {
         let sql = format!(
             "INSERT INTO providers ({PROVIDER_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
-            placeholders(1..=19)
+            placeholders(1..=20)
         );
         let mut values = args![&p.id, p.created_at].to_vec();
         values.extend(provider_settings(p)?);
@@ -39,8 +39,8 @@ impl Store {
         expected_etag: &str,
     ) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE providers SET ({PROVIDER_SETTINGS}) = ({}) WHERE id = $18 AND etag = $19",
-            placeholders(1..=17)
+            "UPDATE providers SET ({PROVIDER_SETTINGS}) = ({}) WHERE id = $19 AND etag = $20",
+            placeholders(1..=18)
         );
         let mut values = provider_settings(p)?.to_vec();
         values.extend(args![&p.id, expected_etag]);
@@ -69,7 +69,7 @@ impl Store {
 }
 
 /// A provider's values in the order of [`PROVIDER_SETTINGS`].
-fn provider_settings(p: &ProviderRecord) -> Result<[Arg<'_>; 17], StoreError> {
+fn provider_settings(p: &ProviderRecord) -> Result<[Arg<'_>; 18], StoreError> {
     Ok(args![
         &p.display_name,
         p.identity_provider.as_str(),
@@ -88,5 +88,6 @@ fn provider_settings(p: &ProviderRecord) -> Result<[Arg<'_>; 17], StoreError> {
         to_json(&p.allowed_redirect_urls)?,
         &p.etag,
         to_json(&p.parameters)?,
+        p.self_service.as_ref().map(to_json).transpose()?,
     ])
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use credmgr_common::access::{ClaimNames, PolicyIdentity};
 
+use crate::connection_template::ConnectionTemplate;
 use crate::crypto::Envelope;
 use crate::domain::{AuthMethod, ConnectionStatus, GrantType};
 use crate::presets::IdentityProvider;
@@ -34,6 +35,9 @@ pub struct ProviderRecord {
     pub authorize_params: BTreeMap<String, String>,
     /// Where users may be sent back after consent.
     pub allowed_redirect_urls: Vec<String>,
+    /// Set when the provider is self-service: the runtime API creates a verified caller's
+    /// connection on first need, from this template.
+    pub self_service: Option<ConnectionTemplate>,
     /// Changes with every write of the configuration ([`new_etag`]).
     pub etag: String,
     pub created_at: i64,
@@ -100,8 +104,13 @@ pub struct TokenRecord {
 pub enum RuntimeView {
     NoProvider,
     /// The provider exists, the connection does not.
-    NoConnection,
+    NoConnection {
+        /// The provider's self-service template, if it has one.
+        self_service: Option<ConnectionTemplate>,
+    },
     Connection {
+        /// The provider's self-service template, if it has one.
+        self_service: Option<ConnectionTemplate>,
         /// The identities its access policies name, by policy id.
         policies: Vec<PolicyIdentity>,
         /// Its stored token, if it has one.
@@ -127,6 +136,40 @@ pub struct LoginLink {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    /// The verified caller it was made for (self-service links); `None`: an operator's.
+    pub made_for: Option<LinkUser>,
+}
+
+/// The user a self-service login link was made for: an issuer and an object id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkUser {
+    pub issuer: String,
+    pub object_id: String,
+}
+
+/// How many self-service login links may be made for one caller, and for one connection, in
+/// [`LINK_WINDOW_SECS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkLimits {
+    pub per_caller: u32,
+    pub per_connection: u32,
+}
+
+/// The window of [`LinkLimits`]: links made in the last minute are counted.
+pub const LINK_WINDOW_SECS: i64 = 60;
+
+/// What became of a self-service login link ([`Store::insert_login_link_limited`]).
+///
+/// [`Store::insert_login_link_limited`]: super::Store::insert_login_link_limited
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkInsert {
+    Stored,
+    /// A limit is reached; the next link can be made in this many seconds.
+    Limited {
+        retry_after_secs: i64,
+        /// Whether the caller's limit (else the connection's) was reached.
+        per_caller: bool,
+    },
 }
 
 /// An authorization request in progress, from the interstitial's Continue to the callback.

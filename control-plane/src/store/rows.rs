@@ -11,9 +11,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row as _;
 
 use super::{
-    ConnectionRecord, ConsentState, EnvelopeField, LoginLink, ProviderRecord, RuntimeView,
-    StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
+    ConnectionRecord, ConsentState, EnvelopeField, LinkUser, LoginLink, ProviderRecord,
+    RuntimeView, StoreError, StoredEnvelope, TokenRecord, TokenSchedule,
 };
+use crate::connection_template::ConnectionTemplate;
 use crate::crypto::Envelope;
 
 /// A provider's columns that a replace writes, in the order they are bound.
@@ -21,7 +22,8 @@ macro_rules! provider_settings {
     () => {
         "display_name, identity_provider, grant_type, client_id, client_secret, token_url, \
          scopes, token_endpoint_auth_method, token_params, updated_at, authorization_url, \
-         refresh_url, issuer, authorize_params, allowed_redirect_urls, etag, preset_parameters"
+         refresh_url, issuer, authorize_params, allowed_redirect_urls, etag, preset_parameters, \
+         self_service"
     };
 }
 
@@ -42,10 +44,11 @@ pub(super) const TOKEN_COLUMNS: &str =
 
 /// The one query of a runtime token request ([`super::Store::runtime_view`]): does the
 /// provider exist (a row), does the connection (`connection_id`), its access policies
-/// (`policies`: their `identity` JSON objects joined by commas, by id) and its token. Binds:
+/// (`policies`: their `identity` JSON objects joined by commas, by id), its token, and the
+/// provider's self-service template. Binds:
 /// the provider id, then the connection id.
 /// (`string_agg` with `ORDER BY`: PostgreSQL, and SQLite since 3.44; sqlx bundles 3.46.)
-pub(super) const RUNTIME_SELECT: &str = "SELECT c.id AS connection_id, \
+pub(super) const RUNTIME_SELECT: &str = "SELECT c.id AS connection_id, p.self_service, \
      (SELECT string_agg(a.identity, ',' ORDER BY a.id) FROM access_policies a \
       WHERE a.provider_id = c.provider_id AND a.connection_id = c.id) AS policies, \
      t.access_token, t.refresh_token, t.token_type, t.claims, t.obtained_at, \
@@ -57,8 +60,9 @@ pub(super) const RUNTIME_SELECT: &str = "SELECT c.id AS connection_id, \
 
 /// The row of [`RUNTIME_SELECT`] (no row: [`RuntimeView::NoProvider`]).
 pub(super) fn runtime_view_from_row(row: &dyn Columns) -> Result<RuntimeView, StoreError> {
+    let self_service = self_service_from(row)?;
     if row.opt_text("connection_id")?.is_none() {
-        return Ok(RuntimeView::NoConnection);
+        return Ok(RuntimeView::NoConnection { self_service });
     }
     let policies = match row.opt_text("policies")? {
         Some(joined) => from_json("policies", &format!("[{joined}]"))?,
@@ -68,11 +72,22 @@ pub(super) fn runtime_view_from_row(row: &dyn Columns) -> Result<RuntimeView, St
         Some(_) => Some(token_from_row(row)?),
         None => None,
     };
-    Ok(RuntimeView::Connection { policies, token })
+    Ok(RuntimeView::Connection {
+        self_service,
+        policies,
+        token,
+    })
 }
 
-pub(super) const LINK_COLUMNS: &str =
-    "id_hash, provider_id, connection_id, redirect_url, created_at, expires_at, used_at";
+/// The `self_service` column: a template, or NULL.
+fn self_service_from(row: &dyn Columns) -> Result<Option<ConnectionTemplate>, StoreError> {
+    row.opt_text("self_service")?
+        .map(|t| from_json("self_service", &t))
+        .transpose()
+}
+
+pub(super) const LINK_COLUMNS: &str = "id_hash, provider_id, connection_id, redirect_url, \
+     created_at, expires_at, used_at, made_for_issuer, made_for_object_id";
 
 pub(super) const CONSENT_COLUMNS: &str = "state_hash, browser_hash, provider_id, connection_id, \
      redirect_url, code_verifier, token_generation, expires_at";
@@ -197,6 +212,7 @@ pub(super) fn provider_from_row(row: &dyn Columns) -> Result<ProviderRecord, Sto
         )?,
         etag: row.text("etag")?,
         parameters: from_json("preset_parameters", &row.text("preset_parameters")?)?,
+        self_service: self_service_from(row)?,
     })
 }
 
@@ -247,6 +263,13 @@ pub(super) fn link_from_row(row: &dyn Columns) -> Result<LoginLink, StoreError> 
         created_at: row.int("created_at")?,
         expires_at: row.int("expires_at")?,
         used_at: row.opt_int("used_at")?,
+        made_for: match (
+            row.opt_text("made_for_issuer")?,
+            row.opt_text("made_for_object_id")?,
+        ) {
+            (Some(issuer), Some(object_id)) => Some(LinkUser { issuer, object_id }),
+            _ => None,
+        },
     })
 }
 

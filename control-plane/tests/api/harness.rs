@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use credmgr_control_plane::auth::GatewayKey;
 use credmgr_control_plane::crypto::{Aad, KeyEncryptionKey, Keyring};
-use credmgr_control_plane::store::{DatabaseUrl, TokenRecord};
+use credmgr_control_plane::store::{DatabaseUrl, LinkLimits, TokenRecord};
 use credmgr_control_plane::{app, AppState, Config};
 use http_body_util::BodyExt as _;
 use secrecy::ExposeSecret as _;
@@ -18,6 +18,11 @@ use crate::pg::TestDatabase;
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 pub const GATEWAY_KEY: &str = "gateway-key-for-tests-0123456789";
 pub const CLIENT_SECRET: &str = "very-secret-client-secret-4f9a2c";
+/// Self-service login links per minute in tests: per caller, per connection.
+pub const LINK_LIMITS: LinkLimits = LinkLimits {
+    per_caller: 8,
+    per_connection: 4,
+};
 
 pub struct Harness {
     pub state: AppState,
@@ -100,6 +105,7 @@ impl Harness {
             provider_timeout,
             public_url: None,
             login_link_ttl: Duration::from_secs(600),
+            self_service_limits: LINK_LIMITS,
             refresh_skew: Duration::from_secs(60),
             refresh_interval: Duration::ZERO,
             refresh_concurrency: credmgr_control_plane::tokens::scheduler::DEFAULT_CONCURRENCY,

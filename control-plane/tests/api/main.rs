@@ -24,3 +24,5 @@ mod refresh_tokens;
 mod rejected;
 mod runtime;
 mod scheduler;
+mod self_service;
+mod self_service_access;
