@@ -133,12 +133,7 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                 let at = |field: &str| {
                     format!("at policies.{name}[{i}].get-authorization-context.{field}")
                 };
-                let ids = compile_ids(
-                    &g.provider_id,
-                    &g.authorization_id,
-                    g.identity_type,
-                    &at,
-                )?;
+                let ids = compile_ids(&g.provider_id, &g.authorization_id, g.identity_type, &at)?;
                 let var = g.context_variable_name;
                 if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(ConfigError(format!(
@@ -285,7 +280,10 @@ fn compile_ids(
         IdentityType::Jwt => "jwt",
     };
     let mut parsed = Vec::with_capacity(2);
-    for (field, text) in [("provider-id", provider), ("authorization-id", authorization)] {
+    for (field, text) in [
+        ("provider-id", provider),
+        ("authorization-id", authorization),
+    ] {
         let t = Template::parse(text).map_err(|e| ConfigError(format!("{}: {e}", at(field))))?;
         for seg in t.segments() {
             match seg {

@@ -32,11 +32,6 @@ impl Denials {
         }
     }
 
-    /// How many refusals are remembered now.
-    pub fn len(&self) -> usize {
-        self.by_fetch_key.borrow().len()
-    }
-
     /// The control plane's refusal for `fetch_key`, if it came less than
     /// `cache.denial_ttl_ms` ago.
     pub fn recent(&self, host: &impl Host, fetch_key: &str) -> Option<Failure> {

@@ -227,7 +227,12 @@ impl Request {
                 authorization_id,
                 provider_text,
                 authorization_text,
-            } => (provider_id, authorization_id, provider_text, authorization_text),
+            } => (
+                provider_id,
+                authorization_id,
+                provider_text,
+                authorization_text,
+            ),
         };
         let values = Vars {
             vars: &self.vars,
@@ -237,7 +242,11 @@ impl Request {
         let policy = self.policy.as_ref().map_or("", |p| p.name.as_str());
         let render = |field: &str, t: &Template, text: &str| {
             t.render_id(&values)
-                .and_then(|id| validate_id(&id).map(|()| id).map_err(|e| format!("the id {e}")))
+                .and_then(|id| {
+                    validate_id(&id)
+                        .map(|()| id)
+                        .map_err(|e| format!("the id {e}"))
+                })
                 .map_err(|why| Failure {
                     status: 400,
                     body: ErrorBody::new(
@@ -311,10 +320,12 @@ impl Request {
                         self.caller = Some(Caller::Jwt(verified.identity));
                         self.claims = verified.claims;
                     }
-                    Err(Progress::Respond(status, body)) => {
-                        return self.fail(host, step, Failure { status, body })
-                    }
-                    Err(other) => return Some(other),
+                    Err(progress) => match *progress {
+                        Progress::Respond(status, body) => {
+                            return self.fail(host, step, Failure { status, body })
+                        }
+                        other => return Some(other),
+                    },
                 }
                 Some(token)
             }
@@ -372,17 +383,17 @@ impl Request {
     }
 
     /// Verifies the caller's JWT with the trusted issuers at `now` (milliseconds); `Err` says
-    /// what to do instead.
+    /// what to do instead (boxed: it is the rare path, and the answer is large).
     fn verify_caller(
         &mut self,
         host: &impl Host,
         view: &View,
         token: &str,
         now: u64,
-    ) -> Result<Verified, Progress> {
+    ) -> Result<Verified, Box<Progress>> {
         let refuse = |e: JwtError| {
             let f = Failure::unauthenticated(&e);
-            Progress::Respond(f.status, f.body)
+            Box::new(Progress::Respond(f.status, f.body))
         };
         if token.is_empty() {
             return Err(refuse(JwtError::Malformed(
@@ -391,17 +402,17 @@ impl Request {
         }
         let Some(issuers) = view.identities.issuers(host, now) else {
             if self.hinted {
-                return Err(Progress::Respond(
+                return Err(Box::new(Progress::Respond(
                     503,
                     ErrorBody::new(
                         codes::CONTROL_PLANE_UNAVAILABLE,
                         "the gateway could not get the trusted issuers from the credmgr \
                          control plane",
                     ),
-                ));
+                )));
             }
             self.hinted = true;
-            return Err(Progress::NeedIssuers(None));
+            return Err(Box::new(Progress::NeedIssuers(None)));
         };
         let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
         let before = view.identities.verifications();
@@ -419,7 +430,7 @@ impl Request {
                 let issuer = peek_issuer_and_kid(token)
                     .map(|(iss, _)| iss)
                     .unwrap_or_default();
-                Err(Progress::NeedIssuers(Some((issuer, kid))))
+                Err(Box::new(Progress::NeedIssuers(Some((issuer, kid)))))
             }
             Err(e) => Err(refuse(e)),
         }

@@ -172,7 +172,10 @@ fn parse_expression(expr: &str) -> Result<Segment, String> {
 }
 
 fn is_var(s: &str) -> bool {
-    !s.is_empty() && s != "request" && s != "identity" && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty()
+        && s != "request"
+        && s != "identity"
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -240,7 +243,10 @@ mod tests {
         assert_eq!(t.render_id(&Caller(Some("u1"))).unwrap(), "gh-blue-u1");
         let err = t.render_id(&Caller(None)).unwrap_err();
         assert!(err.contains("\"sub\""), "{err}");
-        assert_eq!(Template::parse("alice").unwrap().literal().as_deref(), Some("alice"));
+        assert_eq!(
+            Template::parse("alice").unwrap().literal().as_deref(),
+            Some("alice")
+        );
         assert_eq!(t.literal(), None);
     }
 

@@ -233,7 +233,11 @@ impl Worker {
                 freshness(&t, now, self.view.config.expiry_margin_ms) == Freshness::Fresh
             });
             if fresh
-                || !refresh::claim(host, &need.location, self.view.config.control_plane.timeout_ms)
+                || !refresh::claim(
+                    host,
+                    &need.location,
+                    self.view.config.control_plane.timeout_ms,
+                )
             {
                 continue;
             }
@@ -481,3 +485,7 @@ mod tests;
 #[cfg(test)]
 #[path = "worker_jwt_tests.rs"]
 mod jwt_tests;
+
+#[cfg(test)]
+#[path = "worker_peruser_tests.rs"]
+mod peruser_tests;
