@@ -7,18 +7,18 @@
 
 use crate::cache::{fnv1a, freshness, Freshness};
 use crate::config::{
-    ExistsAction, GetAuthorizationContext, IdentityType, Ids, PolicySet, SetHeader, Step, StepIds,
+    ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step, StepIds,
 };
 use crate::control_plane::TokenNeed;
 use crate::failure::Failure;
 use crate::host::{Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
-use crate::template::{Segment, Template, Values};
+use crate::step_ids;
+use crate::template::{Segment, Values};
 use crate::view::View;
 use credmgr_common::access::{allowed, Caller};
 use credmgr_common::error::codes;
-use credmgr_common::ids::validate_id;
 use credmgr_common::jwt::{peek_issuer_and_kid, JwtError, Verified};
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::rc::Rc;
@@ -213,67 +213,19 @@ impl Request {
         Some(Progress::Respond(failure.status, body))
     }
 
-    /// The ids of `step` for this request: the literal ones, or its templates rendered with
-    /// the request's headers and the verified caller's claims, checked against the id rules.
+    /// The ids of `step` for this request (see [`crate::step_ids`]).
     fn step_ids(
         &self,
         host: &impl Host,
         step: &GetAuthorizationContext,
     ) -> Result<Rc<StepIds>, Failure> {
-        let (provider_t, authorization_t, provider_text, authorization_text) = match &step.ids {
-            Ids::Literal(ids) => return Ok(Rc::clone(ids)),
-            Ids::Templated {
-                provider_id,
-                authorization_id,
-                provider_text,
-                authorization_text,
-            } => (
-                provider_id,
-                authorization_id,
-                provider_text,
-                authorization_text,
-            ),
-        };
         let values = Vars {
             vars: &self.vars,
             host,
             claims: &self.claims,
         };
         let policy = self.policy.as_ref().map_or("", |p| p.name.as_str());
-        let render = |field: &str, t: &Template, text: &str| {
-            t.render_id(&values)
-                .and_then(|id| {
-                    validate_id(&id)
-                        .map(|()| id)
-                        .map_err(|e| format!("the id {e}"))
-                })
-                .map_err(|why| Failure {
-                    status: 400,
-                    body: ErrorBody::new(
-                        codes::INVALID_REQUEST,
-                        format!(
-                            "{field} of {} (template {text:?}) does not make a valid id for \
-                             this request: {why}",
-                            step.place
-                        ),
-                    )
-                    .with_detail("policy_set", policy)
-                    .with_detail("step", step.place.as_str())
-                    .with_detail("field", field)
-                    .with_detail("template", text),
-                })
-        };
-        let provider_id = render("provider-id", provider_t, provider_text)?;
-        let authorization_id = render("authorization-id", authorization_t, authorization_text)?;
-        let identity = match step.identity_type {
-            IdentityType::Managed => "managed",
-            IdentityType::Jwt => "jwt",
-        };
-        Ok(Rc::new(StepIds {
-            cache_key: crate::cache::rendered_key(&provider_id, &authorization_id, identity),
-            provider_id,
-            authorization_id,
-        }))
+        step_ids::resolve(step, policy, &values)
     }
 
     /// For a JWT caller: the access policies that came with the token must allow it. The
