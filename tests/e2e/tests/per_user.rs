@@ -10,9 +10,10 @@
 //! The trusted issuer is this test itself: an ES256 key whose JWKS a small server here
 //! publishes, so that thousands of users' JWTs cost nothing to make.
 
+use credmgr_e2e::fake_saas::FakeSaas;
 use credmgr_e2e::local_server::LocalServer;
 use credmgr_e2e::stack::{CONNECTION, PROVIDER};
-use credmgr_e2e::{http, Backend, ControlPlane, Deployment, OAuthServer};
+use credmgr_e2e::{http, status_and_json, Backend, ControlPlane, Deployment, Envoy, OAuthServer};
 use jwt_compact::alg::Es256;
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm, AlgorithmExt, Claims, Header};
@@ -76,12 +77,22 @@ impl Issuer {
             unreachable!()
         };
         let mut claims = Claims::new(custom);
-        claims.expiration =
-            chrono::DateTime::from_timestamp(credmgr_e2e::unix_now() + 3600, 0);
+        claims.expiration = chrono::DateTime::from_timestamp(credmgr_e2e::unix_now() + 3600, 0);
         Es256
             .token(&Header::empty().with_key_id("k1"), &claims, &self.key)
             .unwrap()
     }
+}
+
+/// Trusts `issuer`'s JWTs.
+fn trust(cp: &ControlPlane, issuer: &Issuer) {
+    let (status, body) = cp.admin(
+        "PUT",
+        "/v1/trusted-issuers/users",
+        Some(json!({"issuer": issuer.url, "audiences": [AUDIENCE],
+                    "jwks_uri": format!("{}/jwks", issuer.url), "leeway_seconds": 0})),
+    );
+    assert_eq!(status, 201, "{body}");
 }
 
 /// Everything running, the issuer trusted by the control plane.
@@ -95,13 +106,7 @@ fn setup() -> (Deployment, Issuer) {
     let backend = Backend::start(dir.path(), &oauth);
     cp.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
     let issuer = Issuer::start();
-    let (status, body) = cp.admin(
-        "PUT",
-        "/v1/trusted-issuers/users",
-        Some(json!({"issuer": issuer.url, "audiences": [AUDIENCE],
-                    "jwks_uri": format!("{}/jwks", issuer.url), "leeway_seconds": 0})),
-    );
-    assert_eq!(status, 201, "{body}");
+    trust(&cp, &issuer);
     (
         Deployment::with_envoy(dir, oauth, cp, backend, "e2e.yaml"),
         issuer,
@@ -120,16 +125,26 @@ fn connect_user(cp: &ControlPlane, issuer: &Issuer, sub: &str) {
     );
 }
 
-/// The token the backend saw on a request through `path` as `jwt` (with `extra` headers).
+/// What the backend saw of a request through `path` as `jwt` (with `extra` headers).
 fn call(d: &Deployment, path: &str, jwt: &str, extra: &[(&str, &str)]) -> (u16, Value) {
-    let auth = format!("Bearer {jwt}");
-    let mut headers = vec![("authorization", auth.as_str())];
-    headers.extend_from_slice(extra);
-    d.call_with(path, &headers)
+    call_envoy(&d.envoy, path, jwt, extra)
+}
+
+fn call_envoy(envoy: &Envoy, path: &str, jwt: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = http().get(format!("{}{path}", envoy.url)).bearer_auth(jwt);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    status_and_json(
+        req.send()
+            .unwrap_or_else(|e| panic!("request through Envoy: {e}")),
+    )
 }
 
 fn seen_token(seen: &Value) -> String {
-    let sent = seen["headers"]["authorization"].as_str().unwrap_or_default();
+    let sent = seen["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default();
     sent.strip_prefix("Bearer ")
         .unwrap_or_else(|| panic!("no bearer token reached the backend: {seen}"))
         .to_owned()
@@ -178,7 +193,10 @@ fn each_user_reaches_the_backend_with_their_own_connection_and_no_one_elses() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("u-{{request.headers.x-user}}"), "{message}");
+    assert!(
+        message.contains("u-{{request.headers.x-user}}"),
+        "{message}"
+    );
     assert!(message.contains("policies.as[0]"), "{message}");
 
     // A forged JWT (signed by another key) claiming to be alice: refused before any id.
@@ -200,9 +218,9 @@ fn each_user_reaches_the_backend_with_their_own_connection_and_no_one_elses() {
 }
 
 /// Envoy's heap in use (tcmalloc's `allocated`, admin `/memory`), bytes.
-fn envoy_allocated(d: &Deployment) -> u64 {
+fn envoy_allocated(envoy: &Envoy) -> u64 {
     let memory: Value = http()
-        .get(format!("{}/memory", d.envoy.admin_url))
+        .get(format!("{}/memory", envoy.admin_url))
         .send()
         .and_then(|r| r.json())
         .unwrap_or_else(|e| panic!("Envoy /memory: {e}"));
@@ -214,9 +232,9 @@ fn envoy_allocated(d: &Deployment) -> u64 {
 }
 
 /// Envoy's resident memory (its V8 heaps and Wasm memories included), bytes.
-fn envoy_rss(d: &Deployment) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.envoy.process.id()))
-        .unwrap_or_default();
+fn envoy_rss(envoy: &Envoy) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", envoy.process.id())).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -225,7 +243,11 @@ fn envoy_rss(d: &Deployment) -> u64 {
 }
 
 /// Runs `f` over `items` on `threads` threads.
-fn in_parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let chunk = items.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = items
@@ -234,7 +256,10 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> 
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| panic!("a worker thread panicked")))
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("a worker thread panicked"))
+            })
             .collect()
     })
 }
@@ -246,9 +271,31 @@ fn ten_thousand_users_keep_envoys_memory_under_the_cache_bound() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let started = Instant::now();
-    let (d, issuer) = setup();
+    // A provider that answers at once with a token of its own to each connection (the OAuth
+    // server keeps only its last thousand tokens active), and a backend that asks it.
+    let dir = tempfile::Builder::new()
+        .prefix("credmgr-e2e-")
+        .tempdir()
+        .unwrap();
+    let saas = FakeSaas::start_minting();
+    let cp = ControlPlane::start(dir.path());
+    let backend = Backend::start_introspecting(dir.path(), &saas.introspection_url());
+    cp.create_provider(
+        PROVIDER,
+        json!({"display_name": "SaaS", "identity_provider": "oauth2",
+               "grant_type": "client_credentials", "client_id": "client-1",
+               "client_secret": "client-secret-of-the-test-app",
+               "token_url": saas.token_url(), "scopes": ["api:read"]}),
+    );
+    let issuer = Issuer::start();
+    trust(&cp, &issuer);
+    let envoy = Envoy::start(
+        dir.path(),
+        "e2e.yaml",
+        &Deployment::envoy_vars(&cp, &backend),
+    );
     let subs: Vec<String> = (0..users).map(|i| format!("user{i:05}")).collect();
-    in_parallel(&subs, 6, |sub| connect_user(&d.control_plane, &issuer, sub));
+    in_parallel(&subs, 12, |sub| connect_user(&cp, &issuer, sub));
     let created = started.elapsed();
     let jwts: Vec<String> = subs.iter().map(|s| issuer.jwt(s)).collect();
     let pairs: Vec<(&String, &String)> = subs.iter().zip(&jwts).collect();
@@ -256,14 +303,14 @@ fn ten_thousand_users_keep_envoys_memory_under_the_cache_bound() {
     // Warm up with the first users, so the bound is measured from a running Envoy.
     let warm = (2 * MAX_ENTRIES as usize).min(users / 2);
     let first = |(sub, jwt): &(&String, &String)| -> (String, String) {
-        let (status, seen) = call(&d, "/me/x", jwt, &[]);
+        let (status, seen) = call_envoy(&envoy, "/me/x", jwt, &[]);
         assert_eq!(status, 200, "{sub}: {seen}");
         ((*sub).clone(), seen_token(&seen))
     };
-    let mut tokens = in_parallel(&pairs[..warm], 6, first);
-    let (heap_warm, rss_warm) = (envoy_allocated(&d), envoy_rss(&d));
-    tokens.extend(in_parallel(&pairs[warm..], 6, first));
-    let (heap_all, rss_all) = (envoy_allocated(&d), envoy_rss(&d));
+    let mut tokens = in_parallel(&pairs[..warm], 12, first);
+    let (heap_warm, rss_warm) = (envoy_allocated(&envoy), envoy_rss(&envoy));
+    tokens.extend(in_parallel(&pairs[warm..], 12, first));
+    let (heap_all, rss_all) = (envoy_allocated(&envoy), envoy_rss(&envoy));
     let served = started.elapsed();
 
     // Each user their own token: all distinct, and a sample asked again gets the same one
@@ -272,7 +319,7 @@ fn ten_thousand_users_keep_envoys_memory_under_the_cache_bound() {
     assert_eq!(distinct.len(), users, "every user got a token of their own");
     let longest = tokens.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
     for i in (0..users).step_by((users / 200).max(1)) {
-        let (status, seen) = call(&d, "/me/again", &jwts[i], &[]);
+        let (status, seen) = call_envoy(&envoy, "/me/again", &jwts[i], &[]);
         assert_eq!(status, 200, "{seen}");
         assert_eq!(seen_token(&seen), tokens[i].1, "{}", subs[i]);
     }
@@ -306,8 +353,10 @@ fn ten_thousand_users_keep_envoys_memory_under_the_cache_bound() {
         "Envoy's RSS grew by {} bytes, more than {rss_bound}",
         rss_all.saturating_sub(rss_warm)
     );
+    // Debug builds on a shared 2-core machine: ~40 ms per user for the two management calls
+    // and ~40 ms for the first request (a JWT verified by the control plane, a token read).
     assert!(
-        served < Duration::from_secs(600),
+        served < Duration::from_secs(20 * 60),
         "took {served:?} for {users} users"
     );
 }
