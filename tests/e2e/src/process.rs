@@ -25,11 +25,6 @@ pub struct Process {
 }
 
 impl Process {
-    /// The child's process id (to read its memory in `/proc`).
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Starts `cmd`, logging to `dir/<name>.log`.
     pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Process {
         let log = dir.join(format!("{name}.log"));

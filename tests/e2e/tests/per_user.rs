@@ -233,8 +233,8 @@ fn envoy_allocated(envoy: &Envoy) -> u64 {
 
 /// Envoy's resident memory (its V8 heaps and Wasm memories included), bytes.
 fn envoy_rss(envoy: &Envoy) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", envoy.process.id())).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", envoy.process.pid()))
+        .unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
