@@ -450,8 +450,11 @@ impl Worker {
         dispatcher: u32,
         waiters: Vec<u32>,
     ) -> Result<(), Failure> {
-        // Bounded like the cache: calls in flight per worker, however many callers miss.
-        if self.fetches.borrow().len() >= self.view.config.max_entries as usize {
+        // Bounded like the cache: token calls in flight per worker, however many callers miss
+        // (the trusted issuers are always fetched).
+        if matches!(need, Need::Token(_))
+            && self.fetches.borrow().len() >= self.view.config.max_entries as usize
+        {
             return Err(Failure::unavailable(
                 "the gateway has too many token fetches in flight; try again shortly".into(),
             ));

@@ -423,3 +423,27 @@ fn a_login_url_is_never_handed_to_the_gateway_identity() {
     assert!(body["error"].get("login_url").is_none());
     assert!(host.reply_header(10, "www-authenticate").is_none());
 }
+
+#[test]
+fn token_calls_in_flight_per_worker_are_bounded_too() {
+    let w = per_user("u-{{identity.Claims.sub}}", 2, false);
+    let host = host_at_now();
+    let (sk, jwk) = key();
+    ready(&w, &host, &jwk, &sign(&sk, json!({"sub": "first"})));
+    // The first user's token call is in flight; one more fits, the third is refused at once.
+    assert_eq!(
+        send(&w, &host, 10, &sign(&sk, json!({"sub": "u1"})), &[]),
+        Flow::Pause
+    );
+    let calls = host.calls();
+    assert_eq!(
+        send(&w, &host, 11, &sign(&sk, json!({"sub": "u2"})), &[]),
+        Flow::Respond
+    );
+    assert_eq!(host.calls(), calls);
+    let (status, body) = host.reply(11).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("control_plane_unavailable"))
+    );
+}
