@@ -192,6 +192,24 @@ pub struct Verified {
     pub expires_at: i64,
     /// The last second at which the token is accepted: `exp` plus the issuer's leeway.
     pub valid_until: i64,
+    /// The verified claims asked for by name ([`verify_keeping`]), as text: strings as they
+    /// are, numbers and booleans in JSON. A claim that is absent, of another type, or longer
+    /// than [`MAX_KEPT_CLAIM_LEN`] is not kept.
+    pub claims: Vec<(String, String)>,
+}
+
+/// Longest claim value [`verify_keeping`] keeps: ids made of claims are at most 64 characters,
+/// so a longer value could never make one, and a kept value never costs more than this.
+pub const MAX_KEPT_CLAIM_LEN: usize = 256;
+
+impl Verified {
+    /// A kept claim's value (see [`verify_keeping`]).
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// What an unverified token says about where it comes from, for deciding whether the keys of
@@ -206,6 +224,17 @@ pub fn peek_issuer_and_kid(token: &str) -> Option<(String, Option<String>)> {
 /// Verifies `token` against `issuers` at `now` (Unix seconds), allowing each issuer's leeway
 /// of clock skew for `exp` and `nbf`.
 pub fn verify(issuers: &[TrustedIssuer], token: &str, now: i64) -> Result<Verified, JwtError> {
+    verify_keeping(issuers, token, now, &[])
+}
+
+/// [`verify`], keeping the claims named in `keep` in [`Verified::claims`] (only once the
+/// signature, issuer, audience and times are checked).
+pub fn verify_keeping(
+    issuers: &[TrustedIssuer],
+    token: &str,
+    now: i64,
+    keep: &[String],
+) -> Result<Verified, JwtError> {
     let untrusted = UntrustedToken::new(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     let alg = untrusted.algorithm();
     if !matches!(alg, "RS256" | "ES256" | "EdDSA") {
@@ -276,10 +305,22 @@ pub fn verify(issuers: &[TrustedIssuer], token: &str, now: i64) -> Result<Verifi
             return Err(JwtError::WrongAudience);
         }
     }
+    let kept = keep
+        .iter()
+        .filter_map(|name| {
+            let text = match claims.custom.get(name)? {
+                Value::String(s) => s.clone(),
+                v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                _ => return None,
+            };
+            (text.len() <= MAX_KEPT_CLAIM_LEN).then(|| (name.clone(), text))
+        })
+        .collect();
     Ok(Verified {
         identity: issuer.claim_names.identity(iss, &claims.custom),
         expires_at,
         valid_until: expires_at.saturating_add(leeway),
+        claims: kept,
     })
 }
 
@@ -287,6 +328,8 @@ pub fn verify(issuers: &[TrustedIssuer], token: &str, now: i64) -> Result<Verifi
 #[derive(Default)]
 pub struct VerifiedCache {
     entries: HashMap<String, Verified>,
+    /// Claims kept with each verified token ([`verify_keeping`]).
+    keep: Vec<String>,
     /// Signatures verified (cache misses that verified), for stats.
     pub verifications: u64,
 }
@@ -295,6 +338,14 @@ pub struct VerifiedCache {
 const MAX_CACHED: usize = 10_000;
 
 impl VerifiedCache {
+    /// A cache that keeps the claims named in `keep` with each verified token.
+    pub fn keeping(keep: Vec<String>) -> VerifiedCache {
+        VerifiedCache {
+            keep,
+            ..VerifiedCache::default()
+        }
+    }
+
     /// The verified identity of `token`, verifying it only if it is not remembered (or has
     /// expired since). `verifications` counts signature checks, for tests and stats.
     pub fn verify(
@@ -308,7 +359,7 @@ impl VerifiedCache {
                 return Ok(v.clone());
             }
         }
-        let verified = verify(issuers, token, now)?;
+        let verified = verify_keeping(issuers, token, now, &self.keep)?;
         self.verifications = self.verifications.saturating_add(1);
         if self.entries.len() >= MAX_CACHED {
             self.entries.retain(|_, v| now <= v.valid_until);

@@ -220,3 +220,35 @@ fn unreadable_keys_are_named() {
     assert!(err.contains("\"bad\""), "{err}");
     assert!(TrustedIssuer::new(ISS.into(), vec![], ClaimNames::default(), 0, &json!({})).is_err());
 }
+
+#[test]
+fn only_named_short_claims_are_kept_and_only_after_verification() {
+    let keys = keys();
+    let issuers = issuer(&keys);
+    let long = "x".repeat(MAX_KEPT_CLAIM_LEN + 1);
+    let token = sign(
+        &keys.signers[2].1,
+        "ed",
+        &claims(json!({"sub": "user-7", "n": 42, "obj": {"a": 1}, "long": long})),
+    );
+    let keep: Vec<String> = ["sub", "n", "obj", "long", "absent"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let v = verify_keeping(&issuers, &token, NOW, &keep).unwrap();
+    assert_eq!(v.claim("sub"), Some("user-7"));
+    assert_eq!(v.claim("n"), Some("42"));
+    assert_eq!(v.claim("obj"), None);
+    assert_eq!(v.claim("long"), None);
+    assert_eq!(v.claim("absent"), None);
+    assert!(verify(&issuers, &token, NOW).unwrap().claims.is_empty());
+    // A tampered token keeps nothing: it is refused.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    assert!(verify_keeping(&issuers, &parts.join("."), NOW, &keep).is_err());
+    let mut cache = VerifiedCache::keeping(keep);
+    assert_eq!(
+        cache.verify(&issuers, &token, NOW).unwrap().claim("sub"),
+        Some("user-7")
+    );
+}

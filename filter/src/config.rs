@@ -62,10 +62,16 @@ pub struct FilterConfig {
     pub refresh_tick_ms: u64,
     pub denial_ttl_ms: u64,
     pub revalidate_ms: u64,
+    /// Most tokens of templated ids cached (`cache.max_entries`): shared-data slots, and the
+    /// most copies, refusals and queued refreshes each worker keeps.
+    pub max_entries: u32,
     pub default_policy: Option<Rc<PolicySet>>,
     pub policies: BTreeMap<String, Rc<PolicySet>>,
     /// Some step verifies callers' JWTs: the trusted issuers are fetched and kept fresh.
     pub uses_jwt: bool,
+    /// The verified claims that id templates use (`{{identity.Claims.<name>}}`): kept with
+    /// each verified JWT, nothing else of its content is.
+    pub identity_claims: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -90,18 +96,41 @@ pub enum Step {
     SetHeader(SetHeader),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GetAuthorizationContext {
-    /// Shared-data key of the connection's token for this identity type.
-    pub cache_key: String,
-    pub provider_id: String,
-    pub authorization_id: String,
+    /// Where the step is in the configuration (`policies.<set>[<i>].get-authorization-context`),
+    /// for answers about its templates.
+    pub place: String,
+    pub ids: Ids,
     pub variable: String,
     pub identity_type: IdentityType,
     /// The caller's JWT (identity-type `jwt`): a template of request values, such as
     /// `{{request.headers.authorization}}`; a leading `Bearer ` is dropped.
     pub identity: Option<Template>,
     pub ignore_error: bool,
+}
+
+/// A step's provider and connection ids: literal, checked and keyed once at load, or
+/// templates rendered per request.
+#[derive(Debug)]
+pub enum Ids {
+    Literal(Rc<StepIds>),
+    Templated {
+        provider_id: Template,
+        authorization_id: Template,
+        /// The templates as written, for answers that name them.
+        provider_text: String,
+        authorization_text: String,
+    },
+}
+
+/// The ids one run of a step uses, and the cache key they make.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StepIds {
+    pub provider_id: String,
+    pub authorization_id: String,
+    /// Cache key of the connection's token for this identity type (see [`crate::cache`]).
+    pub cache_key: String,
 }
 
 #[derive(Debug)]

@@ -5,9 +5,9 @@
 
 use crate::config::{
     ConfigError, ControlPlane, ExistsAction, FilterConfig, GetAuthorizationContext, IdentityType,
-    PolicySet, SetHeader, Step,
+    Ids, PolicySet, SetHeader, Step, StepIds,
 };
-use crate::config_raw::{OneOrMany, RawConfig, RawStep};
+use crate::config_raw::{OneOrMany, RawConfig, RawStep, MAX_MAX_ENTRIES};
 use crate::template::{Segment, Template};
 use credmgr_common::ids::validate_id;
 use std::collections::BTreeMap;
@@ -49,6 +49,11 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
             "at cache.refresh_tick_ms: must be greater than 0".into(),
         ));
     }
+    if raw.cache.max_entries == 0 || raw.cache.max_entries > MAX_MAX_ENTRIES {
+        return Err(ConfigError(format!(
+            "at cache.max_entries: must be between 1 and {MAX_MAX_ENTRIES}"
+        )));
+    }
     if cp.timeout_ms == 0 {
         return Err(ConfigError(
             "at control_plane.timeout_ms: must be greater than 0".into(),
@@ -64,6 +69,30 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
             matches!(s, Step::GetAuthorizationContext(g) if g.identity_type == IdentityType::Jwt)
         })
     });
+    let mut identity_claims: Vec<String> = Vec::new();
+    for set in policies.values() {
+        for step in &set.steps {
+            if let Step::GetAuthorizationContext(GetAuthorizationContext {
+                ids:
+                    Ids::Templated {
+                        provider_id,
+                        authorization_id,
+                        ..
+                    },
+                ..
+            }) = step
+            {
+                for name in provider_id
+                    .identity_claims()
+                    .chain(authorization_id.identity_claims())
+                {
+                    if !identity_claims.iter().any(|n| n == name) {
+                        identity_claims.push(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
     let default_policy = match raw.default_policy {
         None => None,
         Some(name) => match policies.get(&name) {
@@ -86,9 +115,11 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         refresh_tick_ms: raw.cache.refresh_tick_ms,
         denial_ttl_ms: raw.cache.denial_ttl_ms,
         revalidate_ms: raw.cache.revalidate_ms,
+        max_entries: raw.cache.max_entries,
         default_policy,
         policies,
         uses_jwt,
+        identity_claims,
     })
 }
 
@@ -102,10 +133,7 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                 let at = |field: &str| {
                     format!("at policies.{name}[{i}].get-authorization-context.{field}")
                 };
-                validate_id(&g.provider_id)
-                    .map_err(|e| ConfigError(format!("{}: {e}", at("provider-id"))))?;
-                validate_id(&g.authorization_id)
-                    .map_err(|e| ConfigError(format!("{}: {e}", at("authorization-id"))))?;
+                let ids = compile_ids(&g.provider_id, &g.authorization_id, g.identity_type, &at)?;
                 let var = g.context_variable_name;
                 if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(ConfigError(format!(
@@ -113,9 +141,10 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                         at("context-variable-name")
                     )));
                 }
-                if var == "request" {
+                if var == "request" || var == "identity" {
                     return Err(ConfigError(format!(
-                        "{}: \"request\" is reserved for request values in templates",
+                        "{}: {var:?} is reserved for request values and the caller's claims \
+                         in templates",
                         at("context-variable-name")
                     )));
                 }
@@ -153,16 +182,8 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                 };
                 variables.push(var.clone());
                 Step::GetAuthorizationContext(GetAuthorizationContext {
-                    cache_key: crate::cache::token_key(
-                        &g.provider_id,
-                        &g.authorization_id,
-                        match g.identity_type {
-                            IdentityType::Managed => "managed",
-                            IdentityType::Jwt => "jwt",
-                        },
-                    ),
-                    provider_id: g.provider_id,
-                    authorization_id: g.authorization_id,
+                    place: format!("policies.{name}[{i}].get-authorization-context"),
+                    ids,
                     variable: var,
                     identity_type: g.identity_type,
                     identity,
@@ -207,6 +228,14 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                     };
                     let t = Template::parse(v)
                         .map_err(|e| ConfigError(format!("{}: {e}", at(&field))))?;
+                    if t.uses_identity() {
+                        return Err(ConfigError(format!(
+                            "{}: {{{{identity.Claims.<name>}}}} is only usable in the provider-id \
+                             and authorization-id of a get-authorization-context step with \
+                             identity-type \"jwt\"",
+                            at(&field)
+                        )));
+                    }
                     for seg in t.segments() {
                         let used = match seg {
                             Segment::AccessToken(var) | Segment::Claim(var, _) => Some(var),
@@ -235,6 +264,67 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
     Ok(PolicySet {
         name: name.to_owned(),
         steps,
+    })
+}
+
+/// A step's ids: literal ids checked and keyed now; templates parsed, and refused if they use
+/// anything but literal text, request headers and (with identity-type `jwt`) verified claims.
+fn compile_ids(
+    provider: &str,
+    authorization: &str,
+    identity_type: IdentityType,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Ids, ConfigError> {
+    let identity = match identity_type {
+        IdentityType::Managed => "managed",
+        IdentityType::Jwt => "jwt",
+    };
+    let mut parsed = Vec::with_capacity(2);
+    for (field, text) in [
+        ("provider-id", provider),
+        ("authorization-id", authorization),
+    ] {
+        let t = Template::parse(text).map_err(|e| ConfigError(format!("{}: {e}", at(field))))?;
+        for seg in t.segments() {
+            match seg {
+                Segment::Literal(_) | Segment::RequestHeader(_) => {}
+                Segment::IdentityClaim(_) if identity_type == IdentityType::Jwt => {}
+                Segment::IdentityClaim(_) => {
+                    return Err(ConfigError(format!(
+                        "{}: {{{{identity.Claims.<name>}}}} needs identity-type \"jwt\" (the \
+                         claims of the caller's verified JWT)",
+                        at(field)
+                    )))
+                }
+                Segment::AccessToken(_) | Segment::Claim(..) => {
+                    return Err(ConfigError(format!(
+                        "{}: an id may use request headers and {{{{identity.Claims.<name>}}}}, \
+                         not a context variable",
+                        at(field)
+                    )))
+                }
+            }
+        }
+        if let Some(id) = t.literal() {
+            validate_id(&id).map_err(|e| ConfigError(format!("{}: {e}", at(field))))?;
+        }
+        parsed.push(t);
+    }
+    let (Some(a), Some(p)) = (parsed.pop(), parsed.pop()) else {
+        return Err(ConfigError(format!("{}: missing", at("provider-id"))));
+    };
+    Ok(match (p.literal(), a.literal()) {
+        (Some(provider_id), Some(authorization_id)) => Ids::Literal(Rc::new(StepIds {
+            cache_key: crate::cache::token_key(&provider_id, &authorization_id, identity),
+            provider_id,
+            authorization_id,
+        })),
+        _ => Ids::Templated {
+            provider_id: p,
+            authorization_id: a,
+            provider_text: provider.to_owned(),
+            authorization_text: authorization.to_owned(),
+        },
     })
 }
 

@@ -62,6 +62,10 @@ pub struct RawCache {
     /// data again for a token another worker replaced or retired (0: check on every request).
     #[serde(default = "default_revalidate_ms")]
     pub revalidate_ms: u64,
+    /// Most tokens of templated ids (per-user connections) kept: the number of shared-data
+    /// slots they share, and the most copies, refusals and queued refreshes per worker.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u32,
 }
 
 impl Default for RawCache {
@@ -71,8 +75,20 @@ impl Default for RawCache {
             refresh_tick_ms: default_refresh_tick_ms(),
             denial_ttl_ms: default_denial_ttl_ms(),
             revalidate_ms: default_revalidate_ms(),
+            max_entries: default_max_entries(),
         }
     }
+}
+
+/// 16,384 tokens of a few KB each: tens of MB of shared data at most, room for thousands of
+/// active users with few slot collisions.
+pub const DEFAULT_MAX_ENTRIES: u32 = 16_384;
+
+/// The largest `cache.max_entries` accepted.
+pub const MAX_MAX_ENTRIES: u32 = 1 << 20;
+
+fn default_max_entries() -> u32 {
+    DEFAULT_MAX_ENTRIES
 }
 
 fn default_denial_ttl_ms() -> u64 {

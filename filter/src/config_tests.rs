@@ -158,3 +158,70 @@ fn malformed_json_is_reported() {
     let e = FilterConfig::parse(b"{not json").unwrap_err().to_string();
     assert!(e.contains("invalid credmgr filter configuration"), "{e}");
 }
+
+#[test]
+fn id_templates_are_checked_where_they_are_written() {
+    let step = |ids: serde_json::Value, identity_type: &str| {
+        let mut c = base();
+        let g = &mut c["policies"]["p"][0]["get-authorization-context"];
+        for (k, v) in ids.as_object().unwrap() {
+            g[k] = v.clone();
+        }
+        g["identity-type"] = json!(identity_type);
+        if identity_type == "jwt" {
+            g["identity"] = json!("{{request.headers.authorization}}");
+        }
+        c
+    };
+    // Verified claims need a jwt step.
+    let e = err(step(
+        json!({"authorization-id": "u-{{identity.Claims.oid}}"}),
+        "managed",
+    ));
+    assert!(
+        e.contains("policies.p[0].get-authorization-context.authorization-id"),
+        "{e}"
+    );
+    assert!(e.contains("identity-type \"jwt\""), "{e}");
+    // Context variables are not ids.
+    let e = err(step(json!({"provider-id": "{{auth.AccessToken}}"}), "jwt"));
+    assert!(e.contains("get-authorization-context.provider-id"), "{e}");
+    // Literal ids are still checked at load.
+    let e = err(step(json!({"authorization-id": "a/b"}), "managed"));
+    assert!(e.contains("authorization-id") && e.contains("'/'"), "{e}");
+    // The claims of a verified caller, and headers, are fine in a jwt step; the claims used
+    // are the only ones kept.
+    let c = FilterConfig::parse(
+        step(
+            json!({"provider-id": "{{request.headers.x-p}}",
+                   "authorization-id": "u-{{identity.Claims.oid}}-{{identity.Claims.tid}}"}),
+            "jwt",
+        )
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(c.identity_claims, ["oid", "tid"]);
+    assert_eq!(c.max_entries, crate::config_raw::DEFAULT_MAX_ENTRIES);
+    // Nowhere else.
+    let mut c = base();
+    c["policies"]["p"][1]["set-header"]["value"] = json!("{{identity.Claims.oid}}");
+    let e = err(c);
+    assert!(e.contains("policies.p[1].set-header.value"), "{e}");
+    let mut c = step(json!({}), "jwt");
+    c["policies"]["p"][0]["get-authorization-context"]["identity"] =
+        json!("{{identity.Claims.oid}}");
+    assert!(err(c).contains("get-authorization-context.identity"));
+    let mut c = base();
+    c["policies"]["p"][0]["get-authorization-context"]["context-variable-name"] = json!("identity");
+    assert!(err(c).contains("context-variable-name"));
+}
+
+#[test]
+fn the_cache_bound_is_checked() {
+    for bad in [0u64, 1 << 21] {
+        let mut c = base();
+        c["cache"] = json!({"max_entries": bad});
+        assert!(err(c).contains("at cache.max_entries"), "{bad}");
+    }
+}

@@ -16,8 +16,10 @@ use credmgr_common::{ErrorBody, RuntimeToken};
 /// A token to fetch from the control plane.
 #[derive(Debug, Clone)]
 pub struct TokenNeed {
-    /// Shared-data key of the token.
+    /// Cache key of the token.
     pub key: String,
+    /// Where it lives in shared data: the key itself, or its slot (see [`crate::cache`]).
+    pub location: String,
     /// Requests with the same fetch key share one call: the cache key, plus the caller for
     /// a JWT identity (the control plane decides for the caller whose JWT it is sent).
     pub fetch_key: String,
@@ -58,7 +60,7 @@ pub fn dispatch(
             let mut path =
                 credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
             // The control plane replaces a stored token no newer than one a backend refused.
-            if let Some(expires_at) = denials::rejected_expiry(host, &need.key) {
+            if let Some(expires_at) = denials::rejected_expiry(host, &need.location, &need.key) {
                 path.push_str(&format!("?rejected_expires_at={expires_at}"));
             }
             caller_token = need.caller_token.as_deref();
@@ -106,8 +108,10 @@ pub fn dispatch(
         })
 }
 
-/// Reads the control plane's answer: a token, or the failure to report.
-pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
+/// Reads the control plane's answer: a token, or the failure to report. `for_caller`: the
+/// call was made for one caller's JWT, whose own answers (a login URL made for them, their
+/// rate limit) may reach them as they came.
+pub fn parse_answer(response: &CallResponse, for_caller: bool) -> Result<RuntimeToken, Failure> {
     match response.status {
         None => Err(Failure::unavailable(
             "the credmgr control plane did not answer (connection failed or timed out)".into(),
@@ -137,13 +141,25 @@ pub fn parse_answer(response: &CallResponse) -> Result<RuntimeToken, Failure> {
                 )
             });
             // The caller may see 403 (policy denied) and a refused JWT (401 `jwt_*`) as
-            // they are; every other failure, including a 401 for the gateway's own
-            // credential, means the gateway has no usable token for it.
+            // they are, and, when the call was made for their JWT, the consent they must give
+            // (401 `consent_required` with a login URL made for them) and their rate limit
+            // (429). Every other failure, including a 401 for the gateway's own credential,
+            // means the gateway has no usable token for it.
+            let consent = for_caller
+                && body.error.code == codes::CONSENT_REQUIRED
+                && body.error.login_url.is_some();
             let status = match status {
                 403 => 403,
                 401 if body.error.code.starts_with("jwt_") => 401,
+                401 if consent => 401,
+                429 if for_caller && body.error.code == codes::RATE_LIMITED => 429,
                 _ => 503,
             };
+            let mut body = body;
+            if status == 503 {
+                // A login URL is only ever handed to the caller it was made for.
+                body.error.login_url = None;
+            }
             Err(Failure { status, body })
         }
     }
@@ -157,7 +173,7 @@ pub fn parse_issuers(response: &CallResponse) -> Result<TrustedIssuers, Failure>
                 "the credmgr control plane sent an unreadable trusted-issuers answer: {e}"
             ))
         }),
-        _ => Err(parse_answer(response)
+        _ => Err(parse_answer(response, false)
             .err()
             .unwrap_or_else(|| Failure::unavailable("unexpected answer".into()))),
     }

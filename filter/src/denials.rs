@@ -3,15 +3,14 @@
 //!   again for `cache.denial_ttl_ms`: a denied caller's traffic does not become the control
 //!   plane's load;
 //! - the tokens a backend refused (401), recorded in Envoy's shared data, so that the next
-//!   fetch of that token from any worker asks the control plane for a newer one.
+//!   fetch of that token from any worker asks the control plane for a newer one. The record
+//!   lives beside the token's location (its key, or its slot: see [`crate::cache`]) and names
+//!   the key it is for, so the number of records is bounded like the tokens'.
 
 use crate::failure::Failure;
 use crate::host::{Host, SetSharedError};
 use std::cell::RefCell;
 use std::collections::HashMap;
-
-/// Most refusals remembered per worker.
-const MAX_DENIALS: usize = 10_000;
 
 /// The control plane's refusals on one worker.
 pub struct Denials {
@@ -19,14 +18,17 @@ pub struct Denials {
     ttl_ms: u64,
     /// Refusals (403) by fetch key, with when they stop being repeated locally.
     by_fetch_key: RefCell<HashMap<String, (u64, Failure)>>,
+    /// Most refusals remembered (`cache.max_entries`).
+    max: usize,
 }
 
 impl Denials {
-    /// Refusals repeated for `ttl_ms` after they came.
-    pub fn new(ttl_ms: u64) -> Denials {
+    /// Refusals repeated for `ttl_ms` after they came, at most `max` of them.
+    pub fn new(ttl_ms: u64, max: u32) -> Denials {
         Denials {
             ttl_ms,
             by_fetch_key: RefCell::default(),
+            max: max.max(1) as usize,
         }
     }
 
@@ -48,11 +50,12 @@ impl Denials {
     /// Remembers the control plane's refusal of `fetch_key`.
     pub fn remember(&self, host: &impl Host, fetch_key: &str, failure: &Failure) {
         let mut denials = self.by_fetch_key.borrow_mut();
-        // Bounded: a flood of distinct refused callers only costs memory up to here.
-        if denials.len() >= MAX_DENIALS {
+        // Bounded: a flood of distinct refused callers only costs memory up to here. The
+        // expired go first; if none has, all go (the control plane is asked again).
+        if denials.len() >= self.max {
             let now = host.now_ms();
             denials.retain(|_, (until, _)| *until > now);
-            if denials.len() >= MAX_DENIALS {
+            if denials.len() >= self.max {
                 denials.clear();
             }
         }
@@ -62,24 +65,31 @@ impl Denials {
 }
 
 /// Shared-data key recording the expiry of a token that a backend refused, so that the next
-/// fetch from any worker asks the control plane for a newer one.
-fn rejected_key(key: &str) -> String {
-    format!("credmgr/v1/rejected/{key}")
+/// fetch from any worker asks the control plane for a newer one; `location` is where the
+/// token lives ([`crate::cache::TokenCache::location`]).
+fn rejected_key(location: &str) -> String {
+    format!("credmgr/v1/rejected/{location}")
 }
 
-/// Records that a backend refused the token of cache key `key` that expires at `expires_at`.
-pub fn record_rejected(host: &impl Host, key: &str, expires_at: i64) -> Result<(), SetSharedError> {
-    let marker = expires_at.to_string();
-    host.set_shared(&rejected_key(key), marker.as_bytes(), None)
+/// Records that a backend refused the token of cache key `key` (living at `location`) that
+/// expires at `expires_at`. Value: `<expires_at> <key>`; a record for another key in the same
+/// slot is replaced.
+pub fn record_rejected(
+    host: &impl Host,
+    location: &str,
+    key: &str,
+    expires_at: i64,
+) -> Result<(), SetSharedError> {
+    let marker = format!("{expires_at} {key}");
+    host.set_shared(&rejected_key(location), marker.as_bytes(), None)
 }
 
 /// The expiry of the last token of cache key `key` that a backend refused, if one was. The
 /// control plane replaces a stored token no newer than it; a marker older than the stored
-/// token changes nothing, so it is never cleared.
-pub fn rejected_expiry(host: &impl Host, key: &str) -> Option<i64> {
-    host.get_shared(&rejected_key(key))
-        .ok()
-        .and_then(|(v, _)| v)
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse::<i64>().ok())
+/// token changes nothing, so it is never cleared. A record for another key reads as none.
+pub fn rejected_expiry(host: &impl Host, location: &str, key: &str) -> Option<i64> {
+    let bytes = host.get_shared(&rejected_key(location)).ok()?.0?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (expires_at, for_key) = text.split_once(' ')?;
+    (for_key == key).then(|| expires_at.parse::<i64>().ok())?
 }

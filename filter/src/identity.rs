@@ -49,6 +49,15 @@ pub struct Identities {
 }
 
 impl Identities {
+    /// Identities whose verified tokens keep the claims named in `claims` (those that id
+    /// templates use), and nothing else of the token's content.
+    pub fn keeping(claims: Vec<String>) -> Identities {
+        Identities {
+            verified: RefCell::new(VerifiedCache::keeping(claims)),
+            ..Identities::default()
+        }
+    }
+
     /// The issuers to verify with at `now` (milliseconds), if a document was fetched.
     pub fn issuers(&self, host: &impl Host, now: u64) -> Option<Rc<Vec<TrustedIssuer>>> {
         let recheck = match self.loaded.borrow().as_ref() {

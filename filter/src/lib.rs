@@ -7,7 +7,8 @@
 //!
 //! Each module imports only those below it: `wasm` (the glue) on top; [`worker`] (Envoy's
 //! events, the requests kept and the calls in flight); [`pipeline`] (one request's steps);
-//! [`view`] (what the pipeline sees of its worker); [`refresh`], [`control_plane`] and
+//! [`view`] (what the pipeline sees of its worker) and [`step_ids`] (a step's ids for one
+//! request); [`refresh`], [`control_plane`] and
 //! [`denials`]; and at the bottom [`failure`], [`config`] (with its private `config_raw` and
 //! `config_compile`), [`cache`], [`identity`], [`stats`], [`template`] and [`host`].
 
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod pipeline;
 pub mod refresh;
 pub mod stats;
+pub mod step_ids;
 pub mod template;
 #[cfg(test)]
 mod test_host;

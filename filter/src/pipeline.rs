@@ -5,20 +5,21 @@
 //! [`Progress::NeedIssuers`]); the worker fetches it (once for every request that needs it)
 //! and hands the answer back through [`Request::resume`].
 
-use crate::cache::{freshness, Freshness};
+use crate::cache::{fnv1a, freshness, Freshness};
 use crate::config::{
-    ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step,
+    ExistsAction, GetAuthorizationContext, IdentityType, PolicySet, SetHeader, Step, StepIds,
 };
 use crate::control_plane::TokenNeed;
 use crate::failure::Failure;
 use crate::host::{Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
+use crate::step_ids;
 use crate::template::{Segment, Values};
 use crate::view::View;
 use credmgr_common::access::{allowed, Caller};
 use credmgr_common::error::codes;
-use credmgr_common::jwt::{peek_issuer_and_kid, JwtError};
+use credmgr_common::jwt::{peek_issuer_and_kid, JwtError, Verified};
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::rc::Rc;
 
@@ -59,6 +60,10 @@ pub struct Request {
     vars: Vec<Var>,
     /// The verified caller of the current step (identity-type `jwt`).
     caller: Option<Caller>,
+    /// The verified claims of that caller that id templates use.
+    claims: Vec<(String, String)>,
+    /// The ids of the current step, literal or rendered for this request.
+    ids: Option<Rc<StepIds>>,
     /// The current step already asked for the issuers (none yet, or an unknown key).
     hinted: bool,
     /// Tokens written into the request (cache key, token), to recognise a backend's 401.
@@ -73,6 +78,8 @@ impl Request {
             next_step: 0,
             vars: Vec::new(),
             caller: None,
+            claims: Vec::new(),
+            ids: None,
             hinted: false,
             injected: Vec::new(),
         }
@@ -127,14 +134,16 @@ impl Request {
         view: &View,
         result: Result<Rc<RuntimeToken>, Failure>,
     ) -> Progress {
-        let Some(Step::GetAuthorizationContext(step)) = self.current_step() else {
+        let Some(policy) = self.policy.clone() else {
             return Progress::Done;
         };
-        let step = step.clone();
-        match result.and_then(|token| self.check_access(&step, token)) {
-            Ok(token) => self.set_var(&step, Some(token)),
+        let Some(Step::GetAuthorizationContext(step)) = policy.steps.get(self.next_step) else {
+            return Progress::Done;
+        };
+        match result.and_then(|token| self.check_access(token)) {
+            Ok(token) => self.set_var(step, Some(token)),
             Err(failure) => {
-                if let Some(progress) = self.fail(host, &step, failure) {
+                if let Some(progress) = self.fail(host, step, failure) {
                     return progress;
                 }
             }
@@ -143,17 +152,19 @@ impl Request {
         self.advance(host, view)
     }
 
-    fn current_step(&self) -> Option<&Step> {
-        self.policy.as_ref()?.steps.get(self.next_step)
-    }
-
     fn set_var(&mut self, step: &GetAuthorizationContext, token: Option<Rc<RuntimeToken>>) {
         self.vars.push(Var {
             name: step.variable.clone(),
-            key: step.cache_key.clone(),
+            key: self
+                .ids
+                .as_ref()
+                .map(|ids| ids.cache_key.clone())
+                .unwrap_or_default(),
             token,
         });
         self.caller = None;
+        self.claims.clear();
+        self.ids = None;
         self.hinted = false;
     }
 
@@ -165,54 +176,71 @@ impl Request {
         step: &GetAuthorizationContext,
         failure: Failure,
     ) -> Option<Progress> {
+        let what = match &self.ids {
+            Some(ids) => format!("{}/{}", ids.provider_id, ids.authorization_id),
+            None => step.place.clone(),
+        };
         if step.ignore_error {
             host.log(
                 Level::Info,
                 &format!(
-                    "no token for {}/{} ({}); continuing without it (ignore-error)",
-                    step.provider_id, step.authorization_id, failure.body.error.code
+                    "no token for {what} ({}); continuing without it (ignore-error)",
+                    failure.body.error.code
                 ),
             );
             self.set_var(step, None);
             return None;
         }
-        let body = failure
-            .body
-            .with_detail("provider_id", step.provider_id.as_str())
-            .with_detail("authorization_id", step.authorization_id.as_str());
+        let mut body = failure.body;
+        if let Some(ids) = &self.ids {
+            body = body
+                .with_detail("provider_id", ids.provider_id.as_str())
+                .with_detail("authorization_id", ids.authorization_id.as_str());
+        }
         let level = if failure.status == 503 {
             Level::Warn
         } else {
             Level::Debug
         };
+        // The message only: a login URL travels in its own field, never logged.
         host.log(
             level,
-            &format!(
-                "no token for {}/{}: {}",
-                step.provider_id, step.authorization_id, body.error.message
-            ),
+            &format!("no token for {what}: {}", body.error.message),
         );
         self.caller = None;
+        self.claims.clear();
+        self.ids = None;
         Some(Progress::Respond(failure.status, body))
+    }
+
+    /// The ids of `step` for this request (see [`crate::step_ids`]).
+    fn step_ids(
+        &self,
+        host: &impl Host,
+        step: &GetAuthorizationContext,
+    ) -> Result<Rc<StepIds>, Failure> {
+        let values = Vars {
+            vars: &self.vars,
+            host,
+            claims: &self.claims,
+        };
+        let policy = self.policy.as_ref().map_or("", |p| p.name.as_str());
+        step_ids::resolve(step, policy, &values)
     }
 
     /// For a JWT caller: the access policies that came with the token must allow it. The
     /// control plane decided for whoever asked first; every caller is decided here with the
     /// same rules.
-    fn check_access(
-        &self,
-        step: &GetAuthorizationContext,
-        token: Rc<RuntimeToken>,
-    ) -> Result<Rc<RuntimeToken>, Failure> {
-        match &self.caller {
-            Some(caller) if !allowed(&token.access_policies, caller) => Err(Failure {
+    fn check_access(&self, token: Rc<RuntimeToken>) -> Result<Rc<RuntimeToken>, Failure> {
+        match (&self.caller, &self.ids) {
+            (Some(caller), Some(ids)) if !allowed(&token.access_policies, caller) => Err(Failure {
                 status: 403,
                 body: ErrorBody::new(
                     codes::FORBIDDEN,
                     format!(
                         "the caller may not use connection {} of provider {}: none of its \
                          access policies names the caller",
-                        step.authorization_id, step.provider_id
+                        ids.authorization_id, ids.provider_id
                     ),
                 ),
             }),
@@ -235,21 +263,33 @@ impl Request {
                 let values = Vars {
                     vars: &self.vars,
                     host,
+                    claims: &[],
                 };
                 let rendered = identity.render(&values).unwrap_or_default();
                 let token = bearer_token(&rendered).to_owned();
                 match self.verify_caller(host, view, &token, now) {
-                    Ok(caller) => self.caller = Some(caller),
-                    Err(Progress::Respond(status, body)) => {
-                        return self.fail(host, step, Failure { status, body })
+                    Ok(verified) => {
+                        self.caller = Some(Caller::Jwt(verified.identity));
+                        self.claims = verified.claims;
                     }
-                    Err(other) => return Some(other),
+                    Err(progress) => match *progress {
+                        Progress::Respond(status, body) => {
+                            return self.fail(host, step, Failure { status, body })
+                        }
+                        other => return Some(other),
+                    },
                 }
                 Some(token)
             }
             _ => None,
         };
-        let key = &step.cache_key;
+        // Only now, after the caller's JWT was verified, may its claims make ids.
+        let ids = match self.step_ids(host, step) {
+            Ok(ids) => ids,
+            Err(failure) => return self.fail(host, step, failure),
+        };
+        self.ids = Some(Rc::clone(&ids));
+        let key = &ids.cache_key;
         let cached = view.cache.get(host, key, now);
         let usable = match &cached {
             Some(token) => freshness(token, now, view.config.expiry_margin_ms),
@@ -261,8 +301,9 @@ impl Request {
                 Some(t) => format!("{key}#{:016x}", fnv1a(t.as_bytes())),
                 None => key.clone(),
             },
-            provider_id: step.provider_id.clone(),
-            connection_id: step.authorization_id.clone(),
+            location: view.cache.location(key).into_owned(),
+            provider_id: ids.provider_id.clone(),
+            connection_id: ids.authorization_id.clone(),
             caller_token: caller_token.clone(),
         };
         match (usable, cached) {
@@ -273,7 +314,7 @@ impl Request {
                 if usable == Freshness::Refresh {
                     view.refreshes.ask(need());
                 }
-                match self.check_access(step, token) {
+                match self.check_access(token) {
                     Ok(token) => {
                         self.set_var(step, Some(token));
                         None
@@ -294,17 +335,17 @@ impl Request {
     }
 
     /// Verifies the caller's JWT with the trusted issuers at `now` (milliseconds); `Err` says
-    /// what to do instead.
+    /// what to do instead (boxed: it is the rare path, and the answer is large).
     fn verify_caller(
         &mut self,
         host: &impl Host,
         view: &View,
         token: &str,
         now: u64,
-    ) -> Result<Caller, Progress> {
+    ) -> Result<Verified, Box<Progress>> {
         let refuse = |e: JwtError| {
             let f = Failure::unauthenticated(&e);
-            Progress::Respond(f.status, f.body)
+            Box::new(Progress::Respond(f.status, f.body))
         };
         if token.is_empty() {
             return Err(refuse(JwtError::Malformed(
@@ -313,17 +354,17 @@ impl Request {
         }
         let Some(issuers) = view.identities.issuers(host, now) else {
             if self.hinted {
-                return Err(Progress::Respond(
+                return Err(Box::new(Progress::Respond(
                     503,
                     ErrorBody::new(
                         codes::CONTROL_PLANE_UNAVAILABLE,
                         "the gateway could not get the trusted issuers from the credmgr \
                          control plane",
                     ),
-                ));
+                )));
             }
             self.hinted = true;
-            return Err(Progress::NeedIssuers(None));
+            return Err(Box::new(Progress::NeedIssuers(None)));
         };
         let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
         let before = view.identities.verifications();
@@ -332,7 +373,7 @@ impl Request {
             view.stats.inc(stats::JWT_VERIFIED);
         }
         match result {
-            Ok(v) => Ok(Caller::Jwt(v.identity)),
+            Ok(v) => Ok(v),
             Err(JwtError::UnknownKey(Some(kid)))
                 if !self.hinted && view.identities.may_hint(host) =>
             {
@@ -341,7 +382,7 @@ impl Request {
                 let issuer = peek_issuer_and_kid(token)
                     .map(|(iss, _)| iss)
                     .unwrap_or_default();
-                Err(Progress::NeedIssuers(Some((issuer, kid))))
+                Err(Box::new(Progress::NeedIssuers(Some((issuer, kid)))))
             }
             Err(e) => Err(refuse(e)),
         }
@@ -352,6 +393,7 @@ impl Request {
         let values = Vars {
             vars: &self.vars,
             host,
+            claims: &[],
         };
         let mut rendered = Vec::with_capacity(step.values.len());
         for t in &step.values {
@@ -393,10 +435,12 @@ impl Request {
     }
 }
 
-/// Template values of one request: its context variables and headers.
+/// Template values of one request: its context variables, headers, and the verified claims
+/// of the current step's caller (none outside the ids of a `jwt` step).
 struct Vars<'a, H> {
     vars: &'a [Var],
     host: &'a H,
+    claims: &'a [(String, String)],
 }
 
 impl<H> Vars<'_, H> {
@@ -426,11 +470,11 @@ impl<H: Host> Values for Vars<'_, H> {
     fn request_header(&self, name: &str) -> Option<String> {
         self.host.request_header(name).ok().flatten()
     }
-}
 
-/// FNV-1a, 64 bits: tells callers apart in a fetch key without keeping their JWTs in it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    fn identity_claim(&self, name: &str) -> Option<&str> {
+        self.claims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }

@@ -9,26 +9,39 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// The tokens to fetch again on the next tick, by fetch key: a token that many requests find
-/// past its refresh point between two ticks is fetched once.
-#[derive(Default)]
-pub struct Refreshes(RefCell<BTreeMap<String, TokenNeed>>);
+/// past its refresh point between two ticks is fetched once. At most `cache.max_entries` wait
+/// for a tick; beyond that an ask is dropped (the next request past the refresh point asks
+/// again, and a token that expires meanwhile is fetched by the request that needs it).
+pub struct Refreshes {
+    due: RefCell<BTreeMap<String, TokenNeed>>,
+    max: usize,
+}
 
 impl Refreshes {
+    pub fn new(max: u32) -> Refreshes {
+        Refreshes {
+            due: RefCell::default(),
+            max: max.max(1) as usize,
+        }
+    }
+
     /// Asks for `need` to be fetched again on the next tick.
     pub fn ask(&self, need: TokenNeed) {
-        self.0
-            .borrow_mut()
-            .entry(need.fetch_key.clone())
-            .or_insert(need);
+        let mut due = self.due.borrow_mut();
+        if due.len() >= self.max && !due.contains_key(&need.fetch_key) {
+            return;
+        }
+        due.entry(need.fetch_key.clone()).or_insert(need);
     }
 
     /// The tokens asked for since the last tick, which are now the tick's to fetch.
     pub fn take(&self) -> BTreeMap<String, TokenNeed> {
-        std::mem::take(&mut *self.0.borrow_mut())
+        std::mem::take(&mut *self.due.borrow_mut())
     }
 }
 
-/// Claims the right to refresh `key` across this VM's workers with a CAS marker in shared
+/// Claims the right to refresh the token at `key` (its location: its own key, or its slot)
+/// across this VM's workers with a CAS marker in shared
 /// data, valid for one call timeout (`timeout_ms`). Another worker's live claim means it is fetching.
 pub fn claim(host: &impl Host, key: &str, timeout_ms: u64) -> bool {
     let marker = format!("credmgr/v1/fetching/{key}");

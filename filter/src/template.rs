@@ -4,7 +4,10 @@
 //! Expressions:
 //! - `{{<var>.AccessToken}}`: the access token held by context variable `<var>`;
 //! - `{{<var>.Claims.<name>}}`: a non-secret field of the token response (`scope`, ...);
-//! - `{{request.headers.<name>}}`: a request header (the first value; empty when absent).
+//! - `{{request.headers.<name>}}`: a request header (the first value; empty when absent);
+//! - `{{identity.Claims.<name>}}`: a claim of the caller's verified JWT, only in the
+//!   `provider-id` and `authorization-id` of a step with `identity-type: jwt` (the
+//!   configuration refuses it anywhere else), rendered only after that JWT was verified.
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,8 @@ pub enum Segment {
     Claim(String, String),
     /// `{{request.headers.name}}`, name lower-cased.
     RequestHeader(String),
+    /// `{{identity.Claims.name}}`: a claim of the caller's verified JWT.
+    IdentityClaim(String),
 }
 
 /// What a template is rendered against.
@@ -34,6 +39,11 @@ pub trait Values {
     fn claim(&self, var: &str, name: &str) -> Option<String>;
     /// A request header's value, or `None`.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// A claim of the caller's verified JWT; `None` when there is no verified caller or the
+    /// claim was not kept (absent, not text, too long).
+    fn identity_claim(&self, _name: &str) -> Option<&str> {
+        None
+    }
 }
 
 impl Template {
@@ -79,9 +89,64 @@ impl Template {
                         out.push_str(&v);
                     }
                 }
+                Segment::IdentityClaim(name) => out.push_str(values.identity_claim(name)?),
             }
         }
         Some(out)
+    }
+
+    /// Renders an id template (`provider-id`, `authorization-id`). Unlike [`Template::render`],
+    /// a verified claim that is missing is an error, never an empty piece: `gh-{{identity.Claims.sub}}`
+    /// must not become `gh-` for every caller without `sub`.
+    pub fn render_id(&self, values: &impl Values) -> Result<String, String> {
+        let mut out = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(s) => out.push_str(s),
+                Segment::RequestHeader(name) => {
+                    if let Some(v) = values.request_header(name) {
+                        out.push_str(&v);
+                    }
+                }
+                Segment::IdentityClaim(name) => match values.identity_claim(name) {
+                    Some(v) => out.push_str(v),
+                    None => {
+                        return Err(format!(
+                            "the caller's verified JWT has no claim {name:?} usable in an id \
+                             (absent, not a string or number, or longer than 256 characters)"
+                        ))
+                    }
+                },
+                Segment::AccessToken(var) | Segment::Claim(var, _) => {
+                    return Err(format!("context variable {var:?} cannot be used in an id"))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The template's text when it has no placeholder.
+    pub fn literal(&self) -> Option<String> {
+        match self.segments.as_slice() {
+            [] => Some(String::new()),
+            [Segment::Literal(s)] => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the template uses the caller's verified claims.
+    pub fn uses_identity(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::IdentityClaim(_)))
+    }
+
+    /// The verified claims the template uses.
+    pub fn identity_claims(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::IdentityClaim(name) => Some(name.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -91,19 +156,26 @@ fn parse_expression(expr: &str) -> Result<Segment, String> {
         ["request", "headers", name] if !name.is_empty() => {
             Ok(Segment::RequestHeader(name.to_ascii_lowercase()))
         }
+        ["identity", "Claims", name] if !name.is_empty() => {
+            Ok(Segment::IdentityClaim((*name).to_owned()))
+        }
         [var, "AccessToken"] if is_var(var) => Ok(Segment::AccessToken((*var).to_owned())),
         [var, "Claims", name] if is_var(var) && !name.is_empty() => {
             Ok(Segment::Claim((*var).to_owned(), (*name).to_owned()))
         }
         _ => Err(format!(
             "unknown expression {{{{{expr}}}}}; expected {{{{<variable>.AccessToken}}}}, \
-             {{{{<variable>.Claims.<name>}}}} or {{{{request.headers.<name>}}}}"
+             {{{{<variable>.Claims.<name>}}}}, {{{{request.headers.<name>}}}} or \
+             {{{{identity.Claims.<name>}}}}"
         )),
     }
 }
 
 fn is_var(s: &str) -> bool {
-    !s.is_empty() && s != "request" && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty()
+        && s != "request"
+        && s != "identity"
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -143,6 +215,41 @@ mod tests {
         );
     }
 
+    struct Caller(Option<&'static str>);
+    impl Values for Caller {
+        fn access_token(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn claim(&self, _: &str, _: &str) -> Option<String> {
+            None
+        }
+        fn request_header(&self, name: &str) -> Option<String> {
+            (name == "x-team").then(|| "blue".to_owned())
+        }
+        fn identity_claim(&self, name: &str) -> Option<&str> {
+            if name == "sub" {
+                self.0
+            } else {
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn ids_render_headers_and_verified_claims_and_refuse_missing_claims() {
+        let t = Template::parse("gh-{{request.headers.x-team}}-{{identity.Claims.sub}}").unwrap();
+        assert!(t.uses_identity());
+        assert_eq!(t.identity_claims().collect::<Vec<_>>(), ["sub"]);
+        assert_eq!(t.render_id(&Caller(Some("u1"))).unwrap(), "gh-blue-u1");
+        let err = t.render_id(&Caller(None)).unwrap_err();
+        assert!(err.contains("\"sub\""), "{err}");
+        assert_eq!(
+            Template::parse("alice").unwrap().literal().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(t.literal(), None);
+    }
+
     #[test]
     fn a_null_context_renders_nothing() {
         let t = Template::parse("Bearer {{auth.AccessToken}}").unwrap();
@@ -160,6 +267,8 @@ mod tests {
             .unwrap_err()
             .contains("unknown expression"));
         assert!(Template::parse("{{request.AccessToken}}").is_err());
+        assert!(Template::parse("{{identity.AccessToken}}").is_err());
+        assert!(Template::parse("{{identity.Claims.}}").is_err());
         assert!(Template::parse("{{}}").is_err());
     }
 }

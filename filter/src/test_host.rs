@@ -24,6 +24,8 @@ pub struct FakeHost {
     pub fail_dispatch: Cell<bool>,
     pub route_policy: RefCell<Option<String>>,
     pub replies: RefCell<HashMap<u32, (u16, String)>>,
+    /// The headers of each local reply.
+    pub reply_headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
     pub resumed: RefCell<Vec<u32>>,
     pub counters: RefCell<Vec<(String, i64)>>,
     pub logs: RefCell<Vec<String>>,
@@ -73,6 +75,15 @@ impl FakeHost {
             .iter()
             .find(|(n, _)| n == name)
             .map_or(0, |(_, v)| *v)
+    }
+    /// A header of the local reply to `ctx`.
+    pub fn reply_header(&self, ctx: u32, name: &str) -> Option<String> {
+        self.reply_headers
+            .borrow()
+            .get(&ctx)?
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
     pub fn reply(&self, ctx: u32) -> Option<(u16, serde_json::Value)> {
         self.replies
@@ -195,10 +206,17 @@ impl Host for FakeHost {
     fn send_response(
         &self,
         status: u16,
-        _headers: &[(&str, &str)],
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
         let body = String::from_utf8_lossy(body).into_owned();
+        self.reply_headers.borrow_mut().insert(
+            self.current.get(),
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
         self.replies
             .borrow_mut()
             .insert(self.current.get(), (status, body));
@@ -238,6 +256,12 @@ pub fn answer(token: &str, expires_at: i64, refresh_at: i64) -> CallResponse {
         status: Some(200),
         body: body.to_string().into_bytes(),
     }
+}
+
+/// A shared-data cache entry for `key` holding the token of a 200 `answer`.
+pub fn cache_entry(key: &str, answer: &CallResponse) -> Vec<u8> {
+    let token: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    json!({"key": key, "token": token}).to_string().into_bytes()
 }
 
 pub const DOWN: CallResponse = CallResponse {

@@ -29,12 +29,16 @@ pub struct View {
 impl View {
     pub fn new(config: FilterConfig) -> View {
         View {
-            cache: TokenCache::new(config.revalidate_ms, config.expiry_margin_ms),
-            denials: Denials::new(config.denial_ttl_ms),
+            cache: TokenCache::new(
+                config.revalidate_ms,
+                config.expiry_margin_ms,
+                config.max_entries,
+            ),
+            denials: Denials::new(config.denial_ttl_ms, config.max_entries),
+            identities: Identities::keeping(config.identity_claims.clone()),
+            refreshes: Refreshes::new(config.max_entries),
             config: Rc::new(config),
             stats: Stats::default(),
-            identities: Identities::default(),
-            refreshes: Refreshes::default(),
         }
     }
 }

@@ -145,8 +145,9 @@ impl Worker {
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
                 );
             }
+            let location = self.view.cache.location(&key);
             if let Err(SetSharedError::Host(e)) =
-                denials::record_rejected(host, &key, token.expires_at)
+                denials::record_rejected(host, &location, &key, token.expires_at)
             {
                 host.log(
                     Level::Warn,
@@ -231,7 +232,12 @@ impl Worker {
             let fresh = self.view.cache.get(host, &need.key, now).is_some_and(|t| {
                 freshness(&t, now, self.view.config.expiry_margin_ms) == Freshness::Fresh
             });
-            if fresh || !refresh::claim(host, &need.key, self.view.config.control_plane.timeout_ms)
+            if fresh
+                || !refresh::claim(
+                    host,
+                    &need.location,
+                    self.view.config.control_plane.timeout_ms,
+                )
             {
                 continue;
             }
@@ -268,7 +274,7 @@ impl Worker {
             return;
         };
         let answer = match &fetch.need {
-            Need::Token(need) => match parse_answer(&response) {
+            Need::Token(need) => match parse_answer(&response, need.caller_token.is_some()) {
                 Ok(token) => {
                     self.view.cache.put(host, &need.key, &token);
                     Answer::Token(Ok(Rc::new(token)))
@@ -399,11 +405,10 @@ impl Worker {
                     .stats
                     .inc_by_reason(stats::REQUEST_REJECTED, &status.to_string());
                 let json = body.to_json();
-                if let Err(e) = host.send_response(
-                    status,
-                    &[("content-type", "application/json")],
-                    json.as_bytes(),
-                ) {
+                let headers = crate::failure::reply_headers(status, &body);
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if let Err(e) = host.send_response(status, &headers, json.as_bytes()) {
                     host.log(Level::Critical, &format!("cannot send local reply: {e}"));
                 }
                 Flow::Respond
@@ -445,6 +450,15 @@ impl Worker {
         dispatcher: u32,
         waiters: Vec<u32>,
     ) -> Result<(), Failure> {
+        // Bounded like the cache: token calls in flight per worker, however many callers miss
+        // (the trusted issuers are always fetched).
+        if matches!(need, Need::Token(_))
+            && self.fetches.borrow().len() >= self.view.config.max_entries as usize
+        {
+            return Err(Failure::unavailable(
+                "the gateway has too many token fetches in flight; try again shortly".into(),
+            ));
+        }
         let call = control_plane::dispatch(
             host,
             &self.view.config.control_plane,
@@ -474,3 +488,7 @@ mod tests;
 #[cfg(test)]
 #[path = "worker_jwt_tests.rs"]
 mod jwt_tests;
+
+#[cfg(test)]
+#[path = "worker_peruser_tests.rs"]
+mod peruser_tests;

@@ -9,19 +9,19 @@ use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm, AlgorithmExt, Claims, Header};
 use serde_json::{json, Value};
 
-const ISS: &str = "https://login.example/v2.0";
-const AUD: &str = "api://backend";
-const NOW: i64 = 1_800_000_000;
+pub const ISS: &str = "https://login.example/v2.0";
+pub const AUD: &str = "api://backend";
+pub const NOW: i64 = 1_800_000_000;
 
-type Key = <Es256 as Algorithm>::SigningKey;
+pub type Key = <Es256 as Algorithm>::SigningKey;
 
-fn key() -> (Key, Value) {
+pub fn key() -> (Key, Value) {
     let sk = Key::random(&mut rand::rngs::OsRng);
     let jwk = serde_json::to_value(JsonWebKey::from(sk.verifying_key())).unwrap();
     (sk, jwk)
 }
 
-fn jwks(keys: &[(&str, &Value)]) -> Value {
+pub fn jwks(keys: &[(&str, &Value)]) -> Value {
     let keys: Vec<Value> = keys
         .iter()
         .map(|(kid, jwk)| {
@@ -57,7 +57,7 @@ fn jwt_worker() -> Worker {
     }))
 }
 
-fn issuers_answer(jwks: Value) -> CallResponse {
+pub fn issuers_answer(jwks: Value) -> CallResponse {
     let body = json!({"issuers": [{"issuer": ISS, "audiences": [AUD], "leeway_seconds": 0,
         "jwks": jwks}], "refresh_after_seconds": 15});
     CallResponse {
@@ -80,7 +80,7 @@ fn alice_only() -> Value {
     json!([{"kind": "user", "issuer": ISS, "object_id": "u-alice"}])
 }
 
-fn host_at_now() -> FakeHost {
+pub fn host_at_now() -> FakeHost {
     let host = FakeHost::default();
     host.now_ms.set(u64::try_from(NOW).unwrap() * 1000);
     host
@@ -90,7 +90,7 @@ fn caller(host: &FakeHost, ctx: u32, jwt: &str) {
     host.set_headers(ctx, &[("authorization", &format!("Bearer {jwt}"))]);
 }
 
-fn last_call_header(host: &FakeHost, name: &str) -> Option<String> {
+pub fn last_call_header(host: &FakeHost, name: &str) -> Option<String> {
     host.call_headers
         .borrow()
         .last()

@@ -102,6 +102,7 @@ fn past_the_refresh_point_the_cached_token_serves_while_the_root_fetches_a_new_o
     let other = bearer_worker();
     other.refresh_in_background(TokenNeed {
         key: crate::cache::token_key("gh", "alice", "managed"),
+        location: crate::cache::token_key("gh", "alice", "managed"),
         fetch_key: crate::cache::token_key("gh", "alice", "managed"),
         provider_id: "gh".into(),
         connection_id: "alice".into(),
@@ -287,7 +288,7 @@ fn run_with_cached(set_header: serde_json::Value, headers: &[(&str, &str)]) -> F
     let host = FakeHost::default();
     host.set_headers(10, headers);
     let key = crate::cache::token_key("gh", "alice", "managed");
-    host.set_shared(&key, &answer("tok", 3600, 3000).body, None)
+    host.set_shared(&key, &cache_entry(&key, &answer("tok", 3600, 3000)), None)
         .unwrap();
     assert_eq!(start(&w, &host, 10), Flow::Continue);
     host

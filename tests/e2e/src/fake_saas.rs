@@ -26,6 +26,10 @@ struct State {
     token_requests: Vec<HashMap<String, String>>,
     active: HashMap<String, Value>,
     introspected: Vec<String>,
+    /// With no answer queued, the token endpoint mints a new active token (a fast provider
+    /// for thousands of client-credentials connections, each with a token of its own).
+    minting: bool,
+    minted: u64,
 }
 
 pub struct FakeSaas {
@@ -43,6 +47,14 @@ impl FakeSaas {
             state,
             _server: server,
         }
+    }
+
+    /// A provider whose token endpoint, when no answer is queued, hands out a new token on
+    /// every request (`minted-<n>`, valid for an hour) and reports it active to introspection.
+    pub fn start_minting() -> FakeSaas {
+        let saas = FakeSaas::start();
+        saas.lock().minting = true;
+        saas
     }
 
     pub fn token_url(&self) -> String {
@@ -150,6 +162,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 s.token_requests.push(seen);
                 match s.answers.pop_front() {
                     Some(a) => (a.status, a.content_type, a.body.to_owned(), None),
+                    None if s.minting => {
+                        s.minted += 1;
+                        let token = format!("minted-{}", s.minted);
+                        s.active.insert(
+                            token.clone(),
+                            json!({"active": true, "token_type": "Bearer", "scope": "api:read"}),
+                        );
+                        let body = json!({"access_token": token, "token_type": "Bearer",
+                                          "expires_in": 3600, "scope": "api:read"});
+                        (200, "application/json", body.to_string(), None)
+                    }
                     None => (500, "text/plain", "no answer queued".into(), None),
                 }
             }
