@@ -18,6 +18,7 @@ mod management;
 mod pg;
 mod postgres;
 mod presets;
+mod provider_answers;
 mod providers;
 mod quirks;
 mod refresh_tokens;
