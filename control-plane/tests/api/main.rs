@@ -14,6 +14,7 @@ mod fixtures;
 mod gateway_tls;
 mod harness;
 mod identities;
+mod jwks_fetch;
 mod management;
 mod pg;
 mod postgres;
