@@ -32,8 +32,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; more connections wait in the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 1024;
 /// Handshakes in flight at once from one IP address; more connections from it are closed.
-/// A gateway opens a few connections at a time, each handshaken in milliseconds.
-pub const MAX_HANDSHAKES_PER_PEER: usize = 16;
+/// A gateway opens a few connections at a time, each handshaken in milliseconds; 64 leaves
+/// room for an Envoy opening many at once (one per concurrent call, over HTTP/1.1).
+pub const MAX_HANDSHAKES_PER_PEER: usize = 64;
 
 type Accepted = (TlsStream<TcpStream>, SocketAddr);
 
