@@ -73,9 +73,10 @@ pub mod codes {
     pub const REFRESH_TOKEN_INVALID: &str = "refresh_token_invalid";
     /// The refresh token reached the expiry the provider gave it; consent is needed again.
     pub const REFRESH_TOKEN_EXPIRED: &str = "refresh_token_expired";
-    /// The provider could not be reached or answered with something unusable.
+    /// The provider did not answer: connection refused, DNS, TLS, timeout.
     pub const PROVIDER_UNREACHABLE: &str = "provider_unreachable";
-    /// The provider answered the token request with an OAuth error other than the above.
+    /// The provider answered, but not with a token: an OAuth error other than the above, a
+    /// 5xx, an empty or non-JSON body (the details carry the HTTP `status`).
     pub const PROVIDER_ERROR: &str = "provider_error";
     /// The gateway could not reach the control plane and holds no usable token.
     pub const CONTROL_PLANE_UNAVAILABLE: &str = "control_plane_unavailable";

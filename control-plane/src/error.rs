@@ -171,6 +171,10 @@ impl ApiError {
                 retry_after_secs, ..
             } => ErrorBody::new(self.code(), self.to_string())
                 .with_detail("retry_after_seconds", *retry_after_secs),
+            ApiError::TokenUnavailable(TokenFailure {
+                status: Some(status),
+                ..
+            }) => ErrorBody::new(self.code(), self.to_string()).with_detail("status", *status),
             _ => ErrorBody::new(self.code(), self.to_string()),
         }
     }
@@ -280,5 +284,16 @@ mod tests {
             assert_eq!((e.status(), e.code()), (status, code), "{e}");
             assert_eq!(e.body().error.message, message);
         }
+    }
+
+    #[test]
+    fn a_provider_that_answered_has_its_status_in_the_details() {
+        let failure = TokenFailure::new(FailureKind::ProviderError, "HTTP 502").with_status(502);
+        let body = ApiError::from(TokenError::Unavailable(failure)).body();
+        assert_eq!(body.error.code, codes::PROVIDER_ERROR);
+        assert_eq!(body.error.details["status"], 502);
+        let failure = TokenFailure::new(FailureKind::ProviderUnreachable, "timed out");
+        let body = ApiError::from(TokenError::Unavailable(failure)).body();
+        assert!(!body.error.details.contains_key("status"));
     }
 }

@@ -18,6 +18,7 @@ pub mod etag;
 pub mod extract;
 pub mod gateway_tls;
 pub mod http;
+pub mod http_server;
 pub mod issuers;
 pub mod keys;
 pub mod metrics;

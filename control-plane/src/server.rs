@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::http::{self, app};
 use crate::state::AppState;
-use crate::{gateway_tls, keys, tokens};
+use crate::{gateway_tls, http_server, keys, tokens};
 
 /// Runs the control plane until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -32,6 +32,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (refresh_interval, refresh_concurrency) =
         (config.refresh_interval, config.refresh_concurrency);
+    let limits = config.http;
     let state = AppState::build_at(config, addr).await?;
     let scheduler = tokens::scheduler::spawn(
         state.tokens.clone(),
@@ -66,9 +67,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let plain = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(until_stopped(stopped.clone()))
-        .into_future();
+    let plain = {
+        let (router, stop) = (app(state.clone()), until_stopped(stopped.clone()));
+        async move {
+            http_server::serve(listener, router, limits, stop).await;
+            Ok::<(), std::io::Error>(())
+        }
+    };
     match gateway_listener {
         None => plain.await.context("the HTTP server failed")?,
         Some(l) => {

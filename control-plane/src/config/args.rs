@@ -195,6 +195,29 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub access_refresh: Duration,
+
+    /// The plain listener closes a connection that has not sent a request's headers within
+    /// this time (counted from its start, and again while it waits for its next request),
+    /// e.g. `10s`: slow or stalled clients cannot hold connections.
+    #[arg(
+        long,
+        env = "CREDMGR_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub header_read_timeout: Duration,
+
+    /// Most connections the plain listener holds open at once (1 to 65535). At the cap it
+    /// accepts no more until one closes: new ones wait in the kernel's backlog. Keep it below
+    /// the process's file-descriptor limit (`ulimit -n`), leaving room for the database and
+    /// provider connections.
+    #[arg(
+        long,
+        env = "CREDMGR_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_connections: u16,
 }
 
 #[derive(Args)]

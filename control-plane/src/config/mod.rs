@@ -59,6 +59,8 @@ pub struct Config {
     pub refresh_concurrency: u16,
     /// How stale a gateway's access decisions may get.
     pub access_refresh: Duration,
+    /// The plain listener's header-read timeout and connection cap.
+    pub http: crate::http_server::Limits,
 }
 
 impl Config {
@@ -103,7 +105,17 @@ impl Config {
                  again after half of it"
             );
         }
+        if args.header_read_timeout < Duration::from_millis(100) {
+            bail!(
+                "CREDMGR_HEADER_READ_TIMEOUT (--header-read-timeout) must be at least 100ms: \
+                 clients need time to send a request's headers"
+            );
+        }
         Ok(Config {
+            http: crate::http_server::Limits {
+                header_read_timeout: args.header_read_timeout,
+                max_connections: usize::from(args.max_connections),
+            },
             access_refresh: args.access_refresh,
             public_url,
             login_link_ttl: args.login_link_ttl,

@@ -1,9 +1,16 @@
 //! A TLS listener for `axum::serve`: TCP connections are handshaken in their own tasks (a slow
 //! or silent client holds up no one else), and only completed handshakes, whose client
 //! certificate was verified, reach the HTTP server.
+//!
+//! Handshake slots are what an unauthenticated peer can take, so they are rationed: a
+//! connection that sends nothing within [`FIRST_BYTE_TIMEOUT`] is closed, one peer address has
+//! at most [`MAX_HANDSHAKES_PER_PEER`] handshakes in flight (more are closed at once), and
+//! there are [`MAX_HANDSHAKES`] slots in all. Idle TCP connections from one address then
+//! cannot keep real gateways out.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,10 +25,16 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{san, server_config, Settings};
 
+/// A client has this long to send its first byte (a TLS ClientHello is sent at once).
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client has this long to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; more connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
+pub const MAX_HANDSHAKES: usize = 1024;
+/// Handshakes in flight at once from one IP address; more connections from it are closed.
+/// A gateway opens a few connections at a time, each handshaken in milliseconds; 64 leaves
+/// room for an Envoy opening many at once (one per concurrent call, over HTTP/1.1).
+pub const MAX_HANDSHAKES_PER_PEER: usize = 64;
 
 type Accepted = (TlsStream<TcpStream>, SocketAddr);
 
@@ -106,8 +119,73 @@ impl Drop for GatewayTlsListener {
     }
 }
 
+/// Handshakes in flight per peer address.
+#[derive(Clone, Default)]
+struct PerPeer(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One handshake slot of a peer, given back on drop.
+struct PeerSlot {
+    peers: PerPeer,
+    ip: IpAddr,
+}
+
+impl PerPeer {
+    fn take(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Waits for the first byte, then the handshake, each within its time.
+async fn handshake(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<TlsStream<TcpStream>, &'static str> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return Err("closed before the handshake"),
+        Err(_) => return Err("sent nothing within the first-byte timeout"),
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => {
+            // rustls's reasons name the failed check (unknown issuer, no certificate, the SAN
+            // rule), never key material.
+            tracing::info!(%peer, "gateway TLS handshake refused: {e}");
+            Err("handshake refused")
+        }
+        Err(_) => {
+            tracing::info!(%peer, "gateway TLS handshake timed out");
+            Err("handshake timed out")
+        }
+    }
+}
+
 async fn accept_loop(tcp: TcpListener, config: Current, tx: mpsc::Sender<Accepted>) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let peers = PerPeer::default();
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
@@ -124,18 +202,22 @@ async fn accept_loop(tcp: TcpListener, config: Current, tx: mpsc::Sender<Accepte
             },
             () = tx.closed() => return,
         };
+        let Some(peer_slot) = peers.take(peer.ip()) else {
+            tracing::debug!(%peer, "gateway TLS: too many handshakes in flight from this \
+                address; connection closed");
+            drop(stream);
+            continue;
+        };
         let (tls, tx) = (TlsAcceptor::from(current(&config)), tx.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
+            let result = handshake(tls, stream, peer).await;
+            drop((permit, peer_slot));
+            match result {
+                Ok(stream) => {
                     // Fails only when the server has stopped; the connection is then dropped.
                     let _ = tx.send((stream, peer)).await;
                 }
-                // rustls's reasons name the failed check (unknown issuer, no certificate,
-                // the SAN rule), never key material.
-                Ok(Err(e)) => tracing::info!(%peer, "gateway TLS handshake refused: {e}"),
-                Err(_) => tracing::info!(%peer, "gateway TLS handshake timed out"),
+                Err(why) => tracing::debug!(%peer, "gateway TLS connection closed: {why}"),
             }
         });
     }

@@ -26,7 +26,10 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DistinguishedName, RootCertStore, ServerConfig};
 
-pub use listener::{ClientCertificate, GatewayTlsListener, Reloader};
+pub use listener::{
+    ClientCertificate, GatewayTlsListener, Reloader, FIRST_BYTE_TIMEOUT, HANDSHAKE_TIMEOUT,
+    MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER,
+};
 
 use crate::auth::credentials::Gateway;
 use crate::error::ApiError;

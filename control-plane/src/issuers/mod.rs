@@ -7,6 +7,7 @@
 //! JWTs locally; the control plane verifies the same token again before it hands out a
 //! connection's token.
 
+mod keys;
 pub mod registry;
 
 use axum::extract::{FromRequestParts, Path, State};

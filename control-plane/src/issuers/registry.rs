@@ -1,38 +1,34 @@
-//! The keys of trusted issuers, fetched from their JWKS URIs and cached, and the verifiers
-//! built from them.
+//! The trusted issuers as gateways are sent them and as this replica verifies callers with:
+//! the [`Snapshot`], built from the store and the keys cached by [`KeyCache`].
 //!
-//! Keys are fetched when first needed and again after [`KEYS_MAX_AGE`]. A token that names
-//! a key id the cache does not hold (the issuer rotated its keys) makes the issuer's JWKS be
-//! fetched again at once, however recently the keys were fetched; such fetches happen at most
-//! once per [`REFETCH_MIN_INTERVAL`] per issuer, so a stream of tokens with made-up key ids
-//! cannot turn the control plane into a load generator against the issuer. A failed fetch
-//! keeps the keys fetched before.
+//! Keys are fetched when first needed and again after [`KEYS_MAX_AGE`], in the background: the
+//! snapshot is built from what is cached and never waits for a JWKS URI, so one slow issuer
+//! does not hold up the others. A token that names a key id the cache does not hold (the
+//! issuer rotated its keys) makes the issuer's JWKS be fetched again at once, and that request
+//! waits for it; such fetches happen at most once per [`REFETCH_MIN_INTERVAL`] per issuer, so
+//! a stream of tokens with made-up key ids cannot turn the control plane into a load
+//! generator against the issuer. A failed fetch keeps the keys fetched before.
 //!
-//! The [`Snapshot`] (what gateways are sent, and the verifiers this replica uses itself) is
-//! rebuilt from the store at most every [`SNAPSHOT_TTL`], or at once when this replica's
-//! management API changes an issuer: other replicas see a change within that time.
+//! The snapshot is rebuilt from the store at most every [`SNAPSHOT_TTL`], at once when this
+//! replica's management API changes an issuer, and when fetched keys arrive: other replicas
+//! see a change within that time. While one request rebuilds it, others are served the
+//! previous one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use credmgr_common::jwt::TrustedIssuer;
 use credmgr_common::runtime::{PublishedIssuer, TrustedIssuers};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
+use super::keys::{Fetch, KeyCache};
+pub use super::keys::{KEYS_MAX_AGE, MAX_JWKS_BYTES, REFETCH_MIN_INTERVAL};
 use crate::clock::rfc3339;
 use crate::store::{IssuerRecord, Store, StoreError};
 
-/// Fetched keys are used this long before they are fetched again.
-pub const KEYS_MAX_AGE: Duration = Duration::from_secs(600);
-/// An unknown key id fetches an issuer's keys again at most this often.
-pub const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a snapshot of the trusted issuers is used before the store is read again.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
-/// Largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// The trusted issuers at one moment: as published, and ready to verify with.
 pub struct Snapshot {
@@ -51,24 +47,18 @@ pub struct KeyStatus {
     pub error: Option<String>,
 }
 
-struct Fetched {
-    /// The URI they came from: a changed URI is fetched anew.
-    uri: String,
-    /// The last keys fetched successfully.
-    jwks: Option<Value>,
-    fetched_at: Option<(Instant, i64)>,
-    last_attempt: Instant,
-    /// The last fetch made for an unknown key id: those are rate-limited, not the regular
-    /// ones (keys rotated just after a regular fetch are fetched at once).
-    last_forced: Option<Instant>,
-    error: Option<String>,
+/// A built snapshot: when, and at which generation of the key cache.
+struct Built {
+    at: Instant,
+    generation: u64,
+    snapshot: Arc<Snapshot>,
 }
 
 pub struct Registry {
-    http: reqwest::Client,
-    /// Per issuer id. Held across a fetch, so concurrent needs for keys make one request.
-    fetched: Mutex<HashMap<String, Fetched>>,
-    snapshot: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    keys: KeyCache,
+    snapshot: Mutex<Option<Built>>,
+    /// Held by the one request that rebuilds the snapshot.
+    rebuild: tokio::sync::Mutex<()>,
     /// `refresh_after_seconds` of the published document.
     publish_interval: Duration,
 }
@@ -83,26 +73,47 @@ impl Registry {
             .user_agent(concat!("credmgr/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Registry {
-            http,
-            fetched: Mutex::default(),
+            keys: KeyCache::new(http),
             snapshot: Mutex::default(),
+            rebuild: tokio::sync::Mutex::default(),
             publish_interval,
         })
     }
 
-    /// The current snapshot, rebuilt from the store when it is older than [`SNAPSHOT_TTL`].
+    /// The snapshot if one was built at this generation (and, with `fresh`, recently).
+    fn built(&self, generation: u64, fresh: bool) -> Option<Arc<Snapshot>> {
+        let slot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref()
+            .filter(|b| b.generation == generation && (!fresh || b.at.elapsed() < SNAPSHOT_TTL))
+            .map(|b| Arc::clone(&b.snapshot))
+    }
+
+    /// The current snapshot, rebuilt from the store when it is older than [`SNAPSHOT_TTL`] or
+    /// keys or issuers changed. Never waits for a JWKS URI.
     pub async fn snapshot(&self, store: &Store) -> Result<Arc<Snapshot>, StoreError> {
-        let mut slot = self.snapshot.lock().await;
-        if let Some((built, snap)) = slot.as_ref() {
-            if built.elapsed() < SNAPSHOT_TTL {
-                return Ok(Arc::clone(snap));
+        if let Some(snap) = self.built(self.keys.generation(), true) {
+            return Ok(snap);
+        }
+        let _rebuilding = match self.rebuild.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Another request is rebuilding: an aged snapshot of the same issuers and keys
+                // serves meanwhile; after a change, wait for the new one.
+                if let Some(snap) = self.built(self.keys.generation(), false) {
+                    return Ok(snap);
+                }
+                self.rebuild.lock().await
             }
+        };
+        let generation = self.keys.generation();
+        if let Some(snap) = self.built(generation, true) {
+            return Ok(snap);
         }
         let records = store.list_issuers().await?;
         let mut issuers = Vec::with_capacity(records.len());
         let mut verifiers = Vec::with_capacity(records.len());
         for r in &records {
-            let jwks = super::public_jwks(&self.keys(r, false).await);
+            let jwks = super::public_jwks(&self.cached_keys(r));
             match TrustedIssuer::new(
                 r.issuer.clone(),
                 r.audiences.clone(),
@@ -131,13 +142,19 @@ impl Registry {
             },
             verifiers,
         });
-        *slot = Some((Instant::now(), Arc::clone(&snap)));
+        // Keys that arrived during the build changed the generation: this one is then out of
+        // date at once, and the next request builds again.
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Built {
+            at: Instant::now(),
+            generation,
+            snapshot: Arc::clone(&snap),
+        });
         Ok(snap)
     }
 
     /// A token from `issuer` named key `kid`, which the snapshot does not hold: fetches that
-    /// issuer's keys again (rate-limited) and drops the snapshot if they changed. Returns
-    /// whether there are new keys to try.
+    /// issuer's keys again (rate-limited) and waits for them. Returns whether there are new
+    /// keys to try.
     pub async fn refetch_for_kid(
         &self,
         store: &Store,
@@ -160,29 +177,33 @@ impl Registry {
         let Some(uri) = &record.jwks_uri else {
             return Ok(false);
         };
-        {
-            let map = self.fetched.lock().await;
-            if let Some(f) = map.get(&record.id) {
-                let recent = f
-                    .last_forced
-                    .is_some_and(|at| at.elapsed() < REFETCH_MIN_INTERVAL);
-                if f.uri == *uri && recent {
-                    return Ok(false);
-                }
-            }
+        let recent = self
+            .keys
+            .read(&record.id, uri, |f| {
+                f.last_forced
+                    .is_some_and(|at| at.elapsed() < REFETCH_MIN_INTERVAL)
+            })
+            .unwrap_or(false);
+        if recent {
+            return Ok(false);
         }
-        tracing::info!(issuer_id = %record.id, kid, "a token names an unknown key: fetching the issuer's keys again");
-        let jwks = self.keys(record, true).await;
-        let known = TrustedIssuer::new(String::new(), vec![], Default::default(), 0, &jwks)
-            .is_ok_and(|v| v.has_key(kid));
-        *self.snapshot.lock().await = None;
+        self.keys
+            .fetch_and_wait(&record.id, uri, Fetch::Force)
+            .await;
+        let known = self
+            .keys
+            .read(&record.id, uri, |f| f.jwks.clone())
+            .flatten()
+            .is_some_and(|jwks| {
+                TrustedIssuer::new(String::new(), vec![], Default::default(), 0, &jwks)
+                    .is_ok_and(|v| v.has_key(kid))
+            });
         Ok(known)
     }
 
     /// Forgets what is cached for an issuer (it was changed or deleted), and the snapshot.
     pub async fn forget(&self, id: &str) {
-        self.fetched.lock().await.remove(id);
-        *self.snapshot.lock().await = None;
+        self.keys.forget(id);
     }
 
     /// The state of an issuer's keys, without fetching.
@@ -194,110 +215,38 @@ impl Registry {
                 error: None,
             };
         }
-        let map = self.fetched.lock().await;
-        match map.get(&r.id) {
-            Some(f) => KeyStatus {
+        let status = r.jwks_uri.as_ref().and_then(|uri| {
+            self.keys.read(&r.id, uri, |f| KeyStatus {
                 count: f.jwks.as_ref().map_or(0, count_keys),
                 fetched_at: f.fetched_at.map(|(_, at)| rfc3339(at)),
                 error: f.error.clone(),
-            },
-            None => KeyStatus {
-                count: 0,
-                fetched_at: None,
-                error: None,
-            },
-        }
+            })
+        });
+        status.unwrap_or(KeyStatus {
+            count: 0,
+            fetched_at: None,
+            error: None,
+        })
     }
 
-    /// The state of an issuer's keys after fetching them if they are not cached.
+    /// The state of an issuer's keys after fetching them if they are not cached (waiting for
+    /// that fetch, which the provider timeout bounds; no other request waits for it).
     pub async fn key_status_fresh(&self, r: &IssuerRecord) -> KeyStatus {
-        let _ = self.keys(r, false).await;
+        if let (None, Some(uri)) = (&r.jwks, &r.jwks_uri) {
+            self.keys.fetch_and_wait(&r.id, uri, Fetch::IfDue).await;
+        }
         self.key_status(r).await
     }
 
-    /// The issuer's keys: inline, cached, or fetched now (`force`: fetched now regardless).
-    /// A failed fetch returns the keys fetched before, or none.
-    async fn keys(&self, r: &IssuerRecord, force: bool) -> Value {
+    /// The issuer's keys: inline, or as cached (a fetch starts in the background if due).
+    fn cached_keys(&self, r: &IssuerRecord) -> Value {
         if let Some(jwks) = &r.jwks {
             return jwks.clone();
         }
-        let Some(uri) = &r.jwks_uri else {
-            return empty();
-        };
-        let mut map = self.fetched.lock().await;
-        if let Some(f) = map.get(&r.id) {
-            let fresh = f
-                .fetched_at
-                .is_some_and(|(at, _)| at.elapsed() < KEYS_MAX_AGE);
-            let retry_due = f.last_attempt.elapsed() >= REFETCH_MIN_INTERVAL;
-            if f.uri == *uri && !force && (fresh || !retry_due) {
-                return f.jwks.clone().unwrap_or_else(empty);
-            }
-        }
-        let result = self.fetch(uri).await;
-        let previous = map.remove(&r.id).filter(|f| f.uri == *uri);
-        let last_forced = if force {
-            Some(Instant::now())
-        } else {
-            previous.as_ref().and_then(|f| f.last_forced)
-        };
-        let previous = previous.and_then(|f| f.jwks.zip(f.fetched_at));
-        let entry = match result {
-            Ok(jwks) => {
-                tracing::info!(issuer_id = %r.id, keys = count_keys(&jwks), "fetched the keys of a trusted issuer");
-                Fetched {
-                    uri: uri.clone(),
-                    jwks: Some(jwks),
-                    fetched_at: Some((Instant::now(), crate::clock::unix_now())),
-                    last_attempt: Instant::now(),
-                    last_forced,
-                    error: None,
-                }
-            }
-            Err(error) => {
-                tracing::warn!(issuer_id = %r.id, jwks_uri = %uri, "cannot fetch the keys of a trusted issuer: {error}");
-                let (jwks, fetched_at) =
-                    previous.map_or((None, None), |(j, at)| (Some(j), Some(at)));
-                Fetched {
-                    uri: uri.clone(),
-                    jwks,
-                    fetched_at,
-                    last_attempt: Instant::now(),
-                    last_forced,
-                    error: Some(error),
-                }
-            }
-        };
-        let jwks = entry.jwks.clone().unwrap_or_else(empty);
-        map.insert(r.id.clone(), entry);
-        jwks
-    }
-
-    async fn fetch(&self, uri: &str) -> Result<Value, String> {
-        let response = self
-            .http
-            .get(uri)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the JWKS URI answered HTTP {status}"));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"));
-        }
-        let jwks: Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
-        if !jwks.get("keys").is_some_and(Value::is_array) {
-            return Err("the JWKS has no `keys` array (RFC 7517 §5)".into());
-        }
-        Ok(jwks)
+        r.jwks_uri
+            .as_ref()
+            .and_then(|uri| self.keys.cached(&r.id, uri))
+            .unwrap_or_else(empty)
     }
 }
 
@@ -305,7 +254,7 @@ fn empty() -> Value {
     serde_json::json!({ "keys": [] })
 }
 
-fn count_keys(jwks: &Value) -> usize {
+pub(super) fn count_keys(jwks: &Value) -> usize {
     TrustedIssuer::new(String::new(), vec![], Default::default(), 0, jwks)
         .map_or(0, |v| v.key_count())
 }

@@ -148,7 +148,7 @@ impl OAuthClient {
                     .to_ascii_lowercase()
                     .starts_with("application/x-www-form-urlencoded")
             });
-        let body = self.read_body(req.token_url, response).await?;
+        let body = self.read_body(req.token_url, status, response).await?;
         let format = if form_encoded {
             BodyFormat::Form
         } else {
@@ -162,6 +162,7 @@ impl OAuthClient {
     async fn read_body(
         &self,
         url: &str,
+        status: reqwest::StatusCode,
         mut response: reqwest::Response,
     ) -> Result<Vec<u8>, TokenFailure> {
         let mut body = Vec::new();
@@ -171,19 +172,22 @@ impl OAuthClient {
             .map_err(|e| self.transport_failure(url, &e))?
         {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                // It answered: a provider error, not an unreachable provider.
                 return Err(TokenFailure::new(
-                    FailureKind::ProviderUnreachable,
+                    FailureKind::ProviderError,
                     format!(
-                        "the token endpoint {url} answered with more than {} KiB",
+                        "the token endpoint {url} answered HTTP {status} with more than {} KiB",
                         MAX_RESPONSE_BYTES / 1024
                     ),
-                ));
+                )
+                .with_status(status.as_u16()));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
     }
 
+    /// The endpoint did not answer (or stopped answering): `provider_unreachable`.
     fn transport_failure(&self, url: &str, e: &reqwest::Error) -> TokenFailure {
         let what = if e.is_timeout() {
             format!("did not answer within {}s", self.timeout.as_secs_f32())

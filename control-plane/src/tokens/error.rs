@@ -42,6 +42,8 @@ pub struct TokenFailure {
     pub kind: FailureKind,
     /// Says what happened and what to check; never contains a secret.
     pub message: String,
+    /// The HTTP status the provider answered with, when it answered at all.
+    pub status: Option<u16>,
 }
 
 impl TokenFailure {
@@ -49,7 +51,14 @@ impl TokenFailure {
         TokenFailure {
             kind,
             message: message.into(),
+            status: None,
         }
+    }
+
+    /// The provider answered with this HTTP status.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
     }
 }
 
@@ -64,11 +73,13 @@ pub enum ConsentFailure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// Connection failure, timeout, 5xx, or an answer that is not a token response.
+    /// The provider did not answer: connection refused or reset, DNS, TLS, timeout.
     ProviderUnreachable,
     /// `invalid_client` / `unauthorized_client` (RFC 6749 §5.2), or HTTP 401.
     ClientSecretRejected,
-    /// Any other OAuth error.
+    /// The provider answered, but not with a token: any other OAuth error, a 5xx or another
+    /// status without an OAuth error, a redirect, an empty or non-JSON body, a body too large,
+    /// a token response without `access_token`.
     ProviderError,
     /// `invalid_grant` (RFC 6749 §5.2): the refresh token (or code) is invalid, expired or
     /// revoked.

@@ -11,12 +11,15 @@
 
 use credmgr_common::error::codes;
 use credmgr_common::RuntimeToken;
+use secrecy::ExposeSecret as _;
 
 use super::client::Grant;
 use super::error::{FailureKind, TokenError, TokenFailure};
 use super::flight::FlightGuard;
+use super::response::TokenResponse;
 use super::{is_due, Need, Served, TokenService, RETRY_AFTER_FAILURE_SECS};
 use crate::clock::unix_now;
+use crate::crypto::{Aad, Envelope};
 use crate::domain::{ConnectionKey, ConnectionStatus};
 use crate::store::{ConnectionError, ConnectionRecord, ProviderRecord, PutToken, TokenRecord};
 
@@ -212,6 +215,7 @@ impl TokenService {
         };
         match result {
             Ok(response) => {
+                let rotated = self.rotated(key, &response, presented.as_ref());
                 let quirks = &provider.identity_provider.preset().quirks;
                 let (record, token) =
                     self.token_record(key, &response, presented.clone(), sent_at, quirks)?;
@@ -257,7 +261,7 @@ impl TokenService {
                 }
                 tracing::info!(provider = %key.provider(), connection = %key.connection(),
                     expires_at = record.expires_at,
-                    rotated = response.refresh_token.is_some(), "token obtained");
+                    rotated, "token obtained");
                 Ok(Some((token, Served::Fetched)))
             }
             Err(failure) if failure.kind == FailureKind::InvalidGrant => {
@@ -282,6 +286,26 @@ impl TokenService {
                     .map(Some)
             }
         }
+    }
+
+    /// Whether the response brought a refresh token other than the one presented: some
+    /// providers send the same one back, which is no rotation.
+    fn rotated(
+        &self,
+        key: &ConnectionKey,
+        response: &TokenResponse,
+        presented: Option<&(Envelope, Option<i64>)>,
+    ) -> bool {
+        let Some(new) = &response.refresh_token else {
+            return false;
+        };
+        let Some((envelope, _)) = presented else {
+            return true;
+        };
+        let aad = Aad::connection_refresh_token(key.provider(), key.connection());
+        self.keyring
+            .decrypt_string(&aad, envelope)
+            .map_or(true, |old| old.expose_secret() != new.expose_secret())
     }
 
     /// After a failed attempt: records `failure` on the connection (dropping its tokens, or

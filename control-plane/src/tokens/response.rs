@@ -117,7 +117,11 @@ pub(crate) fn interpret(
     body: &[u8],
     quirks: &Quirks,
 ) -> Result<TokenResponse, TokenFailure> {
-    let unusable = |why: String| TokenFailure::new(FailureKind::ProviderUnreachable, why);
+    // The provider answered: whatever is wrong with the answer is a `provider_error` with its
+    // status (`provider_unreachable` is for endpoints that did not answer; see `client.rs`).
+    let code = status.as_u16();
+    let unusable =
+        |why: String| TokenFailure::new(FailureKind::ProviderError, why).with_status(code);
     if status.is_redirection() {
         return Err(unusable(format!(
             "the token endpoint answered with a redirect (HTTP {status}); redirects are not \
@@ -127,13 +131,14 @@ pub(crate) fn interpret(
     let json = parse_body(format, body, quirks);
     if !status.is_success() {
         return Err(match json.as_ref().and_then(|j| oauth_error(j, quirks)) {
-            Some(failure) => failure,
+            Some(failure) => failure.with_status(code),
             // RFC 6749 §5.2: 401 is how a server says client authentication failed.
             None if status == reqwest::StatusCode::UNAUTHORIZED => TokenFailure::new(
                 FailureKind::ClientSecretRejected,
                 "the token endpoint refused the client credentials (HTTP 401); check the \
                  client id and client secret",
-            ),
+            )
+            .with_status(code),
             None => unusable(format!(
                 "the token endpoint answered HTTP {status} without an OAuth error; check \
                  token_url and the provider's health"
@@ -141,14 +146,19 @@ pub(crate) fn interpret(
         });
     }
     let Some(json) = json else {
+        let what = if body.iter().all(u8::is_ascii_whitespace) {
+            "an empty body"
+        } else {
+            "a body that is not a JSON object"
+        };
         return Err(unusable(format!(
-            "the token endpoint answered HTTP {status} with a body that is not a JSON object \
-             (RFC 6749 §5.1)"
+            "the token endpoint answered HTTP {status} with {what}, not a token response \
+             (RFC 6749 §5.1); check token_url and the provider's health"
         )));
     };
     if let Some(failure) = oauth_error(&json, quirks) {
         // Some servers send an error with 200 (GitHub, Slack); it is still an error.
-        return Err(failure);
+        return Err(failure.with_status(code));
     }
     let whole = Value::Object(json);
     let holder = match &quirks.token_pointer {
@@ -170,9 +180,10 @@ pub(crate) fn interpret(
     let access_token = match holder.get("access_token") {
         Some(Value::String(t)) if !t.is_empty() => SecretString::from(t.as_str()),
         _ => {
-            return Err(unusable(
-                "the token response has no access_token (RFC 6749 §5.1)".into(),
-            ))
+            return Err(unusable(format!(
+                "the token endpoint answered HTTP {status} without an access_token (RFC 6749 \
+                 §5.1)"
+            )))
         }
     };
     // token_type is required by §5.1, but some servers omit it; their tokens are bearer
@@ -365,24 +376,34 @@ mod tests {
         assert_eq!(err(401, "").kind, FailureKind::ClientSecretRejected);
     }
 
+    /// Whatever the provider answered that is not a token is a `provider_error` with the
+    /// status, in the failure and in its message: the provider did answer.
     #[test]
-    fn anything_unusable_is_unreachable() {
+    fn an_answer_that_is_not_a_token_is_a_provider_error_with_its_status() {
         for (status, body) in [
             (500, "oops"),
+            (500, ""),
             (503, r#"{"message":"down"}"#),
             (404, "<html>"),
             (302, ""),
-            (200, "<html>"),
+            (200, ""),
+            (200, "<html><body>maintenance</body></html>"),
             (200, r#"{"token_type":"Bearer"}"#),
             (200, r#"[1]"#),
         ] {
-            assert_eq!(
-                err(status, body).kind,
-                FailureKind::ProviderUnreachable,
-                "{status} {body}"
+            let e = err(status, body);
+            assert_eq!(e.kind, FailureKind::ProviderError, "{status} {body}");
+            assert_eq!(e.status, Some(status), "{status} {body}");
+            assert!(
+                e.message.contains(&format!("HTTP {status}")),
+                "{status} {body}: {}",
+                e.message
             );
         }
         assert!(err(302, "").message.contains("token_url"));
+        assert!(err(200, " ").message.contains("an empty body"));
+        assert!(err(200, "<html>").message.contains("not a JSON object"));
+        assert_eq!(err(400, r#"{"error":"invalid_scope"}"#).status, Some(400));
     }
 
     #[test]
@@ -400,9 +421,9 @@ mod tests {
         assert_eq!(t.access_token.expose_secret(), "gho_x");
         let generic = Quirks::default();
         let e = interpret(StatusCode::OK, BodyFormat::Form, body, &generic).unwrap_err();
-        assert_eq!(e.kind, FailureKind::ProviderUnreachable);
+        assert_eq!(e.kind, FailureKind::ProviderError);
         let e = interpret(StatusCode::OK, BodyFormat::Json, b"<html>", &github).unwrap_err();
-        assert_eq!(e.kind, FailureKind::ProviderUnreachable);
+        assert_eq!(e.kind, FailureKind::ProviderError);
         let e = interpret(
             StatusCode::OK,
             BodyFormat::Form,

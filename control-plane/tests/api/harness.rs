@@ -110,6 +110,7 @@ impl Harness {
             refresh_interval: Duration::ZERO,
             refresh_concurrency: credmgr_control_plane::tokens::scheduler::DEFAULT_CONCURRENCY,
             access_refresh: Duration::from_secs(30),
+            http: Default::default(),
         };
         let state = AppState::build(config).await.unwrap();
         Harness {

@@ -143,14 +143,14 @@ async fn policies_are_validated_and_have_etags() {
 }
 
 /// An ES256 key pair: the private key, and the JWKS of its public key with kid `k1`.
-pub(crate) fn es256_keys() -> (<Es256 as jwt_compact::Algorithm>::SigningKey, Value) {
+pub fn es256_keys() -> (<Es256 as jwt_compact::Algorithm>::SigningKey, Value) {
     let sk = <Es256 as jwt_compact::Algorithm>::SigningKey::random(&mut rand::rngs::OsRng);
     let mut jwk = serde_json::to_value(JsonWebKey::from(sk.verifying_key())).unwrap();
     jwk["kid"] = json!("k1");
     (sk, json!({"keys": [jwk]}))
 }
 
-pub(crate) fn sign(sk: &<Es256 as jwt_compact::Algorithm>::SigningKey, claims: Value) -> String {
+pub fn sign(sk: &<Es256 as jwt_compact::Algorithm>::SigningKey, claims: Value) -> String {
     let Value::Object(custom) = claims else {
         panic!()
     };

@@ -194,5 +194,60 @@ async fn a_provider_that_is_down_leaves_the_tokens_and_serves_the_valid_one() {
     assert_eq!(stored_refresh_token(&h).await.as_deref(), Some("rt-1"));
     let conn = h.shown_connection("gh", "alice").await;
     assert_eq!(conn["status"], "connected", "{conn}");
-    assert_eq!(conn["error"]["code"], "provider_unreachable", "{conn}");
+    assert_eq!(conn["error"]["code"], "provider_error", "{conn}");
+}
+
+/// Log lines written while `work` runs on this thread (a current-thread runtime runs every
+/// task here).
+async fn logged<F: std::future::Future>(work: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let output = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        work.await
+    };
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (output, text)
+}
+
+#[tokio::test]
+async fn the_log_says_rotated_only_when_the_refresh_token_changed() {
+    let h = Harness::new().await;
+    let endpoint = setup(&h).await;
+    endpoint.lock().unwrap().answers = vec![
+        // The same refresh token back: no rotation.
+        (
+            200,
+            json!({"access_token": "at-1", "expires_in": 1, "refresh_token": "rt-1"}),
+        ),
+        (
+            200,
+            json!({"access_token": "at-2", "expires_in": 3600, "refresh_token": "rt-2"}),
+        ),
+    ];
+    let (r, log) = logged(h.runtime("gh", "alice")).await;
+    assert_eq!(r.json["access_token"], "at-1", "{}", r.json);
+    let line = log.lines().find(|l| l.contains("token obtained")).unwrap();
+    assert!(line.contains("rotated=false"), "{line}");
+    // at-1 lives 1 s: the next request refreshes, and gets a new refresh token.
+    let (r, log) = logged(h.runtime("gh", "alice")).await;
+    assert_eq!(r.json["access_token"], "at-2", "{}", r.json);
+    let line = log.lines().find(|l| l.contains("token obtained")).unwrap();
+    assert!(line.contains("rotated=true"), "{line}");
+    assert!(!log.contains("rt-1") && !log.contains("rt-2"), "{log}");
 }
