@@ -5,14 +5,14 @@
 //! this browser.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use super::helpers::{cookie_name, hex, random_token, redirect, sha256};
+use super::helpers::{cookie_name, from_own_page, hex, random_token, redirect, sha256};
 use super::{page, CALLBACK_PATH, CONSENT_TTL_SECS};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
@@ -126,7 +126,19 @@ fn host_of(raw: &str) -> String {
 pub(super) async fn continue_(
     State(state): State<AppState>,
     Path(link): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Err(why) = from_own_page(&headers, &state.consent.public_url) {
+        // Checked before the link is used: a forged Continue must not spend it either.
+        tracing::warn!(reason = %why, "Continue from another site's page refused (CSRF)");
+        return Ok(page::error(
+            StatusCode::FORBIDDEN,
+            "Continue refused",
+            "This request did not come from the login page itself, so it was refused: \
+             another site may have tried to continue the sign-in for you. Open the login \
+             link directly and press Continue there.",
+        ));
+    }
     let now = unix_now();
     let id_hash = sha256(&link);
     let Some(link) = state.store.use_login_link(&id_hash, now).await? else {

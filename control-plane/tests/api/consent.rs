@@ -135,6 +135,41 @@ async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provid
 }
 
 #[tokio::test]
+async fn continue_from_another_sites_page_is_refused_and_spends_nothing() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
+    let login_url = r.json["login_url"].as_str().unwrap().to_owned();
+    let path = login_url.strip_prefix("http://127.0.0.1:0").unwrap().to_owned();
+    let post = |headers: &[(&str, &str)]| {
+        let mut b = Request::post(&path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    // An attacker's page auto-submitting a form to the login link it holds.
+    for forged in [
+        &[("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")][..],
+        &[("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "same-site")],
+        &[("origin", "null")],
+        &[("sec-fetch-site", "cross-site")],
+    ] {
+        let r = h.raw(post(forged)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{forged:?}: {}", r.json);
+        assert!(r.headers.get("location").is_none());
+    }
+    // The link was not spent: the user's own Continue still works.
+    let r = h
+        .raw(post(&[
+            ("origin", "http://127.0.0.1:0"),
+            ("sec-fetch-site", "same-origin"),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.json);
+}
+
+#[tokio::test]
 async fn login_links_are_only_for_authorization_code_providers() {
     let h = Harness::new().await;
     h.provider("cc", &closed_port_url()).await;
