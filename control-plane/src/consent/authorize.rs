@@ -65,6 +65,16 @@ async fn describe(
     Ok(Some((provider, name)))
 }
 
+/// The link's post-login URL was removed from the provider's `allowed_redirect_urls` after
+/// the link was made: the removal must take effect on outstanding links too.
+fn redirect_no_longer_allowed() -> Response {
+    page::error(
+        StatusCode::CONFLICT,
+        "Login link withdrawn",
+        "The page this link would send you back to is no longer allowed for this provider.",
+    )
+}
+
 fn gone_connection() -> Response {
     page::error(
         StatusCode::NOT_FOUND,
@@ -86,6 +96,9 @@ pub(super) async fn interstitial(
     let Some((provider, connection_name)) = describe(&state, &link).await? else {
         return Ok(gone_connection());
     };
+    if !provider.allowed_redirect_urls.contains(&link.redirect_url) {
+        return Ok(redirect_no_longer_allowed());
+    }
     let provider_name = provider.display_name.as_deref().unwrap_or(&provider.id);
     let provider_host = host_of(provider.authorization_url.as_deref().unwrap_or_default());
     let back_host = host_of(&link.redirect_url);
@@ -152,6 +165,11 @@ pub(super) async fn continue_(
     let Some(provider) = state.store.get_provider(p).await? else {
         return Ok(gone_connection());
     };
+    if !provider.allowed_redirect_urls.contains(&link.redirect_url) {
+        tracing::warn!(provider = %p, connection = %c,
+            "login link refused: its post-login URL was removed from allowed_redirect_urls");
+        return Ok(redirect_no_longer_allowed());
+    }
     let Some(authorization_url) = provider
         .authorization_url
         .as_deref()

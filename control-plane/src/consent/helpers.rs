@@ -63,14 +63,18 @@ pub(super) fn from_own_page(headers: &HeaderMap, public_url: &url::Url) -> Resul
             .get(name)
             .map(|v| v.to_str().unwrap_or("(not text)").to_owned())
     };
-    if let Some(site) = header("sec-fetch-site") {
+    let site = header("sec-fetch-site");
+    if let Some(site) = &site {
         if site != "same-origin" {
             return Err(format!("Sec-Fetch-Site is `{site}`, not `same-origin`"));
         }
     }
     if let Some(origin) = header("origin") {
         let own = public_url.origin().ascii_serialization();
-        if origin != own {
+        // `null` is what a browser sends when a referrer policy or a privacy setting hides
+        // the origin; then only `Sec-Fetch-Site` can say the request is the page's own.
+        let hidden_but_same = origin == "null" && site.is_some();
+        if origin != own && !hidden_but_same {
             return Err(format!("Origin `{origin}` is not the public URL's `{own}`"));
         }
     }
@@ -137,6 +141,7 @@ mod tests {
         ])
         .is_ok());
         assert!(with(&[("origin", "https://credmgr.example")]).is_ok());
+        assert!(with(&[("sec-fetch-site", "same-origin"), ("origin", "null")]).is_ok());
         for refused in [
             &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")][..],
             &[("sec-fetch-site", "same-site")],

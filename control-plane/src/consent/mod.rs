@@ -11,7 +11,8 @@
 //!    (single use, ten minutes, bound to this browser by a cookie), a PKCE S256 challenge and
 //!    the provider's extra parameters.
 //! 4. The provider redirects to `/oauth2/callback`. The state is consumed whatever happens;
-//!    the cookie must match it, `iss` must be the provider's (RFC 9207) when sent, and the
+//!    the cookie must match it, `iss` must be the provider's (RFC 9207; required when the
+//!    provider's `issuer` is known, unless its preset says it never sends one), and the
 //!    code is exchanged. Only a successful exchange stores anything: the tokens, replacing
 //!    the connection's old ones. The user lands on the post-login URL with the outcome.
 //!
