@@ -4,7 +4,7 @@
 
 use std::any::Any;
 
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -64,9 +64,23 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Failures are logged by the handlers, with their meaning; the trace layer's own
         // "response failed" line would only repeat them at ERROR.
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// The request log's span: the method and the route's template, never the URI, whose path
+/// and query carry login-link secrets and the callback's `code` and `state`.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), route)
 }
 
 /// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the
