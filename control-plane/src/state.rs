@@ -58,6 +58,9 @@ impl AppState {
                 .context("the listen address does not make a URL; set CREDMGR_PUBLIC_URL")?,
         };
         let consent = Arc::new(Settings::new(public_url, config.login_link_ttl));
+        if let Some(warning) = consent.plain_http_warning() {
+            tracing::warn!("{warning}");
+        }
         let rotation = Arc::new(Rotation::new(
             config.key_file.clone(),
             config.active_key_id.clone(),

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use super::helpers::{cookie_name, from_own_page, hex, random_token, redirect, sha256};
-use super::{page, CALLBACK_PATH, CONSENT_TTL_SECS};
+use super::{page, CONSENT_TTL_SECS};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
 use crate::error::ApiError;
@@ -224,15 +224,10 @@ pub(super) async fn continue_(
         }
     }
     tracing::info!(provider = %p, connection = %c, "consent started: redirecting to the provider");
-    let cookie = format!(
-        "{}={}; Path={CALLBACK_PATH}; Max-Age={CONSENT_TTL_SECS}; HttpOnly; SameSite=Lax{}",
-        cookie_name(&state_hash),
+    let cookie = state.consent.consent_cookie(
+        &cookie_name(&state_hash),
         browser.expose_secret(),
-        if state.consent.secure() {
-            "; Secure"
-        } else {
-            ""
-        },
+        CONSENT_TTL_SECS,
     );
     redirect(target.as_str(), Some(cookie))
 }

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use subtle::ConstantTimeEq;
 
 use super::helpers::{cookie_name, cookie_value, hex, redirect, sha256};
-use super::{page, CALLBACK_PATH};
+use super::page;
 use crate::clock::unix_now;
 use crate::crypto::Aad;
 use crate::error::ApiError;
@@ -50,10 +50,9 @@ pub(super) async fn callback(
         );
     };
     let (p, c) = (consent.provider_id.as_str(), consent.connection_id.as_str());
-    let clear = format!(
-        "{}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax",
-        cookie_name(&state_hash)
-    );
+    let clear = state
+        .consent
+        .consent_cookie(&cookie_name(&state_hash), "", 0);
     let fail = |status: StatusCode, title: &str, message: &str| {
         let mut r = page::error(status, title, message);
         if let Ok(v) = HeaderValue::from_str(&clear) {
