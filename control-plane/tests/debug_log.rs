@@ -77,7 +77,9 @@ async fn at_debug_level_no_login_link_code_or_state_is_logged() {
     let login_url = r.json["login_url"].as_str().unwrap().to_owned();
     let link_secret = login_url.rsplit('/').next().unwrap().to_owned();
     let path = format!("/oauth2/login/{link_secret}");
-    let page = h.raw(Request::get(&path).body(Body::empty()).unwrap()).await;
+    let page = h
+        .raw(Request::get(&path).body(Body::empty()).unwrap())
+        .await;
     assert_eq!(page.status, StatusCode::OK);
     let r = h
         .admin(
@@ -90,7 +92,9 @@ async fn at_debug_level_no_login_link_code_or_state_is_logged() {
         .unwrap()
         .path()
         .to_owned();
-    let go = h.raw(Request::post(&path).body(Body::empty()).unwrap()).await;
+    let go = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
     assert_eq!(go.status, StatusCode::SEE_OTHER, "{}", go.json);
     let location = url::Url::parse(go.headers["location"].to_str().unwrap()).unwrap();
     let state = location
@@ -116,7 +120,10 @@ async fn at_debug_level_no_login_link_code_or_state_is_logged() {
         ("code", code),
         ("consent cookie", cookie_value),
     ] {
-        assert!(!text.contains(secret), "the {what} is in the debug log:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "the {what} is in the debug log:\n{text}"
+        );
     }
     assert!(
         text.contains("/oauth2/login/{link}") && text.contains("/oauth2/callback"),

@@ -480,7 +480,8 @@ fn a_token_or_claim_with_cr_or_lf_is_refused_with_a_clear_error() {
         let key = crate::cache::token_key("gh", "alice", "managed");
         let body = json!({"access_token": token, "token_type": "Bearer", "expires_at": 3600,
             "refresh_at": 3000, "claims": {"scope": scope}});
-        host.set_shared(&key, body.to_string().as_bytes(), None).unwrap();
+        host.set_shared(&key, body.to_string().as_bytes(), None)
+            .unwrap();
         start(&w, &host, 10);
         let (status, reply) = host.reply(10).expect("answered by the filter");
         assert_eq!(status, 502, "{reply}");

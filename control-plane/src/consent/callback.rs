@@ -87,7 +87,10 @@ pub(super) async fn callback(
             "The provider of this connection no longer exists.",
         );
     };
-    if !provider.allowed_redirect_urls.contains(&consent.redirect_url) {
+    if !provider
+        .allowed_redirect_urls
+        .contains(&consent.redirect_url)
+    {
         // Removed from the allowlist since Continue: the sign-in is withdrawn, no code is
         // exchanged and the browser is not sent there.
         tracing::warn!(provider = %p, connection = %c,

@@ -143,7 +143,10 @@ mod tests {
         assert!(with(&[("origin", "https://credmgr.example")]).is_ok());
         assert!(with(&[("sec-fetch-site", "same-origin"), ("origin", "null")]).is_ok());
         for refused in [
-            &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")][..],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ][..],
             &[("sec-fetch-site", "same-site")],
             &[("origin", "https://evil.example")],
             &[("origin", "null")],

@@ -88,7 +88,12 @@ mod tests {
             .plain_http_warning()
             .is_some_and(|w| w.contains("https")));
         assert!(at("http://10.0.0.5").plain_http_warning().is_some());
-        for quiet in ["https://credmgr.example", "http://127.0.0.1:8080", "http://localhost", "http://[::1]:80"] {
+        for quiet in [
+            "https://credmgr.example",
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://[::1]:80",
+        ] {
             assert!(at(quiet).plain_http_warning().is_none(), "{quiet}");
         }
     }
@@ -96,8 +101,14 @@ mod tests {
     #[test]
     fn consent_cookies_are_secure_when_set_and_when_cleared_over_https() {
         let s = at("https://credmgr.example");
-        for cookie in [s.consent_cookie("c", "v", 600), s.consent_cookie("c", "", 0)] {
-            assert!(cookie.ends_with("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+        for cookie in [
+            s.consent_cookie("c", "v", 600),
+            s.consent_cookie("c", "", 0),
+        ] {
+            assert!(
+                cookie.ends_with("; Secure") && cookie.contains("HttpOnly"),
+                "{cookie}"
+            );
         }
         let plain = at("http://127.0.0.1:1");
         assert!(!plain.consent_cookie("c", "", 0).contains("Secure"));

@@ -440,7 +440,9 @@ mod tests {
         let mut quirks = Quirks::default();
         quirks.claims.insert("team_id".into(), "/team/id".into());
         quirks.claims.insert("team".into(), "/team".into());
-        quirks.claims.insert("user_token".into(), "/authed_user/access_token".into());
+        quirks
+            .claims
+            .insert("user_token".into(), "/authed_user/access_token".into());
         let t = interpret(
             reqwest::StatusCode::OK,
             BodyFormat::Json,

@@ -151,7 +151,10 @@ async fn continue_from_another_sites_page_is_refused_and_spends_nothing() {
     consent_provider(&h).await;
     let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
     let login_url = r.json["login_url"].as_str().unwrap().to_owned();
-    let path = login_url.strip_prefix("http://127.0.0.1:0").unwrap().to_owned();
+    let path = login_url
+        .strip_prefix("http://127.0.0.1:0")
+        .unwrap()
+        .to_owned();
     let post = |headers: &[(&str, &str)]| {
         let mut b = Request::post(&path);
         for (k, v) in headers {
@@ -161,8 +164,14 @@ async fn continue_from_another_sites_page_is_refused_and_spends_nothing() {
     };
     // An attacker's page auto-submitting a form to the login link it holds.
     for forged in [
-        &[("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")][..],
-        &[("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "same-site")],
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ][..],
+        &[
+            ("origin", "http://127.0.0.1:8080"),
+            ("sec-fetch-site", "same-site"),
+        ],
         &[("origin", "null")],
         &[("sec-fetch-site", "cross-site")],
     ] {
@@ -286,13 +295,21 @@ async fn removing_a_post_login_url_withdraws_the_links_and_sign_ins_that_use_it(
     let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
 
-    let page = h.raw(Request::get(&path).body(Body::empty()).unwrap()).await;
+    let page = h
+        .raw(Request::get(&path).body(Body::empty()).unwrap())
+        .await;
     assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.json);
-    let go = h.raw(Request::post(&path).body(Body::empty()).unwrap()).await;
+    let go = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
     assert_eq!(go.status, StatusCode::CONFLICT, "{}", go.json);
     assert!(go.headers.get("location").is_none());
     let r = callback(&h, &format!("code=x&state={state}"), &cookie).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
     assert!(r.headers.get("location").is_none());
-    assert!(r.json.as_str().unwrap().contains("no longer allowed"), "{}", r.json);
+    assert!(
+        r.json.as_str().unwrap().contains("no longer allowed"),
+        "{}",
+        r.json
+    );
 }

@@ -57,7 +57,11 @@ async fn providers_are_created_read_replaced_listed_and_deleted() {
         body[field] = json!(to);
         let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
         assert_invalid_field(&r, "client_secret");
-        assert!(r.json["error"]["message"].as_str().unwrap().contains(field), "{}", r.json);
+        assert!(
+            r.json["error"]["message"].as_str().unwrap().contains(field),
+            "{}",
+            r.json
+        );
     }
     // Another path on the same origin keeps it; with the secret, any origin goes.
     let mut body = provider_body_without(url, "client_secret");

@@ -217,7 +217,11 @@ async fn unreachable_providers_all_get_one_message_that_maps_no_ports() {
         let p = format!("p{i}");
         h.provider(&p, url).await;
         let r = h.connection(&p, "alice").await;
-        assert_eq!(r.json["error"]["code"], "provider_unreachable", "{}", r.json);
+        assert_eq!(
+            r.json["error"]["code"], "provider_unreachable",
+            "{}",
+            r.json
+        );
         let message = r.json["error"]["message"].as_str().unwrap();
         messages.insert(message.replace(url.as_str(), "URL"));
     }

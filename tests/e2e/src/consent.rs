@@ -143,8 +143,7 @@ fn run_browser(options: Value) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("browser output {stdout:?}: {e}"))
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("browser output {stdout:?}: {e}"))
 }
 
 impl ControlPlane {
