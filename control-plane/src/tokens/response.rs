@@ -114,6 +114,23 @@ fn seconds(value: Option<&Value>) -> Option<i64> {
     .filter(|secs| *secs >= 0)
 }
 
+/// Claims as a gateway may get them, for tokens stored before claims were an allowlist: the
+/// standard fields and the names some preset declares, scalars only. Tokens stored since
+/// hold nothing else; older ones (a Slack token lives a year) lose what the allowlist
+/// would not have kept, such as Slack's `incoming_webhook`.
+pub(crate) fn served_claims(stored: &Map<String, Value>) -> Map<String, Value> {
+    let declared = |name: &str| {
+        crate::presets::all()
+            .iter()
+            .any(|p| p.quirks.claims.contains_key(name))
+    };
+    stored
+        .iter()
+        .filter(|(k, v)| scalar(v) && (STANDARD_CLAIMS.contains(&k.as_str()) || declared(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// A claim's value is passed on only if it is a scalar: an object or an array may hold
 /// anything, secrets included.
 fn scalar(value: &Value) -> bool {
@@ -426,6 +443,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind, FailureKind::InvalidGrant);
+    }
+
+    #[test]
+    fn claims_stored_before_the_allowlist_are_filtered_when_served() {
+        let stored: Map<String, Value> = serde_json::from_str(
+            r#"{"scope":"commands","team_id":"T1","device_secret":"ds-1",
+                "incoming_webhook":{"url":"https://hooks.slack.com/services/SECRET"}}"#,
+        )
+        .unwrap();
+        let served = served_claims(&stored);
+        let keys: Vec<_> = served.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["scope", "team_id"]);
     }
 
     #[test]
