@@ -221,6 +221,21 @@ pub fn peek_issuer_and_kid(token: &str) -> Option<(String, Option<String>)> {
     Some((iss, untrusted.header().key_id.clone()))
 }
 
+/// RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` header names an extension
+/// it does not understand, and this verifier understands none (the header parsed above
+/// keeps only the standard fields, so `crit` is looked for here).
+fn refuse_critical_extensions(token: &str) -> Result<(), JwtError> {
+    let header: UntrustedToken<'_, Map<String, Value>> =
+        UntrustedToken::try_from(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    match header.header().other_fields.get("crit") {
+        None => Ok(()),
+        Some(crit) => Err(JwtError::Malformed(format!(
+            "the header's `crit` ({crit}) names extensions this verifier does not \
+             understand (RFC 7515 §4.1.11)"
+        ))),
+    }
+}
+
 /// Verifies `token` against `issuers` at `now` (Unix seconds), allowing each issuer's leeway
 /// of clock skew for `exp` and `nbf`.
 pub fn verify(issuers: &[TrustedIssuer], token: &str, now: i64) -> Result<Verified, JwtError> {
@@ -240,6 +255,7 @@ pub fn verify_keeping(
     if !matches!(alg, "RS256" | "ES256" | "EdDSA") {
         return Err(JwtError::AlgorithmNotAllowed(alg.to_owned()));
     }
+    refuse_critical_extensions(token)?;
     let unverified: Claims<Map<String, Value>> = untrusted
         .deserialize_claims_unchecked()
         .map_err(|e| JwtError::Malformed(e.to_string()))?;

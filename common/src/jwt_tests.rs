@@ -183,6 +183,19 @@ fn every_bad_token_is_refused_with_its_reason() {
         parts[2]
     );
     assert_eq!(code(&tampered), "jwt_bad_signature");
+
+    // A validly signed token whose `crit` header names an extension (RFC 7515 §4.1.11).
+    let Signer::Es256(es_key) = es else {
+        panic!("the second signer is ES256")
+    };
+    let mut fields = Map::new();
+    fields.insert("crit".into(), json!(["exp-ext"]));
+    fields.insert("exp-ext".into(), json!(true));
+    let header = Header::new(fields).with_key_id(kid);
+    let critical = Es256.token(&header, &claims(json!({})), es_key).unwrap();
+    let refused = verify(&issuers, &critical, NOW).unwrap_err();
+    assert_eq!(refused.code(), "jwt_malformed");
+    assert!(refused.to_string().contains("crit"), "{refused}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::any::Any;
 
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -73,16 +73,14 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A request's span: its method and path, with a login link's secret cut out, and without
-/// the query (the callback's holds the authorization code and the state). tower-http's
-/// default span shows the whole URI, which would put secrets into debug logs.
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let path = request.uri().path();
-    let path = match path.strip_prefix(consent::LOGIN_PATH_PREFIX) {
-        Some(_) => "/oauth2/login/[redacted]",
-        None => path,
-    };
-    tracing::debug_span!("request", method = %request.method(), path)
+/// The request log's span: the method and the route's template, never the URI, whose path
+/// and query carry login-link secrets and the callback's `code` and `state`.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), route)
 }
 
 /// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the

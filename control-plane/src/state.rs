@@ -62,6 +62,9 @@ impl AppState {
             config.login_link_ttl,
             config.self_service_limits,
         ));
+        if let Some(warning) = consent.plain_http_warning() {
+            tracing::warn!("{warning}");
+        }
         let rotation = Arc::new(Rotation::new(
             config.key_file.clone(),
             config.active_key_id.clone(),

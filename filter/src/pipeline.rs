@@ -103,7 +103,25 @@ impl Request {
                             view.stats.inc(stats::TOKEN_INJECTED);
                         }
                     }
-                    Err(e) => {
+                    Err(SetHeaderFailure::Unsafe) => {
+                        host.log(
+                            Level::Warn,
+                            &format!(
+                                "set-header {}: the value would hold a control character (CR, \
+                                 LF, ...) from the provider's token or claims; not sent",
+                                s.name
+                            ),
+                        );
+                        let body = ErrorBody::new(
+                            codes::PROVIDER_ERROR,
+                            "the provider's token or claims hold characters not allowed in an \
+                             HTTP header (CR, LF or another control character); the request \
+                             was not sent to the backend",
+                        )
+                        .with_detail("header", s.name.as_str());
+                        return Progress::Respond(502, body);
+                    }
+                    Err(SetHeaderFailure::Host(e)) => {
                         host.log(Level::Error, &format!("set-header {}: {e}", s.name));
                         let body = ErrorBody::new(
                             codes::INTERNAL,
@@ -389,7 +407,7 @@ impl Request {
     }
 
     /// Applies a `set-header` step; `Ok(true)` when it wrote an access token.
-    fn set_header(&mut self, host: &impl Host, step: &SetHeader) -> Result<bool, HostError> {
+    fn set_header(&mut self, host: &impl Host, step: &SetHeader) -> Result<bool, SetHeaderFailure> {
         let values = Vars {
             vars: &self.vars,
             host,
@@ -403,8 +421,16 @@ impl Request {
                 None => return Ok(false),
             }
         }
+        // RFC 9110 §5.5: no CR, LF or NUL in a field value (Envoy would answer 503 for it,
+        // and a CR LF could add headers of the provider's choosing); HTAB is allowed.
+        let unsafe_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+        if rendered.iter().any(|v| v.bytes().any(unsafe_byte)) {
+            return Err(SetHeaderFailure::Unsafe);
+        }
         match step.exists_action {
-            ExistsAction::Delete => return host.remove_request_header(&step.name).map(|()| false),
+            ExistsAction::Delete => {
+                return Ok(host.remove_request_header(&step.name).map(|()| false)?)
+            }
             ExistsAction::Skip if host.request_header(&step.name)?.is_some() => return Ok(false),
             ExistsAction::Override | ExistsAction::Skip => {
                 let mut it = rendered.iter();
@@ -432,6 +458,19 @@ impl Request {
             }
         }
         Ok(wrote_token)
+    }
+}
+
+/// Why a `set-header` step did not complete.
+enum SetHeaderFailure {
+    /// The rendered value holds a byte no header value may hold.
+    Unsafe,
+    Host(HostError),
+}
+
+impl From<HostError> for SetHeaderFailure {
+    fn from(e: HostError) -> Self {
+        SetHeaderFailure::Host(e)
     }
 }
 

@@ -469,3 +469,25 @@ fn a_401_to_a_worker_retires_its_own_copy_at_once_and_revalidate_zero_reads_ever
     }
     assert_eq!(host.shared_reads.get() - reads, 5);
 }
+
+#[test]
+fn a_token_or_claim_with_cr_or_lf_is_refused_with_a_clear_error() {
+    for (token, scope) in [("tok\r\nx-injected: 1", "api:read"), ("tok", "a\nb")] {
+        let w = worker(
+            json!({"name": "authorization", "value": "Bearer {{auth.AccessToken}} {{auth.Claims.scope}}"}),
+            false,
+        );
+        let host = FakeHost::default();
+        let key = crate::cache::token_key("gh", "alice", "managed");
+        let body = json!({"access_token": token, "token_type": "Bearer", "expires_at": 3600,
+            "refresh_at": 3000, "claims": {"scope": scope}});
+        let entry = json!({"key": key, "token": body}).to_string();
+        host.set_shared(&key, entry.as_bytes(), None).unwrap();
+        start(&w, &host, 10);
+        let (status, reply) = host.reply(10).expect("answered by the filter");
+        assert_eq!(status, 502, "{reply}");
+        assert_eq!(reply["error"]["code"], "provider_error", "{reply}");
+        assert!(host.header_values(10, "authorization").is_empty());
+        assert!(host.header_values(10, "x-injected").is_empty());
+    }
+}

@@ -8,7 +8,11 @@
 // provider)}.
 //
 // Prints one JSON line to stdout: {"interstitial": text, "callback_url": url,
-// "landing_url": url | null, "page": text of the last page}. Exits 1 with a message on
+// "landing_url": url | null, "page": text of the last page}.
+//
+// With {"forge_from": origin} instead of a consent, the browser opens a page of that
+// (attacker's) origin that submits a form to the login link by itself, as a cross-site
+// request forgery would, and prints {"forged_status": HTTP status of that POST, "page": text}. Exits 1 with a message on
 // stderr when a step fails. The browser gets a fresh profile each run, so no cookie
 // survives between runs (a second run is "another browser").
 
@@ -21,7 +25,7 @@ import { chromium } from 'playwright-core';
 const STEP_TIMEOUT_MS = 20_000;
 
 const options = JSON.parse(process.argv[2] || '{}');
-for (const required of ['login_url', 'landing', 'user']) {
+for (const required of options.forge_from ? ['login_url'] : ['login_url', 'landing', 'user']) {
   if (!options[required]) {
     console.error(`consent.mjs: option ${required} is required`);
     process.exit(2);
@@ -43,6 +47,26 @@ try {
   });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const page = context.pages()[0] || await context.newPage();
+
+  // eslint-disable-next-line no-labels
+  flow: {
+  if (options.forge_from) {
+    const attack = `${options.forge_from}/attack`;
+    await page.route(attack, (route) => route.fulfill({
+      status: 200,
+      contentType: 'text/html',
+      body: `<html><body><form method="post" action="${options.login_url}"></form>`
+        + '<script>document.forms[0].submit()</script></body></html>',
+    }));
+    const posted = page.waitForResponse((r) => r.url() === options.login_url
+      && r.request().method() === 'POST');
+    await page.goto(attack);
+    const response = await posted;
+    await page.waitForLoadState('load');
+    const text = await page.locator('body').innerText().catch(() => '');
+    process.stdout.write(`${JSON.stringify({ forged_status: response.status(), page: text })}\n`);
+    break flow;
+  }
 
   let callbackUrl = null;
   // The post-login page belongs to the operator's application, which does not run in the
@@ -73,6 +97,7 @@ try {
   process.stdout.write(`${JSON.stringify({
     interstitial, callback_url: callbackUrl, landing_url: landingUrl, page: text,
   })}\n`);
+  }
 } catch (err) {
   console.error(`consent.mjs: ${err.stack || err}`);
   process.exitCode = 1;

@@ -39,7 +39,8 @@ pub struct ServeArgs {
 
     /// Database URL. `sqlite://PATH` (one node; the file is created if missing; WAL mode) or
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (several replicas on one database; TLS
-    /// with `?sslmode=require` or `verify-full`). The schema is migrated at start-up.
+    /// with `?sslmode=verify-full`, the only mode that checks certificate and host; weaker
+    /// modes are warned about at start). The schema is migrated at start-up.
     #[arg(
         long,
         env = "CREDMGR_DATABASE_URL",

@@ -5,15 +5,15 @@
 //! this browser.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use super::helpers::{cookie_name, hex, random_token, redirect, sha256};
-use super::{page, CALLBACK_PATH, CONSENT_TTL_SECS};
+use super::helpers::{cookie_name, from_own_page, hex, random_token, redirect, sha256};
+use super::{page, CONSENT_TTL_SECS};
 use crate::clock::{rfc3339, unix_now};
 use crate::crypto::Aad;
 use crate::error::ApiError;
@@ -65,6 +65,16 @@ async fn describe(
     Ok(Some((provider, name)))
 }
 
+/// The link's post-login URL was removed from the provider's `allowed_redirect_urls` after
+/// the link was made: the removal must take effect on outstanding links too.
+fn redirect_no_longer_allowed() -> Response {
+    page::error(
+        StatusCode::CONFLICT,
+        "Login link withdrawn",
+        "The page this link would send you back to is no longer allowed for this provider.",
+    )
+}
+
 fn gone_connection() -> Response {
     page::error(
         StatusCode::NOT_FOUND,
@@ -86,6 +96,9 @@ pub(super) async fn interstitial(
     let Some((provider, connection_name)) = describe(&state, &link).await? else {
         return Ok(gone_connection());
     };
+    if !provider.allowed_redirect_urls.contains(&link.redirect_url) {
+        return Ok(redirect_no_longer_allowed());
+    }
     let provider_name = provider.display_name.as_deref().unwrap_or(&provider.id);
     let provider_host = host_of(provider.authorization_url.as_deref().unwrap_or_default());
     let back_host = host_of(&link.redirect_url);
@@ -141,7 +154,19 @@ fn host_of(raw: &str) -> String {
 pub(super) async fn continue_(
     State(state): State<AppState>,
     Path(link): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Err(why) = from_own_page(&headers, &state.consent.public_url) {
+        // Checked before the link is used: a forged Continue must not spend it either.
+        tracing::warn!(reason = %why, "Continue from another site's page refused (CSRF)");
+        return Ok(page::error(
+            StatusCode::FORBIDDEN,
+            "Continue refused",
+            "This request did not come from the login page itself, so it was refused: \
+             another site may have tried to continue the sign-in for you. Open the login \
+             link directly and press Continue there.",
+        ));
+    }
     let now = unix_now();
     let id_hash = sha256(&link);
     let Some(link) = state.store.use_login_link(&id_hash, now).await? else {
@@ -155,6 +180,11 @@ pub(super) async fn continue_(
     let Some(provider) = state.store.get_provider(p).await? else {
         return Ok(gone_connection());
     };
+    if !provider.allowed_redirect_urls.contains(&link.redirect_url) {
+        tracing::warn!(provider = %p, connection = %c,
+            "login link refused: its post-login URL was removed from allowed_redirect_urls");
+        return Ok(redirect_no_longer_allowed());
+    }
     let Some(authorization_url) = provider
         .authorization_url
         .as_deref()
@@ -209,15 +239,10 @@ pub(super) async fn continue_(
         }
     }
     tracing::info!(provider = %p, connection = %c, "consent started: redirecting to the provider");
-    let cookie = format!(
-        "{}={}; Path={CALLBACK_PATH}; Max-Age={CONSENT_TTL_SECS}; HttpOnly; SameSite=Lax{}",
-        cookie_name(&state_hash),
+    let cookie = state.consent.consent_cookie(
+        &cookie_name(&state_hash),
         browser.expose_secret(),
-        if state.consent.secure() {
-            "; Secure"
-        } else {
-            ""
-        },
+        CONSENT_TTL_SECS,
     );
     redirect(target.as_str(), Some(cookie))
 }

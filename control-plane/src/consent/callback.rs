@@ -1,6 +1,7 @@
 //! Step 4 of the consent flow: the provider redirects the browser to `/oauth2/callback`.
 //! The state is consumed whatever happens; the cookie must match it, `iss` must be the
-//! provider's (RFC 9207) when sent, and the code is exchanged. Only a successful exchange
+//! provider's (RFC 9207): required when the provider's issuer is known, checked when sent,
+//! and the code is exchanged. Only a successful exchange
 //! stores anything; the user lands on the post-login URL with the outcome.
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use secrecy::SecretString;
 use subtle::ConstantTimeEq;
 
 use super::helpers::{cookie_name, cookie_value, hex, redirect, sha256};
-use super::{page, CALLBACK_PATH};
+use super::page;
 use crate::clock::unix_now;
 use crate::crypto::Aad;
 use crate::error::ApiError;
@@ -49,10 +50,9 @@ pub(super) async fn callback(
         );
     };
     let (p, c) = (consent.provider_id.as_str(), consent.connection_id.as_str());
-    let clear = format!(
-        "{}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax",
-        cookie_name(&state_hash)
-    );
+    let clear = state
+        .consent
+        .consent_cookie(&cookie_name(&state_hash), "", 0);
     let fail = |status: StatusCode, title: &str, message: &str| {
         let mut r = page::error(status, title, message);
         if let Ok(v) = HeaderValue::from_str(&clear) {
@@ -87,17 +87,32 @@ pub(super) async fn callback(
             "The provider of this connection no longer exists.",
         );
     };
-    if let Some(iss) = params.get("iss") {
-        if !issuer_matches(&provider, iss) {
-            tracing::warn!(provider = %p, connection = %c,
-                "consent callback with an unexpected iss (RFC 9207): refused");
-            return fail(
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
-                "The answer names another authorization server than the one this sign-in was \
-                 sent to (RFC 9207 issuer check).",
-            );
-        }
+    if !provider
+        .allowed_redirect_urls
+        .contains(&consent.redirect_url)
+    {
+        // Removed from the allowlist since Continue: the sign-in is withdrawn, no code is
+        // exchanged and the browser is not sent there.
+        tracing::warn!(provider = %p, connection = %c,
+            "consent callback refused: its post-login URL was removed from allowed_redirect_urls");
+        return fail(
+            StatusCode::CONFLICT,
+            "Sign-in withdrawn",
+            "The page this sign-in would send you back to is no longer allowed for this \
+             provider, so the sign-in was not completed.",
+        );
+    }
+    if let Err(why) = check_iss(&provider, params.get("iss").map(String::as_str)) {
+        tracing::warn!(provider = %p, connection = %c,
+            "consent callback refused by the RFC 9207 issuer check: {why}");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            &format!(
+                "The answer cannot be shown to come from the authorization server this sign-in \
+                 was sent to (RFC 9207 issuer check): {why}."
+            ),
+        );
     }
     if let Some(error) = params.get("error") {
         let description = params
@@ -159,6 +174,26 @@ pub(super) async fn callback(
             "Connection changed",
             "The connection or its provider was changed or deleted during the sign-in.",
         ),
+    }
+}
+
+/// RFC 9207 §2.4: an `iss` that is sent must be the provider's; when the provider's issuer is
+/// known (configured, or from its preset) `iss` must be sent, unless the preset says the
+/// provider never sends it.
+fn check_iss(provider: &ProviderRecord, iss: Option<&str>) -> Result<(), &'static str> {
+    match iss {
+        Some(iss) if issuer_matches(provider, iss) => Ok(()),
+        Some(_) => Err("it names another issuer"),
+        None if provider.issuer.is_some()
+            && !provider
+                .identity_provider
+                .preset()
+                .quirks
+                .omits_authorization_response_iss =>
+        {
+            Err("it has no `iss` parameter, which this provider sends")
+        }
+        None => Ok(()),
     }
 }
 

@@ -49,6 +49,38 @@ pub(super) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
         .map(|(_, v)| v.trim())
 }
 
+/// Whether a POST comes from a page of the control plane itself, so that another site's page
+/// cannot press Continue for the user (cross-site request forgery). Browsers say where a
+/// request comes from in headers a page cannot set: `Sec-Fetch-Site` (Fetch Metadata, every
+/// current browser) must be `same-origin`, and `Origin` (sent on every cross-origin POST
+/// since 2019) must be the public URL's origin. A request with neither is not from a
+/// browser, and a tool that holds the link needs no forgery to use it. This needs no cookie
+/// and no state between the page and Continue; a token bound to a cookie would only add
+/// protection for browsers too old to send `Origin`.
+pub(super) fn from_own_page(headers: &HeaderMap, public_url: &url::Url) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("(not text)").to_owned())
+    };
+    let site = header("sec-fetch-site");
+    if let Some(site) = &site {
+        if site != "same-origin" {
+            return Err(format!("Sec-Fetch-Site is `{site}`, not `same-origin`"));
+        }
+    }
+    if let Some(origin) = header("origin") {
+        let own = public_url.origin().ascii_serialization();
+        // `null` is what a browser sends when a referrer policy or a privacy setting hides
+        // the origin; then only `Sec-Fetch-Site` can say the request is the page's own.
+        let hidden_but_same = origin == "null" && site.is_some();
+        if origin != own && !hidden_but_same {
+            return Err(format!("Origin `{origin}` is not the public URL's `{own}`"));
+        }
+    }
+    Ok(())
+}
+
 /// A 303 to `location`, optionally setting a cookie.
 pub(super) fn redirect(location: &str, cookie: Option<String>) -> Result<Response, ApiError> {
     let mut response = StatusCode::SEE_OTHER.into_response();
@@ -90,6 +122,39 @@ mod tests {
         );
         assert_eq!(cookie_value(&h, "credmgr_consent_ab"), Some("xyz"));
         assert_eq!(cookie_value(&h, "credmgr_consent_cd"), None);
+    }
+
+    #[test]
+    fn continue_is_accepted_only_from_the_control_planes_own_pages() {
+        let public = url::Url::parse("https://credmgr.example/base").unwrap();
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            from_own_page(&h, &public)
+        };
+        assert!(with(&[]).is_ok(), "not a browser");
+        assert!(with(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://credmgr.example")
+        ])
+        .is_ok());
+        assert!(with(&[("origin", "https://credmgr.example")]).is_ok());
+        assert!(with(&[("sec-fetch-site", "same-origin"), ("origin", "null")]).is_ok());
+        for refused in [
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ][..],
+            &[("sec-fetch-site", "same-site")],
+            &[("origin", "https://evil.example")],
+            &[("origin", "null")],
+            &[("origin", "http://credmgr.example")],
+            &[("sec-fetch-site", "none")],
+        ] {
+            assert!(with(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! 2. The user opens it: an interstitial page says which provider account is about to be
 //!    connected to which connection, with a Continue button, so that a link sent by someone
 //!    else does not connect the victim's account without a look.
-//! 3. Continue (a POST) uses the link up and redirects to the provider with a fresh `state`
+//! 3. Continue (a POST), accepted only from the interstitial itself (`Sec-Fetch-Site` and
+//!    `Origin` checked against the public URL: no other site can press it), uses the link up and redirects to the provider with a fresh `state`
 //!    (single use, ten minutes, bound to this browser by a cookie), a PKCE S256 challenge and
 //!    the provider's extra parameters.
 //! 4. The provider redirects to `/oauth2/callback`. The state is consumed whatever happens;
-//!    the cookie must match it, `iss` must be the provider's (RFC 9207) when sent, and the
+//!    the cookie must match it, `iss` must be the provider's (RFC 9207; required when the
+//!    provider's `issuer` is known, unless its preset says it never sends one), and the
 //!    code is exchanged. Only a successful exchange stores anything: the tokens, replacing
 //!    the connection's old ones. The user lands on the post-login URL with the outcome.
 //!

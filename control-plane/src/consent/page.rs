@@ -1,8 +1,10 @@
 //! The HTML pages a person sees during consent: the interstitial and the error pages.
 //!
-//! Every page forbids framing (clickjacking a Continue button), scripts and referrers (the
-//! login link and the callback's code must not leak to other sites through `Referer`), and
-//! caching.
+//! Every page forbids framing (clickjacking a Continue button), scripts, referrers to other
+//! sites (the login link and the callback's code must not leak through `Referer`), and
+//! caching. Referrers stay on for the page's own origin (`same-origin`): with `no-referrer`
+//! browsers send `Origin: null` on the interstitial's own Continue, which the CSRF check
+//! needs to see.
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -46,7 +48,7 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(
         HeaderName::from_static("content-security-policy"),
         HeaderValue::from_static(CSP),

@@ -39,6 +39,12 @@ pub struct Quirks {
     /// one of them needs a new consent rather than a retry.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub invalid_grant_errors: Vec<String>,
+    /// The provider does not send `iss` in its authorization responses (RFC 9207) although
+    /// it has an issuer identifier (Okta, Auth0). Otherwise a provider whose `issuer` is
+    /// known must send it, and an answer without it is refused: an attacker's server that
+    /// shares the callback (mix-up, RFC 9207 §2) could otherwise leave it out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub omits_authorization_response_iss: bool,
 }
 
 impl Default for Quirks {
@@ -51,6 +57,7 @@ impl Default for Quirks {
             scope_separator: " ".into(),
             scope_param: "scope".into(),
             invalid_grant_errors: Vec::new(),
+            omits_authorization_response_iss: false,
         }
     }
 }

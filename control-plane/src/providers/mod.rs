@@ -25,7 +25,7 @@ mod body;
 pub mod catalogue;
 mod validate;
 
-use body::{resolve, validate, ProviderBody};
+use body::{resolve, validate, ProviderBody, Resolved};
 pub use validate::{
     validate_client_id, validate_client_secret, validate_display_name, validate_endpoint,
     validate_token_url,
@@ -153,7 +153,10 @@ async fn put(
             &Aad::provider_client_secret(&id),
             secret.expose_secret().as_bytes(),
         )?,
-        (None, Some(old)) => old.client_secret.clone(),
+        (None, Some(old)) => {
+            secret_stays_with(old, &resolved)?;
+            old.client_secret.clone()
+        }
         (None, None) => {
             return Err(ApiError::invalid(
                 "client_secret",
@@ -238,6 +241,32 @@ async fn put(
         &record.etag,
         ProviderView::from(&record),
     ))
+}
+
+/// The kept client secret may only go where it went before: a replacement that moves the
+/// token or refresh URL to another origin must send the secret again, or whoever may
+/// replace the provider could point it at their own host and read the stored secret in
+/// the next token request (the secret is write-only).
+fn secret_stays_with(old: &ProviderRecord, new: &Resolved) -> Result<(), ApiError> {
+    let origin = |raw: &str| url::Url::parse(raw).map(|u| u.origin()).ok();
+    let old_refresh = old.refresh_url.as_deref().unwrap_or(&old.token_url);
+    let new_refresh = new.refresh_url.as_deref().unwrap_or(&new.token_url);
+    for (field, before, after) in [
+        ("token_url", old.token_url.as_str(), new.token_url.as_str()),
+        ("refresh_url", old_refresh, new_refresh),
+    ] {
+        if origin(before) != origin(after) {
+            return Err(ApiError::invalid(
+                "client_secret",
+                format!(
+                    "`client_secret` is required when `{field}` moves to another origin \
+                     (scheme, host and port): the stored secret is only sent where it was \
+                     sent before"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn concurrent_change(id: &str) -> ApiError {

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -124,6 +124,9 @@ pub(super) async fn connect_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error>
 /// to do.
 pub(super) async fn connect_postgres(url: &str) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("credmgr");
+    if let Some(warning) = weak_tls(&options) {
+        tracing::warn!("{warning}");
+    }
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
         .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
@@ -134,6 +137,44 @@ pub(super) async fn connect_postgres(url: &str) -> Result<PgPool, sqlx::Error> {
         .await?;
     sqlx::migrate!("migrations/postgresql").run(&pool).await?;
     Ok(pool)
+}
+
+/// Why the connection to a PostgreSQL server on another machine can be read or taken over
+/// on the way, if it can. In sqlx, as in libpq, only `sslmode=verify-full` checks both the
+/// server's certificate (against the system's CAs, or `sslrootcert`) and its host name:
+/// `require` encrypts but accepts any certificate, `verify-ca` accepts a certificate made
+/// for another host, and `prefer` (the default) and `allow` fall back to plaintext. A
+/// server on the loopback interface or a Unix socket is not warned about: its traffic does
+/// not leave the machine.
+fn weak_tls(options: &PgConnectOptions) -> Option<String> {
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mode = options.get_ssl_mode();
+    if local || matches!(mode, PgSslMode::VerifyFull) {
+        return None;
+    }
+    let what = match mode {
+        PgSslMode::Disable => "sslmode=disable: no TLS at all",
+        PgSslMode::Allow | PgSslMode::Prefer => {
+            "sslmode is prefer or allow (prefer is the default): TLS only if the server offers it, \
+             and no certificate check"
+        }
+        PgSslMode::Require => "sslmode=require: encrypted, but any certificate is accepted",
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => {
+            "sslmode=verify-ca: the certificate is checked, but not that it names this host"
+        }
+    };
+    Some(format!(
+        "the connection to PostgreSQL at {host} is not protected against a man in the middle \
+         ({what}); add ?sslmode=verify-full to CREDMGR_DATABASE_URL (with sslrootcert=PATH \
+         when the server's CA is not among the system's)"
+    ))
 }
 
 /// Checkpoints the log every [`CHECKPOINT_EVERY`] until the pool is closed.
@@ -213,5 +254,19 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 200, "nothing written was lost");
         pool.close().await;
+    }
+
+    #[test]
+    fn only_verify_full_is_quiet_for_a_remote_postgres() {
+        let warn = |url: &str| weak_tls(&PgConnectOptions::from_str(url).unwrap());
+        for weak in ["disable", "prefer", "require", "verify-ca"] {
+            let w = warn(&format!("postgres://u@db.example/credmgr?sslmode={weak}"));
+            assert!(w.is_some_and(|w| w.contains("verify-full")), "{weak}");
+        }
+        assert!(warn("postgres://u:pw@db.example/credmgr?sslmode=verify-full").is_none());
+        assert!(warn("postgres://u@127.0.0.1:5432/credmgr").is_none());
+        assert!(warn("postgres://u@localhost/credmgr?sslmode=disable").is_none());
+        let w = warn("postgres://u:hunter2@db.example/credmgr").unwrap();
+        assert!(!w.contains("hunter2"), "{w}");
     }
 }

@@ -187,18 +187,19 @@ impl OAuthClient {
         Ok(body)
     }
 
-    /// The endpoint did not answer (or stopped answering): `provider_unreachable`.
+    /// The endpoint did not answer (or stopped answering): `provider_unreachable`. One message
+    /// for a refused connection, a timeout and a broken exchange: the message reaches API
+    /// answers, and telling them apart would let whoever may set `token_url` map which
+    /// internal hosts and ports are open. The cause goes to the log only.
     fn transport_failure(&self, url: &str, e: &reqwest::Error) -> TokenFailure {
-        let what = if e.is_timeout() {
-            format!("did not answer within {}s", self.timeout.as_secs_f32())
-        } else if e.is_connect() {
-            format!("could not be reached ({})", root_cause(e))
-        } else {
-            format!("failed during the request ({})", root_cause(e))
-        };
+        tracing::warn!(token_url = %url, timeout_secs = self.timeout.as_secs_f32(),
+            cause = %root_cause(e), "token request got no answer");
         TokenFailure::new(
             FailureKind::ProviderUnreachable,
-            format!("the token endpoint {url} {what}"),
+            format!(
+                "the token endpoint {url} could not be reached or did not answer within {}s",
+                self.timeout.as_secs_f32()
+            ),
         )
     }
 }

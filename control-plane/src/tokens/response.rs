@@ -15,6 +15,25 @@ const MAX_DESCRIPTION: usize = 300;
 /// OpenID Connect Core §3.1.3.3 for `id_token`).
 const SECRET_FIELDS: &[&str] = &["access_token", "refresh_token", "id_token"];
 
+/// The fields of a token response kept as claims (stored, and handed to gateways in plain
+/// text): an allowlist, because providers put secrets under names nobody can list in
+/// advance (Slack's `incoming_webhook.url` and legacy `bot.bot_access_token`, OpenID Connect
+/// native SSO's `device_secret`). Top-level scalars only: RFC 6749 §5.1's `token_type`,
+/// `expires_in` and `scope`, RFC 8693's `issued_token_type`, the refresh-token lifetimes
+/// (`refresh_token_expires_in`: GitHub, LinkedIn; `refresh_expires_in`: Keycloak), Entra
+/// ID's `ext_expires_in` and Salesforce's `instance_url`. Anything else a preset wants
+/// passed on it declares in its `claims` quirk, by JSON pointer.
+const STANDARD_CLAIMS: &[&str] = &[
+    "token_type",
+    "expires_in",
+    "scope",
+    "issued_token_type",
+    "refresh_token_expires_in",
+    "refresh_expires_in",
+    "ext_expires_in",
+    "instance_url",
+];
+
 /// A successful token response (RFC 6749 §5.1).
 pub struct TokenResponse {
     pub access_token: SecretString,
@@ -26,7 +45,7 @@ pub struct TokenResponse {
     /// Lifetime of the refresh token in seconds, if the provider said
     /// (`refresh_token_expires_in`: GitHub App user tokens, LinkedIn).
     pub refresh_token_expires_in: Option<i64>,
-    /// Everything but the secrets: `token_type`, `expires_in`, `scope`, provider extras.
+    /// The allowlisted fields ([`STANDARD_CLAIMS`]) and the preset's declared claims.
     pub claims: Map<String, Value>,
 }
 
@@ -95,19 +114,27 @@ fn seconds(value: Option<&Value>) -> Option<i64> {
     .filter(|secs| *secs >= 0)
 }
 
-/// Removes every secret field, at any depth: providers nest tokens (Slack's
-/// `authed_user.access_token`), and claims are handed to gateways in plain text.
-fn strip_secrets(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for field in SECRET_FIELDS {
-                map.remove(*field);
-            }
-            map.values_mut().for_each(strip_secrets);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_secrets),
-        _ => {}
-    }
+/// Claims as a gateway may get them, for tokens stored before claims were an allowlist: the
+/// standard fields and the names some preset declares, scalars only. Tokens stored since
+/// hold nothing else; older ones (a Slack token lives a year) lose what the allowlist
+/// would not have kept, such as Slack's `incoming_webhook`.
+pub(crate) fn served_claims(stored: &Map<String, Value>) -> Map<String, Value> {
+    let declared = |name: &str| {
+        crate::presets::all()
+            .iter()
+            .any(|p| p.quirks.claims.contains_key(name))
+    };
+    stored
+        .iter()
+        .filter(|(k, v)| scalar(v) && (STANDARD_CLAIMS.contains(&k.as_str()) || declared(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A claim's value is passed on only if it is a scalar: an object or an array may hold
+/// anything, secrets included.
+fn scalar(value: &Value) -> bool {
+    !value.is_object() && !value.is_array()
 }
 
 /// Reads a token endpoint's answer: a token (RFC 6749 §5.1) or an error (§5.2).
@@ -199,25 +226,27 @@ pub(crate) fn interpret(
         Some(Value::String(t)) if !t.is_empty() => Some(SecretString::from(t.as_str())),
         _ => None,
     };
-    let mut claims = whole.clone();
-    strip_secrets(&mut claims);
-    let Value::Object(mut claims) = claims else {
-        return Err(unusable("the token response is not an object".into()));
-    };
-    if quirks.token_pointer.is_some() {
-        // The token's own fields (its scope, type, lifetime) win over the outer ones.
-        for (k, v) in holder {
-            if !SECRET_FIELDS.contains(&k.as_str()) && !v.is_object() && !v.is_array() {
-                claims.insert(k.clone(), v.clone());
+    let pick = |from: &Map<String, Value>, claims: &mut Map<String, Value>| {
+        for name in STANDARD_CLAIMS {
+            if let Some(v) = from.get(*name).filter(|v| scalar(v)) {
+                claims.insert((*name).to_owned(), v.clone());
             }
         }
+    };
+    let mut claims = Map::new();
+    if let Some(top) = whole.as_object() {
+        pick(top, &mut claims);
+    }
+    if quirks.token_pointer.is_some() {
+        // The token's own fields (its scope, type, lifetime) win over the outer ones.
+        pick(holder, &mut claims);
     }
     for (name, pointer) in &quirks.claims {
         let secret = pointer
             .rsplit('/')
             .next()
             .is_some_and(|last| SECRET_FIELDS.contains(&last));
-        if let Some(v) = whole.pointer(pointer).filter(|_| !secret) {
+        if let Some(v) = whole.pointer(pointer).filter(|v| !secret && scalar(v)) {
             claims.insert(name.clone(), v.clone());
         }
     }
@@ -438,15 +467,46 @@ mod tests {
     }
 
     #[test]
-    fn nested_secrets_never_become_claims() {
-        let t = ok(
-            r#"{"access_token":"a","authed_user":{"id":"U1","access_token":"xoxp",
-                      "refresh_token":"r"},"list":[{"id_token":"i","k":1}]}"#,
-        );
+    fn claims_stored_before_the_allowlist_are_filtered_when_served() {
+        let stored: Map<String, Value> = serde_json::from_str(
+            r#"{"scope":"commands","team_id":"T1","device_secret":"ds-1",
+                "incoming_webhook":{"url":"https://hooks.slack.com/services/SECRET"}}"#,
+        )
+        .unwrap();
+        let served = served_claims(&stored);
+        let keys: Vec<_> = served.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["scope", "team_id"]);
+    }
+
+    #[test]
+    fn only_allowlisted_and_declared_claims_are_kept() {
+        // Slack's answer with an incoming webhook and a legacy bot object, plus an OpenID
+        // Connect native-SSO `device_secret`: none of it may become a claim.
+        let body = r##"{"ok":true,"access_token":"xoxb-1","token_type":"bot","scope":"commands",
+            "team":{"id":"T1","name":"Team"},"authed_user":{"id":"U1","access_token":"xoxp",
+            "refresh_token":"r"},"incoming_webhook":{"channel":"#c","url":"https://hooks.slack.com/services/SECRET"},
+            "bot":{"bot_user_id":"B1","bot_access_token":"xoxb-legacy"},
+            "device_secret":"ds-1","list":[{"id_token":"i","k":1}],"instance_url":"https://x"}"##;
+        let mut quirks = Quirks::default();
+        quirks.claims.insert("team_id".into(), "/team/id".into());
+        quirks.claims.insert("team".into(), "/team".into());
+        quirks
+            .claims
+            .insert("user_token".into(), "/authed_user/access_token".into());
+        let t = interpret(
+            reqwest::StatusCode::OK,
+            BodyFormat::Json,
+            body.as_bytes(),
+            &quirks,
+        )
+        .unwrap();
         let shown = serde_json::to_string(&t.claims).unwrap();
-        assert!(!shown.contains("xoxp") && !shown.contains("\"r\"") && !shown.contains("\"i\""));
-        assert_eq!(t.claims["authed_user"]["id"], "U1");
-        assert_eq!(t.claims["list"][0]["k"], 1);
+        for secret in ["xoxp", "SECRET", "xoxb-legacy", "ds-1", "\"r\"", "\"i\""] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let keys: Vec<_> = t.claims.keys().map(String::as_str).collect();
+        // Declared scalars are lifted; a declared object (`team`) is not passed whole.
+        assert_eq!(keys, ["instance_url", "scope", "team_id", "token_type"]);
     }
 
     #[test]

@@ -5,6 +5,17 @@ use serde_json::json;
 use crate::harness::*;
 use crate::presets::{authorize, LANDING};
 
+/// The browser's callback with `query` and the login's cookie.
+async fn callback(h: &Harness, query: &str, cookie: &str) -> Reply {
+    h.raw(
+        Request::get(format!("/oauth2/callback?{query}"))
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
 async fn consent_provider(h: &Harness) {
     let mut body = provider_body("https://idp.example/token");
     body["grant_type"] = json!("authorization_code");
@@ -78,7 +89,7 @@ async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provid
         "{html}"
     );
     assert_eq!(page.headers["x-frame-options"], "DENY");
-    assert_eq!(page.headers["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers["referrer-policy"], "same-origin");
 
     // Continue: to the provider with state, PKCE S256 and the extra parameters.
     let go = h
@@ -132,6 +143,50 @@ async fn login_links_are_checked_and_lead_through_the_interstitial_to_the_provid
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let conn = h.shown_connection("gh", "alice").await;
     assert_eq!(conn["status"], "not_connected");
+}
+
+#[tokio::test]
+async fn continue_from_another_sites_page_is_refused_and_spends_nothing() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
+    let login_url = r.json["login_url"].as_str().unwrap().to_owned();
+    let path = login_url
+        .strip_prefix("http://127.0.0.1:0")
+        .unwrap()
+        .to_owned();
+    let post = |headers: &[(&str, &str)]| {
+        let mut b = Request::post(&path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    // An attacker's page auto-submitting a form to the login link it holds.
+    for forged in [
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ][..],
+        &[
+            ("origin", "http://127.0.0.1:8080"),
+            ("sec-fetch-site", "same-site"),
+        ],
+        &[("origin", "null")],
+        &[("sec-fetch-site", "cross-site")],
+    ] {
+        let r = h.raw(post(forged)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{forged:?}: {}", r.json);
+        assert!(r.headers.get("location").is_none());
+    }
+    // The link was not spent: the user's own Continue still works.
+    let r = h
+        .raw(post(&[
+            ("origin", "http://127.0.0.1:0"),
+            ("sec-fetch-site", "same-origin"),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.json);
 }
 
 #[tokio::test]
@@ -199,4 +254,62 @@ async fn an_expired_state_is_refused_even_from_the_right_browser() {
     assert!(r.json.as_str().unwrap().contains("expired"), "{}", r.json);
     let conn = h.shown_connection("gh", "alice").await;
     assert_eq!(conn["status"], "not_connected");
+}
+
+#[tokio::test]
+async fn iss_is_required_when_the_providers_issuer_is_known() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    let mut body = h.provider_to_resend("gh").await;
+    body["issuer"] = json!("https://idp.example");
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    for iss in ["", "&iss=https%3A%2F%2Fevil.example"] {
+        let (_, cookie, state) = authorize(&h, "gh", "alice").await;
+        let r = callback(&h, &format!("code=x&state={state}{iss}"), &cookie).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{iss}: {}", r.json);
+        assert!(r.json.as_str().unwrap().contains("RFC 9207"), "{}", r.json);
+    }
+    // With the right iss the code goes to the token endpoint (unreachable here: 502).
+    let (_, cookie, state) = authorize(&h, "gh", "alice").await;
+    let q = format!("code=x&state={state}&iss=https%3A%2F%2Fidp.example");
+    let r = callback(&h, &q, &cookie).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.json);
+}
+
+#[tokio::test]
+async fn removing_a_post_login_url_withdraws_the_links_and_sign_ins_that_use_it() {
+    let h = Harness::new().await;
+    consent_provider(&h).await;
+    // A sign-in past Continue, and a link not yet opened.
+    let (_, cookie, state) = authorize(&h, "gh", "alice").await;
+    let r = link(&h, json!({"post_login_redirect_url": LANDING})).await;
+    let path = r.json["login_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://127.0.0.1:0")
+        .unwrap()
+        .to_owned();
+    let mut body = h.provider_to_resend("gh").await;
+    body["allowed_redirect_urls"] = json!(["https://app.example/other"]);
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+
+    let page = h
+        .raw(Request::get(&path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.json);
+    let go = h
+        .raw(Request::post(&path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(go.status, StatusCode::CONFLICT, "{}", go.json);
+    assert!(go.headers.get("location").is_none());
+    let r = callback(&h, &format!("code=x&state={state}"), &cookie).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert!(r.headers.get("location").is_none());
+    assert!(
+        r.json.as_str().unwrap().contains("no longer allowed"),
+        "{}",
+        r.json
+    );
 }

@@ -46,6 +46,33 @@ async fn providers_are_created_read_replaced_listed_and_deleted() {
         .unwrap();
     assert_eq!(secrecy::ExposeSecret::expose_secret(&secret), CLIENT_SECRET);
 
+    // The kept secret does not follow the token or refresh URL to another origin: an admin
+    // who could otherwise point it at their own host must send the secret again.
+    for (field, to) in [
+        ("token_url", "https://attacker.example/token"),
+        ("refresh_url", "https://attacker.example/refresh"),
+        ("token_url", "https://idp.example:8443/oauth2/token"),
+    ] {
+        let mut body = provider_body_without(url, "client_secret");
+        body[field] = json!(to);
+        let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+        assert_invalid_field(&r, "client_secret");
+        assert!(
+            r.json["error"]["message"].as_str().unwrap().contains(field),
+            "{}",
+            r.json
+        );
+    }
+    // Another path on the same origin keeps it; with the secret, any origin goes.
+    let mut body = provider_body_without(url, "client_secret");
+    body["refresh_url"] = json!(format!("{url}/refresh"));
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let mut body = provider_body(url);
+    body["token_url"] = json!("https://idp.example/token");
+    let r = h.admin(Method::PUT, "/v1/providers/gh", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+
     h.provider("azure", url).await;
     let r = h.admin(Method::GET, "/v1/providers", None).await;
     assert_eq!(ids(&r), ["azure", "gh"]);

@@ -199,3 +199,31 @@ async fn concurrent_requests_share_one_fetch() {
     h.assert_metric(r#"outcome="provider_unreachable"} 2"#);
     h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="error"} 5"#);
 }
+
+#[tokio::test]
+async fn unreachable_providers_all_get_one_message_that_maps_no_ports() {
+    let h = Harness::with_timeout(Duration::from_millis(800)).await;
+    // A closed port, a port that never answers, one that hangs up at once.
+    let (_silent, silent) = silent_provider();
+    let hangs_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_up_url = format!("http://{}/token", hangs_up.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hangs_up.accept().await {
+            drop(socket);
+        }
+    });
+    let mut messages = std::collections::BTreeSet::new();
+    for (i, url) in [closed_port_url(), silent, hang_up_url].iter().enumerate() {
+        let p = format!("p{i}");
+        h.provider(&p, url).await;
+        let r = h.connection(&p, "alice").await;
+        assert_eq!(
+            r.json["error"]["code"], "provider_unreachable",
+            "{}",
+            r.json
+        );
+        let message = r.json["error"]["message"].as_str().unwrap();
+        messages.insert(message.replace(url.as_str(), "URL"));
+    }
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+}

@@ -68,26 +68,7 @@ impl Deployment {
 
     /// Opens `login_url` in a fresh headless Chromium and consents as `user`.
     pub fn consent_in_browser(&self, login_url: &str, user: &str) -> BrowserRun {
-        let options = json!({"login_url": login_url, "landing": LANDING, "user": user});
-        let script = repo_root().join("tests/browser/consent.mjs");
-        assert!(
-            repo_root().join("tests/browser/node_modules").exists(),
-            "tests/browser/node_modules is missing: run `make test` (it runs npm ci there)"
-        );
-        let out = Command::new("node")
-            .arg(&script)
-            .arg(options.to_string())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "the browser run failed ({}):\n{}\n{stdout}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("browser output {stdout:?}: {e}"));
+        let v = run_browser(json!({"login_url": login_url, "landing": LANDING, "user": user}));
         let text = |k: &str| v[k].as_str().map(str::to_owned);
         BrowserRun {
             interstitial: text("interstitial").unwrap_or_default(),
@@ -96,6 +77,18 @@ impl Deployment {
             landing_url: text("landing_url"),
             page: text("page").unwrap_or_default(),
         }
+    }
+
+    /// In a fresh headless Chromium, a page of another site (`http://attacker.test`) submits
+    /// a form to `login_url` by itself, as a cross-site request forgery of Continue would;
+    /// returns the status of that POST and the page the browser shows.
+    pub fn forged_continue_in_browser(&self, login_url: &str) -> (u16, String) {
+        let v = run_browser(json!({"login_url": login_url, "forge_from": "http://attacker.test"}));
+        let status = v["forged_status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or_else(|| panic!("no forged_status in {v}"));
+        (status, v["page"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Begins a login in a fresh [`HttpBrowser`] (login link, Continue) and, instead of the
@@ -129,6 +122,28 @@ impl Deployment {
         );
         run
     }
+}
+
+/// Runs `tests/browser/consent.mjs` with `options`; its JSON answer.
+fn run_browser(options: Value) -> Value {
+    let script = repo_root().join("tests/browser/consent.mjs");
+    assert!(
+        repo_root().join("tests/browser/node_modules").exists(),
+        "tests/browser/node_modules is missing: run `make test` (it runs npm ci there)"
+    );
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(options.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed ({}):\n{}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("browser output {stdout:?}: {e}"))
 }
 
 impl ControlPlane {

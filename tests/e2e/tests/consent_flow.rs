@@ -23,7 +23,19 @@ fn a_user_consents_in_a_browser_and_requests_through_envoy_carry_their_token() {
     assert_eq!(status, 503, "no token before consent: {body}");
     assert_eq!(body["error"]["code"], "consent_required", "{body}");
 
-    let run = d.consent("alice");
+    // Another site's page submitting the login link (cross-site request forgery of
+    // Continue) is refused, and does not spend the link: the user's own Continue works.
+    let link = d.login_link();
+    let (status, page) = d.forged_continue_in_browser(&link);
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("Continue refused"), "{page}");
+    let run = d.consent_in_browser(&link, "alice");
+    assert!(
+        run.landing_url
+            .as_deref()
+            .is_some_and(|l| l.contains("credmgr_status=connected")),
+        "{run:?}"
+    );
     assert!(
         run.interstitial.contains("Test OAuth server")
             && run.interstitial.contains("Alice's account")
