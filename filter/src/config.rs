@@ -22,6 +22,7 @@
 //! written (serde structs that refuse unknown fields), and `config_compile.rs` the step from
 //! one to the other ([`FilterConfig::parse`]).
 
+use crate::matching::Rules;
 use crate::template::Template;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -66,6 +67,10 @@ pub struct FilterConfig {
     pub policies: BTreeMap<String, Rc<PolicySet>>,
     /// Some step verifies callers' JWTs: the trusted issuers are fetched and kept fresh.
     pub uses_jwt: bool,
+    /// Rules that choose a policy set by matching the request, tried in order.
+    pub rules: Rules<Rc<PolicySet>>,
+    /// The route's metadata is read (a host call on every request) and wins over the rules.
+    pub route_metadata: bool,
 }
 
 #[derive(Debug)]

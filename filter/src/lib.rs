@@ -9,7 +9,8 @@
 //! events, the requests kept and the calls in flight); [`pipeline`] (one request's steps);
 //! [`view`] (what the pipeline sees of its worker); [`refresh`], [`control_plane`] and
 //! [`denials`]; and at the bottom [`failure`], [`config`] (with its private `config_raw` and
-//! `config_compile`), [`cache`], [`identity`], [`stats`], [`template`] and [`host`].
+//! `config_compile`), [`cache`], [`identity`], [`stats`], [`template`], [`host`] and
+//! [`matching`] (the request rules, which import nothing of the crate).
 
 pub mod cache;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod denials;
 pub mod failure;
 pub mod host;
 pub mod identity;
+pub mod matching;
 pub mod pipeline;
 pub mod refresh;
 pub mod stats;
