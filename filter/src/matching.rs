@@ -257,6 +257,11 @@ impl<P: Clone> Rules<P> {
         self.rules.is_empty()
     }
 
+    /// How many rules are configured.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
     /// The request headers the rules may read, pseudo-headers included.
     pub fn headers_read(&self) -> impl Iterator<Item = &str> {
         self.slots.iter().map(|s| s.name.as_str())

@@ -3,7 +3,7 @@
 //! request passes untouched or takes `default_policy`, and route metadata, when the
 //! configuration reads it, wins over the rules.
 
-use credmgr_e2e::stack::PROVIDER;
+use credmgr_e2e::stack::{Envoy, PROVIDER};
 use credmgr_e2e::{http, status_and_json, Deployment};
 use serde_json::Value;
 
@@ -139,4 +139,24 @@ fn host_path_method_and_header_rules_each_choose_their_set_and_route_metadata_wi
     assert_eq!(policy, "by-header");
     let (policy, _) = chosen(send(&other, "GET", "/x", &[("host", "z.tenant.example")]));
     assert_eq!(policy, "by-host");
+}
+
+#[test]
+fn envoy_refuses_a_bad_rule_and_the_log_names_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        ("CONTROL_PLANE_PORT", "1".to_owned()),
+        ("BACKEND_PORT", "1".to_owned()),
+        ("CREDMGR_GATEWAY_KEY", "unused".to_owned()),
+        ("CREDMGR_PROVIDER_ID", "demo".to_owned()),
+        ("CREDMGR_CONNECTION_ID", "demo".to_owned()),
+    ];
+    let (code, log) = Envoy::run_expecting_exit(dir.path(), "matching.yaml", &vars, |config| {
+        config.replace("\"path\": \"/exact\"", "\"path\": \"exact\"")
+    });
+    assert_ne!(code, 0, "Envoy must refuse the configuration; log:\n{log}");
+    assert!(
+        log.contains("invalid credmgr filter configuration: at rules[1].match.path"),
+        "the log must name the rule's field; log:\n{log}"
+    );
 }
