@@ -9,12 +9,13 @@ use anyhow::Result;
 use serde::Serialize;
 
 /// The variants of the issue, in the order they are reported.
-pub const VARIANTS: [&str; 5] = [
+pub const VARIANTS: [&str; 6] = [
     "baseline",
     "managed",
     "jwt",
     "credential_injector",
     "empty_wasm",
+    "matched",
 ];
 
 /// Why a variant cannot be measured yet, or `None` when it can.
@@ -35,6 +36,7 @@ fn port(stack: &Stack, name: &str) -> u16 {
         "managed" => p.managed,
         "jwt" => p.jwt,
         "credential_injector" => p.credential_injector,
+        "matched" => p.matched,
         "probe_lookup" => p.probe[0],
         "probe_inject" => p.probe[1],
         "probe_all" => p.probe[2],

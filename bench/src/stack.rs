@@ -45,6 +45,8 @@ pub struct Ports {
     pub managed: u16,
     pub jwt: u16,
     pub credential_injector: u16,
+    /// credmgr choosing its policy set by request matching, no route metadata.
+    pub matched: u16,
     pub empty_wasm: u16,
     /// The empty filter with every callback the SDK exports (see the Makefile's `wasm`).
     pub empty_sdk: u16,
@@ -102,6 +104,7 @@ impl Stack {
             managed: free_port(),
             jwt: free_port(),
             credential_injector: free_port(),
+            matched: free_port(),
             empty_wasm: free_port(),
             empty_sdk: free_port(),
             cold: free_port(),
@@ -131,6 +134,7 @@ impl Stack {
             ("BENCH_MANAGED_PORT", ports.managed.to_string()),
             ("BENCH_JWT_PORT", ports.jwt.to_string()),
             ("BENCH_INJECTOR_PORT", ports.credential_injector.to_string()),
+            ("BENCH_MATCHED_PORT", ports.matched.to_string()),
             ("BENCH_EMPTY_WASM_PORT", ports.empty_wasm.to_string()),
             ("BENCH_COLD_PORT", ports.cold.to_string()),
             ("BENCH_BACKEND_PORT", ports.backend.to_string()),

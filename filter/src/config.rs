@@ -22,6 +22,7 @@
 //! written (serde structs that refuse unknown fields), and `config_compile.rs` the step from
 //! one to the other ([`FilterConfig::parse`]).
 
+use crate::matching::Rules;
 use crate::template::Template;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -72,6 +73,10 @@ pub struct FilterConfig {
     /// The verified claims that id templates use (`{{identity.Claims.<name>}}`): kept with
     /// each verified JWT, nothing else of its content is.
     pub identity_claims: Vec<String>,
+    /// Rules that choose a policy set by matching the request, tried in order.
+    pub rules: Rules<Rc<PolicySet>>,
+    /// The route's metadata is read (a host call on every request) and wins over the rules.
+    pub route_metadata: bool,
 }
 
 #[derive(Debug)]

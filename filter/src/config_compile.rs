@@ -8,6 +8,7 @@ use crate::config::{
     Ids, PolicySet, SetHeader, Step, StepIds,
 };
 use crate::config_raw::{OneOrMany, RawConfig, RawStep, MAX_MAX_ENTRIES};
+use crate::matching::Rules;
 use crate::template::{Segment, Template};
 use credmgr_common::ids::validate_id;
 use std::collections::BTreeMap;
@@ -104,6 +105,11 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
             }
         },
     };
+    let rules =
+        Rules::compile(raw.rules, |name| policies.get(name).cloned()).map_err(ConfigError)?;
+    // Today's configurations name their sets in route metadata; with rules, reading it (a
+    // host call per request) is asked for explicitly.
+    let route_metadata = raw.route_metadata.unwrap_or(rules.is_empty());
     Ok(FilterConfig {
         control_plane: ControlPlane {
             authority: cp.authority.unwrap_or_else(|| cp.cluster.clone()),
@@ -120,6 +126,8 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         policies,
         uses_jwt,
         identity_claims,
+        rules,
+        route_metadata,
     })
 }
 

@@ -4,6 +4,7 @@
 //! reads these and compiles them into the [`crate::config`] types that requests use.
 
 use crate::config::{ExistsAction, IdentityType};
+use crate::matching::RawRule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -19,6 +20,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub default_policy: Option<String>,
     pub policies: BTreeMap<String, Vec<RawStep>>,
+    /// Ordered rules that choose a policy set by matching the request; the first that
+    /// matches wins (see [`crate::matching`]).
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Whether a route's metadata (`filter_metadata.credmgr.policy`) is read, and wins over
+    /// the rules. Absent: read when no rules are configured, not read when some are.
+    #[serde(default)]
+    pub route_metadata: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

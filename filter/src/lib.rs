@@ -10,7 +10,8 @@
 //! [`view`] (what the pipeline sees of its worker) and [`step_ids`] (a step's ids for one
 //! request); [`refresh`], [`control_plane`] and
 //! [`denials`]; and at the bottom [`failure`], [`config`] (with its private `config_raw` and
-//! `config_compile`), [`cache`], [`identity`], [`stats`], [`template`] and [`host`].
+//! `config_compile`), [`cache`], [`identity`], [`stats`], [`template`], [`host`] and
+//! [`matching`] (the request rules, which import nothing of the crate).
 
 pub mod cache;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod denials;
 pub mod failure;
 pub mod host;
 pub mod identity;
+pub mod matching;
 pub mod pipeline;
 pub mod refresh;
 pub mod stats;

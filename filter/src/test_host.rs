@@ -29,6 +29,10 @@ pub struct FakeHost {
     pub resumed: RefCell<Vec<u32>>,
     pub counters: RefCell<Vec<(String, i64)>>,
     pub logs: RefCell<Vec<String>>,
+    /// Every property read, by path: each is a host call on the request path.
+    pub property_reads: RefCell<Vec<String>>,
+    /// Every request header read, by name.
+    pub header_reads: RefCell<Vec<String>>,
 }
 
 impl FakeHost {
@@ -148,6 +152,7 @@ impl Host for FakeHost {
         Ok(100 + calls.len() as u32)
     }
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        self.property_reads.borrow_mut().push(path.join("."));
         Ok(match path {
             ["xds", "route_metadata", "filter_metadata", "credmgr", "policy"] => self
                 .route_policy
@@ -158,6 +163,7 @@ impl Host for FakeHost {
         })
     }
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
+        self.header_reads.borrow_mut().push(name.to_owned());
         Ok(self
             .header_values(self.current.get(), name)
             .into_iter()

@@ -69,8 +69,15 @@ impl RootContext for Root {
                 WasmHost.log(
                     Level::Info,
                     &format!(
-                        "filter configured with {} policy set(s), control plane cluster {}",
+                        "filter configured with {} policy set(s), {} request rule(s), route \
+                         metadata {}, control plane cluster {}",
                         config.policies.len(),
+                        config.rules.len(),
+                        if config.route_metadata {
+                            "read"
+                        } else {
+                            "not read"
+                        },
                         config.control_plane.cluster
                     ),
                 );

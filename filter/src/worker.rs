@@ -79,10 +79,33 @@ impl Worker {
         }
     }
 
-    /// The policy set of the request's route: the one its metadata names, else the default
-    /// (none: the request passes untouched). A name the configuration does not define is an
-    /// error: failing closed beats forwarding a request without the credential it needs.
+    /// The request's policy set: the one its route's metadata names (when `route_metadata`
+    /// is on), else the first rule that matches the request, else the default (none: the
+    /// request passes untouched). A name in route metadata that the configuration does not
+    /// define is an error: failing closed beats forwarding a request without the credential it
+    /// needs. Without `route_metadata` no property is read: that is a host call per request.
     pub fn policy_for_route(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
+        let config = &self.view.config;
+        if config.route_metadata {
+            if let Some(named) = self.policy_in_route_metadata(host)? {
+                return Ok(Some(named));
+            }
+        }
+        let matched = config.rules.select(|name| match host.request_header(name) {
+            Ok(value) => value,
+            Err(e) => {
+                host.log(
+                    Level::Warn,
+                    &format!("cannot read request header {name} to match the rules: {e}"),
+                );
+                None
+            }
+        });
+        Ok(matched.or_else(|| config.default_policy.clone()))
+    }
+
+    /// The policy set the route's metadata names, if it names one.
+    fn policy_in_route_metadata(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
         let named = match host.property(&ROUTE_POLICY) {
             Ok(v) => v,
             Err(e) => {
@@ -94,7 +117,7 @@ impl Worker {
             }
         };
         let Some(name) = named else {
-            return Ok(self.view.config.default_policy.clone());
+            return Ok(None);
         };
         let name = String::from_utf8_lossy(&name);
         match self.view.config.policies.get(name.as_ref()) {
@@ -492,3 +515,7 @@ mod jwt_tests;
 #[cfg(test)]
 #[path = "worker_peruser_tests.rs"]
 mod peruser_tests;
+
+#[cfg(test)]
+#[path = "worker_rules_tests.rs"]
+mod rules_tests;
