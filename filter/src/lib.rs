@@ -30,6 +30,7 @@ pub mod step_ids;
 pub mod template;
 #[cfg(test)]
 mod test_host;
+mod vars;
 pub mod view;
 pub mod worker;
 

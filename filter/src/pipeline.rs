@@ -15,7 +15,8 @@ use crate::host::{Host, HostError, Level};
 use crate::identity::bearer_token;
 use crate::stats;
 use crate::step_ids;
-use crate::template::{Segment, Values};
+use crate::template::Segment;
+use crate::vars::{Var, Vars};
 use crate::view::View;
 use credmgr_common::access::{allowed, Caller};
 use credmgr_common::error::codes;
@@ -43,14 +44,6 @@ pub enum Answer {
     Token(Result<Rc<RuntimeToken>, Failure>),
     /// The trusted issuers were fetched (or could not be).
     Issuers,
-}
-
-/// A context variable: the token it holds (`None`: null, after an ignored error) and the
-/// cache key it came from.
-struct Var {
-    name: String,
-    key: String,
-    token: Option<Rc<RuntimeToken>>,
 }
 
 /// One request's run through its policy set.
@@ -471,49 +464,5 @@ enum SetHeaderFailure {
 impl From<HostError> for SetHeaderFailure {
     fn from(e: HostError) -> Self {
         SetHeaderFailure::Host(e)
-    }
-}
-
-/// Template values of one request: its context variables, headers, and the verified claims
-/// of the current step's caller (none outside the ids of a `jwt` step).
-struct Vars<'a, H> {
-    vars: &'a [Var],
-    host: &'a H,
-    claims: &'a [(String, String)],
-}
-
-impl<H> Vars<'_, H> {
-    fn get(&self, var: &str) -> Option<&RuntimeToken> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|v| v.name == var)
-            .and_then(|v| v.token.as_deref())
-    }
-}
-
-impl<H: Host> Values for Vars<'_, H> {
-    fn access_token(&self, var: &str) -> Option<&str> {
-        self.get(var).map(|t| t.access_token.as_str())
-    }
-
-    fn claim(&self, var: &str, name: &str) -> Option<String> {
-        let token = self.get(var)?;
-        Some(match token.claims.get(name) {
-            None | Some(serde_json::Value::Null) => String::new(),
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-        })
-    }
-
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.host.request_header(name).ok().flatten()
-    }
-
-    fn identity_claim(&self, name: &str) -> Option<&str> {
-        self.claims
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
     }
 }

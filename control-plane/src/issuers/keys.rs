@@ -174,7 +174,7 @@ impl KeyCache {
                     e.in_flight = None;
                     match result {
                         Ok(jwks) => {
-                            tracing::info!(issuer_id = %id, keys = super::registry::count_keys(&jwks),
+                            tracing::info!(issuer_id = %id, keys = count_keys(&jwks),
                                 "fetched the keys of a trusted issuer");
                             e.jwks = Some(jwks);
                             e.fetched_at = Some((Instant::now(), crate::clock::unix_now()));
@@ -250,4 +250,10 @@ async fn fetch(http: &reqwest::Client, uri: &str) -> Result<Value, String> {
         return Err("the JWKS has no `keys` array (RFC 7517 §5)".into());
     }
     Ok(jwks)
+}
+
+/// How many usable keys a JWKS holds (keys of unsupported types or uses are skipped).
+pub(super) fn count_keys(jwks: &Value) -> usize {
+    credmgr_common::jwt::TrustedIssuer::new(String::new(), vec![], Default::default(), 0, jwks)
+        .map_or(0, |v| v.key_count())
 }

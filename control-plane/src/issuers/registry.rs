@@ -22,7 +22,7 @@ use credmgr_common::runtime::{PublishedIssuer, TrustedIssuers};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::keys::{Fetch, KeyCache};
+use super::keys::{count_keys, Fetch, KeyCache};
 pub use super::keys::{KEYS_MAX_AGE, MAX_JWKS_BYTES, REFETCH_MIN_INTERVAL};
 use crate::clock::rfc3339;
 use crate::store::{IssuerRecord, Store, StoreError};
@@ -252,9 +252,4 @@ impl Registry {
 
 fn empty() -> Value {
     serde_json::json!({ "keys": [] })
-}
-
-pub(super) fn count_keys(jwks: &Value) -> usize {
-    TrustedIssuer::new(String::new(), vec![], Default::default(), 0, jwks)
-        .map_or(0, |v| v.key_count())
 }

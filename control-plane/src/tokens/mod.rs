@@ -16,6 +16,7 @@
 //! and served), `client` and `response` (the token endpoint), `error` (what can go wrong),
 //! `scheduler` (proactive refresh).
 
+mod claims;
 mod client;
 mod consent;
 mod error;

@@ -84,7 +84,7 @@ impl TokenService {
             token_type: t.token_type.clone(),
             expires_at: t.expires_at,
             refresh_at: t.refresh_at,
-            claims: super::response::served_claims(&t.claims),
+            claims: super::claims::served_claims(&t.claims),
             access_policies: Vec::new(),
         })
     }
