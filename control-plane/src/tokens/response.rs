@@ -207,7 +207,10 @@ pub(crate) fn interpret(
             .next()
             .is_some_and(|last| SECRET_FIELDS.contains(&last));
         if let Some(v) = whole.pointer(pointer).filter(|_| !secret) {
-            claims.insert(name.clone(), v.clone());
+            // A lifted value may be an object that holds a token.
+            let mut v = v.clone();
+            strip_secrets(&mut v);
+            claims.insert(name.clone(), v);
         }
     }
     Ok(TokenResponse {
@@ -426,6 +429,18 @@ mod tests {
         assert!(!shown.contains("xoxp") && !shown.contains("\"r\"") && !shown.contains("\"i\""));
         assert_eq!(t.claims["authed_user"]["id"], "U1");
         assert_eq!(t.claims["list"][0]["k"], 1);
+    }
+
+    #[test]
+    fn a_lifted_claim_never_carries_a_nested_secret() {
+        // Slack's preset lifts `/team/id`; a provider that puts an object there must not
+        // smuggle a token into the claims (fuzz/fuzz_targets/token_response.rs checks it).
+        let slack = crate::presets::get("slack").unwrap().quirks.clone();
+        let body = br#"{"access_token":"a","team":{"id":{"access_token":"xoxb-nested","k":1}}}"#;
+        let t = interpret(StatusCode::OK, BodyFormat::Json, body, &slack).unwrap();
+        let shown = serde_json::to_string(&t.claims).unwrap();
+        assert!(!shown.contains("xoxb-nested"), "{shown}");
+        assert_eq!(t.claims["team_id"]["k"], 1);
     }
 
     #[test]
