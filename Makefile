@@ -162,6 +162,8 @@ FUZZ_SMOKE_SECONDS ?= 20
 # One process per run (the machine is shared), a hang is a finding after 10 s.
 FUZZ_FLAGS   := -timeout=10 -max_len=8192 -print_final_stats=1
 FUZZ_RUN     := $(CARGO_FUZZ) fuzz run --sanitizer none
+# A target's libFuzzer dictionary (fuzz/dicts/<target>.dict), if it has one.
+FUZZ_DICT    = $$([ -f fuzz/dicts/$$t.dict ] && echo -dict=fuzz/dicts/$$t.dict)
 
 $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root .tools
@@ -175,8 +177,8 @@ fuzz-smoke: fuzz-build
 	@set -uo pipefail; for t in $(FUZZ_TARGETS); do \
 	  scratch=$$(mktemp -d); \
 	  if $(FUZZ_RUN) $$t $$scratch fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) \
-	       $(FUZZ_FLAGS) > $$scratch.log 2>&1; then \
-	    echo "fuzz $$t: $$(grep -E '^#[0-9]+ +DONE' $$scratch.log | tail -1)"; \
+	       $(FUZZ_FLAGS) $(FUZZ_DICT) > $$scratch.log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -E '^#[0-9]+[[:space:]]+DONE' $$scratch.log | tail -1)"; \
 	    rm -rf $$scratch $$scratch.log; \
 	  else \
 	    tail -40 $$scratch.log; echo "FAILED: fuzz target $$t (reproduce: $(FUZZ_RUN) $$t fuzz/artifacts/$$t/<file>)"; \
@@ -190,7 +192,7 @@ fuzz: fuzz-build
 	  mkdir -p fuzz/work/$$t; \
 	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ_RUN) $$t fuzz/work/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_FLAGS) 2>&1 | grep -E '^#[0-9]+ +(DONE|NEW|REDUCE)|^==|panicked|^SUMMARY|stat::' | tail -8; \
+	    $(FUZZ_FLAGS) $(FUZZ_DICT) 2>&1 | grep -E '^#[0-9]+[[:space:]]+(DONE|NEW|REDUCE)|^==|panicked|^SUMMARY|stat::' | tail -8; \
 	done
 
 # Folds what long runs found into the committed corpus, minimized (libFuzzer -merge=1 keeps
