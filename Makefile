@@ -28,13 +28,15 @@ export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
 export CREDMGR_BENCH_PROBE_WASM := $(abspath $(PROBE_WASM))
 export CREDMGR_BENCH_EMPTY_SDK_WASM := $(abspath $(EMPTY_SDK_WASM))
 
-.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-build clean
+.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-build clean \
+        fuzz-build fuzz-smoke fuzz fuzz-merge
 
 help:
 	@echo "make run    start the demo (OAuth server, control plane, backend, Envoy) and print what to try"
 	@echo "make test   install test tools, lint, unit tests, validate Envoy configs, end-to-end tests"
 	@echo "make bench  benchmarks: data plane against native Envoy, cold path, runtime API (a few minutes)"
 	@echo "make bench-quick  the data-plane comparison alone (under two minutes)"
+	@echo "make fuzz   fuzz every parser of outside input, FUZZ_SECONDS each (default 600; FUZZ_TARGETS=...)"
 
 ## ---- tools: everything the demo and the tests need, installed into the repository ----
 
@@ -146,7 +148,66 @@ e2e: tools build
 	$(call if_postgres,CREDMGR_E2E_STORE=postgres $(CARGO) test -p credmgr-e2e -- --test-threads=2 \
 	  --skip ten_thousand_users)
 
-test: tools lint unit unit-wasm validate-envoy e2e
+test: tools lint unit unit-wasm fuzz-smoke validate-envoy e2e
+
+## ---- fuzzing (fuzz/: its own crate, outside the workspace) ----
+
+# cargo-fuzz drives libFuzzer (compiled from libfuzzer-sys with the system's C++ compiler) on
+# the stable toolchain: without a sanitizer it needs no nightly feature (the code under test
+# is safe Rust; libFuzzer itself catches panics, timeouts and memory blow-ups). It is
+# installed into .tools/, pinned. New inputs a run finds go to fuzz/work/ (ignored) and
+# crashes to fuzz/artifacts/ (ignored); the committed corpus, fuzz/corpus/, is only read,
+# and grows by `make fuzz-merge`.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ   := .tools/bin/cargo-fuzz
+FUZZ_TARGETS ?= filter_config template token_response jwt_verify jwks key_file runtime_answer
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+# One process per run (the machine is shared), a hang is a finding after 10 s.
+FUZZ_FLAGS   := -timeout=10 -max_len=8192 -print_final_stats=1
+FUZZ_RUN     := $(CARGO_FUZZ) fuzz run --sanitizer none
+# A target's libFuzzer dictionary (fuzz/dicts/<target>.dict), if it has one.
+FUZZ_DICT    = $$([ -f fuzz/dicts/$$t.dict ] && echo -dict=fuzz/dicts/$$t.dict)
+
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root .tools
+
+fuzz-build: $(CARGO_FUZZ)
+	$(CARGO_FUZZ) fuzz build --sanitizer none
+
+# Each target briefly, from the committed corpus (part of `make test`): replays every corpus
+# entry, then mutates. Prints each target's final coverage; on a finding, the log's end.
+fuzz-smoke: fuzz-build
+	@set -uo pipefail; for t in $(FUZZ_TARGETS); do \
+	  scratch=$$(mktemp -d); \
+	  if $(FUZZ_RUN) $$t $$scratch fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+	       $(FUZZ_FLAGS) $(FUZZ_DICT) > $$scratch.log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -E '^#[0-9]+[[:space:]]+DONE' $$scratch.log | tail -1)"; \
+	    rm -rf $$scratch $$scratch.log; \
+	  else \
+	    tail -40 $$scratch.log; echo "FAILED: fuzz target $$t (reproduce: $(FUZZ_RUN) $$t fuzz/artifacts/$$t/<file>)"; \
+	    rm -rf $$scratch; exit 1; \
+	  fi; \
+	done
+
+# Long runs: FUZZ_SECONDS per target (FUZZ_TARGETS to pick some), keeping what they find.
+fuzz: fuzz-build
+	@set -euo pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/work/$$t; \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_RUN) $$t fuzz/work/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_FLAGS) $(FUZZ_DICT) 2>&1 | grep -E '^#[0-9]+[[:space:]]+(DONE|NEW|REDUCE)|^==|panicked|^SUMMARY|stat::' | tail -8; \
+	done
+
+# Folds what long runs found into the committed corpus, minimized (libFuzzer -merge=1 keeps
+# the smallest set of inputs with the same coverage).
+fuzz-merge: fuzz-build
+	@set -euo pipefail; for t in $(FUZZ_TARGETS); do \
+	  merged=$$(mktemp -d); mkdir -p fuzz/work/$$t; \
+	  $(FUZZ_RUN) $$t $$merged fuzz/corpus/$$t fuzz/work/$$t -- -merge=1 $(FUZZ_FLAGS) > /dev/null 2>&1; \
+	  rm -rf fuzz/corpus/$$t; mv $$merged fuzz/corpus/$$t; \
+	  echo "fuzz/corpus/$$t: $$(ls fuzz/corpus/$$t | wc -l) inputs, $$(du -sh fuzz/corpus/$$t | cut -f1)"; \
+	done
 
 ## ---- benchmarks (never part of `make test`) ----
 
@@ -170,4 +231,4 @@ run: tools build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) $(OAUTH_SERVER)/node_modules $(BROWSER)/node_modules .wasm-target
+	rm -rf $(VENV) $(OAUTH_SERVER)/node_modules $(BROWSER)/node_modules .wasm-target .tools fuzz/target

@@ -18,7 +18,7 @@ impl FilterConfig {
     /// Parses and checks the JSON configuration.
     pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(json);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path == "." || path.is_empty() {
@@ -27,6 +27,9 @@ impl FilterConfig {
                 ConfigError(format!("at {path}: {inner}"))
             }
         })?;
+        // Nothing but whitespace may follow the object (found by fuzz/: `{...}x` was accepted).
+        de.end()
+            .map_err(|e| ConfigError(format!("after the configuration object: {e}")))?;
         compile(raw)
     }
 }

@@ -225,3 +225,14 @@ fn the_cache_bound_is_checked() {
         assert!(err(c).contains("at cache.max_entries"), "{bad}");
     }
 }
+
+#[test]
+fn nothing_may_follow_the_configuration_object() {
+    // Found by fuzz/fuzz_targets/filter_config.rs: trailing text was silently ignored.
+    let text = format!("{}context-variable", base());
+    let e = FilterConfig::parse(text.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("after the configuration object"), "{e}");
+    assert!(FilterConfig::parse(format!("{}\n  ", base()).as_bytes()).is_ok());
+}

@@ -60,6 +60,14 @@ fn read_key_file(
             path.display()
         )
     })?);
+    parse_key_file(&text, &path.display().to_string())
+}
+
+/// The keys and `active=ID` line of a key file's text; errors name the line and `file`.
+fn parse_key_file(
+    text: &str,
+    file: &str,
+) -> anyhow::Result<(Vec<KeyEncryptionKey>, Option<String>)> {
     let mut keys = Vec::new();
     let mut active = None;
     for (i, line) in text.lines().enumerate() {
@@ -73,13 +81,20 @@ fn read_key_file(
         }
         keys.push(KeyEncryptionKey::parse(line).map_err(|err| {
             anyhow::anyhow!(
-                "line {} of the key file {} is malformed: {err}; {FIX_KEYS}",
-                i + 1,
-                path.display()
+                "line {} of the key file {file} is malformed: {err}; {FIX_KEYS}",
+                i + 1
             )
         })?);
     }
     Ok((keys, active))
+}
+
+/// For the fuzz targets in `fuzz/` (not an API): a key file's text read into a keyring, as
+/// [`load_key_file`] reads the file.
+#[doc(hidden)]
+pub fn fuzz_key_file(text: &str, active_env: Option<&str>) -> anyhow::Result<Keyring> {
+    let (keys, active_in_file) = parse_key_file(text, "fuzz")?;
+    keyring(keys, active_in_file.as_deref().or(active_env))
 }
 
 /// The line `credmgr gen-key` prints.

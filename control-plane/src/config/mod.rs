@@ -26,6 +26,8 @@ use crate::gateway_tls;
 use crate::store::{DatabaseUrl, LinkLimits};
 
 pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
+#[doc(hidden)]
+pub use keys::fuzz_key_file;
 pub use keys::{gen_key_line, load_key_file};
 use keys::{keyring, parse_key_entries};
 

@@ -21,6 +21,8 @@ mod client;
 mod consent;
 mod error;
 mod flight;
+#[doc(hidden)]
+pub mod fuzz;
 mod lease;
 mod record;
 mod refresh;

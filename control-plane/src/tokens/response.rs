@@ -429,6 +429,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lifted_claim_never_carries_a_nested_secret() {
+        // Slack's preset lifts `/team/id`; a provider that puts an object there must not
+        // smuggle a token into the claims (fuzz/fuzz_targets/token_response.rs checks it).
+        let slack = crate::presets::get("slack").unwrap().quirks.clone();
+        let body = br#"{"access_token":"a","team":{"id":{"access_token":"xoxb-nested","k":1}}}"#;
+        let t = interpret(reqwest::StatusCode::OK, BodyFormat::Json, body, &slack).unwrap();
+        let shown = serde_json::to_string(&t.claims).unwrap();
+        assert!(!shown.contains("xoxb-nested"), "{shown}");
+        // Claims are scalars only: an object where the preset expects an id is not lifted.
+        assert!(t.claims.get("team_id").is_none(), "{shown}");
+    }
+
+    #[test]
     fn the_exp_of_a_jwt_access_token() {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine as _;
