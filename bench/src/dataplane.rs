@@ -9,13 +9,14 @@ use anyhow::Result;
 use serde::Serialize;
 
 /// The variants of the issue, in the order they are reported.
-pub const VARIANTS: [&str; 6] = [
+pub const VARIANTS: [&str; 7] = [
     "baseline",
     "managed",
     "jwt",
     "credential_injector",
     "empty_wasm",
     "matched",
+    "per_user",
 ];
 
 /// Why a variant cannot be measured yet, or `None` when it can.
@@ -37,6 +38,7 @@ fn port(stack: &Stack, name: &str) -> u16 {
         "jwt" => p.jwt,
         "credential_injector" => p.credential_injector,
         "matched" => p.matched,
+        "per_user" => p.per_user,
         "probe_lookup" => p.probe[0],
         "probe_inject" => p.probe[1],
         "probe_all" => p.probe[2],
@@ -110,17 +112,30 @@ pub fn run(stack: &Stack, load: &Load, rounds: usize, warmup: &Load) -> Result<O
     } else {
         String::new()
     };
+    // per_user's requests each carry the next user's JWT (`wrk::run_rotating`); where one
+    // request is made, it is the first user's.
+    let first_user = format!(
+        "Bearer {}",
+        stack.per_user.jwts.first().map_or("", String::as_str)
+    );
     let headers = |name: &str| -> Vec<(&str, &str)> {
-        if name == "jwt" {
-            vec![("authorization", jwt_auth.as_str())]
-        } else {
-            vec![]
+        match name {
+            "jwt" => vec![("authorization", jwt_auth.as_str())],
+            "per_user" => vec![("authorization", first_user.as_str())],
+            _ => vec![],
         }
     };
     // The first request of managed fetches its token (a miss): done before the counters are
-    // read, so that they show what happened during the measured runs only.
+    // read, so that they show what happened during the measured runs only. per_user: every
+    // user's first request, so that all their tokens are cached.
     for name in &measured {
         stack.wait_until_served(&Stack::url(port(stack, name)), &headers(name))?;
+    }
+    if measured.contains(&"per_user") {
+        let url = Stack::url(stack.ports.per_user);
+        for jwt in &stack.per_user.jwts {
+            stack.wait_until_served(&url, &[("authorization", &format!("Bearer {jwt}"))])?;
+        }
     }
     let tokens_before = stack.oauth.tokens_issued();
     let calls_before = stack.counter("credmgr.control_plane_call");
@@ -143,6 +158,7 @@ pub fn run(stack: &Stack, load: &Load, rounds: usize, warmup: &Load) -> Result<O
         "credmgr_cache_hit": stack.counter("credmgr.cache_hit"),
         "credmgr_cache_miss": stack.counter("credmgr.cache_miss"),
         "credential_injector_token_fetched": stack.counter("credential_injector.oauth2.token_fetched"),
+        "per_user_users": stack.per_user.jwts.len(),
     });
     Ok(Outcome {
         variants,
@@ -196,6 +212,17 @@ pub fn profile(
     measure(stack, &names, &|_| vec![], load, rounds, warmup)
 }
 
+/// One wrk run against variant `name`: per_user rotates through its users' JWTs, the others
+/// send the same `headers` on every request.
+fn load_run(stack: &Stack, name: &str, headers: &[(&str, &str)], load: &Load) -> Result<Run> {
+    let url = Stack::url(port(stack, name));
+    if name == "per_user" {
+        wrk::run_rotating(&url, load, &stack.per_user.jwt_file)
+    } else {
+        wrk::run(&url, headers, load)
+    }
+}
+
 /// Runs `names` interleaved over `rounds`, after a warm-up, and summarizes each against the
 /// baseline of the same round (`names` must include "baseline").
 fn measure<'h>(
@@ -217,7 +244,7 @@ fn measure<'h>(
         names.join(", ")
     );
     for name in names {
-        let r = wrk::run(&Stack::url(port(stack, name)), &headers(name), warmup)?;
+        let r = load_run(stack, name, &headers(name), warmup)?;
         eprintln!("  {name:<20} {:>9.0} req/s", r.rps);
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); names.len()];
@@ -227,7 +254,7 @@ fn measure<'h>(
             let v = (i + round) % names.len();
             let name = names[v];
             let cpu_before = stack.envoy_cpu_us();
-            let mut r = wrk::run(&Stack::url(port(stack, name)), &headers(name), load)?;
+            let mut r = load_run(stack, name, &headers(name), load)?;
             if let (Some(before), Some(after)) = (cpu_before, stack.envoy_cpu_us()) {
                 r.server_cpu_us_per_request = Some((after - before) / r.requests as f64);
             }

@@ -4,6 +4,7 @@
 //! the stack is dropped, also when the run fails.
 
 use anyhow::{bail, Result};
+use credmgr_e2e::issuer::Issuer;
 use credmgr_e2e::{free_port, http, wait_for, ControlPlane, OAuthServer, Process};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +48,8 @@ pub struct Ports {
     pub credential_injector: u16,
     /// credmgr choosing its policy set by request matching, no route metadata.
     pub matched: u16,
+    /// credmgr with `authorization-id` templated from the caller's verified `sub`.
+    pub per_user: u16,
     pub empty_wasm: u16,
     /// The empty filter with every callback the SDK exports (see the Makefile's `wasm`).
     pub empty_sdk: u16,
@@ -57,11 +60,53 @@ pub struct Ports {
     pub admin: u16,
 }
 
+/// How many users the per_user variant rotates through.
+pub const PER_USER_USERS: usize = 300;
+
+/// The per_user variant's callers: a trusted issuer of the harness's own (its JWKS served
+/// here), and for each of its users a connection `u-<sub>` that only this user may use.
+pub struct PerUser {
+    /// Held so that its JWKS server keeps answering the control plane.
+    _issuer: Issuer,
+    /// One JWT per user.
+    pub jwts: Vec<String>,
+    /// The same, one a line, for wrk (`bench/wrk-per-user.lua`).
+    pub jwt_file: PathBuf,
+}
+
+impl PerUser {
+    fn start(cp: &ControlPlane, dir: &Path) -> Result<PerUser> {
+        let issuer = Issuer::start();
+        issuer.trusted_by(cp);
+        let mut jwts = Vec::with_capacity(PER_USER_USERS);
+        for i in 0..PER_USER_USERS {
+            let sub = format!("user{i:04}");
+            let connection = format!("u-{sub}");
+            cp.create_connection(PROVIDER, &connection, &format!("{sub}'s account"));
+            cp.allow(
+                PROVIDER,
+                &connection,
+                "user",
+                serde_json::json!({"kind": "user", "issuer": issuer.url, "object_id": sub}),
+            );
+            jwts.push(issuer.jwt(&sub));
+        }
+        let jwt_file = dir.join("per-user-jwts.txt");
+        std::fs::write(&jwt_file, jwts.join("\n"))?;
+        Ok(PerUser {
+            _issuer: issuer,
+            jwts,
+            jwt_file,
+        })
+    }
+}
+
 pub struct Stack {
     // Field order is drop order: Envoy stops first, the OAuth server last. Envoy is only
     // held to be stopped; it is reached through its ports.
     _envoy: Process,
     envoy_pid: u32,
+    pub per_user: PerUser,
     pub control_plane: ControlPlane,
     pub oauth: OAuthServer,
     pub ports: Ports,
@@ -93,6 +138,7 @@ impl Stack {
         );
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
         trust_callers(&control_plane, &oauth)?;
+        let per_user = PerUser::start(&control_plane, dir)?;
         let oauth_port = oauth
             .url
             .rsplit(':')
@@ -105,6 +151,7 @@ impl Stack {
             jwt: free_port(),
             credential_injector: free_port(),
             matched: free_port(),
+            per_user: free_port(),
             empty_wasm: free_port(),
             empty_sdk: free_port(),
             cold: free_port(),
@@ -135,6 +182,7 @@ impl Stack {
             ("BENCH_JWT_PORT", ports.jwt.to_string()),
             ("BENCH_INJECTOR_PORT", ports.credential_injector.to_string()),
             ("BENCH_MATCHED_PORT", ports.matched.to_string()),
+            ("BENCH_PER_USER_PORT", ports.per_user.to_string()),
             ("BENCH_EMPTY_WASM_PORT", ports.empty_wasm.to_string()),
             ("BENCH_COLD_PORT", ports.cold.to_string()),
             ("BENCH_BACKEND_PORT", ports.backend.to_string()),
@@ -176,6 +224,7 @@ impl Stack {
         let stack = Stack {
             envoy_pid: envoy.pid(),
             _envoy: envoy,
+            per_user,
             control_plane,
             oauth,
             ports,

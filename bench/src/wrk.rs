@@ -3,6 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -46,7 +48,30 @@ struct Report {
 /// Runs wrk against `url` with extra request `headers`.
 pub fn run(url: &str, headers: &[(&str, &str)], load: &Load) -> Result<Run> {
     let script = credmgr_e2e::repo_root().join("bench/wrk-report.lua");
+    run_script(url, headers, load, &script, &[])
+}
+
+/// Runs wrk against `url`, each request presenting the next of the JWTs in `jwt_file` (one a
+/// line) as its bearer token, round the list (`bench/wrk-per-user.lua`).
+pub fn run_rotating(url: &str, load: &Load, jwt_file: &Path) -> Result<Run> {
+    let root = credmgr_e2e::repo_root();
+    let report = root.join("bench/wrk-report.lua");
+    let env = [
+        ("CREDMGR_BENCH_JWTS", jwt_file.as_os_str()),
+        ("CREDMGR_BENCH_REPORT", report.as_os_str()),
+    ];
+    run_script(url, &[], load, &root.join("bench/wrk-per-user.lua"), &env)
+}
+
+fn run_script(
+    url: &str,
+    headers: &[(&str, &str)],
+    load: &Load,
+    script: &Path,
+    env: &[(&str, &OsStr)],
+) -> Result<Run> {
     let mut cmd = Command::new("taskset");
+    cmd.envs(env.iter().copied());
     cmd.arg("-c")
         .arg(load.cpu.to_string())
         .arg("wrk")
@@ -55,7 +80,7 @@ pub fn run(url: &str, headers: &[(&str, &str)], load: &Load) -> Result<Run> {
         .arg("-d")
         .arg(format!("{}s", load.duration.as_secs().max(1)))
         .arg("-s")
-        .arg(&script);
+        .arg(script);
     for (name, value) in headers {
         cmd.arg("-H").arg(format!("{name}: {value}"));
     }

@@ -25,10 +25,20 @@ pub struct BrowserRun {
     pub page: String,
 }
 
-impl Deployment {
-    /// Starts a deployment whose provider `demo` uses the authorization-code grant (its
-    /// connection `demo` starts `not_connected`); `cp_env` goes to the control plane.
-    pub fn start_consent(access_token_ttl: u32, cp_env: &[(&str, &str)]) -> Deployment {
+/// An authorization-code deployment before its Envoy: the OAuth server knows the control
+/// plane's callback; no provider exists yet. A test configures the control plane, then starts
+/// Envoy with [`ConsentParts::with_envoy`].
+pub struct ConsentParts {
+    pub dir: tempfile::TempDir,
+    pub oauth: OAuthServer,
+    pub control_plane: ControlPlane,
+    pub backend: Backend,
+}
+
+impl ConsentParts {
+    /// Starts the OAuth server (tokens living `access_token_ttl` seconds), the control plane
+    /// (with `cp_env`) and the backend.
+    pub fn start(access_token_ttl: u32, cp_env: &[(&str, &str)]) -> ConsentParts {
         let dir = tempfile::Builder::new()
             .prefix("credmgr-e2e-consent-")
             .tempdir()
@@ -44,10 +54,36 @@ impl Deployment {
         );
         let control_plane = ControlPlane::start_with(dir.path(), port, cp_env);
         let backend = Backend::start(dir.path(), &oauth);
-        control_plane.create_provider(PROVIDER, consent_provider_body(&oauth));
-        control_plane.create_connection(PROVIDER, CONNECTION, "Alice's account");
-        control_plane.allow_test_gateway(PROVIDER, CONNECTION);
-        Deployment::with_envoy(dir, oauth, control_plane, backend, "demo.yaml")
+        ConsentParts {
+            dir,
+            oauth,
+            control_plane,
+            backend,
+        }
+    }
+
+    /// Starts Envoy from `template` (under `envoy/`) in front of the rest.
+    pub fn with_envoy(self, template: &str) -> Deployment {
+        Deployment::with_envoy(
+            self.dir,
+            self.oauth,
+            self.control_plane,
+            self.backend,
+            template,
+        )
+    }
+}
+
+impl Deployment {
+    /// Starts a deployment whose provider `demo` uses the authorization-code grant (its
+    /// connection `demo` starts `not_connected`); `cp_env` goes to the control plane.
+    pub fn start_consent(access_token_ttl: u32, cp_env: &[(&str, &str)]) -> Deployment {
+        let parts = ConsentParts::start(access_token_ttl, cp_env);
+        let cp = &parts.control_plane;
+        cp.create_provider(PROVIDER, consent_provider_body(&parts.oauth));
+        cp.create_connection(PROVIDER, CONNECTION, "Alice's account");
+        cp.allow_test_gateway(PROVIDER, CONNECTION);
+        parts.with_envoy("demo.yaml")
     }
 
     /// The connection as the management API shows it.
@@ -291,9 +327,9 @@ fn location(r: &reqwest::blocking::Response, base: &str) -> Option<String> {
 }
 
 impl Deployment {
-    /// Searches the control plane's database files and logs for the client secret and every
-    /// access and refresh token the OAuth server issued: none may appear in plaintext.
-    pub fn assert_no_plaintext_secrets(&self) {
+    /// The client secret, and every access and refresh token the OAuth server issued, each
+    /// with what it is.
+    pub fn issued_secrets(&self) -> Vec<(String, String)> {
         let issued: Value = crate::http()
             .get(format!("{}/test/issued-tokens", self.oauth.url))
             .send()
@@ -315,6 +351,51 @@ impl Deployment {
             secrets.len() > 2,
             "the OAuth server issued no tokens to look for: {issued}"
         );
+        secrets
+    }
+
+    /// Searches Envoy's and the control plane's logs (stderr and stdout) for `extra` and for
+    /// everything [`Deployment::issued_secrets`] names: none may appear.
+    pub fn assert_logs_free_of(&self, extra: &[(&str, String)]) {
+        let mut secrets = self.issued_secrets();
+        secrets.extend(extra.iter().map(|(w, s)| ((*w).to_owned(), s.clone())));
+        let mut scanned = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.starts_with("control-plane") || name.starts_with("envoy"))
+                && name.ends_with(".log")
+            {
+                let bytes = std::fs::read(entry.path()).unwrap_or_default();
+                for (what, secret) in &secrets {
+                    assert!(
+                        !crate::contains_bytes(&bytes, secret.as_bytes()),
+                        "a {what} is in {name}"
+                    );
+                }
+                scanned.push(name);
+            }
+        }
+        assert!(
+            scanned.iter().any(|n| n.starts_with("envoy"))
+                && scanned.iter().any(|n| n.starts_with("control-plane")),
+            "no Envoy or control-plane log in {}: {scanned:?}",
+            self.dir.path().display()
+        );
+        eprintln!(
+            "log scan: {} secrets, none in {}",
+            secrets.len(),
+            scanned.join(", ")
+        );
+    }
+
+    /// Searches the control plane's database files and logs for the client secret and every
+    /// access and refresh token the OAuth server issued: none may appear in plaintext.
+    pub fn assert_no_plaintext_secrets(&self) {
+        let secrets = self.issued_secrets();
         let mut blobs = self.control_plane.database_contents();
         assert!(
             !blobs.is_empty(),

@@ -9,6 +9,7 @@ pub mod consent;
 pub mod control_plane;
 pub mod fake_saas;
 pub mod gate;
+pub mod issuer;
 pub mod local_server;
 pub mod pg;
 pub mod process;

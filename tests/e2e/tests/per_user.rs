@@ -7,93 +7,17 @@
 //! one Envoy: its memory stays under the bound `cache.max_entries` gives, and each user still
 //! gets their own token.
 //!
-//! The trusted issuer is this test itself: an ES256 key whose JWKS a small server here
-//! publishes, so that thousands of users' JWTs cost nothing to make.
+//! The trusted issuer is this test itself (`credmgr_e2e::issuer`).
 
 use credmgr_e2e::fake_saas::FakeSaas;
-use credmgr_e2e::local_server::LocalServer;
+use credmgr_e2e::issuer::{call_as as call_envoy, seen_token, sign, Issuer};
 use credmgr_e2e::stack::{CONNECTION, PROVIDER};
-use credmgr_e2e::{http, status_and_json, Backend, ControlPlane, Deployment, Envoy, OAuthServer};
-use jwt_compact::alg::Es256;
-use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{Algorithm, AlgorithmExt, Claims, Header};
+use credmgr_e2e::{http, Backend, ControlPlane, Deployment, Envoy, OAuthServer};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const AUDIENCE: &str = "api://per-user";
 /// `cache.max_entries` in `envoy/e2e.yaml`.
 const MAX_ENTRIES: u64 = 1024;
-
-type Key = <Es256 as Algorithm>::SigningKey;
-
-/// The issuer: its key, and the server publishing its JWKS at `<url>/jwks`.
-struct Issuer {
-    url: String,
-    key: Key,
-    _server: LocalServer,
-}
-
-fn serve_jwks(stream: TcpStream, jwks: &Mutex<String>) {
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-    }
-    let body = jwks.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-impl Issuer {
-    fn start() -> Issuer {
-        let key = Key::random(&mut rand::rngs::OsRng);
-        let mut jwk = serde_json::to_value(JsonWebKey::from(key.verifying_key())).unwrap();
-        jwk["kid"] = json!("k1");
-        jwk["alg"] = json!("ES256");
-        let jwks = Arc::new(Mutex::new(json!({"keys": [jwk]}).to_string()));
-        let server = LocalServer::start("JWKS server", jwks, serve_jwks);
-        Issuer {
-            url: format!("http://{}", server.addr),
-            key,
-            _server: server,
-        }
-    }
-
-    /// A JWT of user `sub`, valid for an hour.
-    fn jwt(&self, sub: &str) -> String {
-        let Value::Object(custom) = json!({"iss": self.url, "aud": AUDIENCE, "sub": sub}) else {
-            unreachable!()
-        };
-        let mut claims = Claims::new(custom);
-        claims.expiration = chrono::DateTime::from_timestamp(credmgr_e2e::unix_now() + 3600, 0);
-        Es256
-            .token(&Header::empty().with_key_id("k1"), &claims, &self.key)
-            .unwrap()
-    }
-}
-
-/// Trusts `issuer`'s JWTs.
-fn trust(cp: &ControlPlane, issuer: &Issuer) {
-    let (status, body) = cp.admin(
-        "PUT",
-        "/v1/trusted-issuers/users",
-        Some(json!({"issuer": issuer.url, "audiences": [AUDIENCE],
-                    "jwks_uri": format!("{}/jwks", issuer.url), "leeway_seconds": 0})),
-    );
-    assert_eq!(status, 201, "{body}");
-}
 
 /// Everything running, the issuer trusted by the control plane.
 fn setup() -> (Deployment, Issuer) {
@@ -106,7 +30,7 @@ fn setup() -> (Deployment, Issuer) {
     let backend = Backend::start(dir.path(), &oauth);
     cp.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
     let issuer = Issuer::start();
-    trust(&cp, &issuer);
+    issuer.trusted_by(&cp);
     (
         Deployment::with_envoy(dir, oauth, cp, backend, "e2e.yaml"),
         issuer,
@@ -128,26 +52,6 @@ fn connect_user(cp: &ControlPlane, issuer: &Issuer, sub: &str) {
 /// What the backend saw of a request through `path` as `jwt` (with `extra` headers).
 fn call(d: &Deployment, path: &str, jwt: &str, extra: &[(&str, &str)]) -> (u16, Value) {
     call_envoy(&d.envoy, path, jwt, extra)
-}
-
-fn call_envoy(envoy: &Envoy, path: &str, jwt: &str, extra: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = http().get(format!("{}{path}", envoy.url)).bearer_auth(jwt);
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    status_and_json(
-        req.send()
-            .unwrap_or_else(|e| panic!("request through Envoy: {e}")),
-    )
-}
-
-fn seen_token(seen: &Value) -> String {
-    let sent = seen["headers"]["authorization"]
-        .as_str()
-        .unwrap_or_default();
-    sent.strip_prefix("Bearer ")
-        .unwrap_or_else(|| panic!("no bearer token reached the backend: {seen}"))
-        .to_owned()
 }
 
 #[test]
@@ -201,17 +105,7 @@ fn each_user_reaches_the_backend_with_their_own_connection_and_no_one_elses() {
 
     // A forged JWT (signed by another key) claiming to be alice: refused before any id.
     let forger = Issuer::start();
-    let forged = {
-        let Value::Object(custom) = json!({"iss": issuer.url, "aud": AUDIENCE, "sub": "alice"})
-        else {
-            unreachable!()
-        };
-        let mut claims = Claims::new(custom);
-        claims.expiration = chrono::DateTime::from_timestamp(credmgr_e2e::unix_now() + 60, 0);
-        Es256
-            .token(&Header::empty().with_key_id("k1"), &claims, &forger.key)
-            .unwrap()
-    };
+    let forged = sign(&forger.key, &issuer.url, "alice", 60);
     let (status, body) = call(&d, "/me/x", &forged, &[]);
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "jwt_bad_signature", "{body}");
@@ -288,7 +182,7 @@ fn ten_thousand_users_keep_envoys_memory_under_the_cache_bound() {
                "token_url": saas.token_url(), "scopes": ["api:read"]}),
     );
     let issuer = Issuer::start();
-    trust(&cp, &issuer);
+    issuer.trusted_by(&cp);
     let envoy = Envoy::start(
         dir.path(),
         "e2e.yaml",
