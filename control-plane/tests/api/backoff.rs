@@ -41,6 +41,10 @@ async fn a_failing_provider_sees_a_bounded_rate_however_many_callers_ask() {
     // fit (the one at creation, one after 1-2 s, one after 2-4 s more).
     let statuses = traffic(&a, &b, 8, Duration::from_secs(3)).await;
     let asked = fake.seen().len();
+    eprintln!(
+        "{} runtime calls in 3 s, {asked} token requests (with the one at creation)",
+        statuses.len()
+    );
     assert!(statuses.len() > 50, "only {} calls made", statuses.len());
     assert!(
         statuses
