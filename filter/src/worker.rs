@@ -171,11 +171,10 @@ impl Worker {
             let location = self.view.cache.location(&key);
             let fingerprint = token_fingerprint(&token.access_token);
             let now = host.now_ms();
-            if let Some(last) = denials::rejected(host, &location, &key) {
-                if last.fingerprint == fingerprint {
-                    // Another 401 for a token already retired and recorded.
-                    continue;
-                }
+            let last = denials::rejected(host, &location, &key);
+            // Another 401 for the token already recorded retires this worker's copy of it too.
+            let recorded = last.as_ref().is_some_and(|l| l.fingerprint == fingerprint);
+            if let Some(last) = last.filter(|_| !recorded) {
                 let interval = self.view.config.forced_refresh_interval_ms;
                 if now < last.at_ms.saturating_add(interval) {
                     self.view.stats.inc(stats::FORCED_REFRESH_SKIPPED);
@@ -194,6 +193,9 @@ impl Worker {
                     Level::Info,
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
                 );
+            }
+            if recorded {
+                continue;
             }
             if let Err(SetSharedError::Host(e)) =
                 denials::record_rejected(host, &location, &key, &fingerprint, now)

@@ -164,9 +164,9 @@ pub struct ServeArgs {
     )]
     pub refresh_skew: Duration,
 
-    /// A gateway's report that a backend refused a token (a 401) replaces the stored token only
-    /// once that token is this old: at most one forced refresh per connection per interval,
-    /// however many requests a backend refuses.
+    /// A gateway's report that a backend refused the stored token (a 401) replaces it at once,
+    /// but at most once per connection per this interval, however many requests a backend
+    /// refuses.
     #[arg(
         long,
         env = "CREDMGR_FORCED_REFRESH_INTERVAL",

@@ -202,6 +202,37 @@ impl Store {
         .await
     }
 
+    /// When a backend's refusal last forced a refresh of the connection, if ever.
+    pub async fn forced_refresh_at(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .fetch_optional(
+                "SELECT forced_refresh_at FROM connections WHERE provider_id = $1 AND id = $2",
+                &args![provider_id, connection_id],
+                |row| Ok(row.opt_int("forced_refresh_at")?),
+            )
+            .await?
+            .flatten())
+    }
+
+    /// Records that a backend's refusal forces a refresh of the connection now.
+    pub async fn mark_forced_refresh(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE connections SET forced_refresh_at = $3 WHERE provider_id = $1 AND id = $2",
+            &args![provider_id, connection_id, now],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The tokens whose `refresh_at` is at or before `horizon`, soonest first.
     pub async fn tokens_due_by(&self, horizon: i64) -> Result<Vec<TokenSchedule>, StoreError> {
         let sql = format!(

@@ -144,9 +144,8 @@ pub struct TokenService {
     instance: String,
     /// How long a refresh lease lasts: longer than any refresh can take.
     lease_secs: i64,
-    /// A backend's refusal replaces a stored token only once it is this many seconds old: at
-    /// most one forced refresh per connection per interval, however many requests a backend
-    /// refuses (`CREDMGR_FORCED_REFRESH_INTERVAL`).
+    /// At most one refresh forced by backends' refusals per connection per this many seconds,
+    /// however many requests a backend refuses (`CREDMGR_FORCED_REFRESH_INTERVAL`).
     forced_refresh_interval: i64,
 }
 
@@ -191,9 +190,9 @@ impl TokenService {
     /// under the refresh lock: a missing connection is [`TokenError::NotFound`] then).
     ///
     /// `rejected`: a gateway saw a backend refuse that token (it was revoked, say). If it is
-    /// the stored one, it is replaced first, unless it was obtained less than the
-    /// forced-refresh interval ago; any other token is served, so many refusals of one token
-    /// cost at most one fetch.
+    /// the stored one, it is replaced first, unless a refusal forced a refresh of the
+    /// connection less than the forced-refresh interval ago; any other token is served, so
+    /// many refusals of one token cost at most one fetch.
     pub async fn runtime_token(
         self: &Arc<Self>,
         key: &ConnectionKey,
@@ -206,19 +205,12 @@ impl TokenService {
         self.refresh(key, 0, rejected).await
     }
 
-    /// Whether `t` is the token a backend refused and old enough to be replaced for it: at
-    /// least the forced-refresh interval old (a token obtained since a refusal is kept, so a
-    /// backend refusing every token costs one refresh per interval, not one per request).
+    /// Whether `t` is the token a backend refused.
     fn refused(&self, key: &ConnectionKey, t: &TokenRecord, rejected: Option<&Rejected>) -> bool {
-        let Some(rejected) = rejected else {
-            return false;
-        };
-        if unix_now() < t.obtained_at.saturating_add(self.forced_refresh_interval) {
-            return false;
-        }
         match rejected {
-            Rejected::ExpiresAt(r) => t.expires_at <= *r,
-            Rejected::Fingerprint(fp) => self
+            None => false,
+            Some(Rejected::ExpiresAt(r)) => t.expires_at <= *r,
+            Some(Rejected::Fingerprint(fp)) => self
                 .keyring
                 .decrypt_string(
                     &Aad::connection_access_token(key.provider(), key.connection()),
@@ -229,6 +221,26 @@ impl TokenService {
                     credmgr_common::runtime::token_fingerprint(plain.expose_secret()) == *fp
                 }),
         }
+    }
+
+    /// `rejected`, unless a refusal forced a refresh of the connection less than the
+    /// forced-refresh interval ago (on any replica): then the refusal is ignored, so that a
+    /// backend refusing every token costs one refresh per interval, not one per request.
+    async fn may_force(
+        &self,
+        key: &ConnectionKey,
+        rejected: Option<Rejected>,
+    ) -> Result<Option<Rejected>, TokenError> {
+        if rejected.is_none() {
+            return Ok(None);
+        }
+        let last = self
+            .store
+            .forced_refresh_at(key.provider(), key.connection())
+            .await?;
+        let recent =
+            last.is_some_and(|at| unix_now() < at.saturating_add(self.forced_refresh_interval));
+        Ok(if recent { None } else { rejected })
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is

@@ -88,6 +88,7 @@ impl TokenService {
         // share the database by the lease taken below.
         let mut flight = self.flights.lock(key.clone()).await;
         let (provider, conn) = self.load(key).await?;
+        let rejected = self.may_force(key, rejected).await?;
         let stored = self
             .store
             .get_token(key.provider(), key.connection())
@@ -162,6 +163,14 @@ impl TokenService {
             // A replica that failed while we waited for its lease set the backoff.
             if let Some(failure) = self.backing_off(key, &conn).await? {
                 return self.fallback(key, stored.as_ref(), failure).map(done);
+            }
+            let forced = stored
+                .as_ref()
+                .is_some_and(|t| self.refused(key, t, need.rejected.as_ref()));
+            if forced {
+                self.store
+                    .mark_forced_refresh(key.provider(), key.connection(), unix_now())
+                    .await?;
             }
             self.refresh_leased(key, &provider, &conn, stored, &mut flight)
                 .await
