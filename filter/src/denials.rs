@@ -2,10 +2,12 @@
 //! - the control plane's refusals (403), by fetch key, repeated on this worker without asking
 //!   again for `cache.denial_ttl_ms`: a denied caller's traffic does not become the control
 //!   plane's load;
-//! - the tokens a backend refused (401), recorded in Envoy's shared data, so that the next
-//!   fetch of that token from any worker asks the control plane for a newer one. The record
-//!   lives beside the token's location (its key, or its slot: see [`crate::cache`]) and names
-//!   the key it is for, so the number of records is bounded like the tokens'.
+//! - the tokens a backend refused (401), recorded in Envoy's shared data by fingerprint with
+//!   the time, so that the next fetch of that token from any worker asks the control plane
+//!   to replace it, and a refresh is forced at most once per key per
+//!   `cache.forced_refresh_interval_ms`. The record lives beside the token's location (its
+//!   key, or its slot: see [`crate::cache`]) and names the key it is for, so the number of
+//!   records is bounded like the tokens'.
 
 use crate::failure::Failure;
 use crate::host::{Host, SetSharedError};
