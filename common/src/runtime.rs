@@ -52,6 +52,26 @@ pub fn token_path(provider_id: &str, connection_id: &str) -> String {
     format!("/runtime/v1/providers/{provider_id}/connections/{connection_id}/token")
 }
 
+/// Query parameter of a token request naming the token a backend refused (a 401 the gateway
+/// saw) by its [`token_fingerprint`]: the control plane replaces the stored token if it is
+/// that one (and was not obtained within its forced-refresh interval), and otherwise serves
+/// the stored one, so many refusals of one token cost at most one refresh.
+pub const REJECTED_FINGERPRINT_PARAM: &str = "rejected_fingerprint";
+
+/// The older form of [`REJECTED_FINGERPRINT_PARAM`], still accepted from gateways that send
+/// it: the refused token's `expires_at`. It cannot tell apart two tokens expiring in the same
+/// second, so gateways send the fingerprint.
+pub const REJECTED_EXPIRES_AT_PARAM: &str = "rejected_expires_at";
+
+/// Names an access token without revealing it: the first 16 hex digits (64 bits) of its
+/// SHA-256. Both sides compute it from the token itself, so it identifies the exact token a
+/// gateway sent, and it may appear in logs and URLs where the token never may.
+pub fn token_fingerprint(access_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(access_token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The `WWW-Authenticate` challenge that goes with a `401 consent_required` answer carrying a
 /// login URL (a self-service connection that needs its user's consent). The control plane sends
 /// it on the runtime API and the filter repeats it to the client, so both spell it alike:
@@ -132,6 +152,16 @@ mod tests {
             "Credmgr-Consent realm=\"credmgr\", provider_id=\"github\", \
              connection_id=\"gh-u1\", login_url=\"https://cp/consent/login/x\""
         );
+    }
+
+    #[test]
+    fn the_fingerprint_is_short_stable_and_tells_tokens_apart() {
+        let a = token_fingerprint("token-a");
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, token_fingerprint("token-a"));
+        assert_ne!(a, token_fingerprint("token-b"));
+        assert!(!a.contains("token"));
     }
 
     #[test]

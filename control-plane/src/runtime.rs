@@ -27,6 +27,7 @@ use crate::extract::ConnectionPath;
 use crate::self_service;
 use crate::state::AppState;
 use crate::store::{RuntimeView, TokenRecord};
+use crate::tokens::Rejected;
 
 /// The route, spelled with the placeholders of `token_path`.
 pub const TOKEN_ROUTE: &str =
@@ -42,9 +43,32 @@ pub fn routes() -> Router<AppState> {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenQuery {
-    /// The expiry of a token a backend refused (a 401 seen by the gateway): the control plane
-    /// replaces a stored token that is not newer than it before answering.
+    /// The fingerprint of a token a backend refused (a 401 seen by the gateway:
+    /// [`credmgr_common::runtime::token_fingerprint`]): the control plane replaces the stored
+    /// token first if it is that one.
+    rejected_fingerprint: Option<String>,
+    /// The older form, from gateways that do not send the fingerprint: the refused token's
+    /// expiry.
     rejected_expires_at: Option<i64>,
+}
+
+impl TokenQuery {
+    fn rejected(self) -> Result<Option<Rejected>, ApiError> {
+        match (self.rejected_fingerprint, self.rejected_expires_at) {
+            (Some(fp), _) => {
+                if fp.len() != 16 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ApiError::invalid(
+                        "rejected_fingerprint",
+                        "must be 16 hexadecimal digits (the first 8 bytes of the refused \
+                         token's SHA-256)",
+                    ));
+                }
+                Ok(Some(Rejected::Fingerprint(fp.to_ascii_lowercase())))
+            }
+            (None, Some(at)) => Ok(Some(Rejected::ExpiresAt(at))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 async fn token(
@@ -55,6 +79,7 @@ async fn token(
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let rejected = query.rejected()?;
     let (p, c) = (&path.provider_id, &path.connection_id);
     let caller = caller(&state, &gateway, &headers).await.inspect_err(|e| {
         state.metrics.runtime_token_request("unauthenticated");
@@ -70,13 +95,14 @@ async fn token(
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "no token for the caller: {e}");
     })?;
-    if let Some(rejected) = query.rejected_expires_at {
+    if let Some(rejected) = &rejected {
+        // A fingerprint names a token without revealing it: safe to log.
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
-            rejected_expires_at = rejected, "a gateway reports its token was refused by a backend");
+            rejected = ?rejected, "a gateway reports its token was refused by a backend");
     }
     match state
         .tokens
-        .runtime_token(&path.key(), stored, query.rejected_expires_at)
+        .runtime_token(&path.key(), stored, rejected)
         .await
     {
         Ok((mut token, served)) => {

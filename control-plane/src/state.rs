@@ -82,6 +82,7 @@ impl AppState {
             client,
             metrics.clone(),
             config.refresh_skew,
+            config.forced_refresh_interval,
         ));
         if config.gateway_keys.is_empty() && config.gateway_tls.is_none() {
             tracing::warn!(

@@ -62,6 +62,8 @@ pub struct FilterConfig {
     pub expiry_margin_ms: u64,
     pub refresh_tick_ms: u64,
     pub denial_ttl_ms: u64,
+    /// At most one refresh forced by backend 401s per key per this interval.
+    pub forced_refresh_interval_ms: u64,
     pub revalidate_ms: u64,
     /// Most tokens of templated ids cached (`cache.max_entries`): shared-data slots, and the
     /// most copies, refusals and queued refreshes each worker keeps.

@@ -123,6 +123,7 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         expiry_margin_ms: raw.cache.expiry_margin_ms,
         refresh_tick_ms: raw.cache.refresh_tick_ms,
         denial_ttl_ms: raw.cache.denial_ttl_ms,
+        forced_refresh_interval_ms: raw.cache.forced_refresh_interval_ms,
         revalidate_ms: raw.cache.revalidate_ms,
         max_entries: raw.cache.max_entries,
         default_policy,

@@ -67,6 +67,12 @@ pub struct RawCache {
     /// this long: a denied caller's traffic does not become the control plane's load.
     #[serde(default = "default_denial_ttl_ms")]
     pub denial_ttl_ms: u64,
+    /// A backend's 401 retires the token it refused and has the control plane replace it, at
+    /// most once per key in this interval: more 401s within it (for the token fetched since)
+    /// leave the token in use, so a backend refusing every token does not become a refresh
+    /// per request at the provider.
+    #[serde(default = "default_forced_refresh_interval_ms")]
+    pub forced_refresh_interval_ms: u64,
     /// How long a worker serves its own copy of a fresh token before it checks Envoy's shared
     /// data again for a token another worker replaced or retired (0: check on every request).
     #[serde(default = "default_revalidate_ms")]
@@ -83,6 +89,7 @@ impl Default for RawCache {
             expiry_margin_ms: default_expiry_margin_ms(),
             refresh_tick_ms: default_refresh_tick_ms(),
             denial_ttl_ms: default_denial_ttl_ms(),
+            forced_refresh_interval_ms: default_forced_refresh_interval_ms(),
             revalidate_ms: default_revalidate_ms(),
             max_entries: default_max_entries(),
         }
@@ -102,6 +109,10 @@ fn default_max_entries() -> u32 {
 
 fn default_denial_ttl_ms() -> u64 {
     2_000
+}
+
+fn default_forced_refresh_interval_ms() -> u64 {
+    10_000
 }
 
 fn default_revalidate_ms() -> u64 {

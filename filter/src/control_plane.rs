@@ -10,7 +10,9 @@ use crate::host::{CallResponse, Host, Level};
 use crate::identity::ISSUERS_KEY;
 use crate::stats::{self, Stats};
 use credmgr_common::error::codes;
-use credmgr_common::runtime::{TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH};
+use credmgr_common::runtime::{
+    TrustedIssuers, CALLER_TOKEN_HEADER, ISSUERS_PATH, REJECTED_FINGERPRINT_PARAM,
+};
 use credmgr_common::{ErrorBody, RuntimeToken};
 
 /// A token to fetch from the control plane.
@@ -59,9 +61,9 @@ pub fn dispatch(
         Need::Token(need) => {
             let mut path =
                 credmgr_common::runtime::token_path(&need.provider_id, &need.connection_id);
-            // The control plane replaces a stored token no newer than one a backend refused.
-            if let Some(expires_at) = denials::rejected_expiry(host, &need.location, &need.key) {
-                path.push_str(&format!("?rejected_expires_at={expires_at}"));
+            // The control plane replaces the stored token first if a backend refused it.
+            if let Some(r) = denials::rejected(host, &need.location, &need.key) {
+                path.push_str(&format!("?{REJECTED_FINGERPRINT_PARAM}={}", r.fingerprint));
             }
             caller_token = need.caller_token.as_deref();
             path
@@ -106,6 +108,20 @@ pub fn dispatch(
                 cp.cluster
             ))
         })
+}
+
+/// Whether a failed call is worth making once more: the control plane did not answer it
+/// (the connection failed or timed out, or Envoy answered for it: no healthy host, a reset).
+/// Envoy's cluster picks the host again, so a replica that died is most likely skipped. An
+/// answer of the control plane's own (its JSON error) is final.
+pub fn worth_retrying(response: &CallResponse) -> bool {
+    match response.status {
+        None => true,
+        Some(status) if status >= 500 => {
+            serde_json::from_slice::<ErrorBody>(&response.body).is_err()
+        }
+        Some(_) => false,
+    }
 }
 
 /// Reads the control plane's answer: a token, or the failure to report. `for_caller`: the

@@ -2,10 +2,12 @@
 //! - the control plane's refusals (403), by fetch key, repeated on this worker without asking
 //!   again for `cache.denial_ttl_ms`: a denied caller's traffic does not become the control
 //!   plane's load;
-//! - the tokens a backend refused (401), recorded in Envoy's shared data, so that the next
-//!   fetch of that token from any worker asks the control plane for a newer one. The record
-//!   lives beside the token's location (its key, or its slot: see [`crate::cache`]) and names
-//!   the key it is for, so the number of records is bounded like the tokens'.
+//! - the tokens a backend refused (401), recorded in Envoy's shared data by fingerprint with
+//!   the time, so that the next fetch of that token from any worker asks the control plane
+//!   to replace it, and a refresh is forced at most once per key per
+//!   `cache.forced_refresh_interval_ms`. The record lives beside the token's location (its
+//!   key, or its slot: see [`crate::cache`]) and names the key it is for, so the number of
+//!   records is bounded like the tokens'.
 
 use crate::failure::Failure;
 use crate::host::{Host, SetSharedError};
@@ -64,32 +66,51 @@ impl Denials {
     }
 }
 
-/// Shared-data key recording the expiry of a token that a backend refused, so that the next
-/// fetch from any worker asks the control plane for a newer one; `location` is where the
-/// token lives ([`crate::cache::TokenCache::location`]).
+/// Shared-data key recording the token that a backend refused, so that the next fetch from
+/// any worker asks the control plane for a newer one; `location` is where the token lives
+/// ([`crate::cache::TokenCache::location`]).
 fn rejected_key(location: &str) -> String {
     format!("credmgr/v1/rejected/{location}")
 }
 
-/// Records that a backend refused the token of cache key `key` (living at `location`) that
-/// expires at `expires_at`. Value: `<expires_at> <key>`; a record for another key in the same
-/// slot is replaced.
+/// A refused token, as recorded: its fingerprint
+/// ([`credmgr_common::runtime::token_fingerprint`]: the control plane compares tokens by it,
+/// not by expiry, which two tokens issued in one second share), and when the refusal that
+/// forced a refresh was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub fingerprint: String,
+    pub at_ms: u64,
+}
+
+/// Records that a backend refused the token of cache key `key` (living at `location`) whose
+/// fingerprint is `fingerprint`, at `now_ms`. Value: `<fingerprint> <at_ms> <key>`; a record
+/// for another key in the same slot is replaced.
 pub fn record_rejected(
     host: &impl Host,
     location: &str,
     key: &str,
-    expires_at: i64,
+    fingerprint: &str,
+    now_ms: u64,
 ) -> Result<(), SetSharedError> {
-    let marker = format!("{expires_at} {key}");
+    let marker = format!("{fingerprint} {now_ms} {key}");
     host.set_shared(&rejected_key(location), marker.as_bytes(), None)
 }
 
-/// The expiry of the last token of cache key `key` that a backend refused, if one was. The
-/// control plane replaces a stored token no newer than it; a marker older than the stored
-/// token changes nothing, so it is never cleared. A record for another key reads as none.
-pub fn rejected_expiry(host: &impl Host, location: &str, key: &str) -> Option<i64> {
+/// The last token of cache key `key` that a backend refused, if one was. The control plane
+/// replaces a stored token only if it is that one; a record of an older token changes
+/// nothing, so it is never cleared. A record for another key, or in an older format, reads
+/// as none.
+pub fn rejected(host: &impl Host, location: &str, key: &str) -> Option<Rejected> {
     let bytes = host.get_shared(&rejected_key(location)).ok()?.0?;
     let text = String::from_utf8(bytes).ok()?;
-    let (expires_at, for_key) = text.split_once(' ')?;
-    (for_key == key).then(|| expires_at.parse::<i64>().ok())?
+    let mut parts = text.splitn(3, ' ');
+    let (fingerprint, at_ms, for_key) = (parts.next()?, parts.next()?, parts.next()?);
+    if for_key != key || fingerprint.len() != 16 {
+        return None;
+    }
+    Some(Rejected {
+        fingerprint: fingerprint.to_owned(),
+        at_ms: at_ms.parse().ok()?,
+    })
 }

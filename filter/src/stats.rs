@@ -21,6 +21,11 @@ pub const CONTROL_PLANE_CALL: &str = "credmgr.control_plane_call";
 pub const ISSUERS_FETCH: &str = "credmgr.issuers_fetch";
 /// Failed calls, by reason (`credmgr.control_plane_failure.<code>`).
 pub const CONTROL_PLANE_FAILURE: &str = "credmgr.control_plane_failure";
+/// Calls made once more because the control plane did not answer the first (a replica died).
+pub const CONTROL_PLANE_RETRY: &str = "credmgr.control_plane_retry";
+/// Backend 401s that forced no refresh: one was forced for that key within
+/// `cache.forced_refresh_interval_ms`.
+pub const FORCED_REFRESH_SKIPPED: &str = "credmgr.forced_refresh_skipped";
 /// A still-valid token served because the control plane failed.
 pub const STALE_SERVED: &str = "credmgr.stale_token_served";
 /// Headers set from a token.

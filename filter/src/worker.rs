@@ -22,6 +22,7 @@ use crate::refresh;
 use crate::stats;
 use crate::view::View;
 use credmgr_common::error::codes;
+use credmgr_common::runtime::token_fingerprint;
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ struct Fetch {
     waiters: Vec<u32>,
     /// The dispatching request ended while others still wait: call again from the root.
     orphaned: bool,
+    /// The call was made once more after the control plane did not answer the first.
+    retried: bool,
 }
 
 /// One worker's filter state.
@@ -151,7 +154,10 @@ impl Worker {
     }
 
     /// The backend answered request `ctx` with `status`. A 401 to a request that carried a
-    /// token retires that token, so the next request gets a fresh one.
+    /// token retires that token, so the next request gets a fresh one, and records it, so
+    /// that the control plane replaces it first; at most once per key per
+    /// `cache.forced_refresh_interval_ms` (a backend that refuses every token would otherwise
+    /// cost a provider refresh per request).
     pub fn on_response_status(&self, host: &impl Host, ctx: u32, status: u16) {
         if status != 401 {
             return;
@@ -162,15 +168,37 @@ impl Worker {
         };
         for (key, token) in injected {
             self.view.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
+            let location = self.view.cache.location(&key);
+            let fingerprint = token_fingerprint(&token.access_token);
+            let now = host.now_ms();
+            let last = denials::rejected(host, &location, &key);
+            // Another 401 for the token already recorded retires this worker's copy of it too.
+            let recorded = last.as_ref().is_some_and(|l| l.fingerprint == fingerprint);
+            if let Some(last) = last.filter(|_| !recorded) {
+                let interval = self.view.config.forced_refresh_interval_ms;
+                if now < last.at_ms.saturating_add(interval) {
+                    self.view.stats.inc(stats::FORCED_REFRESH_SKIPPED);
+                    host.log(
+                        Level::Debug,
+                        &format!(
+                            "the backend refused the token of {key} again; a refresh was \
+                             forced less than {interval} ms ago, so it stays in use"
+                        ),
+                    );
+                    continue;
+                }
+            }
             if self.view.cache.retire(host, &key, &token) {
                 host.log(
                     Level::Info,
                     &format!("the backend refused the token of {key}; it will be fetched anew"),
                 );
             }
-            let location = self.view.cache.location(&key);
+            if recorded {
+                continue;
+            }
             if let Err(SetSharedError::Host(e)) =
-                denials::record_rejected(host, &location, &key, token.expires_at)
+                denials::record_rejected(host, &location, &key, &fingerprint, now)
             {
                 host.log(
                     Level::Warn,
@@ -293,6 +321,9 @@ impl Worker {
         let Some(key) = self.calls.borrow_mut().remove(&call) else {
             return;
         };
+        if control_plane::worth_retrying(&response) && self.retry(host, current_ctx, &key) {
+            return;
+        }
         let Some(fetch) = self.fetches.borrow_mut().remove(&key) else {
             return;
         };
@@ -329,6 +360,34 @@ impl Worker {
             }
         };
         self.resume_waiters(host, current_ctx, fetch.waiters, answer);
+    }
+
+    /// The control plane did not answer the call for `key`: makes it once more (Envoy's
+    /// cluster picks the host again, so a dead replica costs no request), from the context
+    /// the answer came to. Whether a new call is on its way.
+    fn retry(&self, host: &impl Host, current_ctx: u32, key: &str) -> bool {
+        let need = match self.fetches.borrow().get(key) {
+            Some(f) if !f.retried => f.need.clone(),
+            _ => return false,
+        };
+        let Ok(call) = control_plane::dispatch(
+            host,
+            &self.view.config.control_plane,
+            &self.view.stats,
+            &need,
+        ) else {
+            return false;
+        };
+        self.view.stats.inc(stats::CONTROL_PLANE_RETRY);
+        let mut fetches = self.fetches.borrow_mut();
+        let Some(f) = fetches.get_mut(key) else {
+            return false;
+        };
+        f.call = call;
+        f.dispatcher = current_ctx;
+        f.retried = true;
+        self.calls.borrow_mut().insert(call, key.to_owned());
+        true
     }
 
     /// Hands `result` to each waiting request and resumes those whose pipeline completes.
@@ -498,6 +557,7 @@ impl Worker {
                 dispatcher,
                 waiters,
                 orphaned: false,
+                retried: false,
             },
         );
         Ok(())

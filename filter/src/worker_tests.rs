@@ -140,6 +140,7 @@ fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_js
     assert_eq!(start(&w, &host, 11), Flow::Continue);
     w.on_tick(host.on(ROOT), ROOT);
     answer_last(&w, &host, DOWN);
+    answer_last(&w, &host, DOWN); // the retry
     assert_eq!(start(&w, &host, 12), Flow::Continue);
     assert_eq!(
         host.header_values(12, "authorization"),
@@ -150,6 +151,11 @@ fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_js
     host.now_ms.set(100_000);
     host.set_headers(13, &[]);
     assert_eq!(start(&w, &host, 13), Flow::Pause);
+    answer_last(&w, &host, DOWN);
+    assert!(
+        host.reply(13).is_none(),
+        "a call nobody answered is made once more"
+    );
     answer_last(&w, &host, DOWN);
     let (status, body) = host.reply(13).unwrap();
     assert_eq!(status, 503);
@@ -163,6 +169,7 @@ fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_js
         2
     );
     assert_eq!(host.counter(stats::STALE_SERVED), 1);
+    assert_eq!(host.counter(stats::CONTROL_PLANE_RETRY), 2);
     assert_eq!(host.counter("credmgr.request_rejected.503"), 1);
     assert!(!host.resumed.borrow().contains(&13));
 }
@@ -200,6 +207,16 @@ fn a_control_plane_error_is_passed_on_and_never_leaks_the_gateway_key() {
             body: b"upstream connect error or disconnect/reset before headers".to_vec(),
         },
     );
+    // Not the control plane's answer: the call is made once more, then the failure stands.
+    assert!(host.reply(11).is_none());
+    answer_last(
+        &w,
+        &host,
+        CallResponse {
+            status: Some(503),
+            body: b"upstream connect error or disconnect/reset before headers".to_vec(),
+        },
+    );
     let (_, body) = host.reply(11).unwrap();
     assert!(
         body["error"]["message"]
@@ -228,6 +245,7 @@ fn ignore_error_continues_with_a_null_context_and_leaves_headers_alone() {
     let host = FakeHost::default();
     host.set_headers(10, &[("authorization", "Basic mine")]);
     start(&w, &host, 10);
+    answer_last(&w, &host, DOWN);
     answer_last(&w, &host, DOWN);
     assert_eq!(host.header_values(10, "authorization"), vec!["Basic mine"]);
     assert!(host.reply(10).is_none());
@@ -260,7 +278,10 @@ fn a_backend_401_retires_the_token_and_the_next_fetch_asks_for_a_newer_one() {
     );
     assert_eq!(
         host.last_call_path(),
-        "/runtime/v1/providers/gh/connections/alice/token?rejected_expires_at=3600"
+        format!(
+            "/runtime/v1/providers/gh/connections/alice/token?rejected_fingerprint={}",
+            token_fingerprint("revoked")
+        )
     );
     answer_last(&w, &host, answer("fresh", 3700, 3600));
     assert_eq!(
@@ -490,4 +511,77 @@ fn a_token_or_claim_with_cr_or_lf_is_refused_with_a_clear_error() {
         assert!(host.header_values(10, "authorization").is_empty());
         assert!(host.header_values(10, "x-injected").is_empty());
     }
+}
+
+/// #19 item 5: a backend refusing every token forces at most one refresh per key per
+/// `cache.forced_refresh_interval_ms` (10 s by default). Before, each 401 retired the token
+/// just fetched and the next request fetched again, asking the control plane to replace it.
+#[test]
+fn backend_401s_force_at_most_one_refresh_per_interval() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    host.now_ms.set(1_000);
+    start(&w, &host, 10);
+    answer_last(&w, &host, answer("first", 3600, 3000));
+    w.on_response_status(host.on(10), 10, 401);
+    w.on_done(10);
+    assert_eq!(
+        start(&w, &host, 11),
+        Flow::Pause,
+        "the refused token is retired"
+    );
+    answer_last(&w, &host, answer("second", 3600, 3000));
+    assert_eq!(host.calls(), 2);
+
+    // The backend refuses the new token too, many times, within the interval: it stays.
+    for ctx in 12..32 {
+        host.now_ms.set(1_000 + u64::from(ctx) * 100);
+        assert_eq!(start(&w, &host, ctx), Flow::Continue);
+        w.on_response_status(host.on(ctx), ctx, 401);
+        w.on_done(ctx);
+    }
+    assert_eq!(start(&w, &host, 40), Flow::Continue);
+    assert_eq!(host.calls(), 2, "no fetch forced within the interval");
+    w.view.stats.flush(&host);
+    assert_eq!(host.counter(stats::FORCED_REFRESH_SKIPPED), 20);
+
+    // Past the interval, a refusal forces one more refresh, naming the token refused.
+    host.now_ms.set(11_500);
+    assert_eq!(start(&w, &host, 41), Flow::Continue);
+    w.on_response_status(host.on(41), 41, 401);
+    w.on_done(41);
+    assert_eq!(start(&w, &host, 42), Flow::Pause);
+    assert_eq!(
+        host.last_call_path(),
+        format!(
+            "/runtime/v1/providers/gh/connections/alice/token?rejected_fingerprint={}",
+            token_fingerprint("second")
+        )
+    );
+}
+
+/// #19 item 8: a control-plane call nobody answered (a replica died: the connection was
+/// reset) is made once more, and the request gets its token from the second answer instead
+/// of a 503. An answer of the control plane's own is not retried (see
+/// `a_control_plane_error_is_passed_on_and_never_leaks_the_gateway_key`).
+#[test]
+fn a_call_the_control_plane_did_not_answer_is_made_once_more() {
+    let w = bearer_worker();
+    let host = FakeHost::default();
+    assert_eq!(start(&w, &host, 10), Flow::Pause);
+    answer_last(&w, &host, DOWN);
+    assert_eq!(host.calls(), 2, "called again");
+    assert!(host.reply(10).is_none());
+    answer_last(&w, &host, answer("from-another-replica", 3600, 3000));
+    assert_eq!(
+        host.header_values(10, "authorization"),
+        vec!["Bearer from-another-replica"]
+    );
+    assert_eq!(*host.resumed.borrow(), vec![10]);
+    w.view.stats.flush(&host);
+    assert_eq!(host.counter(stats::CONTROL_PLANE_RETRY), 1);
+    assert_eq!(
+        host.counter("credmgr.control_plane_failure.control_plane_unavailable"),
+        0
+    );
 }

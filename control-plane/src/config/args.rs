@@ -164,6 +164,17 @@ pub struct ServeArgs {
     )]
     pub refresh_skew: Duration,
 
+    /// A gateway's report that a backend refused the stored token (a 401) replaces it at once,
+    /// but at most once per connection per this interval, however many requests a backend
+    /// refuses.
+    #[arg(
+        long,
+        env = "CREDMGR_FORCED_REFRESH_INTERVAL",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub forced_refresh_interval: Duration,
+
     /// How often the background scheduler looks for tokens to refresh before they are due;
     /// `0` turns proactive refresh off (tokens are then refreshed only on runtime requests).
     #[arg(

@@ -55,6 +55,8 @@ pub struct Config {
     /// Self-service login URLs per caller and per connection, per minute.
     pub self_service_limits: LinkLimits,
     pub refresh_skew: Duration,
+    /// At most one refresh forced by backend refusals per connection per this interval.
+    pub forced_refresh_interval: Duration,
     /// Zero: no proactive refresh.
     pub refresh_interval: Duration,
     /// Refreshes the scheduler makes at once.
@@ -126,6 +128,7 @@ impl Config {
                 per_connection: args.self_service_links_per_connection,
             },
             refresh_skew: args.refresh_skew,
+            forced_refresh_interval: args.forced_refresh_interval,
             refresh_interval: args.refresh_interval,
             refresh_concurrency: args.refresh_concurrency,
             listen: args.listen,

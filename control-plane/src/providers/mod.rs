@@ -225,6 +225,7 @@ async fn put(
                         code: credmgr_common::error::codes::CONSENT_REQUIRED,
                         message: &message,
                         drop_tokens: false,
+                        retry_at: None,
                     };
                     state
                         .store

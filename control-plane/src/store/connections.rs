@@ -173,7 +173,8 @@ pub(super) async fn invalidate_tokens(
     .await?;
     tx.execute(
         "UPDATE connections SET token_generation = token_generation + 1, \
-         status = 'not_connected', error_code = NULL, error_message = NULL \
+         status = 'not_connected', error_code = NULL, error_message = NULL, \
+         refresh_failures = 0, refresh_retry_at = NULL \
          WHERE provider_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id = $2)",
         &binds,
     )

@@ -242,6 +242,9 @@ pub struct ConnectionError<'a> {
     /// Whether the stored tokens go with it: the provider refused the refresh token, so the
     /// grant and the access token that belongs to it are dead.
     pub drop_tokens: bool,
+    /// The provider failed: one more failure in a row, and nobody asks it again before this
+    /// time (the shared backoff). `None` leaves the backoff as it is.
+    pub retry_at: Option<i64>,
 }
 
 /// An issuer whose JWTs identify callers.

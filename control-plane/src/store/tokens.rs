@@ -12,10 +12,14 @@ use super::{
 };
 use crate::crypto::Envelope;
 
-/// Records a failure on a connection still at the generation the token was asked for.
-/// Binds: provider, connection, generation, status, code, message.
+/// Records a failure on a connection still at the generation the token was asked for; with a
+/// retry time, also one more failure in a row and when the provider may be asked again.
+/// Binds: provider, connection, generation, status, code, message, retry time.
 const RECORD_ERROR: &str = "UPDATE connections SET status = $4, error_code = $5, \
-     error_message = $6 WHERE provider_id = $1 AND id = $2 AND token_generation = $3";
+     error_message = $6, \
+     refresh_failures = refresh_failures + (CASE WHEN CAST($7 AS BIGINT) IS NULL THEN 0 ELSE 1 END), \
+     refresh_retry_at = COALESCE(CAST($7 AS BIGINT), refresh_retry_at) \
+     WHERE provider_id = $1 AND id = $2 AND token_generation = $3";
 
 impl Store {
     pub async fn get_token(
@@ -93,7 +97,8 @@ impl Store {
         let connected = tx
             .execute(
                 "UPDATE connections SET status = 'connected', error_code = NULL, \
-                 error_message = NULL, last_refresh_at = $4 \
+                 error_message = NULL, last_refresh_at = $4, refresh_failures = 0, \
+                 refresh_retry_at = NULL \
                  WHERE provider_id = $1 AND id = $2 AND token_generation = $3",
                 &args![provider_id, connection_id, generation, t.obtained_at],
             )
@@ -157,7 +162,8 @@ impl Store {
             generation,
             e.status.as_str(),
             e.code,
-            e.message
+            e.message,
+            e.retry_at
         ];
         if !e.drop_tokens {
             return Ok(self.execute(RECORD_ERROR, &binds).await? == 1);
@@ -173,6 +179,58 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The connection's refresh backoff: failures in a row, and before when the provider is
+    /// not asked again (`None` for no connection).
+    pub async fn refresh_backoff(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        self.fetch_optional(
+            "SELECT refresh_failures, refresh_retry_at FROM connections \
+             WHERE provider_id = $1 AND id = $2",
+            &args![provider_id, connection_id],
+            |row| {
+                Ok((
+                    row.int("refresh_failures")?,
+                    row.opt_int("refresh_retry_at")?,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// When a backend's refusal last forced a refresh of the connection, if ever.
+    pub async fn forced_refresh_at(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .fetch_optional(
+                "SELECT forced_refresh_at FROM connections WHERE provider_id = $1 AND id = $2",
+                &args![provider_id, connection_id],
+                |row| Ok(row.opt_int("forced_refresh_at")?),
+            )
+            .await?
+            .flatten())
+    }
+
+    /// Records that a backend's refusal forces a refresh of the connection now.
+    pub async fn mark_forced_refresh(
+        &self,
+        provider_id: &str,
+        connection_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE connections SET forced_refresh_at = $3 WHERE provider_id = $1 AND id = $2",
+            &args![provider_id, connection_id, now],
+        )
+        .await?;
+        Ok(())
     }
 
     /// The tokens whose `refresh_at` is at or before `horizon`, soonest first.

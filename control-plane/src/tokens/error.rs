@@ -100,4 +100,17 @@ impl FailureKind {
             FailureKind::RefreshTokenExpired => codes::REFRESH_TOKEN_EXPIRED,
         }
     }
+
+    /// The kind a stored error code names, if it names one.
+    pub fn from_code(code: &str) -> Option<FailureKind> {
+        [
+            FailureKind::ProviderUnreachable,
+            FailureKind::ClientSecretRejected,
+            FailureKind::ProviderError,
+            FailureKind::InvalidGrant,
+            FailureKind::RefreshTokenExpired,
+        ]
+        .into_iter()
+        .find(|k| k.code() == code)
+    }
 }

@@ -67,7 +67,7 @@ impl TokenService {
                     .get_token(key.provider(), key.connection())
                     .await?
                 {
-                    if need.satisfied_by(&t) {
+                    if need.satisfied_by(self, key, &t) {
                         return Ok(Some(t));
                     }
                 }

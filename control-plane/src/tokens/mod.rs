@@ -16,6 +16,7 @@
 //! and served), `client` and `response` (the token endpoint), `error` (what can go wrong),
 //! `scheduler` (proactive refresh).
 
+mod backoff;
 mod claims;
 mod client;
 mod consent;
@@ -68,11 +69,21 @@ pub fn refresh_at(obtained_at: i64, lifetime: i64, skew: i64) -> i64 {
     obtained_at.saturating_add(at_80.min(before_skew).max(lifetime / 2))
 }
 
-/// Must `t` be replaced now? Within `lead` seconds of its refresh point, or as old as a token
-/// a backend refused.
-fn is_due(t: &TokenRecord, lead: i64, rejected_expires_at: Option<i64>) -> bool {
-    unix_now() >= t.refresh_at.saturating_sub(lead)
-        || rejected_expires_at.is_some_and(|r| t.expires_at <= r)
+/// Must `t` be replaced now? Within `lead` seconds of its refresh point, or `refused` (it is
+/// the token a backend refused: [`TokenService::refused`]).
+fn is_due(t: &TokenRecord, lead: i64, refused: bool) -> bool {
+    refused || unix_now() >= t.refresh_at.saturating_sub(lead)
+}
+
+/// The token a backend refused, as a gateway names it (a query parameter of the runtime API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// By [`credmgr_common::runtime::token_fingerprint`]: exactly that token.
+    Fingerprint(String),
+    /// By its expiry second (gateways before the fingerprint): any token expiring then or
+    /// earlier. Two tokens issued in one second look alike, so the forced-refresh interval
+    /// is what keeps a second report from replacing the new token.
+    ExpiresAt(i64),
 }
 
 /// What makes a stored token need replacing, for one request.
@@ -80,8 +91,8 @@ fn is_due(t: &TokenRecord, lead: i64, rejected_expires_at: Option<i64>) -> bool 
 struct Need {
     /// Refresh this many seconds ahead of the refresh point.
     lead: i64,
-    /// A backend refused the token that expires then.
-    rejected_expires_at: Option<i64>,
+    /// A backend refused this token.
+    rejected: Option<Rejected>,
     /// The token this request found due (its envelope): another one stored since then came
     /// from a refresh that finished while this request waited, and is shared.
     seen: Option<Envelope>,
@@ -89,17 +100,16 @@ struct Need {
 
 impl Need {
     /// Does `t` make a refresh unnecessary? It is not due, or it is newer than the token this
-    /// request found due and still valid. (With tokens of a few seconds, a token just
-    /// refreshed for the request ahead can already be past its refresh point; refreshing it
-    /// again would cost a refresh per waiting request.)
-    fn satisfied_by(&self, t: &TokenRecord) -> bool {
-        if !is_due(t, self.lead, self.rejected_expires_at) {
+    /// request found due, still valid and not the refused one. (With tokens of a few seconds,
+    /// a token just refreshed for the request ahead can already be past its refresh point;
+    /// refreshing it again would cost a refresh per waiting request.)
+    fn satisfied_by(&self, tokens: &TokenService, key: &ConnectionKey, t: &TokenRecord) -> bool {
+        let refused = tokens.refused(key, t, self.rejected.as_ref());
+        if !is_due(t, self.lead, refused) {
             return true;
         }
         let newer = self.seen.as_ref() != Some(&t.access_token);
-        newer
-            && unix_now() < t.expires_at
-            && self.rejected_expires_at.is_none_or(|r| t.expires_at > r)
+        newer && unix_now() < t.expires_at && !refused
     }
 }
 
@@ -137,6 +147,9 @@ pub struct TokenService {
     instance: String,
     /// How long a refresh lease lasts: longer than any refresh can take.
     lease_secs: i64,
+    /// At most one refresh forced by backends' refusals per connection per this many seconds,
+    /// however many requests a backend refuses (`CREDMGR_FORCED_REFRESH_INTERVAL`).
+    forced_refresh_interval: i64,
 }
 
 impl TokenService {
@@ -146,6 +159,7 @@ impl TokenService {
         client: OAuthClient,
         metrics: Arc<Metrics>,
         refresh_skew: std::time::Duration,
+        forced_refresh_interval: std::time::Duration,
     ) -> Self {
         let instance = {
             use aes_gcm::aead::rand_core::RngCore as _;
@@ -166,6 +180,8 @@ impl TokenService {
                 .saturating_add(5),
             flights: Flights::default(),
             refresh_skew: i64::try_from(refresh_skew.as_secs()).unwrap_or(i64::MAX),
+            forced_refresh_interval: i64::try_from(forced_refresh_interval.as_secs())
+                .unwrap_or(i64::MAX),
             client,
             instance,
         }
@@ -176,19 +192,58 @@ impl TokenService {
     /// not due; otherwise one fetched first (which reads the connection and its token again,
     /// under the refresh lock: a missing connection is [`TokenError::NotFound`] then).
     ///
-    /// `rejected_expires_at`: a gateway saw a backend refuse the token that expires then (it was
-    /// revoked, say). A stored token that old is replaced first; a newer one is served, so many
-    /// refusals of one token cost one fetch.
+    /// `rejected`: a gateway saw a backend refuse that token (it was revoked, say). If it is
+    /// the stored one, it is replaced first, unless a refusal forced a refresh of the
+    /// connection less than the forced-refresh interval ago; any other token is served, so
+    /// many refusals of one token cost at most one fetch.
     pub async fn runtime_token(
         self: &Arc<Self>,
         key: &ConnectionKey,
         stored: Option<TokenRecord>,
-        rejected_expires_at: Option<i64>,
+        rejected: Option<Rejected>,
     ) -> Result<(RuntimeToken, Served), TokenError> {
-        if let Some(t) = stored.filter(|t| !is_due(t, 0, rejected_expires_at)) {
+        if let Some(t) = stored.filter(|t| !is_due(t, 0, self.refused(key, t, rejected.as_ref()))) {
             return Ok((self.runtime(key, &t)?, Served::Hit));
         }
-        self.refresh(key, 0, rejected_expires_at).await
+        self.refresh(key, 0, rejected).await
+    }
+
+    /// Whether `t` is the token a backend refused.
+    fn refused(&self, key: &ConnectionKey, t: &TokenRecord, rejected: Option<&Rejected>) -> bool {
+        match rejected {
+            None => false,
+            Some(Rejected::ExpiresAt(r)) => t.expires_at <= *r,
+            Some(Rejected::Fingerprint(fp)) => self
+                .keyring
+                .decrypt_string(
+                    &Aad::connection_access_token(key.provider(), key.connection()),
+                    &t.access_token,
+                )
+                .is_ok_and(|plain| {
+                    use secrecy::ExposeSecret as _;
+                    credmgr_common::runtime::token_fingerprint(plain.expose_secret()) == *fp
+                }),
+        }
+    }
+
+    /// `rejected`, unless a refusal forced a refresh of the connection less than the
+    /// forced-refresh interval ago (on any replica): then the refusal is ignored, so that a
+    /// backend refusing every token costs one refresh per interval, not one per request.
+    async fn may_force(
+        &self,
+        key: &ConnectionKey,
+        rejected: Option<Rejected>,
+    ) -> Result<Option<Rejected>, TokenError> {
+        if rejected.is_none() {
+            return Ok(None);
+        }
+        let last = self
+            .store
+            .forced_refresh_at(key.provider(), key.connection())
+            .await?;
+        let recent =
+            last.is_some_and(|at| unix_now() < at.saturating_add(self.forced_refresh_interval));
+        Ok(if recent { None } else { rejected })
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
@@ -223,9 +278,9 @@ impl TokenService {
         self: &Arc<Self>,
         key: &ConnectionKey,
         lead: i64,
-        rejected_expires_at: Option<i64>,
+        rejected: Option<Rejected>,
     ) -> Result<(RuntimeToken, Served), TokenError> {
-        self.refresh_mode(key, lead, rejected_expires_at, true)
+        self.refresh_mode(key, lead, rejected, true)
             .await?
             .ok_or_else(|| {
                 TokenError::Internal("a refresh that waits for the lease gave up".into())
@@ -238,17 +293,14 @@ impl TokenService {
         self: &Arc<Self>,
         key: &ConnectionKey,
         lead: i64,
-        rejected_expires_at: Option<i64>,
+        rejected: Option<Rejected>,
         wait: bool,
     ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let this = Arc::clone(self);
         let key = key.clone();
-        tokio::spawn(async move {
-            this.refresh_detached(&key, lead, rejected_expires_at, wait)
-                .await
-        })
-        .await
-        .map_err(|e| TokenError::Internal(format!("the refresh task failed: {e}")))?
+        tokio::spawn(async move { this.refresh_detached(&key, lead, rejected, wait).await })
+            .await
+            .map_err(|e| TokenError::Internal(format!("the refresh task failed: {e}")))?
     }
 
     async fn try_load(

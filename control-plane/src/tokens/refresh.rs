@@ -17,7 +17,7 @@ use super::client::Grant;
 use super::error::{FailureKind, TokenError, TokenFailure};
 use super::flight::FlightGuard;
 use super::response::TokenResponse;
-use super::{is_due, Need, Served, TokenService, RETRY_AFTER_FAILURE_SECS};
+use super::{is_due, Need, Rejected, Served, TokenService, RETRY_AFTER_FAILURE_SECS};
 use crate::clock::unix_now;
 use crate::crypto::{Aad, Envelope};
 use crate::domain::{ConnectionKey, ConnectionStatus};
@@ -63,14 +63,11 @@ impl TokenService {
         &self,
         key: &ConnectionKey,
         lead: i64,
-        rejected_expires_at: Option<i64>,
+        rejected: Option<Rejected>,
         wait: bool,
     ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         for _ in 0..MAX_CONFIG_RACES {
-            match self
-                .refresh_once(key, lead, rejected_expires_at, wait)
-                .await?
-            {
+            match self.refresh_once(key, lead, rejected.clone(), wait).await? {
                 Attempt::Done(token, served) => return Ok(Some((token, served))),
                 Attempt::Elsewhere => return Ok(None),
                 Attempt::Reconfigured => {}
@@ -84,25 +81,26 @@ impl TokenService {
         &self,
         key: &ConnectionKey,
         lead: i64,
-        rejected_expires_at: Option<i64>,
+        rejected: Option<Rejected>,
         wait: bool,
     ) -> Result<Attempt, TokenError> {
         // One fetch per connection: in this process by the flight lock, across replicas that
         // share the database by the lease taken below.
         let mut flight = self.flights.lock(key.clone()).await;
         let (provider, conn) = self.load(key).await?;
+        let rejected = self.may_force(key, rejected).await?;
         let stored = self
             .store
             .get_token(key.provider(), key.connection())
             .await?;
         if let Some(t) = &stored {
-            if !is_due(t, lead, rejected_expires_at) {
+            if !is_due(t, lead, self.refused(key, t, rejected.as_ref())) {
                 return Ok(done((self.runtime(key, t)?, Served::Hit)));
             }
         }
         let need = Need {
             lead,
-            rejected_expires_at,
+            rejected,
             seen: None,
         };
         if flight.attempt_finished_while_waiting() {
@@ -115,7 +113,7 @@ impl TokenService {
                 }
                 None => {
                     // The request ahead of us just stored a token: share it.
-                    if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
+                    if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(self, key, t)) {
                         return Ok(done((self.runtime(key, t)?, Served::Hit)));
                     }
                 }
@@ -139,6 +137,11 @@ impl TokenService {
             // Nothing to ask the provider: no lease needed.
             return self.without_refresh_token(key, &conn, stored).map(done);
         }
+        // The provider failed lately (for this replica or another): it is not asked again
+        // before the shared backoff ends; the stored token serves, or the failure answers.
+        if let Some(failure) = self.backing_off(key, &conn).await? {
+            return self.fallback(key, stored.as_ref(), failure).map(done);
+        }
         if !wait && !self.try_lease(key).await? {
             return Ok(Attempt::Elsewhere);
         }
@@ -154,8 +157,20 @@ impl TokenService {
                 .store
                 .get_token(key.provider(), key.connection())
                 .await?;
-            if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(t)) {
+            if let Some(t) = stored.as_ref().filter(|t| need.satisfied_by(self, key, t)) {
                 return Ok(done((self.runtime(key, t)?, Served::Hit)));
+            }
+            // A replica that failed while we waited for its lease set the backoff.
+            if let Some(failure) = self.backing_off(key, &conn).await? {
+                return self.fallback(key, stored.as_ref(), failure).map(done);
+            }
+            let forced = stored
+                .as_ref()
+                .is_some_and(|t| self.refused(key, t, need.rejected.as_ref()));
+            if forced {
+                self.store
+                    .mark_forced_refresh(key.provider(), key.connection(), unix_now())
+                    .await?;
             }
             self.refresh_leased(key, &provider, &conn, stored, &mut flight)
                 .await
@@ -322,8 +337,10 @@ impl TokenService {
         what: &str,
     ) -> Result<(RuntimeToken, Served), TokenError> {
         let still_valid = matches!(&tokens, Tokens::Keep(Some(t)) if unix_now() < t.expires_at);
+        let retry_in = self.next_backoff(key).await?;
         tracing::warn!(provider = %key.provider(), connection = %key.connection(),
-            code = failure.kind.code(), serving_stored_token = still_valid, "{what}: {failure}");
+            code = failure.kind.code(), serving_stored_token = still_valid,
+            retry_in_secs = retry_in, "{what}: {failure}");
         let error = ConnectionError {
             status: if still_valid {
                 ConnectionStatus::Connected
@@ -333,6 +350,7 @@ impl TokenService {
             code: failure.kind.code(),
             message: &failure.message,
             drop_tokens: matches!(tokens, Tokens::Drop),
+            retry_at: Some(unix_now().saturating_add(retry_in)),
         };
         self.store
             .record_token_error(

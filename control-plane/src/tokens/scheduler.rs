@@ -6,8 +6,9 @@
 //! configured): up to a tenth of the token's lifetime (at most 30 s) early, by an amount
 //! derived from the connection and the token (jitter: connections connected at the same moment
 //! do not all refresh in the same second, and the amount is stable across ticks). A connection
-//! whose refresh fails backs off exponentially (2 s, 4 s, ... at most 5 min, each with random
-//! jitter) while the runtime API keeps serving its still-valid token. Refreshes go through
+//! whose refresh fails backs off exponentially (1-2 s, 2-4 s, ... at most 5 min: the backoff
+//! of `backoff.rs`, which the runtime API and the other replicas also keep, as it is stored on
+//! the connection) while the runtime API keeps serving its still-valid token. Refreshes go through
 //! [`TokenService`], so they share its one-refresh-per-connection rule with the runtime API.
 //! Replicas sharing a database share the work: a scheduler takes a due connection's refresh
 //! lease without waiting, and skips the connection if another replica holds it, so each
@@ -18,9 +19,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aes_gcm::aead::rand_core::RngCore as _;
-use aes_gcm::aead::OsRng;
-
+use super::backoff::backoff_delay;
 use super::error::TokenError;
 use super::{Served, TokenService};
 use crate::clock::unix_now;
@@ -29,8 +28,6 @@ use crate::store::{Store, TokenSchedule};
 
 /// The most a token is refreshed ahead of its refresh time.
 const MAX_LEAD_SECS: i64 = 30;
-const BACKOFF_BASE_SECS: i64 = 2;
-const BACKOFF_MAX_SECS: i64 = 300;
 /// Refreshes in flight at once unless configured (`CREDMGR_REFRESH_CONCURRENCY`). A provider
 /// takes tens to hundreds of milliseconds to answer, so one refresh at a time caps the
 /// scheduler at a few a second, while 100,000 connections with one-hour tokens come due at 35
@@ -182,15 +179,6 @@ pub fn lead(t: &TokenSchedule) -> i64 {
     i64::try_from(h.finish() % (window as u64 + 1)).unwrap_or(0)
 }
 
-/// Exponential backoff with jitter: the n-th failure waits between half and all of
-/// `2 s * 2^(n-1)`, capped at five minutes.
-fn backoff_delay(failures: u32) -> i64 {
-    let exp = BACKOFF_BASE_SECS.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
-    let cap = exp.min(BACKOFF_MAX_SECS);
-    let half = cap / 2;
-    half + i64::from(OsRng.next_u32()) % (cap - half + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,14 +207,5 @@ mod tests {
             0,
             "no lead for very short tokens"
         );
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_five_minutes() {
-        for _ in 0..20 {
-            assert!((1..=2).contains(&backoff_delay(1)));
-            assert!((4..=8).contains(&backoff_delay(3)));
-            assert!((150..=300).contains(&backoff_delay(30)));
-        }
     }
 }

@@ -107,6 +107,7 @@ impl Harness {
             login_link_ttl: Duration::from_secs(600),
             self_service_limits: LINK_LIMITS,
             refresh_skew: Duration::from_secs(60),
+            forced_refresh_interval: Duration::from_secs(10),
             refresh_interval: Duration::ZERO,
             refresh_concurrency: credmgr_control_plane::tokens::scheduler::DEFAULT_CONCURRENCY,
             access_refresh: Duration::from_secs(30),

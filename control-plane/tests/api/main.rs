@@ -6,6 +6,7 @@
 // clippy.toml allows these in `#[test]` functions; the harness helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backoff;
 mod connections;
 mod consent;
 mod etags;

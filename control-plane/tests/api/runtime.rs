@@ -195,8 +195,9 @@ async fn concurrent_requests_share_one_fetch() {
             "provider_unreachable",
         );
     }
-    // One request for the connection's creation, one for the five concurrent runtime requests.
-    h.assert_metric(r#"outcome="provider_unreachable"} 2"#);
+    // One request for the connection's creation; the five concurrent runtime requests share
+    // its remembered failure (the connection backs off) instead of asking again.
+    h.assert_metric(r#"outcome="provider_unreachable"} 1"#);
     h.assert_metric(r#"credmgr_runtime_token_requests_total{outcome="error"} 5"#);
 }
 

@@ -441,3 +441,70 @@ fn scale_out_replicas_whose_database_connections_are_killed_reconnect_and_serve_
         "liveness does not depend on the database: {body}"
     );
 }
+
+/// #19 item 8: a replica killed (SIGKILL) under steady traffic through Envoy costs no client
+/// request. Tokens live 3 s, so the filter calls the control plane every second or two; a
+/// call that reaches the dead replica (before Envoy's health check, every second even without
+/// traffic, or its outlier detection takes it out) is made once more on another host, and the
+/// cached token serves meanwhile.
+#[test]
+fn scale_out_a_replica_killed_under_traffic_costs_no_client_request() {
+    if !pg::available_or_skip("replica_killed_under_traffic") {
+        return;
+    }
+    let cluster = Cluster::start(
+        &[("ACCESS_TOKEN_TTL", "3")],
+        &[
+            ("CREDMGR_REFRESH_INTERVAL", "1s"),
+            ("CREDMGR_REFRESH_SKEW", "1s"),
+        ],
+        "c1",
+        None,
+    );
+    cluster.connect_across_replicas("c1", "alice", 0);
+    let envoy_url = cluster.envoy.url.clone();
+    let traffic = Traffic::start(3, move |_, _| {
+        let (status, body) = get(&format!("{envoy_url}/anything"), None);
+        ("envoy".to_owned(), status, body)
+    });
+    let warm = traffic.count() + 60;
+    wait_for("steady traffic", Duration::from_secs(30), || {
+        (traffic.count() >= warm).then_some(())
+    });
+    let calls_before = cluster.envoy.stat("credmgr.control_plane_call");
+    let mut cluster = cluster;
+    let victim = 1;
+    cluster.replicas[victim]
+        .as_mut()
+        .unwrap_or_else(|| unreachable!())
+        .process
+        .kill();
+    cluster.replicas[victim] = None;
+    // About 10 s of traffic after the kill: several token lifetimes, so the filter calls the
+    // control plane several times while Envoy still counts the dead replica in.
+    let until = traffic.count() + 500;
+    wait_for("traffic after the kill", Duration::from_secs(60), || {
+        (traffic.count() >= until).then_some(())
+    });
+    let outcomes = traffic.finish();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != 200).collect();
+    let envoy = &cluster.envoy;
+    eprintln!(
+        "{} requests, {} failed; control-plane calls after the kill {}, retried {}, failed {}",
+        outcomes.len(),
+        failed.len(),
+        envoy.stat("credmgr.control_plane_call") - calls_before,
+        envoy.stat("credmgr.control_plane_retry"),
+        envoy.stat("credmgr.control_plane_failure.control_plane_unavailable"),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed after a replica was killed, the first: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let stats = cluster.oauth.stats();
+    assert_eq!(stat(&stats, "token_errors", "invalid_grant"), 0, "{stats}");
+    assert_eq!(cluster.connection("c1")["status"], "connected");
+}
