@@ -25,6 +25,8 @@ pub mod identity;
 pub mod matching;
 pub mod pipeline;
 pub mod refresh;
+pub mod refused;
+pub mod route;
 pub mod stats;
 pub mod step_ids;
 pub mod template;

@@ -13,16 +13,16 @@
 use crate::cache::{freshness, Freshness};
 use crate::config::{FilterConfig, PolicySet};
 use crate::control_plane::{self, parse_answer, parse_issuers, Need, TokenNeed};
-use crate::denials;
 use crate::failure::Failure;
-use crate::host::{CallResponse, Host, Level, SetSharedError};
+use crate::host::{CallResponse, Host, Level};
 use crate::identity::ISSUERS_KEY;
 use crate::pipeline::{Answer, Progress, Request};
 use crate::refresh;
+use crate::refused;
+use crate::route;
 use crate::stats;
 use crate::view::View;
 use credmgr_common::error::codes;
-use credmgr_common::runtime::token_fingerprint;
 use credmgr_common::{ErrorBody, RuntimeToken};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,15 +38,6 @@ pub enum Flow {
     /// A local reply was sent; the request goes no further.
     Respond,
 }
-
-/// Where a route names its policy set: `filter_metadata.credmgr.policy` in its metadata.
-const ROUTE_POLICY: [&str; 5] = [
-    "xds",
-    "route_metadata",
-    "filter_metadata",
-    "credmgr",
-    "policy",
-];
 
 /// A call to the control plane in flight for one token, or for the trusted issuers.
 struct Fetch {
@@ -88,47 +79,7 @@ impl Worker {
     /// define is an error: failing closed beats forwarding a request without the credential it
     /// needs. Without `route_metadata` no property is read: that is a host call per request.
     pub fn policy_for_route(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
-        let config = &self.view.config;
-        if config.route_metadata {
-            if let Some(named) = self.policy_in_route_metadata(host)? {
-                return Ok(Some(named));
-            }
-        }
-        let matched = config.rules.select(|name| match host.request_header(name) {
-            Ok(value) => value,
-            Err(e) => {
-                host.log(
-                    Level::Warn,
-                    &format!("cannot read request header {name} to match the rules: {e}"),
-                );
-                None
-            }
-        });
-        Ok(matched.or_else(|| config.default_policy.clone()))
-    }
-
-    /// The policy set the route's metadata names, if it names one.
-    fn policy_in_route_metadata(&self, host: &impl Host) -> Result<Option<Rc<PolicySet>>, String> {
-        let named = match host.property(&ROUTE_POLICY) {
-            Ok(v) => v,
-            Err(e) => {
-                host.log(
-                    Level::Warn,
-                    &format!("cannot read the route's metadata: {e}"),
-                );
-                None
-            }
-        };
-        let Some(name) = named else {
-            return Ok(None);
-        };
-        let name = String::from_utf8_lossy(&name);
-        match self.view.config.policies.get(name.as_ref()) {
-            Some(set) => Ok(Some(Rc::clone(set))),
-            None => Err(format!(
-                "the route names policy set {name:?} (filter_metadata.credmgr.policy), which the credmgr filter configuration does not define"
-            )),
-        }
+        route::policy_for(&self.view.config, host)
     }
 
     /// A request's headers arrived on context `ctx`.
@@ -167,44 +118,7 @@ impl Worker {
             None => return,
         };
         for (key, token) in injected {
-            self.view.stats.inc(stats::UPSTREAM_UNAUTHORIZED);
-            let location = self.view.cache.location(&key);
-            let fingerprint = token_fingerprint(&token.access_token);
-            let now = host.now_ms();
-            let last = denials::rejected(host, &location, &key);
-            // Another 401 for the token already recorded retires this worker's copy of it too.
-            let recorded = last.as_ref().is_some_and(|l| l.fingerprint == fingerprint);
-            if let Some(last) = last.filter(|_| !recorded) {
-                let interval = self.view.config.forced_refresh_interval_ms;
-                if now < last.at_ms.saturating_add(interval) {
-                    self.view.stats.inc(stats::FORCED_REFRESH_SKIPPED);
-                    host.log(
-                        Level::Debug,
-                        &format!(
-                            "the backend refused the token of {key} again; a refresh was \
-                             forced less than {interval} ms ago, so it stays in use"
-                        ),
-                    );
-                    continue;
-                }
-            }
-            if self.view.cache.retire(host, &key, &token) {
-                host.log(
-                    Level::Info,
-                    &format!("the backend refused the token of {key}; it will be fetched anew"),
-                );
-            }
-            if recorded {
-                continue;
-            }
-            if let Err(SetSharedError::Host(e)) =
-                denials::record_rejected(host, &location, &key, &fingerprint, now)
-            {
-                host.log(
-                    Level::Warn,
-                    &format!("cannot record the refused token of {key}: {e}"),
-                );
-            }
+            refused::by_backend(host, &self.view, &key, &token);
         }
     }
 
@@ -579,3 +493,7 @@ mod peruser_tests;
 #[cfg(test)]
 #[path = "worker_rules_tests.rs"]
 mod rules_tests;
+
+#[cfg(test)]
+#[path = "worker_refusal_tests.rs"]
+mod refusal_tests;
