@@ -15,13 +15,14 @@ use credmgr_filter::host::CallResponse;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-const STATUSES: [Option<u16>; 10] = [
+const STATUSES: [Option<u16>; 11] = [
     None,
     Some(200),
     Some(400),
     Some(401),
     Some(403),
     Some(404),
+    Some(429),
     Some(500),
     Some(502),
     Some(503),
@@ -32,8 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let [status, body @ ..] = data else {
         return;
     };
+    // The high bit: the call was made for a caller's JWT (identity-type jwt).
+    let for_caller = status & 0x80 != 0;
     let response = CallResponse {
-        status: STATUSES[usize::from(*status) % STATUSES.len()],
+        status: STATUSES[usize::from(*status & 0x7f) % STATUSES.len()],
         body: body.to_vec(),
     };
     // The token as a 200 answer's body carries it, where it occurs once (a fuzzed body may
@@ -43,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned))
         .filter(|t| t.len() >= 8 && credmgr_fuzz::occurrences(body, t.as_bytes()) == 1);
 
-    let answer = parse_answer(&response);
+    let answer = parse_answer(&response, for_caller);
     match &answer {
         Ok(t) => {
             // Debug output does not depend on the token: the same with another in its place.
@@ -56,13 +59,25 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         Err(f) => {
-            assert!(matches!(f.status, 401 | 403 | 503), "status {}", f.status);
+            assert!(
+                matches!(f.status, 401 | 403 | 503) || (for_caller && f.status == 429),
+                "status {}",
+                f.status
+            );
+            // A login URL only ever reaches the caller it was made for, with its 401.
+            let consent = for_caller
+                && f.status == 401
+                && f.body.error.code == "consent_required"
+                && f.body.error.login_url.is_some();
             if f.status == 401 {
                 assert!(
-                    f.body.error.code.starts_with("jwt_"),
+                    f.body.error.code.starts_with("jwt_") || consent,
                     "{:?}",
                     f.body.error.code
                 );
+            }
+            if f.status == 503 {
+                assert!(f.body.error.login_url.is_none(), "a login URL in a 503");
             }
             if let (Some(token), Some(200)) = (&token, response.status) {
                 let shown = format!("{f:?}");

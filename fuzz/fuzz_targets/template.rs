@@ -1,5 +1,6 @@
 //! Value templates (`Template::parse`, `render`): `{{var.AccessToken}}`,
-//! `{{var.Claims.name}}`, `{{request.headers.name}}` in literal text.
+//! `{{var.Claims.name}}`, `{{request.headers.name}}`, `{{identity.Claims.name}}` in literal
+//! text, rendered as values and as ids.
 //!
 //! Checks: a template that parses, written back from its segments, parses to the same
 //! segments; rendering with every value present yields exactly the literals and the values
@@ -11,6 +12,7 @@ use credmgr_filter::template::{Segment, Template, Values};
 use libfuzzer_sys::fuzz_target;
 
 const TOKEN: &str = "\u{1}TOKEN\u{1}";
+const IDENTITY_CLAIM: &str = "<identity claim>";
 
 struct All;
 impl Values for All {
@@ -22,6 +24,9 @@ impl Values for All {
     }
     fn request_header(&self, name: &str) -> Option<String> {
         Some(format!("<header {name}>"))
+    }
+    fn identity_claim(&self, _name: &str) -> Option<&str> {
+        Some(IDENTITY_CLAIM)
     }
 }
 
@@ -46,6 +51,7 @@ fn write_back(segments: &[Segment]) -> String {
             Segment::AccessToken(var) => format!("{{{{ {var}.AccessToken }}}}"),
             Segment::Claim(var, name) => format!("{{{{ {var}.Claims.{name} }}}}"),
             Segment::RequestHeader(name) => format!("{{{{ request.headers.{name} }}}}"),
+            Segment::IdentityClaim(name) => format!("{{{{ identity.Claims.{name} }}}}"),
         })
         .collect()
 }
@@ -71,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
             Segment::AccessToken(_) => TOKEN.to_owned(),
             Segment::Claim(var, name) => All.claim(var, name).unwrap_or_default(),
             Segment::RequestHeader(name) => All.request_header(name).unwrap_or_default(),
+            Segment::IdentityClaim(_) => IDENTITY_CLAIM.to_owned(),
         })
         .collect();
     let rendered = template.render(&All);
@@ -84,7 +91,25 @@ fuzz_target!(|data: &[u8]| {
 
     let uses_var = segments
         .iter()
-        .any(|s| matches!(s, Segment::AccessToken(_) | Segment::Claim(..)));
+        .any(|s| {
+            matches!(
+                s,
+                Segment::AccessToken(_) | Segment::Claim(..) | Segment::IdentityClaim(_)
+            )
+        });
     let without = template.render(&NoVars);
     assert_eq!(without.is_none(), uses_var, "{text:?}");
+
+    // As an id: context variables are refused, verified claims required, and with every
+    // value present an id renders exactly what `render` does.
+    let context = segments
+        .iter()
+        .any(|s| matches!(s, Segment::AccessToken(_) | Segment::Claim(..)));
+    match template.render_id(&All) {
+        Ok(id) => {
+            assert!(!context, "{text:?}");
+            assert_eq!(id, expected);
+        }
+        Err(_) => assert!(context, "{text:?}"),
+    }
 });
