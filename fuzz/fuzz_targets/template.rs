@@ -89,14 +89,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!expected.contains(TOKEN) || text.contains(TOKEN));
     }
 
-    let uses_var = segments
-        .iter()
-        .any(|s| {
-            matches!(
-                s,
-                Segment::AccessToken(_) | Segment::Claim(..) | Segment::IdentityClaim(_)
-            )
-        });
+    let uses_var = segments.iter().any(|s| {
+        matches!(
+            s,
+            Segment::AccessToken(_) | Segment::Claim(..) | Segment::IdentityClaim(_)
+        )
+    });
     let without = template.render(&NoVars);
     assert_eq!(without.is_none(), uses_var, "{text:?}");
 
