@@ -81,14 +81,7 @@ impl PerUser {
         let mut jwts = Vec::with_capacity(PER_USER_USERS);
         for i in 0..PER_USER_USERS {
             let sub = format!("user{i:04}");
-            let connection = format!("u-{sub}");
-            cp.create_connection(PROVIDER, &connection, &format!("{sub}'s account"));
-            cp.allow(
-                PROVIDER,
-                &connection,
-                "user",
-                serde_json::json!({"kind": "user", "issuer": issuer.url, "object_id": sub}),
-            );
+            issuer.connect_user(cp, PROVIDER, &sub);
             jwts.push(issuer.jwt(&sub));
         }
         let jwt_file = dir.join("per-user-jwts.txt");

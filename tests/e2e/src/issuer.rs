@@ -75,6 +75,19 @@ impl Issuer {
         );
         assert_eq!(status, 201, "{body}");
     }
+
+    /// Creates user `sub`'s connection `u-<sub>` of `provider`, with one access policy naming
+    /// that user of this issuer: usable by nobody else.
+    pub fn connect_user(&self, cp: &ControlPlane, provider: &str, sub: &str) {
+        let connection = format!("u-{sub}");
+        cp.create_connection(provider, &connection, &format!("{sub}'s account"));
+        cp.allow(
+            provider,
+            &connection,
+            "user",
+            json!({"kind": "user", "issuer": self.url, "object_id": sub}),
+        );
+    }
 }
 
 /// A JWT for `sub` claiming to come from `iss`, signed by `key`, valid for `ttl` seconds.

@@ -14,6 +14,7 @@ pub mod local_server;
 pub mod pg;
 pub mod process;
 pub mod stack;
+pub mod traffic;
 
 pub use control_plane::ControlPlane;
 pub use process::Process;

@@ -37,18 +37,6 @@ fn setup() -> (Deployment, Issuer) {
     )
 }
 
-/// Creates user `sub`'s connection `u-<sub>`, usable only by that user.
-fn connect_user(cp: &ControlPlane, issuer: &Issuer, sub: &str) {
-    let connection = format!("u-{sub}");
-    cp.create_connection(PROVIDER, &connection, &format!("{sub}'s account"));
-    cp.allow(
-        PROVIDER,
-        &connection,
-        "user",
-        json!({"kind": "user", "issuer": issuer.url, "object_id": sub}),
-    );
-}
-
 /// What the backend saw of a request through `path` as `jwt` (with `extra` headers).
 fn call(d: &Deployment, path: &str, jwt: &str, extra: &[(&str, &str)]) -> (u16, Value) {
     call_envoy(&d.envoy, path, jwt, extra)
@@ -59,7 +47,7 @@ fn each_user_reaches_the_backend_with_their_own_connection_and_no_one_elses() {
     let (d, issuer) = setup();
     let cp = &d.control_plane;
     for sub in ["alice", "bob"] {
-        connect_user(cp, &issuer, sub);
+        issuer.connect_user(cp, PROVIDER, sub);
     }
     let (alice, bob) = (issuer.jwt("alice"), issuer.jwt("bob"));
 
@@ -84,7 +72,7 @@ fn each_user_reaches_the_backend_with_their_own_connection_and_no_one_elses() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "forbidden", "{body}");
     let carol = issuer.jwt("carol");
-    connect_user(cp, &issuer, "carol-other");
+    issuer.connect_user(cp, PROVIDER, "carol-other");
     let (status, body) = call(&d, "/as/x", &carol, &[("x-user", "carol-other")]);
     assert_eq!(status, 403, "the control plane refuses too: {body}");
 
@@ -189,7 +177,7 @@ fn ten_thousand_users_keep_envoys_memory_under_the_cache_bound() {
         &Deployment::envoy_vars(&cp, &backend),
     );
     let subs: Vec<String> = (0..users).map(|i| format!("user{i:05}")).collect();
-    in_parallel(&subs, 12, |sub| connect_user(&cp, &issuer, sub));
+    in_parallel(&subs, 12, |sub| issuer.connect_user(&cp, PROVIDER, sub));
     let created = started.elapsed();
     let jwts: Vec<String> = subs.iter().map(|s| issuer.jwt(s)).collect();
     let pairs: Vec<(&String, &String)> = subs.iter().zip(&jwts).collect();
