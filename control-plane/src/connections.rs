@@ -275,27 +275,15 @@ async fn put(
     let now = unix_now();
     let (status, fetch) = match existing {
         None => {
+            // What to do next, for connections that only a user's consent connects.
+            let error = provider
+                .grant_type
+                .needs_consent()
+                .then(|| crate::error::consent_required_error(&path.key()));
             let record = ConnectionRecord {
-                provider_id: p.clone(),
-                id: c.clone(),
-                display_name: body.display_name,
                 client_id: creds.client_id,
                 client_secret: creds.client_secret,
-                status: ConnectionStatus::NotConnected,
-                // What to do next, for connections that only a user's consent connects.
-                error: provider.grant_type.needs_consent().then(|| {
-                    (
-                        credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
-                        crate::error::consent_required_message(&path.key()),
-                    )
-                }),
-                token_generation: 0,
-                last_refresh_at: None,
-                etag: new_etag(),
-                created_at: now,
-                updated_at: now,
-                token_expires_at: None,
-                refresh_token_expires_at: None,
+                ..ConnectionRecord::new(p, c, body.display_name, error, now)
             };
             if !state.store.insert_connection(&record).await? {
                 if if_match.is_present() {

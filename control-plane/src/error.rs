@@ -231,6 +231,14 @@ impl From<TokenError> for ApiError {
     }
 }
 
+/// The `(code, message)` error a new connection that only a user's consent connects carries.
+pub fn consent_required_error(key: &ConnectionKey) -> (String, String) {
+    (
+        credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
+        consent_required_message(key),
+    )
+}
+
 /// What a connection without tokens tells the operator to do: have a user consent, through
 /// a login link of the management API.
 pub fn consent_required_message(key: &ConnectionKey) -> String {

@@ -21,8 +21,8 @@ use secrecy::ExposeSecret as _;
 use crate::clock::unix_now;
 use crate::connection_template::ConnectionTemplate;
 use crate::consent::new_login_link;
-use crate::domain::{ConnectionKey, ConnectionStatus};
-use crate::error::{consent_required_message, ApiError, ConsentLink};
+use crate::domain::ConnectionKey;
+use crate::error::{consent_required_error, ApiError, ConsentLink};
 use crate::extract::ConnectionPath;
 use crate::state::AppState;
 use crate::store::{new_etag, ConnectionRecord, LinkInsert, LinkUser, PolicyRecord};
@@ -61,25 +61,13 @@ pub async fn create_own_connection(
     // The JWT named an object id, or the template would have made no id.
     let object_id = id.object_id.clone().unwrap_or_default();
     let now = unix_now();
-    let connection = ConnectionRecord {
-        provider_id: p.clone(),
-        id: c.clone(),
-        display_name: template.display_name_for(id),
-        client_id: None,
-        client_secret: None,
-        status: ConnectionStatus::NotConnected,
-        error: Some((
-            credmgr_common::error::codes::CONSENT_REQUIRED.to_owned(),
-            consent_required_message(&path.key()),
-        )),
-        token_generation: 0,
-        last_refresh_at: None,
-        etag: new_etag(),
-        created_at: now,
-        updated_at: now,
-        token_expires_at: None,
-        refresh_token_expires_at: None,
-    };
+    let connection = ConnectionRecord::new(
+        p,
+        c,
+        template.display_name_for(id),
+        Some(consent_required_error(&path.key())),
+        now,
+    );
     let policy = PolicyRecord {
         provider_id: p.clone(),
         connection_id: c.clone(),

@@ -79,6 +79,35 @@ pub struct ConnectionRecord {
     pub refresh_token_expires_at: Option<i64>,
 }
 
+impl ConnectionRecord {
+    /// A connection as it is created: not connected, without credentials of its own or a
+    /// token, with `error` saying what to do next (a user's consent) if anything.
+    pub fn new(
+        provider_id: &str,
+        id: &str,
+        display_name: Option<String>,
+        error: Option<(String, String)>,
+        now: i64,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            provider_id: provider_id.to_owned(),
+            id: id.to_owned(),
+            display_name,
+            client_id: None,
+            client_secret: None,
+            status: ConnectionStatus::NotConnected,
+            error,
+            token_generation: 0,
+            last_refresh_at: None,
+            etag: new_etag(),
+            created_at: now,
+            updated_at: now,
+            token_expires_at: None,
+            refresh_token_expires_at: None,
+        }
+    }
+}
+
 /// A connection's current access token, encrypted.
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
