@@ -4,7 +4,7 @@
 
 use std::any::Any;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
     access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, providers,
-    runtime,
+    runtime, telemetry,
 };
 
 /// The whole HTTP surface of the control plane.
@@ -35,8 +35,12 @@ pub fn app(state: AppState) -> Router {
         .merge(issuers::routes())
         .merge(access_policies::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
-    let runtime =
-        runtime::routes().route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
+    let runtime = runtime::routes()
+        .route_layer(from_fn_with_state(state.clone(), auth::require_gateway))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            telemetry::request::time_runtime,
+        ));
     let router = Router::new()
         .merge(management)
         .merge(runtime)
@@ -49,7 +53,12 @@ pub fn app(state: AppState) -> Router {
 /// client certificate names, and `/healthz`. The management API, the consent pages and
 /// `/metrics` are on the plain listener only.
 pub fn gateway_app(state: AppState) -> Router {
-    let runtime = runtime::routes().route_layer(from_fn(gateway_tls::require_client_certificate));
+    let runtime = runtime::routes()
+        .route_layer(from_fn(gateway_tls::require_client_certificate))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            telemetry::request::time_runtime,
+        ));
     finish(Router::new().merge(runtime), state)
 }
 
@@ -66,21 +75,12 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         // "response failed" line would only repeat them at ERROR.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with(telemetry::request::request_span)
+                .on_response(telemetry::request::RecordStatus)
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
-}
-
-/// The request log's span: the method and the route's template, never the URI, whose path
-/// and query carry login-link secrets and the callback's `code` and `state`.
-fn request_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(no route)", MatchedPath::as_str);
-    tracing::debug_span!("request", method = %request.method(), route)
 }
 
 /// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the
@@ -120,6 +120,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
+    telemetry::gauges::refresh(&state).await;
     let text = state
         .metrics
         .encode()

@@ -29,6 +29,7 @@ pub mod self_service;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tokens;
 
 pub use config::Config;

@@ -1,13 +1,12 @@
 //! The `credmgr` binary: parses the command line and runs the control plane.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use credmgr_control_plane::config::{gen_key_line, Cli, Command};
+use credmgr_control_plane::telemetry::otlp;
 use credmgr_control_plane::{serve, Config};
 use secrecy::ExposeSecret as _;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,10 +14,7 @@ fn main() -> ExitCode {
         Command::GenKey(args) => {
             gen_key_line(&args).map(|line| println!("{}", line.expose_secret()))
         }
-        Command::Serve(args) => {
-            init_logging();
-            run(*args)
-        }
+        Command::Serve(args) => run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,20 +26,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: credmgr_control_plane::config::ServeArgs) -> anyhow::Result<()> {
-    let config = Config::from_args(args)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve(config))
-}
-
 /// Logs go to stderr (stdout carries the "listening" line); RUST_LOG filters, default info.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// Traces go to an OTLP collector if one is configured, from the runtime (set up inside it),
+/// and the last ones are sent before the process exits.
+fn run(args: credmgr_control_plane::config::ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let telemetry = {
+        let _inside = runtime.enter();
+        otlp::init(args.otlp_endpoint.as_deref())?
+    };
+    let result = Config::from_args(args).and_then(|config| runtime.block_on(serve(config)));
+    telemetry.shutdown();
+    result
 }

@@ -89,6 +89,8 @@ pub fn dispatch(
     if let Some(token) = caller_token {
         headers.push((CALLER_TOKEN_HEADER, token));
     }
+    let trace = trace_context(host);
+    headers.extend(trace.iter().map(|(name, value)| (*name, value.as_str())));
     stats.inc(match need {
         Need::Token(_) => stats::CONTROL_PLANE_CALL,
         Need::Issuers(_) => stats::ISSUERS_FETCH,
@@ -108,6 +110,30 @@ pub fn dispatch(
                 cp.cluster
             ))
         })
+}
+
+/// The W3C Trace Context (`traceparent`, `tracestate`) of the request being served, for the
+/// call it makes: the control plane's spans then join that request's trace. Read only when a
+/// call is made (a cache miss), never on a hit; a call made outside a request (the root
+/// context's) reads nothing, and one shared by several requests carries the first one's.
+/// Values longer than the specification allows (55 characters for version 00 of `traceparent`,
+/// 512 for `tracestate`; later versions may add fields) are not forwarded.
+fn trace_context(host: &impl Host) -> Vec<(&'static str, String)> {
+    const TRACEPARENT_MAX: usize = 128;
+    const TRACESTATE_MAX: usize = 512;
+    let Ok(Some(parent)) = host.request_header("traceparent") else {
+        return Vec::new();
+    };
+    if parent.len() > TRACEPARENT_MAX {
+        return Vec::new();
+    }
+    let mut out = vec![("traceparent", parent)];
+    if let Ok(Some(state)) = host.request_header("tracestate") {
+        if state.len() <= TRACESTATE_MAX {
+            out.push(("tracestate", state));
+        }
+    }
+    out
 }
 
 /// Whether a failed call is worth making once more: the control plane did not answer it
@@ -206,4 +232,67 @@ fn percent_encode(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_host::{answer, answer_last, bearer_worker, start, FakeHost};
+    use crate::worker::Flow;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn call_header(host: &FakeHost, call: usize, name: &str) -> Option<String> {
+        host.call_headers.borrow()[call]
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_call_carries_the_trace_context_of_the_request_that_made_it() {
+        let w = bearer_worker();
+        let host = FakeHost::default();
+        host.set_headers(10, &[("traceparent", PARENT), ("tracestate", "vendor=x")]);
+        assert_eq!(start(&w, &host, 10), Flow::Pause);
+        assert_eq!(
+            call_header(&host, 0, "traceparent").as_deref(),
+            Some(PARENT)
+        );
+        assert_eq!(
+            call_header(&host, 0, "tracestate").as_deref(),
+            Some("vendor=x")
+        );
+        answer_last(&w, &host, answer("tok-1", 3600, 3000));
+
+        // A hit makes no call and reads no trace header.
+        host.header_reads.borrow_mut().clear();
+        host.set_headers(11, &[("traceparent", PARENT)]);
+        assert_eq!(start(&w, &host, 11), Flow::Continue);
+        assert_eq!(host.calls(), 1);
+        assert!(!host
+            .header_reads
+            .borrow()
+            .iter()
+            .any(|h| h == "traceparent"));
+    }
+
+    #[test]
+    fn a_request_without_a_trace_sends_none_and_oversized_values_are_dropped() {
+        let w = bearer_worker();
+        let host = FakeHost::default();
+        assert_eq!(start(&w, &host, 10), Flow::Pause);
+        assert_eq!(call_header(&host, 0, "traceparent"), None);
+        assert_eq!(call_header(&host, 0, "tracestate"), None);
+
+        let w = bearer_worker();
+        let host = FakeHost::default();
+        let long = "x".repeat(600);
+        host.set_headers(10, &[("traceparent", PARENT), ("tracestate", &long)]);
+        assert_eq!(start(&w, &host, 10), Flow::Pause);
+        assert_eq!(
+            call_header(&host, 0, "traceparent").as_deref(),
+            Some(PARENT)
+        );
+        assert_eq!(call_header(&host, 0, "tracestate"), None);
+    }
 }

@@ -208,6 +208,13 @@ pub struct ServeArgs {
     )]
     pub access_refresh: Duration,
 
+    /// Export traces over OTLP/HTTP (protobuf) to the OpenTelemetry collector at this base URL,
+    /// e.g. `http://otel-collector:4318` (spans are posted to `<URL>/v1/traces`). Without it,
+    /// the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT turns the
+    /// export on; with none of them, no trace is exported.
+    #[arg(long, env = "CREDMGR_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// The plain listener closes a connection that has not sent a request's headers within
     /// this time (counted from its start, and again while it waits for its next request),
     /// e.g. `10s`: slow or stalled clients cannot hold connections.

@@ -14,7 +14,8 @@
 //! The methods are grouped by what they keep: `providers.rs`, `connections.rs`, `tokens.rs`
 //! (tokens, the refresh lease and the refresh schedule), `consent.rs` (login links and
 //! authorization requests in progress), `identities.rs` (trusted issuers and access
-//! policies) and `envelopes.rs` (every stored envelope, for key rotation).
+//! policies), `envelopes.rs` (every stored envelope, for key rotation) and `stats.rs` (counts
+//! for the metrics).
 
 mod connections;
 mod consent;
@@ -25,6 +26,7 @@ mod identities;
 mod providers;
 pub mod records;
 mod rows;
+mod stats;
 mod tokens;
 
 use std::fmt;
@@ -33,6 +35,7 @@ use anyhow::Context as _;
 
 use dialect::Pool;
 pub use records::*;
+pub use stats::StoreCounts;
 
 /// The store: cheap to clone, shared by all requests.
 #[derive(Clone, Debug)]

@@ -34,6 +34,7 @@ pub mod scheduler;
 use std::sync::Arc;
 
 use credmgr_common::RuntimeToken;
+use tracing::Instrument as _;
 
 use crate::clock::unix_now;
 use crate::crypto::{Aad, Envelope, Keyring};
@@ -196,16 +197,28 @@ impl TokenService {
     /// the stored one, it is replaced first, unless a refusal forced a refresh of the
     /// connection less than the forced-refresh interval ago; any other token is served, so
     /// many refusals of one token cost at most one fetch.
+    #[tracing::instrument(level = "debug", name = "token_fetch", skip_all,
+        fields(provider = %key.provider(), connection = %key.connection(),
+            outcome = tracing::field::Empty))]
     pub async fn runtime_token(
         self: &Arc<Self>,
         key: &ConnectionKey,
         stored: Option<TokenRecord>,
         rejected: Option<Rejected>,
     ) -> Result<(RuntimeToken, Served), TokenError> {
-        if let Some(t) = stored.filter(|t| !is_due(t, 0, self.refused(key, t, rejected.as_ref()))) {
-            return Ok((self.runtime(key, &t)?, Served::Hit));
-        }
-        self.refresh(key, 0, rejected).await
+        let answer = match stored.filter(|t| !is_due(t, 0, self.refused(key, t, rejected.as_ref())))
+        {
+            Some(t) => Ok((self.runtime(key, &t)?, Served::Hit)),
+            None => self.refresh(key, 0, rejected).await,
+        };
+        let span = tracing::Span::current();
+        match &answer {
+            Ok((_, served)) => span.record("outcome", served.as_str()),
+            Err(TokenError::Unavailable(f)) => span.record("outcome", f.kind.code()),
+            Err(TokenError::ConsentRequired(_)) => span.record("outcome", "consent_required"),
+            Err(_) => span.record("outcome", "error"),
+        };
+        answer
     }
 
     /// Whether `t` is the token a backend refused.
@@ -244,6 +257,11 @@ impl TokenService {
         let recent =
             last.is_some_and(|at| unix_now() < at.saturating_add(self.forced_refresh_interval));
         Ok(if recent { None } else { rejected })
+    }
+
+    /// The metrics this service counts in (the scheduler reports to them too).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Makes sure the connection has a fresh token, fetching one if not. The outcome is
@@ -298,7 +316,9 @@ impl TokenService {
     ) -> Result<Option<(RuntimeToken, Served)>, TokenError> {
         let this = Arc::clone(self);
         let key = key.clone();
-        tokio::spawn(async move { this.refresh_detached(&key, lead, rejected, wait).await })
+        // The refresh's spans (the provider's token request) belong to the caller's trace.
+        let refresh = async move { this.refresh_detached(&key, lead, rejected, wait).await };
+        tokio::spawn(refresh.instrument(tracing::Span::current()))
             .await
             .map_err(|e| TokenError::Internal(format!("the refresh task failed: {e}")))?
     }
@@ -349,6 +369,16 @@ impl TokenService {
             Grant::RefreshToken { .. } => provider.refresh_endpoint(),
             _ => &provider.token_url,
         };
+        // The token endpoint's host names the provider's server; the URL's path and query
+        // are left out (a provider's URL could carry a tenant or a key).
+        let host = url::Url::parse(token_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let span = tracing::debug_span!("provider_token_request", "otel.kind" = "client",
+            provider = %provider.id, grant_type = grant.name(), "server.address" = %host,
+            outcome = tracing::field::Empty, "otel.status_code" = tracing::field::Empty);
+        let started = std::time::Instant::now();
         let result = self
             .client
             .request(
@@ -362,12 +392,18 @@ impl TokenService {
                 },
                 grant,
             )
+            .instrument(span.clone())
             .await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(f) => f.kind.code(),
         };
-        self.metrics.provider_token_request(grant.name(), outcome);
+        span.record("outcome", outcome);
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics
+            .provider_token_request(&provider.id, grant.name(), outcome, started.elapsed());
         Ok(result)
     }
 }

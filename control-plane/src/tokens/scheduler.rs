@@ -19,6 +19,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use super::backoff::backoff_delay;
 use super::error::TokenError;
 use super::{Served, TokenService};
@@ -63,8 +65,10 @@ pub fn spawn(
     }))
 }
 
-/// A refresh task's end: the token it was for and how the refresh went.
-type Finished = Result<(TokenSchedule, Result<Option<Served>, TokenError>), tokio::task::JoinError>;
+/// A refresh task's end: the token it was for, how long after its scheduled point the
+/// refresh started, and how it went.
+type Finished =
+    Result<(TokenSchedule, Duration, Result<Option<Served>, TokenError>), tokio::task::JoinError>;
 
 struct Backoff {
     failures: u32,
@@ -99,35 +103,49 @@ impl Scheduler {
                 .retain(|key, _| due_keys.contains(&(key.provider(), key.connection())));
         }
         let mut running = tokio::task::JoinSet::new();
+        let mut run = Run::default();
         for t in due {
             let lead = lead(&t);
             if now < t.refresh_at.saturating_sub(lead) {
                 continue;
             }
             let key = ConnectionKey::new(t.provider_id.as_str(), t.connection_id.as_str());
-            if self.backoff.get(&key).is_some_and(|b| now < b.next_attempt) {
+            let backoff = self.backoff.get(&key).map(|b| b.next_attempt);
+            if backoff.is_some_and(|next| now < next) {
                 continue;
             }
+            run.backlog += 1;
             if running.len() >= self.concurrency {
                 if let Some(done) = running.join_next().await {
-                    self.settle(now, done);
+                    self.settle(now, done, &mut run);
                 }
             }
             let tokens = Arc::clone(&self.tokens);
-            running.spawn(async move {
-                let outcome = tokens.refresh_if_due(&key, lead).await;
-                (t, outcome)
-            });
+            // Late after the scheduled point, or after the end of the connection's backoff.
+            let late = late_by(t.refresh_at.saturating_sub(lead).max(backoff.unwrap_or(0)));
+            // Each refresh is a trace of its own (no request made it).
+            let span = tracing::debug_span!("scheduled_refresh", provider = %key.provider(),
+                connection = %key.connection());
+            running.spawn(
+                async move {
+                    let outcome = tokens.refresh_if_due(&key, lead).await;
+                    (t, late, outcome)
+                }
+                .instrument(span),
+            );
         }
         while let Some(done) = running.join_next().await {
-            self.settle(now, done);
+            self.settle(now, done, &mut run);
         }
+        self.tokens
+            .metrics()
+            .scheduler_run(run.backlog, run.worst_lag, unix_now());
     }
 
     /// Records how one refresh went: a success clears the connection's backoff, a failure
     /// lengthens it.
-    fn settle(&mut self, now: i64, done: Finished) {
-        let (t, outcome) = match done {
+    fn settle(&mut self, now: i64, done: Finished, run: &mut Run) {
+        let (t, late, outcome) = match done {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "refresh scheduler: a refresh task failed");
@@ -135,6 +153,12 @@ impl Scheduler {
             }
         };
         let key = ConnectionKey::new(t.provider_id.as_str(), t.connection_id.as_str());
+        // Only refreshes that needed the provider count: a token that cannot be refreshed (an
+        // authorization-code connection without a refresh token) is looked at on every run
+        // and served until it expires, and would otherwise show as an ever-growing lag.
+        if matches!(outcome, Ok(Some(Served::Fetched | Served::Stale)) | Err(_)) {
+            run.worst_lag = run.worst_lag.max(late);
+        }
         match outcome {
             // Another replica is refreshing it (it holds the lease): nothing to do here.
             Ok(None) => {}
@@ -164,6 +188,24 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// What one run of the scheduler found, for its metrics.
+#[derive(Default)]
+struct Run {
+    /// Refreshes due (past their scheduled point, not backing off).
+    backlog: usize,
+    /// The latest start of a refresh that went to the provider, after its scheduled point.
+    worst_lag: Duration,
+}
+
+/// How long ago the Unix time `scheduled` (seconds) was; zero if it is still to come.
+fn late_by(scheduled: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let scheduled = Duration::from_secs(u64::try_from(scheduled).unwrap_or(0));
+    now.saturating_sub(scheduled)
 }
 
 /// How far ahead of its refresh time a token is refreshed: a stable fraction of a tenth of

@@ -11,6 +11,7 @@ pub mod fake_saas;
 pub mod gate;
 pub mod issuer;
 pub mod local_server;
+pub mod otlp_collector;
 pub mod pg;
 pub mod process;
 pub mod stack;
