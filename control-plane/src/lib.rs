@@ -5,7 +5,9 @@
 //! [`app`] builds the HTTP router from an [`AppState`]; [`serve`] runs it on a socket.
 
 pub mod access_policies;
+pub mod advice;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection_template;

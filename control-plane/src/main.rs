@@ -1,4 +1,5 @@
-//! The `credmgr` binary: parses the command line and runs the control plane.
+//! The `credmgr` binary: parses the command line and runs the control plane, or one of the
+//! client commands over its REST API (`credmgr_control_plane::cli`).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -18,6 +19,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             init_logging();
             run(*args)
+        }
+        Command::Client(command) => {
+            return ExitCode::from(credmgr_control_plane::cli::run(command));
         }
     };
     match result {
