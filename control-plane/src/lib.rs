@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection_template;
 pub mod connections;
 pub mod consent;
+pub mod console;
 pub mod crypto;
 pub mod domain;
 pub mod error;

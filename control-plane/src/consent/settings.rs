@@ -46,7 +46,8 @@ impl Settings {
     }
 
     /// Cookies are `Secure` when browsers reach the control plane over https.
-    pub(super) fn secure(&self) -> bool {
+    /// Whether browsers reach the control plane over https (cookies are then `Secure`).
+    pub fn secure(&self) -> bool {
         self.public_url.scheme() == "https"
     }
 
