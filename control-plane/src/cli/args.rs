@@ -87,6 +87,7 @@ pub enum Output {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct ProviderArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -155,6 +156,7 @@ pub struct ProviderCreate {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct ConnectionArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -186,6 +188,7 @@ pub enum ConnectionCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct PolicyArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -237,6 +240,7 @@ pub struct PolicyAdd {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct IssuerArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -270,6 +274,7 @@ pub enum IssuerCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct LoginLinkArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -282,6 +287,7 @@ pub struct LoginLinkArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct KeysArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -292,6 +298,7 @@ pub struct KeysArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub opts: ClientOpts,

@@ -143,7 +143,8 @@ pub async fn show(ctx: Ctx, Path((p, c)): Path<(String, String)>) -> Response {
     };
     let policies = policies_section(&ctx, &p, &c).await;
     let body = format!(
-        "<p>Provider <a href=\"/console/providers/{}\">{}</a></p>{}{policies}",
+        "<p>{} of provider <a href=\"/console/providers/{}\">{}</a></p>{}{policies}",
+        esc(conn["display_name"].as_str().unwrap_or("Unnamed")),
         esc(&seg(&p)),
         esc(&p),
         table(

@@ -205,4 +205,39 @@ fn console_forms_need_the_session_and_its_csrf_token_from_the_console_itself() {
         form.contains("name=\"param.base_url\"") && form.contains("name=\"param.realm\""),
         "{form}"
     );
+
+    // Names are shown as text, never as markup.
+    let (status, _) = cp.admin(
+        "PUT",
+        "/v1/providers/forged/connections/x",
+        Some(json!({"display_name": "<script>alert(1)</script>"})),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = cp.admin(
+        "PUT",
+        "/v1/trusted-issuers/evil",
+        Some(json!({"display_name": "<img src=x onerror=alert(1)>",
+            "issuer": "https://x.example/\"><script>alert(2)</script>",
+            "audiences": ["<b>aud</b>"], "jwks_uri": "https://x.example/keys"})),
+    );
+    assert_eq!(status, 201);
+    for path in [
+        "/console/providers/forged/connections/x",
+        "/console/issuers",
+    ] {
+        let html = client
+            .get(format!("{}{path}", cp.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            !html.contains("<script>alert") && !html.contains("<b>aud") && !html.contains("<img"),
+            "{path}: {html}"
+        );
+        assert!(
+            html.contains("&lt;"),
+            "{path} shows the names, escaped: {html}"
+        );
+    }
 }
