@@ -63,6 +63,12 @@ try {
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('heading', { name: 'Providers' }).waitFor();
 
+  // A preset with parameters gets a field for each (shown only: nothing runs there here).
+  await page.goto(`${o.console}/console/providers/new?type=keycloak`);
+  await page.locator('input[name="param.realm"]').waitFor();
+  await shot(page, 'preset-form');
+  await page.goto(`${o.console}/console/providers`);
+
   // A provider from the catalogue: the generic OAuth 2.0 with PKCE type fits the test's
   // oidc-provider; its form asks for the endpoints since the type has none of its own.
   await page.locator('select[name=type]').selectOption('oauth2-pkce');

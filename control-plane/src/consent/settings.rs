@@ -31,7 +31,8 @@ impl Settings {
         }
     }
 
-    fn base(&self) -> &str {
+    /// The public URL without a trailing `/`.
+    pub fn base(&self) -> &str {
         self.public_url.as_str().trim_end_matches('/')
     }
 

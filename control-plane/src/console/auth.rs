@@ -39,7 +39,13 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: By
     // No session yet, so no CSRF token: the origin check alone keeps other sites from
     // signing a browser in (they would need the admin token anyway).
     if crate::consent::from_own_page(&headers, &state.consent.public_url).is_err() {
-        return sign_in_page(StatusCode::FORBIDDEN, Some("Sign in from this page."));
+        let at = format!("{}/console/sign-in", state.consent.base());
+        return sign_in_page(
+            StatusCode::FORBIDDEN,
+            Some(&format!(
+                "Sign in from the console's own page, at {at} (CREDMGR_PUBLIC_URL)."
+            )),
+        );
     }
     let form = Form::parse(&body);
     if !state.credentials.is_admin(form.get("admin_token")) {

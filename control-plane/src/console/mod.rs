@@ -116,13 +116,17 @@ impl Ctx {
         let own = crate::consent::from_own_page(headers, &self.state.consent.public_url);
         if let Err(why) = own {
             tracing::warn!(reason = %why, "console form from another site refused (CSRF)");
-            return Err(Refused);
+            return Err(self.refused());
         }
         if !self.session.csrf_ok(&self.key, form.get("csrf")) {
             tracing::warn!("console form without this session's CSRF token refused");
-            return Err(Refused);
+            return Err(self.refused());
         }
         Ok(form)
+    }
+
+    fn refused(&self) -> Refused {
+        Refused(format!("{}/console", self.state.consent.base()))
     }
 
     /// A page for this session.
@@ -131,23 +135,24 @@ impl Ctx {
     }
 }
 
-/// A form refused by the CSRF checks; answers the 403 page.
-pub(crate) struct Refused;
+/// A form refused by the CSRF checks (with the console's own address); answers the 403 page.
+pub(crate) struct Refused(String);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        forbidden()
+        html::page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            None,
+            &format!(
+                "<p>This form was not sent from a console page of this session, so it was \
+                 refused (cross-site request forgery protection). Open the console at \
+                 <a href=\"{url}\">{url}</a> (CREDMGR_PUBLIC_URL), reload the page and try \
+                 again.</p>",
+                url = html::esc(&self.0)
+            ),
+        )
     }
-}
-
-fn forbidden() -> Response {
-    html::page(
-        StatusCode::FORBIDDEN,
-        "Request refused",
-        None,
-        "<p>This form was not sent from a console page of this session, so it was refused \
-         (cross-site request forgery protection). Reload the page and try again.</p>",
-    )
 }
 
 /// The session cookie's value in a request.

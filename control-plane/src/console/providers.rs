@@ -197,7 +197,11 @@ async fn provider_form(
         "Scopes",
         values.get("scopes"),
         false,
-        &format!("Separated by spaces; empty for the type's defaults ({defaults})."),
+        &if defaults.is_empty() {
+            "Separated by spaces.".to_owned()
+        } else {
+            format!("Separated by spaces; empty for the type's defaults ({defaults}).")
+        },
     ));
     fields.push_str(&input(
         "redirect_urls",
