@@ -240,4 +240,22 @@ fn console_forms_need_the_session_and_its_csrf_token_from_the_console_itself() {
             "{path} shows the names, escaped: {html}"
         );
     }
+
+    // Signing out clears the cookie: the console sends the browser to sign-in again.
+    let r = client
+        .post(format!("{}/console/sign-out", cp.url))
+        .header("origin", &cp.url)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = client
+        .get(format!("{}/console/keys", cp.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed out");
 }
