@@ -45,6 +45,8 @@ pub fn app(state: AppState) -> Router {
         .merge(management)
         .merge(runtime)
         .merge(consent::browser_routes())
+        // The web console: one line, so merges with other route changes stay easy.
+        .merge(crate::console::routes(state.clone()))
         .route("/metrics", get(metrics_text));
     finish(router, state)
 }

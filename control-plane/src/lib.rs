@@ -5,12 +5,15 @@
 //! [`app`] builds the HTTP router from an [`AppState`]; [`serve`] runs it on a socket.
 
 pub mod access_policies;
+pub mod advice;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection_template;
 pub mod connections;
 pub mod consent;
+pub mod console;
 pub mod crypto;
 pub mod domain;
 pub mod error;

@@ -1,4 +1,5 @@
-//! The `credmgr` binary: parses the command line and runs the control plane.
+//! The `credmgr` binary: parses the command line and runs the control plane, or one of the
+//! client commands over its REST API (`credmgr_control_plane::cli`).
 
 use std::process::ExitCode;
 
@@ -15,6 +16,9 @@ fn main() -> ExitCode {
             gen_key_line(&args).map(|line| println!("{}", line.expose_secret()))
         }
         Command::Serve(args) => run(*args),
+        Command::Client(command) => {
+            return ExitCode::from(credmgr_control_plane::cli::run(command));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,8 +40,32 @@ impl Credentials {
         }
     }
 
-    pub(super) fn is_admin(&self, presented: &str) -> bool {
+    /// Whether `presented` is the admin token (constant time).
+    pub fn is_admin(&self, presented: &str) -> bool {
         ct_eq(presented, self.admin_token.expose_secret())
+    }
+
+    /// The console's session-signing key: HMAC-SHA256 of a fixed label under the admin token.
+    /// Derived, not stored: every replica with the same admin token accepts the same
+    /// sessions, and changing the admin token ends every session.
+    pub fn console_session_key(&self) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(
+            self.admin_token.expose_secret().as_bytes(),
+        ) {
+            Ok(m) => m,
+            // HMAC takes keys of any length, so this arm is never taken; were it, the key
+            // would still be secret.
+            Err(_) => {
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                h.update(self.admin_token.expose_secret().as_bytes());
+                h.update(b"credmgr console session key v1");
+                return h.finalize().into();
+            }
+        };
+        mac.update(b"credmgr console session key v1");
+        mac.finalize().into_bytes().into()
     }
 
     /// The gateway whose key was presented. Every key is compared, matching or not, so the

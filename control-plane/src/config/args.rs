@@ -15,7 +15,7 @@ use super::Config;
 
 /// credmgr: an OAuth 2.0 credential manager for Envoy.
 #[derive(Parser)]
-#[command(name = "credmgr", version, about)]
+#[command(name = "credmgr", version, about, after_help = crate::cli::EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,6 +27,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a new random key-encryption key as `ID:BASE64`, for CREDMGR_KEYS.
     GenKey(GenKeyArgs),
+    /// The client commands over a running control plane's REST API (`cli/`).
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 /// Flags of `credmgr serve`. Deliberately not `Debug`: it holds secrets in plain text until

@@ -57,7 +57,7 @@ pub(super) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
 /// browser, and a tool that holds the link needs no forgery to use it. This needs no cookie
 /// and no state between the page and Continue; a token bound to a cookie would only add
 /// protection for browsers too old to send `Origin`.
-pub(super) fn from_own_page(headers: &HeaderMap, public_url: &url::Url) -> Result<(), String> {
+pub fn from_own_page(headers: &HeaderMap, public_url: &url::Url) -> Result<(), String> {
     let header = |name: &str| {
         headers
             .get(name)

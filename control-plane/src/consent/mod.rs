@@ -24,7 +24,7 @@ mod authorize;
 mod callback;
 mod helpers;
 mod links;
-mod page;
+pub mod page;
 pub mod settings;
 
 use axum::routing::{get, post};
@@ -32,6 +32,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub use helpers::from_own_page;
 pub use links::new_login_link;
 pub use settings::{Settings, CALLBACK_PATH};
 

@@ -42,6 +42,14 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
         title = escape(title),
     );
     let mut response = (status, html).into_response();
+    secure_headers(&mut response, CSP);
+    response
+}
+
+/// The headers every HTML page of the control plane carries (the consent pages and the
+/// console): no caching, no framing, no MIME sniffing, no referrer to other sites, and
+/// `csp` as the Content-Security-Policy.
+pub fn secure_headers(response: &mut Response, csp: &'static str) {
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
@@ -51,7 +59,7 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(
         HeaderName::from_static("content-security-policy"),
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         HeaderName::from_static("x-frame-options"),
@@ -61,7 +69,6 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
         HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),
     );
-    response
 }
 
 /// An error page: what happened (plain text) and that nothing was changed.

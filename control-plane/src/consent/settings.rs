@@ -31,7 +31,8 @@ impl Settings {
         }
     }
 
-    fn base(&self) -> &str {
+    /// The public URL without a trailing `/`.
+    pub fn base(&self) -> &str {
         self.public_url.as_str().trim_end_matches('/')
     }
 
@@ -46,7 +47,8 @@ impl Settings {
     }
 
     /// Cookies are `Secure` when browsers reach the control plane over https.
-    pub(super) fn secure(&self) -> bool {
+    /// Whether browsers reach the control plane over https (cookies are then `Secure`).
+    pub fn secure(&self) -> bool {
         self.public_url.scheme() == "https"
     }
 
