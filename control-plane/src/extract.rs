@@ -140,8 +140,11 @@ pub struct ProviderPath {
     pub provider_id: String,
 }
 
-#[derive(Deserialize)]
-struct RawProviderPath {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RawProviderPath {
+    /// The provider's id: ASCII letters, digits, `-`, `_`, `.`; 1 to 64, not starting with `.`.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: String,
 }
 
@@ -171,9 +174,14 @@ impl ConnectionPath {
     }
 }
 
-#[derive(Deserialize)]
-struct RawConnectionPath {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RawConnectionPath {
+    /// The provider's id: ASCII letters, digits, `-`, `_`, `.`; 1 to 64, not starting with `.`.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: String,
+    /// The connection's id, under the provider; the same rules.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     connection_id: String,
 }
 

@@ -19,6 +19,7 @@ mod http_limits;
 mod identities;
 mod jwks_fetch;
 mod management;
+mod openapi;
 mod pg;
 mod postgres;
 mod presets;
