@@ -34,7 +34,20 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
+        require_object(&bytes)?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Every body of the API is a JSON object (as the OpenAPI document says). serde would also
+/// read a struct from a JSON array, its fields by position, which no client means: refuse it.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Err(ApiError::InvalidRequest {
+            field: None,
+            message: "the body must be a JSON object, not an array".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
