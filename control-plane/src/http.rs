@@ -16,6 +16,7 @@ use credmgr_common::ErrorBody;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi as _;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -170,9 +171,13 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Response {
-    static DOCUMENT: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(crate::openapi::document_json);
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(openapi_document);
     ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// The OpenAPI document of [`app`], as `/openapi.json` serves it.
+pub fn openapi_document() -> String {
+    crate::openapi::to_json(&crate::openapi::document(Api::openapi()))
 }
 
 async fn not_found() -> ApiError {

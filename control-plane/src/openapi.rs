@@ -1,9 +1,12 @@
 //! The OpenAPI 3.1 document of the HTTP APIs, made from the code itself: each handler carries
 //! a `#[utoipa::path]` attribute, each request and answer type derives `utoipa::ToSchema`,
 //! and each handler module gathers its operations in a `pub struct Api` (`#[derive(OpenApi)]`).
-//! [`document`] merges them with the security schemes and the shared error answers. It is
-//! served at `GET /openapi.json` and committed as `control-plane/openapi.json`; the API test
-//! `openapi` fails when the two differ, or when a route of [`crate::app`] is not in it.
+//! [`document`] merges them with the security schemes and the shared error answers; `http.rs`
+//! adds its own operations and serves the result at `GET /openapi.json`
+//! ([`crate::http::openapi_document`]). It is committed as `control-plane/openapi.json`; the API
+//! test `openapi` fails when the two differ, or when a route of [`crate::app`] is not in it.
+//!
+//! This module sits between the handlers, whose `Api` it gathers, and `http.rs`.
 
 use std::collections::BTreeMap;
 
@@ -23,8 +26,8 @@ pub const GATEWAY_CERTIFICATE: &str = "gateway_certificate";
 /// The caller's JWT a gateway forwards (identity-type `jwt`), in `x-credmgr-caller-token`.
 pub const CALLER_JWT: &str = "caller_jwt";
 
-/// The whole document.
-pub fn document() -> Document {
+/// The whole document: `operational` (the operations of `http.rs`) and every handler module's.
+pub fn document(operational: Document) -> Document {
     let mut doc = Document::default();
     doc.info = InfoBuilder::new()
         .title("credmgr")
@@ -45,7 +48,7 @@ pub fn document() -> Document {
         ))
         .build();
     for part in [
-        crate::http::Api::openapi(),
+        operational,
         crate::providers::catalogue::Api::openapi(),
         crate::providers::Api::openapi(),
         crate::connections::Api::openapi(),
@@ -101,9 +104,9 @@ pub fn document() -> Document {
     doc
 }
 
-/// The document as served and committed: pretty JSON with a final newline.
-pub fn document_json() -> String {
-    let mut text = document()
+/// A document as served and committed: pretty JSON with a final newline.
+pub fn to_json(document: &Document) -> String {
+    let mut text = document
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');

@@ -26,11 +26,11 @@ async fn the_served_document_is_the_committed_one() {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
     assert_eq!(reply.headers["content-type"], "application/json");
     assert_eq!(reply.json["openapi"], "3.1.0");
-    let served = credmgr_control_plane::openapi::document_json();
+    let served = credmgr_control_plane::http::openapi_document();
     assert_eq!(
         serde_json::from_str::<Value>(&served).unwrap(),
         reply.json,
-        "the served document is not document_json()"
+        "the served document is not openapi_document()"
     );
     let path = committed_path();
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
@@ -80,7 +80,7 @@ const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 async fn every_route_of_the_router_is_in_the_document() {
     let h = Harness::new().await;
     let doc: Value =
-        serde_json::from_str(&credmgr_control_plane::openapi::document_json()).unwrap();
+        serde_json::from_str(&credmgr_control_plane::http::openapi_document()).unwrap();
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()
@@ -121,7 +121,7 @@ async fn every_route_of_the_router_is_in_the_document() {
 #[tokio::test]
 async fn the_document_describes_security_errors_and_etags() {
     let doc: Value =
-        serde_json::from_str(&credmgr_control_plane::openapi::document_json()).unwrap();
+        serde_json::from_str(&credmgr_control_plane::http::openapi_document()).unwrap();
     let schemes = &doc["components"]["securitySchemes"];
     for scheme in [
         "admin_token",
