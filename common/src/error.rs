@@ -19,7 +19,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable. Never contains a secret.
     pub message: String,
-    /// Extra structured context (for example the provider and connection the error is about).
+    /// Extra structured context: `field` (the request field at fault), `provider_id` and
+    /// `connection_id`, `login_url_expires_at`, `retry_after_seconds` (with `rate_limited`),
+    /// `status` (the provider's HTTP status, with `provider_error`), `store` (with
+    /// `store_unavailable` from `/readyz`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Map<String, serde_json::Value>,

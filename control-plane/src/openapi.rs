@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use credmgr_common::ErrorBody;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ContentBuilder, InfoBuilder, OpenApi as Document, RefOr, Response, ResponseBuilder,
 };
@@ -25,6 +26,19 @@ pub const GATEWAY_KEY: &str = "gateway_key";
 pub const GATEWAY_CERTIFICATE: &str = "gateway_certificate";
 /// The caller's JWT a gateway forwards (identity-type `jwt`), in `x-credmgr-caller-token`.
 pub const CALLER_JWT: &str = "caller_jwt";
+
+/// The groups of operations, in the order a reader meets them.
+const TAGS: &[(&str, &str)] = &[
+    ("provider types", "The catalogue of presets a provider is created from (admin token)."),
+    ("providers", "Credential providers: an OAuth 2.0 server and the client registered at it (admin token)."),
+    ("connections", "Connections: one set of tokens obtained through a provider, and their login links (admin token)."),
+    ("access policies", "Who may use a connection: gateways, applications, users, groups (admin token)."),
+    ("trusted issuers", "Issuers whose JWTs identify callers (identity-type `jwt`) (admin token)."),
+    ("keys", "Key-encryption keys: usage and rotation (admin token)."),
+    ("runtime", "What gateways call: tokens and trusted issuers (gateway key or client certificate)."),
+    ("consent", "The pages a user's browser opens to consent (HTML; no credential but the link)."),
+    ("operations", "Health, readiness, metrics and this document (no credential)."),
+];
 
 /// The whole document: `operational` (the operations of `http.rs`) and every handler module's.
 pub fn document(operational: Document) -> Document {
@@ -60,6 +74,16 @@ pub fn document(operational: Document) -> Document {
     ] {
         doc.merge(part);
     }
+    doc.tags = Some(
+        TAGS.iter()
+            .map(|(name, description)| {
+                TagBuilder::new()
+                    .name(*name)
+                    .description(Some(*description))
+                    .build()
+            })
+            .collect(),
+    );
     let components = doc.components.get_or_insert_with(Default::default);
     components
         .schemas
