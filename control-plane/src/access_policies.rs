@@ -123,10 +123,19 @@ impl<S: Send + Sync> FromRequestParts<S> for PolicyPath {
 }
 
 /// Lists a connection's access policies.
-#[utoipa::path(get, path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies", operation_id = "list_access_policies", tag = "access policies",
-    params(crate::extract::RawConnectionPath), security(("admin_token" = [])),
-    responses((status = 200, description = "The policies", body = Vec<PolicyView>),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors))]
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies",
+    operation_id = "list_access_policies",
+    tag = "access policies",
+    params(crate::extract::RawConnectionPath),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The policies", body = Vec<PolicyView>),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     path: ConnectionPath,
@@ -140,10 +149,24 @@ async fn list(
 }
 
 /// Reads an access policy.
-#[utoipa::path(get, path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}", operation_id = "get_access_policy", tag = "access policies",
-    params(RawPolicyPath), security(("admin_token" = [])),
-    responses((status = 200, description = "The policy", body = PolicyView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors))]
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}",
+    operation_id = "get_access_policy",
+    tag = "access policies",
+    params(RawPolicyPath),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The policy",
+            body = PolicyView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: PolicyPath) -> Result<Response, ApiError> {
     connections::find(&state, &path.connection).await?;
     let r = find(&state, &path).await?;
@@ -171,12 +194,32 @@ fn not_found(path: &PolicyPath) -> ApiError {
 }
 
 /// Creates or replaces an access policy (at most 100 per connection).
-#[utoipa::path(put, path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}", operation_id = "put_access_policy", tag = "access policies",
-    params(RawPolicyPath, ("If-Match" = Option<String>, Header, description = "Only if the resource still has one of these ETags (`*`: if it exists); else 412")),
-    request_body = PolicyBody, security(("admin_token" = [])),
-    responses((status = 200, description = "Replaced", body = PolicyView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        (status = 201, description = "Created", body = PolicyView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::WriteErrors))]
+#[utoipa::path(
+    put,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}",
+    operation_id = "put_access_policy",
+    tag = "access policies",
+    params(RawPolicyPath, crate::etag::IfMatchParam),
+    request_body = PolicyBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = PolicyView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = PolicyView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: PolicyPath,
@@ -240,10 +283,20 @@ async fn put(
 }
 
 /// Deletes an access policy; a connection without policies is usable by nobody.
-#[utoipa::path(delete, path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}", operation_id = "delete_access_policy", tag = "access policies",
-    params(RawPolicyPath, ("If-Match" = Option<String>, Header, description = "Only if the resource still has one of these ETags (`*`: if it exists); else 412")), security(("admin_token" = [])),
-    responses((status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::DeleteErrors))]
+#[utoipa::path(
+    delete,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}",
+    operation_id = "delete_access_policy",
+    tag = "access policies",
+    params(RawPolicyPath, crate::etag::IfMatchParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: PolicyPath,

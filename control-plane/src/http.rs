@@ -109,8 +109,13 @@ pub struct Ready {
 /// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the
 /// database, so an orchestrator does not restart every replica during a database outage
 /// (they recover by themselves); `/readyz` says whether a replica can serve.
-#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
-    responses((status = 200, description = "The process serves HTTP", body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", body = Health))
+)]
 async fn healthz() -> Response {
     Json(Health { status: "ok" }).into_response()
 }
@@ -121,9 +126,20 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Readiness: `200 {"status":"ready","store":"<kind>"}` when the database answers within
 /// two seconds, else `503` with the usual error body and `"store"`. For load balancers and
 /// Envoy health checks: a replica whose database is unreachable gets no traffic.
-#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
-    responses((status = 200, description = "The database answers", body = Ready),
-        (status = 503, description = "`store_unavailable`: the database does not answer within 2 s (`details.store` names it)", body = credmgr_common::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Ready),
+        (
+            status = 503,
+            description = "`store_unavailable`: the database does not answer within 2 s (`details.store` names it)",
+            body = credmgr_common::ErrorBody
+        )
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let kind = state.store.kind();
     let failure = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
@@ -153,10 +169,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics (OpenMetrics text). Unauthenticated: keep the plain listener off
 /// public networks, or filter `/metrics` in front of it.
-#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
-    responses((status = 200, description = "The metrics",
-            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
-        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (
+            status = 200,
+            description = "The metrics",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body = String
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody)
+    )
+)]
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state
         .metrics
@@ -168,8 +195,20 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
 /// This document: the OpenAPI 3.1 description of every JSON operation above, generated from
 /// the handlers and their types (committed as `control-plane/openapi.json`). Unauthenticated,
 /// like `/healthz`: it describes the API's shape and holds no configuration or secret.
-#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses(
+        (
+            status = 200,
+            description = "The OpenAPI document",
+            content_type = "application/json",
+            body = Object
+        )
+    )
+)]
 async fn openapi_json() -> Response {
     static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(openapi_document);
     ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()

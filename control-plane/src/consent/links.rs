@@ -61,11 +61,25 @@ pub fn new_login_link(
 
 /// Makes a single-use login link for an authorization-code connection; its URL is shown
 /// once, in this answer.
-#[utoipa::path(post, path = "/v1/providers/{provider_id}/connections/{connection_id}/login-links", operation_id = "create_login_link",
-    tag = "connections", params(crate::extract::RawConnectionPath),
-    request_body = LoginLinkBody, security(("admin_token" = [])),
-    responses((status = 201, description = "The link: open `login_url` in a browser", body = LoginLinkView),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::WriteErrors))]
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/login-links",
+    operation_id = "create_login_link",
+    tag = "connections",
+    params(crate::extract::RawConnectionPath),
+    request_body = LoginLinkBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 201,
+            description = "The link: open `login_url` in a browser",
+            body = LoginLinkView
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 pub(super) async fn create_login_link(
     State(state): State<AppState>,
     path: ConnectionPath,

@@ -126,10 +126,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IssuerPath {
 }
 
 /// Lists the trusted issuers, with the state of their keys.
-#[utoipa::path(get, path = "/v1/trusted-issuers", operation_id = "list_trusted_issuers", tag = "trusted issuers",
+#[utoipa::path(
+    get,
+    path = "/v1/trusted-issuers",
+    operation_id = "list_trusted_issuers",
+    tag = "trusted issuers",
     security(("admin_token" = [])),
-    responses((status = 200, description = "Every trusted issuer, in id order", body = Vec<IssuerView>),
-        crate::openapi::AdminErrors))]
+    responses(
+        (status = 200, description = "Every trusted issuer, in id order", body = Vec<IssuerView>),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, ApiError> {
     let records = state.store.list_issuers().await?;
     let mut views = Vec::with_capacity(records.len());
@@ -140,11 +147,31 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, Ap
 }
 
 /// Reads a trusted issuer.
-#[utoipa::path(get, path = "/v1/trusted-issuers/{issuer_id}", operation_id = "get_trusted_issuer", tag = "trusted issuers",
-    params(("issuer_id" = String, Path, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$", description = "The trusted issuer's id")),
+#[utoipa::path(
+    get,
+    path = "/v1/trusted-issuers/{issuer_id}",
+    operation_id = "get_trusted_issuer",
+    tag = "trusted issuers",
+    params(
+        (
+            "issuer_id" = String,
+            Path,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The trusted issuer's id"
+        )
+    ),
     security(("admin_token" = [])),
-    responses((status = 200, description = "The trusted issuer", body = IssuerView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors))]
+    responses(
+        (
+            status = 200,
+            description = "The trusted issuer",
+            body = IssuerView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: IssuerPath) -> Result<Response, ApiError> {
     let r = find(&state, &path.issuer_id).await?;
     let keys = state.issuers.key_status(&r).await;
@@ -161,12 +188,40 @@ async fn find(state: &AppState, id: &str) -> Result<IssuerRecord, ApiError> {
 
 /// Creates or replaces a trusted issuer; keys from `jwks_uri` are fetched at once, and the
 /// answer's `keys` says whether that worked.
-#[utoipa::path(put, path = "/v1/trusted-issuers/{issuer_id}", operation_id = "put_trusted_issuer", tag = "trusted issuers",
-    params(("issuer_id" = String, Path, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$", description = "The trusted issuer's id"), ("If-Match" = Option<String>, Header, description = "Only if the resource still has one of these ETags (`*`: if it exists); else 412")),
-    request_body = IssuerBody, security(("admin_token" = [])),
-    responses((status = 200, description = "Replaced", body = IssuerView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        (status = 201, description = "Created", body = IssuerView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::WriteErrors))]
+#[utoipa::path(
+    put,
+    path = "/v1/trusted-issuers/{issuer_id}",
+    operation_id = "put_trusted_issuer",
+    tag = "trusted issuers",
+    params(
+        (
+            "issuer_id" = String,
+            Path,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The trusted issuer's id"
+        ),
+        crate::etag::IfMatchParam
+    ),
+    request_body = IssuerBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = IssuerView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = IssuerView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: IssuerPath,
@@ -235,11 +290,28 @@ async fn put(
 }
 
 /// Deletes a trusted issuer: its JWTs no longer identify callers.
-#[utoipa::path(delete, path = "/v1/trusted-issuers/{issuer_id}", operation_id = "delete_trusted_issuer", tag = "trusted issuers",
-    params(("issuer_id" = String, Path, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$", description = "The trusted issuer's id"), ("If-Match" = Option<String>, Header, description = "Only if the resource still has one of these ETags (`*`: if it exists); else 412")),
+#[utoipa::path(
+    delete,
+    path = "/v1/trusted-issuers/{issuer_id}",
+    operation_id = "delete_trusted_issuer",
+    tag = "trusted issuers",
+    params(
+        (
+            "issuer_id" = String,
+            Path,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The trusted issuer's id"
+        ),
+        crate::etag::IfMatchParam
+    ),
     security(("admin_token" = [])),
-    responses((status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::DeleteErrors))]
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: IssuerPath,

@@ -60,9 +60,17 @@ pub struct KeyReport {
 }
 
 /// Key usage: how many stored secrets each key-encryption key wraps, and which can go.
-#[utoipa::path(get, path = "/v1/keys", operation_id = "get_keys", tag = "keys", security(("admin_token" = [])),
-    responses((status = 200, description = "The keys and the background re-wrap", body = KeyReport),
-        crate::openapi::AdminErrors))]
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    operation_id = "get_keys",
+    tag = "keys",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The keys and the background re-wrap", body = KeyReport),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn report(State(state): State<AppState>) -> Result<Json<KeyReport>, ApiError> {
     Ok(Json(key_report(&state).await?))
 }
@@ -99,11 +107,27 @@ pub async fn key_report(state: &AppState) -> Result<KeyReport, ApiError> {
 
 /// Reads the key file again (as SIGHUP does), switches to its active key and re-wraps the
 /// stored data keys in the background.
-#[utoipa::path(post, path = "/v1/keys/reload", operation_id = "reload_keys", tag = "keys", security(("admin_token" = [])),
-    responses((status = 200, description = "Reloaded; the keys as they are now", body = KeyReport),
-        (status = 400, description = "`invalid_request`: the key file cannot be read or is invalid", body = credmgr_common::ErrorBody),
-        (status = 409, description = "`conflict`: keys come from CREDMGR_KEYS (not a file), or the file drops a key still in use", body = credmgr_common::ErrorBody),
-        crate::openapi::AdminErrors))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/reload",
+    operation_id = "reload_keys",
+    tag = "keys",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Reloaded; the keys as they are now", body = KeyReport),
+        (
+            status = 400,
+            description = "`invalid_request`: the key file cannot be read or is invalid",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 409,
+            description = "`conflict`: keys come from CREDMGR_KEYS (not a file), or the file drops a key still in use",
+            body = credmgr_common::ErrorBody
+        ),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn reload_handler(State(state): State<AppState>) -> Result<Json<KeyReport>, ApiError> {
     reload(&state).await?;
     Ok(Json(key_report(&state).await?))

@@ -105,20 +105,41 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Lists the credential providers.
-#[utoipa::path(get, path = "/v1/providers", operation_id = "list_providers", tag = "providers",
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    operation_id = "list_providers",
+    tag = "providers",
     security(("admin_token" = [])),
-    responses((status = 200, description = "Every provider, in id order", body = Vec<ProviderView>),
-        crate::openapi::AdminErrors))]
+    responses(
+        (status = 200, description = "Every provider, in id order", body = Vec<ProviderView>),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
     let providers = state.store.list_providers().await?;
     Ok(Json(providers.iter().map(ProviderView::from).collect()))
 }
 
 /// Reads a credential provider (never its client secret).
-#[utoipa::path(get, path = "/v1/providers/{provider_id}", operation_id = "get_provider", tag = "providers",
-    params(crate::extract::RawProviderPath), security(("admin_token" = [])),
-    responses((status = 200, description = "The provider", body = ProviderView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors))]
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}",
+    operation_id = "get_provider",
+    tag = "providers",
+    params(crate::extract::RawProviderPath),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The provider",
+            body = ProviderView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: ProviderPath) -> Result<Response, ApiError> {
     let p = find(&state, &path.provider_id).await?;
     Ok(etag::respond(
@@ -145,12 +166,32 @@ pub fn not_found(id: &str) -> ApiError {
 /// Creates or replaces a credential provider. A preset (`identity_provider`) fills in what
 /// the body leaves out; `client_secret` is write-only, required on create, kept when left out
 /// on replace (unless the token or refresh URL moves to another origin).
-#[utoipa::path(put, path = "/v1/providers/{provider_id}", operation_id = "put_provider", tag = "providers",
-    params(crate::extract::RawProviderPath, ("If-Match" = Option<String>, Header, description = "Only if the resource still has one of these ETags (`*`: if it exists); else 412")),
-    request_body = ProviderBody, security(("admin_token" = [])),
-    responses((status = 200, description = "Replaced", body = ProviderView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        (status = 201, description = "Created", body = ProviderView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::WriteErrors))]
+#[utoipa::path(
+    put,
+    path = "/v1/providers/{provider_id}",
+    operation_id = "put_provider",
+    tag = "providers",
+    params(crate::extract::RawProviderPath, crate::etag::IfMatchParam),
+    request_body = ProviderBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = ProviderView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = ProviderView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: ProviderPath,
@@ -316,10 +357,20 @@ fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
 }
 
 /// Deletes a credential provider with its connections and their tokens.
-#[utoipa::path(delete, path = "/v1/providers/{provider_id}", operation_id = "delete_provider", tag = "providers",
-    params(crate::extract::RawProviderPath, ("If-Match" = Option<String>, Header, description = "Only if the resource still has one of these ETags (`*`: if it exists); else 412")), security(("admin_token" = [])),
-    responses((status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors, crate::openapi::LookupErrors, crate::openapi::DeleteErrors))]
+#[utoipa::path(
+    delete,
+    path = "/v1/providers/{provider_id}",
+    operation_id = "delete_provider",
+    tag = "providers",
+    params(crate::extract::RawProviderPath, crate::etag::IfMatchParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: ProviderPath,

@@ -108,6 +108,14 @@ async fn every_route_of_the_router_is_in_the_document() {
             }
         }
     }
+    // The gateways' TLS listener serves a subset: the runtime API, `/healthz`, `/readyz`.
+    let gateway = credmgr_control_plane::http::gateway_app(h.state.clone());
+    for path in router_paths(&gateway) {
+        assert!(
+            documented.iter().any(|(p, _)| *p == path),
+            "the gateways' TLS listener serves {path}, which the document does not name"
+        );
+    }
     let missing: Vec<_> = served.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&served).collect();
     assert!(
