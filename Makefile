@@ -28,7 +28,7 @@ export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
 export CREDMGR_BENCH_PROBE_WASM := $(abspath $(PROBE_WASM))
 export CREDMGR_BENCH_EMPTY_SDK_WASM := $(abspath $(EMPTY_SDK_WASM))
 
-.PHONY: help tools chromium build wasm lint unit unit-wasm openapi-check validate-envoy e2e test run bench bench-quick bench-build clean \
+.PHONY: help tools chromium psql build wasm lint unit unit-wasm openapi-check validate-envoy e2e test run bench bench-quick bench-build clean \
         fuzz-build fuzz-smoke fuzz fuzz-merge
 
 help:
@@ -163,7 +163,11 @@ $(VENV)/.openapi-tools-$(OPENAPI_VALIDATOR_VERSION)-$(SCHEMATHESIS_VERSION): $(V
 	  openapi-spec-validator==$(OPENAPI_VALIDATOR_VERSION) schemathesis==$(SCHEMATHESIS_VERSION)
 	@touch $@
 
-openapi-check: $(VENV)/.openapi-tools-$(OPENAPI_VALIDATOR_VERSION)-$(SCHEMATHESIS_VERSION)
+# The PostgreSQL pass makes and drops its database with psql.
+psql:
+	@command -v psql >/dev/null || (apt-get update && apt-get install -y --no-install-recommends postgresql-client)
+
+openapi-check: $(VENV)/.openapi-tools-$(OPENAPI_VALIDATOR_VERSION)-$(SCHEMATHESIS_VERSION) psql
 	$(VENV)/bin/openapi-spec-validator control-plane/openapi.json
 	$(CARGO) build -p credmgr-control-plane
 	$(VENV)/bin/python scripts/openapi-check --store sqlite --max-examples $(OPENAPI_EXAMPLES)
