@@ -36,6 +36,7 @@ pub struct JwtIdentity {
 
 /// The identity one access policy names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyIdentity {
     /// A gateway, by its registered name.
@@ -79,6 +80,7 @@ pub fn allowed<'a>(
 /// Which claims of an issuer's tokens name the object, tenant, application and groups.
 /// The defaults fit Microsoft Entra ID and plain OpenID Connect providers alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimNames {
     /// Tried in order; the first present names the object.

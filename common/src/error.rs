@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
@@ -12,13 +13,18 @@ pub struct ErrorBody {
 
 /// One error: a stable machine-readable code and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, snake_case; clients may branch on it. See [`codes`].
     pub code: String,
     /// Human-readable. Never contains a secret.
     pub message: String,
-    /// Extra structured context (for example the provider and connection the error is about).
+    /// Extra structured context: `field` (the request field at fault), `provider_id` and
+    /// `connection_id`, `login_url_expires_at`, `retry_after_seconds` (with `rate_limited`),
+    /// `status` (the provider's HTTP status, with `provider_error`), `store` (with
+    /// `store_unavailable` from `/readyz`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Map<String, serde_json::Value>,
     /// With `consent_required` for a self-service connection: a single-use URL that the caller
     /// the answer was made for opens in a browser to consent (see

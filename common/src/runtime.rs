@@ -23,6 +23,7 @@ pub const ISSUERS_PATH: &str = "/runtime/v1/trusted-issuers";
 
 /// The trusted issuers, as published to gateways.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustedIssuers {
     pub issuers: Vec<PublishedIssuer>,
     /// Gateways fetch the document again after this many seconds (keys rotate; issuers are
@@ -32,6 +33,7 @@ pub struct TrustedIssuers {
 
 /// One trusted issuer and its current public keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishedIssuer {
     /// `iss`, compared exactly.
     pub issuer: String,
@@ -43,6 +45,7 @@ pub struct PublishedIssuer {
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub leeway_seconds: i64,
     /// The issuer's JWKS (RFC 7517 §5): public keys only.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub jwks: serde_json::Value,
 }
 
@@ -90,6 +93,7 @@ pub fn consent_challenge(provider_id: &str, connection_id: &str, login_url: &str
 
 /// A connection's current access token, as handed to a gateway.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RuntimeToken {
     /// The access token to present to the backend. Secret: never log it.
     pub access_token: String,
@@ -104,6 +108,7 @@ pub struct RuntimeToken {
     /// The token response's non-secret fields (`scope`, `token_type`, `expires_in`, and
     /// whatever else the provider returned, such as Salesforce's `instance_url`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// Who may use the connection: its access policies, so that a gateway can decide for
     /// callers' JWTs locally, as the control plane does. A gateway checks them again from

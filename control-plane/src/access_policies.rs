@@ -32,7 +32,7 @@ const MAX_POLICIES: usize = 100;
 const MAX_VALUE_LEN: usize = 2048;
 
 /// Body of `PUT .../access-policies/{policy_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct PolicyBody {
 }
 
 /// A policy as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyView {
     pub id: String,
     pub provider_id: String,
@@ -68,6 +68,11 @@ impl From<&PolicyRecord> for PolicyView {
     }
 }
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, put, delete))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -86,10 +91,17 @@ pub struct PolicyPath {
     pub policy_id: String,
 }
 
-#[derive(Deserialize)]
-struct RawPolicyPath {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RawPolicyPath {
+    /// The provider's id: ASCII letters, digits, `-`, `_`, `.`; 1 to 64, not starting with `.`.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: String,
+    /// The connection's id, under the provider; the same rules.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     connection_id: String,
+    /// The access policy's id, under the connection; the same rules.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     policy_id: String,
 }
 
@@ -110,6 +122,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PolicyPath {
     }
 }
 
+/// Lists a connection's access policies.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies",
+    operation_id = "list_access_policies",
+    tag = "access policies",
+    params(crate::extract::RawConnectionPath),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The policies", body = Vec<PolicyView>),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     path: ConnectionPath,
@@ -122,6 +148,25 @@ async fn list(
     Ok(Json(policies.iter().map(PolicyView::from).collect()))
 }
 
+/// Reads an access policy.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}",
+    operation_id = "get_access_policy",
+    tag = "access policies",
+    params(RawPolicyPath),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The policy",
+            body = PolicyView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: PolicyPath) -> Result<Response, ApiError> {
     connections::find(&state, &path.connection).await?;
     let r = find(&state, &path).await?;
@@ -148,6 +193,33 @@ fn not_found(path: &PolicyPath) -> ApiError {
     ApiError::NotFound(format!("{} does not exist", describe(path)))
 }
 
+/// Creates or replaces an access policy (at most 100 per connection).
+#[utoipa::path(
+    put,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}",
+    operation_id = "put_access_policy",
+    tag = "access policies",
+    params(RawPolicyPath, crate::etag::IfMatchParam),
+    request_body = PolicyBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = PolicyView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = PolicyView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: PolicyPath,
@@ -210,6 +282,21 @@ async fn put(
     ))
 }
 
+/// Deletes an access policy; a connection without policies is usable by nobody.
+#[utoipa::path(
+    delete,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/access-policies/{policy_id}",
+    operation_id = "delete_access_policy",
+    tag = "access policies",
+    params(RawPolicyPath, crate::etag::IfMatchParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: PolicyPath,

@@ -22,7 +22,7 @@ pub const OBJECT_ID: &str = "{{object_id}}";
 const MAX_DISPLAY_NAME: usize = 200;
 
 /// A self-service provider's template for the connections it creates on first need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionTemplate {
     /// The id of a caller's connection, e.g. `gh-{{object_id}}`.

@@ -25,7 +25,7 @@ use crate::state::AppState;
 use crate::store::{new_etag, ConnectionRecord};
 
 /// Body of `PUT /v1/providers/{provider_id}/connections/{connection_id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionBody {
     #[serde(default)]
@@ -36,11 +36,12 @@ pub struct ConnectionBody {
     client_id: Option<String>,
     /// Write-only. Overrides the provider's client secret, together with `client_id`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password, write_only)]
     client_secret: Option<SecretString>,
 }
 
 /// A connection as the API shows it. Never its tokens or secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     pub id: String,
     pub provider_id: String,
@@ -63,7 +64,7 @@ pub struct ConnectionView {
 }
 
 /// The last failure to obtain a token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorView {
     pub code: String,
     pub message: String,
@@ -94,6 +95,11 @@ impl From<&ConnectionRecord> for ConnectionView {
     }
 }
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, put, delete))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/providers/{provider_id}/connections", get(list))
@@ -122,6 +128,44 @@ struct ListQuery {
 /// [`DEFAULT_PAGE_SIZE`]). When more follow, a `Link: <...?limit=N&after=ID>; rel="next"`
 /// header (RFC 8288) names the next page; the last page has none. Paging by the last id seen
 /// (not by an offset) means connections created or deleted meanwhile never shift a page.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}/connections",
+    operation_id = "list_connections",
+    tag = "connections",
+    params(
+        crate::extract::RawProviderPath,
+        (
+            "limit" = Option<u32>,
+            Query,
+            minimum = 1,
+            maximum = 1000,
+            description = "Page size (default 100)"
+        ),
+        (
+            "after" = Option<String>,
+            Query,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The last id of the previous page"
+        )
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "A page of connections, in id order",
+            body = Vec<ConnectionView>,
+            headers(
+                (
+                    "Link" = String,
+                    description = "`<...?limit=N&after=ID>; rel=\"next\"` while more follow"
+                )
+            )
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     path: ProviderPath,
@@ -164,6 +208,25 @@ async fn list(
     }
 }
 
+/// Reads a connection: its status, last error and token expiry (never its tokens).
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}",
+    operation_id = "get_connection",
+    tag = "connections",
+    params(crate::extract::RawConnectionPath),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The connection",
+            body = ConnectionView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: ConnectionPath) -> Result<Response, ApiError> {
     let c = find(&state, &path).await?;
     Ok(etag::respond(
@@ -251,6 +314,35 @@ fn credentials(
     }
 }
 
+/// Creates or replaces a connection. A client-credentials connection fetches its first
+/// token at once and reports the outcome in `status` and `error` (the call succeeds either
+/// way); an authorization-code one starts `not_connected` until a user consents.
+#[utoipa::path(
+    put,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}",
+    operation_id = "put_connection",
+    tag = "connections",
+    params(crate::extract::RawConnectionPath, crate::etag::IfMatchParam),
+    request_body = ConnectionBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = ConnectionView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = ConnectionView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: ConnectionPath,
@@ -342,6 +434,21 @@ async fn put(
     ))
 }
 
+/// Deletes a connection with its tokens and access policies.
+#[utoipa::path(
+    delete,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}",
+    operation_id = "delete_connection",
+    tag = "connections",
+    params(crate::extract::RawConnectionPath, crate::etag::IfMatchParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: ConnectionPath,

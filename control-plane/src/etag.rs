@@ -73,6 +73,15 @@ impl IfMatch {
     }
 }
 
+/// The `If-Match` header as the OpenAPI document names it, on every conditional write.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatchParam {
+    /// Only if the resource still has one of these ETags (`*`: if it exists); else 412.
+    #[param(rename = "If-Match")]
+    pub if_match: Option<String>,
+}
+
 /// The 412 for a resource changed (or deleted) since the client read it.
 pub fn stale(what: &str) -> ApiError {
     ApiError::PreconditionFailed(format!(

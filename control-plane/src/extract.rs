@@ -34,7 +34,20 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
+        require_object(&bytes)?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Every body of the API is a JSON object (as the OpenAPI document says). serde would also
+/// read a struct from a JSON array, its fields by position, which no client means: refuse it.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Err(ApiError::InvalidRequest {
+            field: None,
+            message: "the body must be a JSON object, not an array".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -140,8 +153,11 @@ pub struct ProviderPath {
     pub provider_id: String,
 }
 
-#[derive(Deserialize)]
-struct RawProviderPath {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RawProviderPath {
+    /// The provider's id: ASCII letters, digits, `-`, `_`, `.`; 1 to 64, not starting with `.`.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: String,
 }
 
@@ -171,9 +187,14 @@ impl ConnectionPath {
     }
 }
 
-#[derive(Deserialize)]
-struct RawConnectionPath {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RawConnectionPath {
+    /// The provider's id: ASCII letters, digits, `-`, `_`, `.`; 1 to 64, not starting with `.`.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: String,
+    /// The connection's id, under the provider; the same rules.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     connection_id: String,
 }
 

@@ -16,6 +16,7 @@ use credmgr_common::ErrorBody;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi as _;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -47,7 +48,8 @@ pub fn app(state: AppState) -> Router {
         .merge(consent::browser_routes())
         // The web console: one line, so merges with other route changes stay easy.
         .merge(crate::console::routes(state.clone()))
-        .route("/metrics", get(metrics_text));
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json));
     finish(router, state)
 }
 
@@ -85,11 +87,39 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz, metrics_text, openapi_json))]
+pub struct Api;
+
+/// The answer of `/healthz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// The answer of `/readyz` when the database answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// `sqlite` or `postgresql`.
+    pub store: &'static str,
+}
+
 /// Liveness: `200 {"status":"ok"}` while the process serves HTTP. It does not look at the
 /// database, so an orchestrator does not restart every replica during a database outage
 /// (they recover by themselves); `/readyz` says whether a replica can serve.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", body = Health))
+)]
 async fn healthz() -> Response {
-    Json(serde_json::json!({"status": "ok"})).into_response()
+    Json(Health { status: "ok" }).into_response()
 }
 
 /// How long readiness waits for the database.
@@ -98,11 +128,29 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Readiness: `200 {"status":"ready","store":"<kind>"}` when the database answers within
 /// two seconds, else `503` with the usual error body and `"store"`. For load balancers and
 /// Envoy health checks: a replica whose database is unreachable gets no traffic.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Ready),
+        (
+            status = 503,
+            description = "`store_unavailable`: the database does not answer within 2 s (`details.store` names it)",
+            body = credmgr_common::ErrorBody
+        )
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let kind = state.store.kind();
     let failure = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => {
-            return Json(serde_json::json!({"status": "ready", "store": kind})).into_response()
+            return Json(Ready {
+                status: "ready",
+                store: kind,
+            })
+            .into_response()
         }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no answer within {}s", READY_TIMEOUT.as_secs()),
@@ -121,6 +169,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Prometheus metrics (OpenMetrics text). Unauthenticated: keep the plain listener off
+/// public networks, or filter `/metrics` in front of it.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (
+            status = 200,
+            description = "The metrics",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body = String
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody)
+    )
+)]
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
     telemetry::gauges::refresh(&state).await;
     let text = state
@@ -128,6 +193,33 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
         .encode()
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok(([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// This document: the OpenAPI 3.1 description of every JSON operation above, generated from
+/// the handlers and their types (committed as `control-plane/openapi.json`). Unauthenticated,
+/// like `/healthz`: it describes the API's shape and holds no configuration or secret.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses(
+        (
+            status = 200,
+            description = "The OpenAPI document",
+            content_type = "application/json",
+            body = Object
+        )
+    )
+)]
+async fn openapi_json() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(openapi_document);
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// The OpenAPI document of [`app`], as `/openapi.json` serves it.
+pub fn openapi_document() -> String {
+    crate::openapi::to_json(&crate::openapi::document(Api::openapi()))
 }
 
 async fn not_found() -> ApiError {

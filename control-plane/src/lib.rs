@@ -25,6 +25,7 @@ pub mod http_server;
 pub mod issuers;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod presets;
 pub mod providers;
 pub mod runtime;

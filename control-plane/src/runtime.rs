@@ -33,6 +33,11 @@ use crate::tokens::Rejected;
 pub const TOKEN_ROUTE: &str =
     "/runtime/v1/providers/{provider_id}/connections/{connection_id}/token";
 
+/// The operations of the runtime API, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(token, trusted_issuers))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(TOKEN_ROUTE, get(token))
@@ -71,6 +76,75 @@ impl TokenQuery {
     }
 }
 
+/// A connection's current access token, for the gateway itself or for the caller whose JWT
+/// it forwards in `x-credmgr-caller-token`, if the connection's access policies name them.
+/// Refreshed first when due; answered `Cache-Control: no-store`.
+#[utoipa::path(
+    get,
+    path = "/runtime/v1/providers/{provider_id}/connections/{connection_id}/token",
+    operation_id = "get_runtime_token",
+    tag = "runtime",
+    security(
+        ("gateway_key" = []),
+        ("gateway_certificate" = []),
+        ("gateway_key" = [], "caller_jwt" = []),
+        ("gateway_certificate" = [], "caller_jwt" = [])
+    ),
+    params(
+        crate::extract::RawConnectionPath,
+        (
+            "rejected_fingerprint" = Option<String>,
+            Query,
+            pattern = "^[0-9A-Fa-f]{16}$",
+            description = "A backend refused the token with this fingerprint (first 16 hex digits of its SHA-256): replace it first if it is the stored one"
+        ),
+        (
+            "rejected_expires_at" = Option<i64>,
+            Query,
+            description = "Older form: the refused token's expiry (Unix seconds)"
+        )
+    ),
+    responses(
+        (status = 200, description = "The token", body = credmgr_common::RuntimeToken),
+        (
+            status = 400,
+            description = "`invalid_request`: an invalid id or query parameter",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 401,
+            description = "`unauthenticated` (no known gateway credential), `jwt_*` (the caller's JWT is refused), or `consent_required` with a `login_url` made for the caller of a self-service provider (and `WWW-Authenticate: Credmgr-Consent ...`)",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 403,
+            description = "`forbidden`: no access policy of the connection names the caller",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 404,
+            description = "`not_found`: no such provider or connection",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 409,
+            description = "`conflict`: the connection was reconfigured while a token was fetched; retry",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 429,
+            description = "`rate_limited`: too many login URLs for this caller or connection; see `Retry-After`",
+            body = credmgr_common::ErrorBody,
+            headers(("Retry-After" = i64, description = "Seconds to wait"))
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody),
+        (
+            status = 503,
+            description = "No usable token (`consent_required`, `refresh_token_invalid`, `refresh_token_expired`, `client_secret_rejected`, `provider_unreachable`, `provider_error`), or `store_unavailable`",
+            body = credmgr_common::ErrorBody
+        )
+    )
+)]
 async fn token(
     State(state): State<AppState>,
     Extension(gateway): Extension<Gateway>,
@@ -263,6 +337,42 @@ struct IssuersQuery {
     kid: Option<String>,
 }
 
+/// The trusted issuers and their public keys, for gateways to verify callers' JWTs. With
+/// `issuer` and `kid`, the issuer's keys are fetched again first if that key is unknown.
+#[utoipa::path(
+    get,
+    path = "/runtime/v1/trusted-issuers",
+    operation_id = "get_runtime_trusted_issuers",
+    tag = "runtime",
+    security(("gateway_key" = []), ("gateway_certificate" = [])),
+    params(
+        (
+            "issuer" = Option<String>,
+            Query,
+            description = "With `kid`: an issuer whose key a token named"
+        ),
+        ("kid" = Option<String>, Query, description = "With `issuer`: the unknown key id")
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The trusted issuers",
+            body = credmgr_common::runtime::TrustedIssuers
+        ),
+        (
+            status = 400,
+            description = "`invalid_request`: an unknown query parameter",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 401,
+            description = "`unauthenticated`: no known gateway credential",
+            body = credmgr_common::ErrorBody
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = credmgr_common::ErrorBody)
+    )
+)]
 async fn trusted_issuers(
     State(state): State<AppState>,
     query: Result<Query<IssuersQuery>, QueryRejection>,

@@ -83,6 +83,43 @@ fn gone_connection() -> Response {
     )
 }
 
+/// The interstitial page a login link opens: what is about to be connected to what, and a
+/// Continue button. An unknown, used or expired link gets an HTML page that says so.
+#[utoipa::path(
+    get,
+    path = "/oauth2/login/{link}",
+    operation_id = "login_page",
+    tag = "consent",
+    params(("link" = String, Path, description = "The login link's secret (from `login_url`)")),
+    responses(
+        (
+            status = 200,
+            description = "The interstitial",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 404,
+            description = "No such link, or its connection is gone",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 409,
+            description = "The link's post-login URL is no longer allowed",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 410,
+            description = "The link was used or has expired",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = credmgr_common::ErrorBody)
+    )
+)]
 pub(super) async fn interstitial(
     State(state): State<AppState>,
     Path(link): Path<String>,
@@ -151,6 +188,48 @@ fn host_of(raw: &str) -> String {
 }
 
 /// Continue: uses the link up and sends the browser to the provider.
+/// Continue, from the interstitial only (`Sec-Fetch-Site`/`Origin` checked): uses the link
+/// up and redirects the browser to the provider's authorization endpoint.
+#[utoipa::path(
+    post,
+    path = "/oauth2/login/{link}",
+    operation_id = "login_continue",
+    tag = "consent",
+    params(("link" = String, Path, description = "The login link's secret (from `login_url`)")),
+    responses(
+        (
+            status = 303,
+            description = "To the provider, with `state` and PKCE; sets the browser-binding cookie",
+            headers(("Location" = String), ("Set-Cookie" = String))
+        ),
+        (
+            status = 403,
+            description = "Not sent from the interstitial (CSRF)",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 404,
+            description = "No such link, or its connection is gone",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 409,
+            description = "The provider or the post-login URL changed",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 410,
+            description = "The link was used or has expired",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = credmgr_common::ErrorBody)
+    )
+)]
 pub(super) async fn continue_(
     State(state): State<AppState>,
     Path(link): Path<String>,

@@ -22,6 +22,55 @@ use crate::state::AppState;
 use crate::store::ProviderRecord;
 use crate::tokens::ConsentFailure;
 
+/// The redirect URI registered at authorization-code providers (RFC 6749 §4.1.2): checks
+/// `state`, its cookie and `iss`, exchanges the code, stores the tokens and redirects to the
+/// post-login URL with the outcome.
+#[utoipa::path(
+    get,
+    path = "/oauth2/callback",
+    operation_id = "oauth2_callback",
+    tag = "consent",
+    params(
+        ("state" = Option<String>, Query, description = "The state sent to the provider"),
+        ("code" = Option<String>, Query, description = "The authorization code"),
+        ("iss" = Option<String>, Query, description = "The provider's issuer (RFC 9207)"),
+        ("error" = Option<String>, Query, description = "The provider's error code"),
+        ("error_description" = Option<String>, Query, description = "The provider's error text")
+    ),
+    responses(
+        (
+            status = 303,
+            description = "To the post-login URL, with the outcome",
+            headers(("Location" = String))
+        ),
+        (
+            status = 400,
+            description = "Unknown or used state, wrong browser, wrong issuer, or an error from the provider",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 404,
+            description = "The connection is gone",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 409,
+            description = "The connection changed meanwhile",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (
+            status = 502,
+            description = "The provider did not exchange the code",
+            content_type = "text/html; charset=utf-8",
+            body = String
+        ),
+        (status = 500, description = "`internal_error`", body = credmgr_common::ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = credmgr_common::ErrorBody)
+    )
+)]
 pub(super) async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,

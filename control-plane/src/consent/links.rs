@@ -19,7 +19,7 @@ use crate::providers;
 use crate::state::AppState;
 use crate::store::{LinkUser, LoginLink};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginLinkBody {
     /// Where the user's browser goes after consent; must be in the provider's
@@ -27,7 +27,7 @@ pub(super) struct LoginLinkBody {
     post_login_redirect_url: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LoginLinkView {
     login_url: String,
     expires_at: String,
@@ -59,6 +59,27 @@ pub fn new_login_link(
     (secret, link)
 }
 
+/// Makes a single-use login link for an authorization-code connection; its URL is shown
+/// once, in this answer.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{provider_id}/connections/{connection_id}/login-links",
+    operation_id = "create_login_link",
+    tag = "connections",
+    params(crate::extract::RawConnectionPath),
+    request_body = LoginLinkBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 201,
+            description = "The link: open `login_url` in a browser",
+            body = LoginLinkView
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 pub(super) async fn create_login_link(
     State(state): State<AppState>,
     path: ConnectionPath,

@@ -43,6 +43,16 @@ use links::create_login_link;
 /// How long the user has between Continue and the provider's redirect back.
 const CONSENT_TTL_SECS: i64 = 600;
 
+/// The operations of the consent flow, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    links::create_login_link,
+    authorize::interstitial,
+    authorize::continue_,
+    callback::callback
+))]
+pub struct Api;
+
 /// Management route: `POST /v1/providers/{p}/connections/{c}/login-links`.
 pub fn management_routes() -> Router<AppState> {
     Router::new().route(

@@ -39,7 +39,7 @@ const MAX_LEEWAY: i64 = 300;
 const MAX_AUDIENCES: usize = 20;
 
 /// Body of `PUT /v1/trusted-issuers/{issuer_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerBody {
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct IssuerBody {
 }
 
 /// An issuer as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuerView {
     pub id: String,
     pub display_name: Option<String>,
@@ -95,6 +95,11 @@ fn view(r: &IssuerRecord, keys: KeyStatus) -> IssuerView {
     }
 }
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, put, delete))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/trusted-issuers", get(list)).route(
         "/v1/trusted-issuers/{issuer_id}",
@@ -120,6 +125,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IssuerPath {
     }
 }
 
+/// Lists the trusted issuers, with the state of their keys.
+#[utoipa::path(
+    get,
+    path = "/v1/trusted-issuers",
+    operation_id = "list_trusted_issuers",
+    tag = "trusted issuers",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every trusted issuer, in id order", body = Vec<IssuerView>),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, ApiError> {
     let records = state.store.list_issuers().await?;
     let mut views = Vec::with_capacity(records.len());
@@ -129,6 +146,32 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, Ap
     Ok(Json(views))
 }
 
+/// Reads a trusted issuer.
+#[utoipa::path(
+    get,
+    path = "/v1/trusted-issuers/{issuer_id}",
+    operation_id = "get_trusted_issuer",
+    tag = "trusted issuers",
+    params(
+        (
+            "issuer_id" = String,
+            Path,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The trusted issuer's id"
+        )
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The trusted issuer",
+            body = IssuerView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: IssuerPath) -> Result<Response, ApiError> {
     let r = find(&state, &path.issuer_id).await?;
     let keys = state.issuers.key_status(&r).await;
@@ -143,6 +186,42 @@ async fn find(state: &AppState, id: &str) -> Result<IssuerRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("trusted issuer `{id}` does not exist")))
 }
 
+/// Creates or replaces a trusted issuer; keys from `jwks_uri` are fetched at once, and the
+/// answer's `keys` says whether that worked.
+#[utoipa::path(
+    put,
+    path = "/v1/trusted-issuers/{issuer_id}",
+    operation_id = "put_trusted_issuer",
+    tag = "trusted issuers",
+    params(
+        (
+            "issuer_id" = String,
+            Path,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The trusted issuer's id"
+        ),
+        crate::etag::IfMatchParam
+    ),
+    request_body = IssuerBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = IssuerView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = IssuerView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: IssuerPath,
@@ -210,6 +289,29 @@ async fn put(
     Ok(etag::respond(status, &record.etag, view(&record, keys)))
 }
 
+/// Deletes a trusted issuer: its JWTs no longer identify callers.
+#[utoipa::path(
+    delete,
+    path = "/v1/trusted-issuers/{issuer_id}",
+    operation_id = "delete_trusted_issuer",
+    tag = "trusted issuers",
+    params(
+        (
+            "issuer_id" = String,
+            Path,
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+            description = "The trusted issuer's id"
+        ),
+        crate::etag::IfMatchParam
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: IssuerPath,

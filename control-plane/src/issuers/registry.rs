@@ -37,7 +37,7 @@ pub struct Snapshot {
 }
 
 /// The state of an issuer's keys, as the management API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyStatus {
     /// Usable signing keys (RS256, ES256, Ed25519).
     pub count: usize,

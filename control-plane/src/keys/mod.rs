@@ -30,13 +30,18 @@ use crate::store::{EnvelopeField, StoredEnvelope};
 /// that still used the old key are caught by the next pass.
 const MAX_PASSES: usize = 3;
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(report, reload_handler))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/keys", get(report))
         .route("/v1/keys/reload", post(reload_handler))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyUsage {
     pub id: String,
     pub active: bool,
@@ -47,13 +52,25 @@ pub struct KeyUsage {
     pub removable: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyReport {
     pub active_key_id: String,
     pub keys: Vec<KeyUsage>,
     pub rewrap: RewrapStatus,
 }
 
+/// Key usage: how many stored secrets each key-encryption key wraps, and which can go.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    operation_id = "get_keys",
+    tag = "keys",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The keys and the background re-wrap", body = KeyReport),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn report(State(state): State<AppState>) -> Result<Json<KeyReport>, ApiError> {
     Ok(Json(key_report(&state).await?))
 }
@@ -88,6 +105,29 @@ pub async fn key_report(state: &AppState) -> Result<KeyReport, ApiError> {
     })
 }
 
+/// Reads the key file again (as SIGHUP does), switches to its active key and re-wraps the
+/// stored data keys in the background.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/reload",
+    operation_id = "reload_keys",
+    tag = "keys",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Reloaded; the keys as they are now", body = KeyReport),
+        (
+            status = 400,
+            description = "`invalid_request`: the key file cannot be read or is invalid",
+            body = credmgr_common::ErrorBody
+        ),
+        (
+            status = 409,
+            description = "`conflict`: keys come from CREDMGR_KEYS (not a file), or the file drops a key still in use",
+            body = credmgr_common::ErrorBody
+        ),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn reload_handler(State(state): State<AppState>) -> Result<Json<KeyReport>, ApiError> {
     reload(&state).await?;
     Ok(Json(key_report(&state).await?))

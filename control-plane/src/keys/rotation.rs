@@ -18,7 +18,7 @@ pub struct Rotation {
 }
 
 /// The last background re-wrap, for the report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct RewrapStatus {
     pub running: bool,
     /// Secrets re-wrapped with the active key since the control plane started.

@@ -56,6 +56,21 @@ impl Serialize for IdentityProvider {
     }
 }
 
+/// In the OpenAPI document: a string, one of the catalogue's preset ids.
+impl utoipa::PartialSchema for IdentityProvider {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(super::all().iter().map(|p| p.id.as_str())))
+            .description(Some(
+                "A provider type: the id of a preset of the catalogue (GET /v1/provider-types)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IdentityProvider {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,7 @@ const FILES: &[(&str, &str)] = preset_files![
 ];
 
 /// A provider type: what credmgr knows about one identity provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preset {
     /// The `identity_provider` value that selects it.

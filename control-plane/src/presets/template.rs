@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ParamError;
 
 /// One parameter of a preset, as `GET /v1/provider-types` shows it to a form.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {
     pub name: String,
@@ -22,7 +22,7 @@ pub struct Parameter {
 
 /// What a parameter's value may be. The value lands in a URL, so it is held to the shape of
 /// the URL part it fills: nothing that could add a path, a query or another host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamFormat {
     /// A DNS host name (`dev-123.okta.com`): letters, digits, `-` and `.`.

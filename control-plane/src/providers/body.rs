@@ -28,7 +28,7 @@ fn identity_provider<'de, D: Deserializer<'de>>(d: D) -> Result<IdentityProvider
 /// Body of `PUT /v1/providers/{id}`. With a preset (`identity_provider` other than the
 /// generic ones) most fields may be left out: they come from the preset and its
 /// `parameters`; a field that is given wins over the preset.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     #[serde(default)]
@@ -44,6 +44,7 @@ pub struct ProviderBody {
     pub(super) client_id: String,
     /// Write-only. Required on create; omitted on replace keeps the stored one.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password, write_only)]
     pub(super) client_secret: Option<SecretString>,
     #[serde(default)]
     pub(super) token_url: Option<String>,

@@ -32,7 +32,7 @@ pub use validate::{
 };
 
 /// A provider as the API shows it: everything but the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     pub id: String,
     pub display_name: Option<String>,
@@ -60,7 +60,7 @@ pub struct ProviderView {
 }
 
 /// What the API says about a write-only secret: only whether it is set.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SecretState {
     pub set: bool,
 }
@@ -92,6 +92,11 @@ impl From<&ProviderRecord> for ProviderView {
     }
 }
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, put, delete))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/providers", get(list)).route(
         "/v1/providers/{provider_id}",
@@ -99,11 +104,42 @@ pub fn routes() -> Router<AppState> {
     )
 }
 
+/// Lists the credential providers.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    operation_id = "list_providers",
+    tag = "providers",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every provider, in id order", body = Vec<ProviderView>),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
     let providers = state.store.list_providers().await?;
     Ok(Json(providers.iter().map(ProviderView::from).collect()))
 }
 
+/// Reads a credential provider (never its client secret).
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{provider_id}",
+    operation_id = "get_provider",
+    tag = "providers",
+    params(crate::extract::RawProviderPath),
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The provider",
+            body = ProviderView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: ProviderPath) -> Result<Response, ApiError> {
     let p = find(&state, &path.provider_id).await?;
     Ok(etag::respond(
@@ -127,6 +163,35 @@ pub fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("provider `{id}` does not exist"))
 }
 
+/// Creates or replaces a credential provider. A preset (`identity_provider`) fills in what
+/// the body leaves out; `client_secret` is write-only, required on create, kept when left out
+/// on replace (unless the token or refresh URL moves to another origin).
+#[utoipa::path(
+    put,
+    path = "/v1/providers/{provider_id}",
+    operation_id = "put_provider",
+    tag = "providers",
+    params(crate::extract::RawProviderPath, crate::etag::IfMatchParam),
+    request_body = ProviderBody,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200,
+            description = "Replaced",
+            body = ProviderView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        (
+            status = 201,
+            description = "Created",
+            body = ProviderView,
+            headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
+        ),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: ProviderPath,
@@ -291,6 +356,21 @@ fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
         || old.refresh_url != new.refresh_url
 }
 
+/// Deletes a credential provider with its connections and their tokens.
+#[utoipa::path(
+    delete,
+    path = "/v1/providers/{provider_id}",
+    operation_id = "delete_provider",
+    tag = "providers",
+    params(crate::extract::RawProviderPath, crate::etag::IfMatchParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: ProviderPath,

@@ -20,6 +20,7 @@ mod identities;
 mod jwks_fetch;
 mod management;
 mod metrics;
+mod openapi;
 mod pg;
 mod postgres;
 mod presets;

@@ -153,3 +153,34 @@ async fn unknown_paths_and_methods_answer_json() {
         "{text}"
     );
 }
+
+/// Every body of the API is a JSON object. serde reads a struct from a JSON array too (its
+/// fields in order): `[null, null]` created a connection, and `["oauth2", ...]` would fill a
+/// provider's fields by position. The fuzzer (`make openapi-check`) found it.
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused() {
+    let h = Harness::new().await;
+    let saas = crate::fake_saas::FakeSaas::start().await;
+    h.provider("p", &saas.token_url).await;
+    for (uri, body) in [
+        ("/v1/providers/p/connections/c", json!([null, null])),
+        ("/v1/providers/q", json!(["oauth2"])),
+        ("/v1/trusted-issuers/i", json!([])),
+    ] {
+        let r = h.admin(Method::PUT, uri, Some(body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.json);
+        assert_eq!(r.json["error"]["code"], "invalid_request");
+        assert!(
+            r.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("JSON object"),
+            "{}",
+            r.json
+        );
+    }
+    let r = h
+        .admin(Method::GET, "/v1/providers/p/connections/c", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.json);
+}
