@@ -155,6 +155,9 @@ impl Envoy {
             // Tests run several Envoys at once; hot restart's shared memory would collide.
             .arg("--disable-hot-restart")
             .args(["--concurrency", "2", "--log-level", "info"]);
+        if let Some(dir) = crate::native_module_dir() {
+            cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        }
         cmd
     }
 
