@@ -36,10 +36,11 @@ thread_local! {
     static DEFERRED: RefCell<VecDeque<Box<dyn FnOnce()>>> = RefCell::new(VecDeque::new());
 }
 
-/// Runs `event` now, or after the event being handled on this thread if there is one.
-fn guarded(event: Box<dyn FnOnce()>) {
+/// Runs `event` now, or after the event being handled on this thread if there is one (only
+/// then is it boxed: the common case allocates nothing).
+fn guarded(event: impl FnOnce() + 'static) {
     if BUSY.with(Cell::get) {
-        DEFERRED.with(|d| d.borrow_mut().push_back(event));
+        DEFERRED.with(|d| d.borrow_mut().push_back(Box::new(event)));
         return;
     }
     exclusive(event);
@@ -236,7 +237,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let filter = filter as *const Filter;
     if BUSY.with(Cell::get) {
         // Nested in another event (not expected for a new request): decided right after it.
-        guarded(Box::new(move || {
+        guarded(move || {
             // SAFETY: the filter lives until `on_http_filter_destroy`, which is also queued.
             let filter = unsafe { &*filter };
             if request_headers(filter) == Flow::Continue {
@@ -245,7 +246,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                     abi::envoy_dynamic_module_callback_http_filter_continue_decoding(filter.envoy)
                 };
             }
-        }));
+        });
         return abi::HEADERS_STOP_ALL_ITERATION_AND_WATERMARK;
     }
     // SAFETY: as above.
@@ -282,7 +283,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     };
     let status = host::header(envoy, abi::RESPONSE_HEADER, ":status").and_then(|s| s.parse().ok());
     if let Some(status) = status {
-        guarded(Box::new(move || {
+        guarded(move || {
             // SAFETY: the configuration outlives its filters.
             let host = NativeHost {
                 config: unsafe { &*config },
@@ -290,7 +291,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
             set_effective(ctx);
             worker.on_response_status(&host, ctx, status);
             worker.view.stats.flush(&host);
-        }));
+        });
     }
     abi::HEADERS_CONTINUE
 }
@@ -300,7 +301,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
     let filter = filter as *mut Filter;
-    guarded(Box::new(move || {
+    guarded(move || {
         // SAFETY: made by `Box::into_raw` in `on_http_filter_new`, freed here once.
         let filter = unsafe { Box::from_raw(filter) };
         // SAFETY: the configuration outlives its filters.
@@ -326,7 +327,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *co
                 worker.on_tick(&host, ROOT);
             }
         }
-    }));
+    });
 }
 
 /// # Safety
@@ -348,7 +349,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     let response =
         unsafe { response(result, headers, headers_size, body_chunks, body_chunks_size) };
     let (ctx, config) = (f.ctx, f.config);
-    guarded(Box::new(move || {
+    guarded(move || {
         let Some(token) = THREAD.with(|t| t.borrow_mut().take_call(ctx, callout_id)) else {
             return;
         };
@@ -361,7 +362,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         set_effective(ctx);
         worker.on_call_response(&host, ctx, token, response);
         worker.view.stats.flush(&host);
-    }));
+    });
 }
 
 /// Envoy reports a failed callout (reset, overflow) by its result, with no headers.
@@ -399,7 +400,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     _filter: *const c_void,
     _event_id: u64,
 ) {
-    guarded(Box::new(deliver_mail));
+    guarded(deliver_mail);
 }
 
 /// The main thread's turn: make the calls workers queued for configuration `config`.
