@@ -9,7 +9,7 @@
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, FilterConfigEnvoyPtr, FilterEnvoyPtr};
 use crate::config::NativeConfig;
-use crate::host::{self, set_effective, NativeHost, ROOT, THREAD};
+use crate::host::{self, set_effective, set_effective_request, NativeHost, ROOT, THREAD};
 use crate::root_calls;
 use credmgr_common::error::codes;
 use credmgr_common::ErrorBody;
@@ -117,7 +117,7 @@ fn request_headers(filter: &Filter) -> Flow {
     let host = NativeHost { config };
     deliver_mail();
     let Some(worker) = worker_for(config) else {
-        set_effective(filter.ctx);
+        set_effective_request(filter.ctx, filter.envoy);
         let body =
             ErrorBody::new(codes::INTERNAL, "the credmgr filter is not configured").to_json();
         let _ = host.send_response(
@@ -128,7 +128,7 @@ fn request_headers(filter: &Filter) -> Flow {
         return Flow::Respond;
     };
     tick_if_due(&worker, &host);
-    set_effective(filter.ctx);
+    set_effective_request(filter.ctx, filter.envoy);
     let flow = worker.on_request_headers(&host, filter.ctx);
     worker.view.stats.flush(&host);
     if flow == Flow::Pause && !filter.waker.get() {

@@ -13,9 +13,38 @@ use credmgr_filter::host::{Host, HostError, Level, SetSharedError};
 use credmgr_filter::worker::Worker;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Hashes the small integer keys of a thread's maps by one multiplication (Fibonacci hashing):
+/// they are context and configuration ids Envoy never chooses, so SipHash's protection
+/// against chosen keys buys nothing, and it cost hundreds of instructions per request.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// The context id of a worker's own work, bound to no request (Proxy-Wasm's root context).
 pub const ROOT: u32 = 0;
@@ -25,13 +54,14 @@ pub struct Thread {
     /// This thread, for the main thread's answers (`root_calls`).
     pub key: u64,
     /// Per configuration id: the worker, its configuration, its next tick (ms since the epoch).
-    pub workers: HashMap<u64, (Rc<Worker>, *const NativeConfig, u64)>,
-    filters: HashMap<u32, abi::FilterEnvoyPtr>,
+    pub workers: IdMap<u64, (Rc<Worker>, *const NativeConfig, u64)>,
+    filters: IdMap<u32, abi::FilterEnvoyPtr>,
     next_ctx: u32,
     /// (context, Envoy's callout id) → the call's token, as the worker knows it.
-    calls: HashMap<(u32, u64), u32>,
+    calls: IdMap<(u32, u64), u32>,
     next_token: u32,
-    effective: u32,
+    /// The context host calls act on, and its request (null for the root or an ended one).
+    effective: (u32, abi::FilterEnvoyPtr),
 }
 
 thread_local! {
@@ -43,12 +73,12 @@ impl Thread {
         static KEYS: AtomicU64 = AtomicU64::new(1);
         Thread {
             key: KEYS.fetch_add(1, Ordering::Relaxed),
-            workers: HashMap::new(),
-            filters: HashMap::new(),
+            workers: IdMap::default(),
+            filters: IdMap::default(),
             next_ctx: ROOT,
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             next_token: 0,
-            effective: ROOT,
+            effective: (ROOT, std::ptr::null_mut()),
         }
     }
 
@@ -65,6 +95,9 @@ impl Thread {
     /// Request `ctx` ended; whether it had a callout in flight (which Envoy cancels with it).
     pub fn unregister(&mut self, ctx: u32) -> bool {
         self.filters.remove(&ctx);
+        if self.effective.0 == ctx {
+            self.effective = (ctx, std::ptr::null_mut());
+        }
         let before = self.calls.len();
         self.calls.retain(|(c, _), _| *c != ctx);
         self.calls.len() != before
@@ -78,17 +111,24 @@ impl Thread {
 
 /// Makes `ctx` the context the next host calls act on.
 pub fn set_effective(ctx: u32) {
-    THREAD.with(|t| t.borrow_mut().effective = ctx);
+    THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        let filter = t.filters.get(&ctx).copied().unwrap_or(std::ptr::null_mut());
+        t.effective = (ctx, filter);
+    });
+}
+
+/// Makes request `ctx`, whose Envoy filter the caller holds, the effective context.
+pub fn set_effective_request(ctx: u32, filter: abi::FilterEnvoyPtr) {
+    THREAD.with(|t| t.borrow_mut().effective = (ctx, filter));
 }
 
 fn effective_filter() -> Result<(u32, abi::FilterEnvoyPtr), HostError> {
-    THREAD.with(|t| {
-        let t = t.borrow();
-        t.filters
-            .get(&t.effective)
-            .map(|f| (t.effective, *f))
-            .ok_or_else(|| HostError(format!("context {} has no request", t.effective)))
-    })
+    let (ctx, filter) = THREAD.with(|t| t.borrow().effective);
+    if filter.is_null() {
+        return Err(HostError(format!("context {ctx} has no request")));
+    }
+    Ok((ctx, filter))
 }
 
 /// [`Host`] for one configuration, on the current worker thread.
@@ -133,7 +173,7 @@ impl Host for NativeHost<'_> {
         let (effective, key, token) = THREAD.with(|t| {
             let mut t = t.borrow_mut();
             t.next_token = t.next_token.wrapping_add(1);
-            (t.effective, t.key, t.next_token)
+            (t.effective.0, t.key, t.next_token)
         });
         if effective == ROOT {
             root_calls::submit(
