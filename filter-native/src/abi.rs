@@ -1,11 +1,16 @@
-//! The part of Envoy's dynamic modules ABI (`source/extensions/dynamic_modules/abi/abi.h` of
-//! Envoy 1.40.0) that the filter uses, written from the header's documented interface: the
+//! The part of Envoy's dynamic modules ABI (`source/extensions/dynamic_modules/abi/abi.h` in
+//! envoyproxy/envoy) that the filter uses, written from the header's documented interface: the
 //! types, and the callbacks Envoy implements (`envoy_dynamic_module_callback_*`, resolved from
 //! the Envoy binary when the module is loaded). The event hooks the module exports
 //! (`envoy_dynamic_module_on_*`) are in `hooks.rs`.
 //!
-//! The ABI is locked to one Envoy version: these declarations are checked against Envoy 1.40
-//! only (`make native` builds, the end-to-end tests load the module into `.venv`'s Envoy).
+//! The header's text at the v1.40.0 tag was not at hand when this was written: the
+//! declarations follow the header of envoyproxy/envoy commit 0199da4a (whose version string
+//! still read `v0.1.0`), and were checked against Envoy 1.40.0 itself: every symbol the module
+//! imports or exports is in its binary, Envoy logs `Dynamic module ABI version v0.2.0
+//! matched` for [`ABI_VERSION`], and the end-to-end tests exercise every callback declared
+//! here. A C signature cannot be read from a binary, so check these against the header of the
+//! Envoy release you build for (the ABI changes with each release).
 
 #![allow(non_camel_case_types, dead_code)]
 
