@@ -45,6 +45,22 @@ pub fn artifact(env: &str, default: &str) -> PathBuf {
     path
 }
 
+/// With `CREDMGR_FILTER_BUILD=native`, the tests run the native build of the filter (an Envoy
+/// dynamic module) instead of the Wasm one: `scripts/render-envoy` (which Envoy's fixture runs
+/// with the test's environment) renders the credmgr filter as the module, and Envoy finds the
+/// module in the directory returned here (`CREDMGR_NATIVE_MODULE`, by default the debug build
+/// `make native` leaves). `None` for the Wasm build.
+pub fn native_module_dir() -> Option<PathBuf> {
+    if std::env::var("CREDMGR_FILTER_BUILD").as_deref() != Ok("native") {
+        return None;
+    }
+    let module = artifact(
+        "CREDMGR_NATIVE_MODULE",
+        "target/debug/libcredmgr_filter_native.so",
+    );
+    module.parent().map(PathBuf::from)
+}
+
 /// A port that was free a moment ago. The process that gets it binds it right away; the
 /// short race with other programs is accepted in exchange for fixed, known ports.
 ///

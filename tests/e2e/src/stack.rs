@@ -12,6 +12,15 @@ use std::time::Duration;
 
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long Envoy may take to start: `READY_TIMEOUT`, or `CREDMGR_E2E_ENVOY_READY_SECS` (Envoy
+/// under valgrind, in `tests/instructions.rs`, loads V8 for minutes).
+fn envoy_ready_timeout() -> Duration {
+    std::env::var("CREDMGR_E2E_ENVOY_READY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(READY_TIMEOUT, Duration::from_secs)
+}
+
 /// The OAuth server's one stdout line, followed by its issuer.
 const READY_PREFIX: &str = "oauth-server listening on ";
 
@@ -155,6 +164,9 @@ impl Envoy {
             // Tests run several Envoys at once; hot restart's shared memory would collide.
             .arg("--disable-hot-restart")
             .args(["--concurrency", "2", "--log-level", "info"]);
+        if let Some(dir) = crate::native_module_dir() {
+            cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        }
         cmd
     }
 
@@ -164,7 +176,7 @@ impl Envoy {
         let mut process = Process::spawn("envoy", Envoy::command(&config), dir);
         let admin_url = format!("http://127.0.0.1:{admin}");
         let client = http();
-        wait_for("Envoy to be ready", READY_TIMEOUT, || {
+        wait_for("Envoy to be ready", envoy_ready_timeout(), || {
             if let Some(code) = process.exited() {
                 panic!(
                     "Envoy exited ({code}) while starting; its log:\n{}",
@@ -174,7 +186,7 @@ impl Envoy {
             let ready = client.get(format!("{admin_url}/ready")).send().ok()?;
             (ready.status().as_u16() == 200).then_some(())
         });
-        wait_for("Envoy's listener", READY_TIMEOUT, || {
+        wait_for("Envoy's listener", envoy_ready_timeout(), || {
             std::net::TcpStream::connect(("127.0.0.1", listen)).ok()
         });
         Envoy {
