@@ -80,74 +80,6 @@ wasm: .wasm-target
 build: wasm
 	$(CARGO) build -p credmgr-control-plane -p credmgr-demo-backend
 
-## ---- checks ----
-
-lint: .wasm-target
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p credmgr-filter -p credmgr-bench-empty-filter -p credmgr-bench-probe-filter \
-	  --target $(WASM_TARGET) -- -D warnings
-
-# The PostgreSQL passes run where PostgreSQL answers on 127.0.0.1:5432, or DATABASE_URL names
-# a server. CI always has one: there (CI set) they always run, and an absent server fails them.
-define if_postgres
-	@if [ -n "$$DATABASE_URL" ] || [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
-	  echo '$(1)'; $(1); \
-	else \
-	  echo "SKIPPED the PostgreSQL pass: nothing answers on 127.0.0.1:5432 and DATABASE_URL is unset"; \
-	fi
-endef
-
-# The API tests again on PostgreSQL (a database of their own per test, dropped afterwards).
-unit:
-	$(CARGO) test --workspace --exclude credmgr-e2e
-	$(call if_postgres,CREDMGR_TEST_STORE=postgres $(CARGO) test -p credmgr-control-plane --test api)
-
-# The filter's logic (and the shared crate) again, compiled to wasm32 as Envoy runs it, under
-# Node's WASI: catches 32-bit and Wasm-only behaviour that native tests cannot. Then the
-# hot-path benchmark `make bench` runs, briefly: it fails if a cache hit stops injecting the
-# token or calls the control plane.
-WASI_RUNNER := CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-run.mjs"
-unit-wasm: .wasm-target
-	$(WASI_RUNNER) $(CARGO) test -p credmgr-common -p credmgr-filter --target $(WASM_TARGET)
-	$(WASI_RUNNER) $(CARGO) run -q -p credmgr-filter --example hotpath --target $(WASM_TARGET) -- 1000
-
-# Every shipped Envoy config is a template; render each with example values and let Envoy
-# itself check it, which also loads the filter and runs its configuration check. Envoy reads
-# the TLS files of envoy/sidecar.yaml too, so example certificates are made for the run.
-validate-envoy: tools wasm
-	@command -v openssl >/dev/null || (apt-get update && apt-get install -y --no-install-recommends openssl)
-	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	scripts/example-certs "$$tmp/certs" example-gateway; \
-	for f in envoy/*.yaml; do \
-	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
-	  CONTROL_PLANE_PORT_2=8081 CONTROL_PLANE_PORT_3=8082 \
-	  CREDMGR_GATEWAY_KEY=example-gateway-key CREDMGR_PROVIDER_ID=demo CREDMGR_CONNECTION_ID=demo \
-	  OAUTH_SERVER_PORT=8083 BENCH_BACKEND_PORT=10100 BENCH_BASELINE_PORT=10101 \
-	  BENCH_MANAGED_PORT=10102 BENCH_JWT_PORT=10103 BENCH_INJECTOR_PORT=10104 \
-	  BENCH_EMPTY_WASM_PORT=10105 BENCH_COLD_PORT=10106 BENCH_EMPTY_WASM=$(CREDMGR_BENCH_EMPTY_WASM) \
-	  BENCH_PROBE_LOOKUP_PORT=10107 BENCH_PROBE_INJECT_PORT=10108 BENCH_PROBE_ALL_PORT=10109 \
-	  BENCH_PROBE_SHARED_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
-	  BENCH_EMPTY_SDK_PORT=10111 BENCH_EMPTY_SDK_WASM=$(CREDMGR_BENCH_EMPTY_SDK_WASM) \
-	  BENCH_MATCHED_PORT=10112 BENCH_PER_USER_PORT=10113 \
-	  BACKEND_HOST=127.0.0.1 CONTROL_PLANE_HOST=127.0.0.1 CONTROL_PLANE_TLS_PORT=8443 \
-	  CONTROL_PLANE_TLS_NAME=localhost CONTROL_PLANE_CA="$$tmp/certs/ca.pem" \
-	  GATEWAY_TLS_CERT="$$tmp/certs/gateway.pem" GATEWAY_TLS_KEY="$$tmp/certs/gateway.key" \
-	    scripts/render-envoy "$$f" "$$tmp/$$(basename $$f)"; \
-	  $(ENVOY) --mode validate -c "$$tmp/$$(basename $$f)" --log-level warn > "$$tmp/log" 2>&1 \
-	    || { cat "$$tmp/log"; echo "FAILED: $$f"; exit 1; }; \
-	  echo "envoy --mode validate: $$f OK"; \
-	done
-
-# The suite on SQLite, then again on PostgreSQL (each control plane on a database of its own),
-# with the scale-out tests (several replicas on one PostgreSQL) in the second pass only, and the
-# 10,000-user memory bound in the first only (it measures the filter, whatever the store; on
-# PostgreSQL it would add minutes to CI for nothing more).
-e2e: tools build
-	$(CARGO) test -p credmgr-e2e -- --test-threads=2 --skip scale_out_
-	$(call if_postgres,CREDMGR_E2E_STORE=postgres $(CARGO) test -p credmgr-e2e -- --test-threads=2 \
-	  --skip ten_thousand_users)
-
 ## ---- images and Kubernetes manifests (deploy/) ----
 
 # OCI images built without a Docker daemon or a registry: scripts/oci-image writes each as an
@@ -210,6 +142,77 @@ validate-deploy: $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
 	  echo "validate-deploy: deploy/$$v OK"; \
 	done
 	$(VENV)/bin/python scripts/check-dockerfile Dockerfile
+
+## ---- checks ----
+
+lint: .wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p credmgr-filter -p credmgr-bench-empty-filter -p credmgr-bench-probe-filter \
+	  --target $(WASM_TARGET) -- -D warnings
+
+# The PostgreSQL passes run where PostgreSQL answers on 127.0.0.1:5432, or DATABASE_URL names
+# a server. CI always has one: there (CI set) they always run, and an absent server fails them.
+define if_postgres
+	@if [ -n "$$DATABASE_URL" ] || [ -n "$$CI" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+	  echo '$(1)'; $(1); \
+	else \
+	  echo "SKIPPED the PostgreSQL pass: nothing answers on 127.0.0.1:5432 and DATABASE_URL is unset"; \
+	fi
+endef
+
+# The API tests again on PostgreSQL (a database of their own per test, dropped afterwards).
+unit:
+	$(CARGO) test --workspace --exclude credmgr-e2e
+	$(call if_postgres,CREDMGR_TEST_STORE=postgres $(CARGO) test -p credmgr-control-plane --test api)
+
+# The filter's logic (and the shared crate) again, compiled to wasm32 as Envoy runs it, under
+# Node's WASI: catches 32-bit and Wasm-only behaviour that native tests cannot. Then the
+# hot-path benchmark `make bench` runs, briefly: it fails if a cache hit stops injecting the
+# token or calls the control plane.
+WASI_RUNNER := CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-run.mjs"
+unit-wasm: .wasm-target
+	$(WASI_RUNNER) $(CARGO) test -p credmgr-common -p credmgr-filter --target $(WASM_TARGET)
+	$(WASI_RUNNER) $(CARGO) run -q -p credmgr-filter --example hotpath --target $(WASM_TARGET) -- 1000
+
+# Every shipped Envoy config is a template; render each with example values and let Envoy
+# itself check it, which also loads the filter and runs its configuration check. Envoy reads
+# the TLS files of envoy/sidecar.yaml too, so example certificates are made for the run.
+validate-envoy: tools wasm $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
+	@command -v openssl >/dev/null || (apt-get update && apt-get install -y --no-install-recommends openssl)
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	scripts/example-certs "$$tmp/certs" example-gateway; \
+	export ISTIO_PLUGIN_NAME=apps.credmgr-orders ISTIO_ROOT_ID=credmgr \
+	  ISTIO_PLUGIN_CONFIG="$$($(VENV)/bin/python scripts/wasmplugin-config \
+	    deploy/istio/wasmplugin.yaml --gateway-key example-gateway-key --quoted)"; \
+	for f in envoy/*.yaml; do \
+	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
+	  CONTROL_PLANE_PORT_2=8081 CONTROL_PLANE_PORT_3=8082 \
+	  CREDMGR_GATEWAY_KEY=example-gateway-key CREDMGR_PROVIDER_ID=demo CREDMGR_CONNECTION_ID=demo \
+	  OAUTH_SERVER_PORT=8083 BENCH_BACKEND_PORT=10100 BENCH_BASELINE_PORT=10101 \
+	  BENCH_MANAGED_PORT=10102 BENCH_JWT_PORT=10103 BENCH_INJECTOR_PORT=10104 \
+	  BENCH_EMPTY_WASM_PORT=10105 BENCH_COLD_PORT=10106 BENCH_EMPTY_WASM=$(CREDMGR_BENCH_EMPTY_WASM) \
+	  BENCH_PROBE_LOOKUP_PORT=10107 BENCH_PROBE_INJECT_PORT=10108 BENCH_PROBE_ALL_PORT=10109 \
+	  BENCH_PROBE_SHARED_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
+	  BENCH_EMPTY_SDK_PORT=10111 BENCH_EMPTY_SDK_WASM=$(CREDMGR_BENCH_EMPTY_SDK_WASM) \
+	  BENCH_MATCHED_PORT=10112 BENCH_PER_USER_PORT=10113 \
+	  BACKEND_HOST=127.0.0.1 CONTROL_PLANE_HOST=127.0.0.1 CONTROL_PLANE_TLS_PORT=8443 \
+	  CONTROL_PLANE_TLS_NAME=localhost CONTROL_PLANE_CA="$$tmp/certs/ca.pem" \
+	  GATEWAY_TLS_CERT="$$tmp/certs/gateway.pem" GATEWAY_TLS_KEY="$$tmp/certs/gateway.key" \
+	    scripts/render-envoy "$$f" "$$tmp/$$(basename $$f)"; \
+	  $(ENVOY) --mode validate -c "$$tmp/$$(basename $$f)" --log-level warn > "$$tmp/log" 2>&1 \
+	    || { cat "$$tmp/log"; echo "FAILED: $$f"; exit 1; }; \
+	  echo "envoy --mode validate: $$f OK"; \
+	done
+
+# The suite on SQLite, then again on PostgreSQL (each control plane on a database of its own),
+# with the scale-out tests (several replicas on one PostgreSQL) in the second pass only, and the
+# 10,000-user memory bound in the first only (it measures the filter, whatever the store; on
+# PostgreSQL it would add minutes to CI for nothing more).
+e2e: tools build
+	$(CARGO) test -p credmgr-e2e -- --test-threads=2 --skip scale_out_
+	$(call if_postgres,CREDMGR_E2E_STORE=postgres $(CARGO) test -p credmgr-e2e -- --test-threads=2 \
+	  --skip ten_thousand_users)
 
 test: tools lint unit unit-wasm fuzz-smoke validate-envoy check-images validate-deploy e2e
 
