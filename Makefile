@@ -125,10 +125,12 @@ $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION): $(VENV)/.envoy-$(EN
 
 # Renders every Kustomize variant under deploy/ offline (scripts/kustomize-lite; where kubectl
 # is installed, its own rendering must agree) and validates the result against the
-# Kubernetes 1.37 schemas (kubernetes-validate --strict: unknown fields are errors); the
+# Kubernetes 1.37 schemas (kubernetes-validate --strict: unknown fields are errors), and the
 # custom resources (Istio, Envoy Gateway, Prometheus Operator) against their CRDs' schemas
-# under deploy/schemas/ where we have them. Then checks the Dockerfile's syntax.
-validate-deploy: $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
+# vendored in deploy/schemas/. The filter configurations in the Istio and Envoy Gateway
+# manifests are loaded by Envoy and the filter (the Istio-shaped sidecar config, envoy
+# --mode validate). Then checks the Dockerfile's syntax.
+validate-deploy: $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION) tools wasm
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	for v in $(DEPLOY_VARIANTS); do \
 	  out="$$tmp/$${v//\//-}.yaml"; \
@@ -140,6 +142,16 @@ validate-deploy: $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
 	  $(VENV)/bin/python -m kubernetes_validate --strict --quiet --no-warn "$$out"; \
 	  $(VENV)/bin/python scripts/validate-crs deploy/schemas "$$out"; \
 	  echo "validate-deploy: deploy/$$v OK"; \
+	done
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for m in deploy/istio/wasmplugin.yaml deploy/envoy-gateway/envoyextensionpolicy.yaml; do \
+	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
+	  ISTIO_PLUGIN_NAME=credmgr ISTIO_ROOT_ID=credmgr ISTIO_PLUGIN_CONFIG="$$($(VENV)/bin/python \
+	    scripts/wasmplugin-config $$m --gateway-key example-gateway-key --quoted)" \
+	    scripts/render-envoy envoy/istio-sidecar.yaml "$$tmp/envoy.yaml"; \
+	  $(ENVOY) --mode validate -c "$$tmp/envoy.yaml" --log-level warn > "$$tmp/log" 2>&1 \
+	    || { cat "$$tmp/log"; echo "FAILED: the filter configuration in $$m"; exit 1; }; \
+	  echo "validate-deploy: the filter configuration in $$m loads in Envoy"; \
 	done
 	$(VENV)/bin/python scripts/check-dockerfile Dockerfile
 
