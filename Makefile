@@ -36,6 +36,7 @@ help:
 	@echo "make test   install test tools, lint, unit tests, validate Envoy configs, end-to-end tests"
 	@echo "make bench  benchmarks: data plane against native Envoy, cold path, runtime API (a few minutes)"
 	@echo "make bench-quick  the data-plane comparison alone (under two minutes)"
+	@echo "make images  the filter and control plane as OCI images under target/images/ (no Docker needed)"
 	@echo "make fuzz   fuzz every parser of outside input, FUZZ_SECONDS each (default 600; FUZZ_TARGETS=...)"
 
 ## ---- tools: everything the demo and the tests need, installed into the repository ----
