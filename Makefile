@@ -146,9 +146,10 @@ validate-deploy: $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION) too
 	done
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	for m in deploy/istio/wasmplugin.yaml deploy/envoy-gateway/envoyextensionpolicy.yaml; do \
+	  plugin_config=$$($(VENV)/bin/python scripts/wasmplugin-config $$m \
+	    --gateway-key example-gateway-key --quoted); \
 	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
-	  ISTIO_PLUGIN_NAME=credmgr ISTIO_ROOT_ID=credmgr ISTIO_PLUGIN_CONFIG="$$($(VENV)/bin/python \
-	    scripts/wasmplugin-config $$m --gateway-key example-gateway-key --quoted)" \
+	  ISTIO_PLUGIN_NAME=credmgr ISTIO_ROOT_ID=credmgr ISTIO_PLUGIN_CONFIG="$$plugin_config" \
 	    scripts/render-envoy envoy/istio-sidecar.yaml "$$tmp/envoy.yaml"; \
 	  $(ENVOY) --mode validate -c "$$tmp/envoy.yaml" --log-level warn > "$$tmp/log" 2>&1 \
 	    || { cat "$$tmp/log"; echo "FAILED: the filter configuration in $$m"; exit 1; }; \
@@ -195,9 +196,10 @@ validate-envoy: tools wasm $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VE
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y --no-install-recommends openssl)
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	scripts/example-certs "$$tmp/certs" example-gateway; \
+	plugin_config=$$($(VENV)/bin/python scripts/wasmplugin-config \
+	  deploy/istio/wasmplugin.yaml --gateway-key example-gateway-key --quoted); \
 	export ISTIO_PLUGIN_NAME=apps.credmgr-orders ISTIO_ROOT_ID=credmgr \
-	  ISTIO_PLUGIN_CONFIG="$$($(VENV)/bin/python scripts/wasmplugin-config \
-	    deploy/istio/wasmplugin.yaml --gateway-key example-gateway-key --quoted)"; \
+	  ISTIO_PLUGIN_CONFIG="$$plugin_config"; \
 	for f in envoy/*.yaml; do \
 	  ENVOY_ADMIN_PORT=9901 ENVOY_LISTEN_PORT=10000 CONTROL_PLANE_PORT=8080 BACKEND_PORT=8000 \
 	  CONTROL_PLANE_PORT_2=8081 CONTROL_PLANE_PORT_3=8082 \
