@@ -5,6 +5,7 @@
 //! [`app`] builds the HTTP router from an [`AppState`]; [`serve`] runs it on a socket.
 
 pub mod access_policies;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod etag;
+pub mod events;
 pub mod extract;
 pub mod gateway_tls;
 pub mod http;
@@ -30,6 +32,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -25,6 +25,41 @@ pub struct Metrics {
     registry: Registry,
     provider_token_requests: Family<ProviderLabels, Counter>,
     runtime_token_requests: Family<RuntimeLabels, Counter>,
+    /// Webhooks and the audit trail (#18).
+    events: EventCounters,
+}
+
+/// The counters of webhook deliveries and of the audit trail's writer.
+#[derive(Debug, Default)]
+struct EventCounters {
+    webhook_delivery_failures: Family<RuntimeLabels, Counter>,
+    audit_dropped: Counter,
+}
+
+impl EventCounters {
+    fn register(registry: &mut Registry) -> Self {
+        let c = EventCounters::default();
+        registry.register(
+            "credmgr_webhook_delivery_failures",
+            "Failed webhook delivery attempts, by outcome (retrying: another attempt is \
+             scheduled; gave_up: the delivery failed for good after the last attempt)",
+            c.webhook_delivery_failures.clone(),
+        );
+        registry.register(
+            "credmgr_audit_entries_dropped",
+            "Runtime-API audit entries not recorded: the writer's queue was full (the request \
+             was served anyway) or the database refused the batch",
+            c.audit_dropped.clone(),
+        );
+        for outcome in ["retrying", "gave_up"] {
+            c.webhook_delivery_failures
+                .get_or_create(&RuntimeLabels {
+                    outcome: outcome.into(),
+                })
+                .get();
+        }
+        c
+    }
 }
 
 impl Default for Metrics {
@@ -72,7 +107,9 @@ impl Metrics {
                 })
                 .get();
         }
+        let events = EventCounters::register(&mut registry);
         Metrics {
+            events,
             registry,
             provider_token_requests,
             runtime_token_requests,
@@ -96,6 +133,21 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Counts a failed webhook delivery attempt: `retrying` or `gave_up`.
+    pub fn webhook_delivery_failure(&self, outcome: &str) {
+        self.events
+            .webhook_delivery_failures
+            .get_or_create(&RuntimeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts audit entries that were not recorded.
+    pub fn audit_dropped(&self, n: u64) {
+        self.events.audit_dropped.inc_by(n);
     }
 
     /// The metrics in the OpenMetrics text format.

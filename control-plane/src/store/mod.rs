@@ -14,8 +14,10 @@
 //! The methods are grouped by what they keep: `providers.rs`, `connections.rs`, `tokens.rs`
 //! (tokens, the refresh lease and the refresh schedule), `consent.rs` (login links and
 //! authorization requests in progress), `identities.rs` (trusted issuers and access
-//! policies) and `envelopes.rs` (every stored envelope, for key rotation).
+//! policies), `envelopes.rs` (every stored envelope, for key rotation), `webhooks.rs`
+//! (receivers and the outbox) and `audit.rs` (the audit trail).
 
+mod audit;
 mod connections;
 mod consent;
 mod dialect;
@@ -26,13 +28,16 @@ mod providers;
 pub mod records;
 mod rows;
 mod tokens;
+mod webhooks;
 
 use std::fmt;
 
 use anyhow::Context as _;
 
+pub use audit::{AuditEntry, AuditQuery};
 use dialect::Pool;
 pub use records::*;
+pub use webhooks::{AttemptOutcome, ClaimedDelivery, DeliveryRecord, WebhookRecord};
 
 /// The store: cheap to clone, shared by all requests.
 #[derive(Clone, Debug)]

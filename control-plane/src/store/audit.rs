@@ -1,0 +1,119 @@
+//! The audit trail: appended in batches, read newest first in pages (by id), purged by age.
+
+use super::exec::{args, Arg};
+use super::rows::Columns;
+use super::{Store, StoreError};
+
+/// One entry of the audit trail (see `migrations/*/0010_audit.sql` for the columns' meaning).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditEntry {
+    /// Assigned by the database; 0 before the entry is written.
+    pub id: i64,
+    pub at: i64,
+    /// `token` or `change`.
+    pub kind: String,
+    pub actor: Option<String>,
+    pub identity: Option<String>,
+    pub issuer: Option<String>,
+    pub provider_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    /// JSON, never a secret.
+    pub detail: Option<String>,
+}
+
+/// Which entries `GET /v1/audit` wants: all filters optional, newest first, ids below
+/// `before_id` (the cursor).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub provider_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub identity: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+const COLUMNS: &str =
+    "at, kind, actor, identity, issuer, provider_id, connection_id, action, outcome, detail";
+
+fn entry_from_row(row: &dyn Columns) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id: row.int("id")?,
+        at: row.int("at")?,
+        kind: row.text("kind")?,
+        actor: row.opt_text("actor")?,
+        identity: row.opt_text("identity")?,
+        issuer: row.opt_text("issuer")?,
+        provider_id: row.opt_text("provider_id")?,
+        connection_id: row.opt_text("connection_id")?,
+        action: row.text("action")?,
+        outcome: row.text("outcome")?,
+        detail: row.opt_text("detail")?,
+    })
+}
+
+fn values(e: &AuditEntry) -> [Arg<'_>; 10] {
+    args![
+        e.at,
+        &e.kind,
+        &e.actor,
+        &e.identity,
+        &e.issuer,
+        &e.provider_id,
+        &e.connection_id,
+        &e.action,
+        &e.outcome,
+        &e.detail,
+    ]
+}
+
+const INSERT: &str = "INSERT INTO audit_log (at, kind, actor, identity, issuer, provider_id, \
+     connection_id, action, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+impl Store {
+    /// Appends entries in one transaction (one commit, one fsync, for a whole batch).
+    pub async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if let [one] = entries {
+            self.execute(INSERT, &values(one)).await?;
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for e in entries {
+            tx.execute(INSERT, &values(e)).await?;
+        }
+        tx.commit().await
+    }
+
+    /// One page of the trail, newest first.
+    pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = format!(
+            "SELECT id, {COLUMNS} FROM audit_log WHERE \
+             (CAST($1 AS TEXT) IS NULL OR provider_id = $1) AND \
+             (CAST($2 AS TEXT) IS NULL OR connection_id = $2) AND \
+             (CAST($3 AS TEXT) IS NULL OR identity = $3) AND \
+             (CAST($4 AS BIGINT) IS NULL OR at >= $4) AND \
+             (CAST($5 AS BIGINT) IS NULL OR at <= $5) AND \
+             (CAST($6 AS BIGINT) IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7"
+        );
+        let binds = args![
+            &q.provider_id,
+            &q.connection_id,
+            &q.identity,
+            q.since,
+            q.until,
+            q.before_id,
+            i64::from(q.limit),
+        ];
+        self.fetch_all(&sql, &binds, entry_from_row).await
+    }
+
+    /// Deletes the entries older than `cutoff`; how many.
+    pub async fn purge_audit(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.execute("DELETE FROM audit_log WHERE at < $1", &args![cutoff])
+            .await
+    }
+}
