@@ -29,7 +29,9 @@ CREATE TABLE webhook_events (
     created_at INTEGER NOT NULL
 );
 
--- One per event and subscribed endpoint. state: pending, delivered, failed (gave up).
+-- One per event and subscribed endpoint. state: pending, delivered, failed (gave up). seq: the
+-- order events were written in (microseconds, strictly increasing within a process): one
+-- endpoint's deliveries are attempted in that order.
 CREATE TABLE webhook_deliveries (
     webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
     event_id TEXT NOT NULL REFERENCES webhook_events (id) ON DELETE CASCADE,
@@ -43,6 +45,7 @@ CREATE TABLE webhook_deliveries (
     last_error TEXT,
     delivered_at INTEGER,
     created_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     PRIMARY KEY (webhook_id, event_id)
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);

@@ -118,6 +118,22 @@ fn delivery_from_row(row: &dyn Columns) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
+/// The microseconds since the epoch, strictly increasing within the process: the order of
+/// events written one after the other (in one transaction, or by one request after another).
+fn next_seq() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or(now);
+    now.max(previous.saturating_add(1))
+}
+
 /// Writes `event` into the outbox inside `tx`, with a delivery for every enabled webhook
 /// subscribed to its type: committed with the change, or not at all.
 pub(super) async fn enqueue(tx: &mut Tx, event: &Event) -> Result<(), StoreError> {
@@ -133,12 +149,13 @@ pub(super) async fn enqueue(tx: &mut Tx, event: &Event) -> Result<(), StoreError
     .await?;
     tx.execute(
         "INSERT INTO webhook_deliveries (webhook_id, event_id, state, attempts, \
-         next_attempt_at, created_at) \
-         SELECT id, $1, 'pending', 0, $2, $2 FROM webhooks WHERE enabled = 1 AND events LIKE $3",
+         next_attempt_at, created_at, seq) \
+         SELECT id, $1, 'pending', 0, $2, $2, $4 FROM webhooks WHERE enabled = 1 AND events LIKE $3",
         &args![
             &event.id,
             event.created_at,
-            format!("%,{},%", event.kind.as_str())
+            format!("%,{},%", event.kind.as_str()),
+            next_seq(),
         ],
     )
     .await?;
@@ -225,7 +242,7 @@ impl Store {
         let sql = "SELECT d.event_id, e.type, d.state, d.attempts, d.next_attempt_at, \
                    d.last_attempt_at, d.last_status, d.last_error, d.delivered_at, d.created_at \
                    FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
-                   WHERE d.webhook_id = $1 ORDER BY d.created_at DESC, d.event_id LIMIT $2";
+                   WHERE d.webhook_id = $1 ORDER BY d.seq DESC LIMIT $2";
         self.fetch_all(sql, &args![webhook_id, i64::from(limit)], delivery_from_row)
             .await
     }
@@ -247,7 +264,7 @@ impl Store {
         let sql = format!(
             "UPDATE webhook_deliveries SET lease_owner = $1, leased_until = $2 WHERE {DUE} \
              AND (webhook_id, event_id) IN (SELECT webhook_id, event_id FROM \
-             webhook_deliveries WHERE {DUE} ORDER BY next_attempt_at LIMIT $4{})",
+             webhook_deliveries WHERE {DUE} ORDER BY next_attempt_at, seq LIMIT $4{})",
             self.pool.skip_locked()
         );
         let claimed = self
@@ -260,7 +277,8 @@ impl Store {
             "SELECT d.webhook_id, d.event_id, d.attempts, w.url, w.secret, e.payload \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
              JOIN webhook_events e ON e.id = d.event_id \
-             WHERE d.lease_owner = $1 AND d.leased_until = $2 AND d.state = 'pending'",
+             WHERE d.lease_owner = $1 AND d.leased_until = $2 AND d.state = 'pending' \
+             ORDER BY d.seq",
             &args![owner, until],
             |row| {
                 Ok(ClaimedDelivery {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// Default first retry delay; each next one doubles, up to [`MAX_RETRY_DELAY`].
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(5);
-/// Default attempts before a delivery fails for good (about 12 hours with the default base).
+/// Default attempts before a delivery fails for good (the last 3 to 5½ hours after the first
+/// with the default base, as the jitter falls).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 15;
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);

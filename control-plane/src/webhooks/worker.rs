@@ -67,7 +67,7 @@ impl Worker {
         })
     }
 
-    /// Claims the due deliveries and attempts each (concurrently); how many it claimed.
+    /// Claims the due deliveries and attempts each; how many it claimed.
     pub async fn run_once(&self) -> usize {
         let now = unix_now();
         let timeout = i64::try_from(self.state.webhooks.timeout.as_secs()).unwrap_or(60);
@@ -87,10 +87,26 @@ impl Worker {
             }
         };
         let count = claimed.len();
-        let mut attempts = tokio::task::JoinSet::new();
+        // One endpoint's deliveries one after the other, in the order their events were
+        // written; endpoints in parallel.
+        let mut by_webhook: Vec<Vec<ClaimedDelivery>> = Vec::new();
         for d in claimed {
+            match by_webhook
+                .iter_mut()
+                .find(|g| g[0].webhook_id == d.webhook_id)
+            {
+                Some(group) => group.push(d),
+                None => by_webhook.push(vec![d]),
+            }
+        }
+        let mut attempts = tokio::task::JoinSet::new();
+        for group in by_webhook {
             let (state, client, owner) = (self.state.clone(), self.client.clone(), owner.clone());
-            attempts.spawn(async move { attempt(&state, &client, &owner, d).await });
+            attempts.spawn(async move {
+                for d in group {
+                    attempt(&state, &client, &owner, d).await;
+                }
+            });
         }
         while attempts.join_next().await.is_some() {}
         count
