@@ -60,22 +60,27 @@ impl Service<Request> for Changes {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        if !is_change(&request) {
+            // The runtime API and every read: straight through, nothing cloned but the router.
+            return Box::pin(self.inner.clone().oneshot(request));
+        }
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(request).await) })
     }
+}
+
+/// A write to the management API.
+fn is_change(request: &Request) -> bool {
+    matches!(
+        *request.method(),
+        Method::PUT | Method::POST | Method::PATCH | Method::DELETE
+    ) && request.uri().path().starts_with("/v1/")
 }
 
 impl Changes {
     async fn handle(self, request: Request) -> Response {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let write = matches!(
-            method,
-            Method::PUT | Method::POST | Method::PATCH | Method::DELETE
-        );
-        if !write || !path.starts_with("/v1/") {
-            return self.call_inner(request).await;
-        }
         let auth = request.headers().get(AUTHORIZATION).cloned();
         let before = if method == Method::POST {
             None

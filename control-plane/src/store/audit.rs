@@ -1,6 +1,6 @@
 //! The audit trail: appended in batches, read newest first in pages (by id), purged by age.
 
-use super::exec::{args, Arg};
+use super::exec::{args, placeholders, Arg};
 use super::rows::Columns;
 use super::{Store, StoreError};
 
@@ -70,19 +70,41 @@ fn values(e: &AuditEntry) -> [Arg<'_>; 10] {
     ]
 }
 
-const INSERT: &str = "INSERT INTO audit_log (at, kind, actor, identity, issuer, provider_id, \
-     connection_id, action, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// Rows per INSERT statement: 10 values each, far below either database's limit of bound
+/// parameters (32,766 in SQLite, 65,535 in PostgreSQL).
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// `INSERT ... VALUES (...), (...)` for `rows` entries.
+fn insert_statement(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&placeholders(r * 10 + 1..=r * 10 + 10));
+        sql.push(')');
+    }
+    sql
+}
 
 impl Store {
-    /// Appends entries in one transaction (one commit, one fsync, for a whole batch).
+    /// Appends entries: many rows per statement, all statements in one transaction. Per
+    /// statement, sqlx hands the work to SQLite's thread or sends a PostgreSQL round trip;
+    /// per row that cost would be paid by the core that serves the runtime API.
     pub async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        if let [one] = entries {
-            self.execute(INSERT, &values(one)).await?;
+        if entries.len() <= ROWS_PER_STATEMENT {
+            let binds: Vec<Arg<'_>> = entries.iter().flat_map(values).collect();
+            if !entries.is_empty() {
+                self.execute(&insert_statement(entries.len()), &binds)
+                    .await?;
+            }
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for e in entries {
-            tx.execute(INSERT, &values(e)).await?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            let binds: Vec<Arg<'_>> = chunk.iter().flat_map(values).collect();
+            tx.execute(&insert_statement(chunk.len()), &binds).await?;
         }
         tx.commit().await
     }

@@ -142,3 +142,57 @@ async fn the_trail_is_read_in_pages_and_by_time() {
     let r = h.admin(Method::GET, "/v1/audit?cursor=x", None).await;
     assert_invalid_field(&r, "cursor");
 }
+
+#[tokio::test]
+async fn entries_and_finished_deliveries_past_the_retention_are_purged() {
+    let h = Harness::new().await;
+    let receiver = crate::webhooks::Receiver::start().await;
+    crate::webhooks::webhook(&h, "ops", &receiver.url, &["connection.deleted"]).await;
+    h.unreachable_connection("gh", "alice").await;
+    h.admin(Method::DELETE, "/v1/providers/gh/connections/alice", None)
+        .await;
+    let worker = credmgr_control_plane::webhooks::worker::Worker::new(h.state.clone()).unwrap();
+    assert_eq!(worker.run_once().await, 1);
+    assert_eq!(receiver.types(), ["connection.deleted"]);
+    let entries = audit(&h, "").await["entries"].as_array().unwrap().len();
+    assert!(entries >= 4, "{entries}");
+
+    // Nothing is older than a cutoff in the past.
+    assert_eq!(h.state.store.purge_audit(now() - 60).await.unwrap(), 0);
+    assert_eq!(h.state.store.purge_deliveries(now() - 60).await.unwrap(), 0);
+    // Everything is older than one in the future.
+    let purged = h.state.store.purge_audit(now() + 60).await.unwrap();
+    assert_eq!(purged as usize, entries);
+    assert_eq!(h.state.store.purge_deliveries(now() + 60).await.unwrap(), 1);
+    let d = h
+        .admin(Method::GET, "/v1/webhooks/ops/deliveries", None)
+        .await;
+    assert_eq!(d.json, json!([]));
+}
+
+#[tokio::test]
+async fn a_large_batch_is_written_whole_and_in_order() {
+    let h = Harness::new().await;
+    let entries: Vec<_> = (0..300)
+        .map(|i| credmgr_control_plane::store::AuditEntry {
+            at: now(),
+            kind: "token".into(),
+            actor: Some("edge-1".into()),
+            provider_id: Some("gh".into()),
+            connection_id: Some(format!("c{i}")),
+            action: "token".into(),
+            outcome: "hit".into(),
+            ..Default::default()
+        })
+        .collect();
+    h.state.store.insert_audit(&entries).await.unwrap();
+    let page = audit(&h, "?limit=1000").await;
+    let got: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["connection_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got.len(), 300);
+    assert_eq!((got[0], got[299]), ("c299", "c0"), "newest first");
+}
