@@ -70,9 +70,11 @@ fn values(e: &AuditEntry) -> [Arg<'_>; 10] {
     ]
 }
 
-/// Rows per INSERT statement: 10 values each, far below either database's limit of bound
-/// parameters (32,766 in SQLite, 65,535 in PostgreSQL).
-const ROWS_PER_STATEMENT: usize = 128;
+/// Rows per INSERT statement, largest first: a batch is cut into these, so that only four
+/// statement texts exist and each connection prepares each once (sqlx caches prepared
+/// statements per connection; a text per batch size would be prepared again and again). 10
+/// values a row, far below either database's limit of bound parameters.
+const STATEMENT_ROWS: [usize; 4] = [128, 32, 8, 1];
 
 /// `INSERT ... VALUES (...), (...)` for `rows` entries.
 fn insert_statement(rows: usize) -> String {
@@ -93,16 +95,20 @@ impl Store {
     /// statement, sqlx hands the work to SQLite's thread or sends a PostgreSQL round trip;
     /// per row that cost would be paid by the core that serves the runtime API.
     pub async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        if entries.len() <= ROWS_PER_STATEMENT {
-            let binds: Vec<Arg<'_>> = entries.iter().flat_map(values).collect();
-            if !entries.is_empty() {
-                self.execute(&insert_statement(entries.len()), &binds)
-                    .await?;
-            }
+        let mut chunks = Vec::new();
+        let mut rest = entries;
+        while let Some(&rows) = STATEMENT_ROWS.iter().find(|&&n| n <= rest.len()) {
+            let (chunk, tail) = rest.split_at(rows);
+            chunks.push(chunk);
+            rest = tail;
+        }
+        if let [one] = chunks.as_slice() {
+            let binds: Vec<Arg<'_>> = one.iter().flat_map(values).collect();
+            self.execute(&insert_statement(one.len()), &binds).await?;
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+        for chunk in chunks {
             let binds: Vec<Arg<'_>> = chunk.iter().flat_map(values).collect();
             tx.execute(&insert_statement(chunk.len()), &binds).await?;
         }
