@@ -18,11 +18,12 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi as _;
 
+use crate::audit;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
     access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, providers,
-    runtime, telemetry,
+    runtime, telemetry, webhooks,
 };
 
 /// The whole HTTP surface of the control plane.
@@ -35,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(issuers::routes())
         .merge(access_policies::routes())
+        .merge(webhooks::routes().merge(audit::routes()))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let runtime = runtime::routes()
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway))
@@ -50,7 +52,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::console::routes(state.clone()))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json));
-    finish(router, state)
+    audit::changes::record_changes(finish(router, state.clone()), state)
 }
 
 /// What the gateways' TLS listener serves: the runtime API, whose gateway is the one the

@@ -6,6 +6,7 @@
 
 pub mod access_policies;
 pub mod advice;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod etag;
+pub mod events;
 pub mod extract;
 pub mod gateway_tls;
 pub mod http;
@@ -35,6 +37,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -103,6 +103,41 @@ pub struct Metrics {
     scheduler_backlog: Gauge,
     scheduler_lag: Gauge<f64, AtomicU64>,
     scheduler_last_run: Gauge,
+    /// Webhooks and the audit trail (#18).
+    events: EventCounters,
+}
+
+/// The counters of webhook deliveries and of the audit trail's writer.
+#[derive(Debug, Default)]
+struct EventCounters {
+    webhook_delivery_failures: Family<RuntimeLabels, Counter>,
+    audit_dropped: Counter,
+}
+
+impl EventCounters {
+    fn register(registry: &mut Registry) -> Self {
+        let c = EventCounters::default();
+        registry.register(
+            "credmgr_webhook_delivery_failures",
+            "Failed webhook delivery attempts, by outcome (retrying: another attempt is \
+             scheduled; gave_up: the delivery failed for good after the last attempt)",
+            c.webhook_delivery_failures.clone(),
+        );
+        registry.register(
+            "credmgr_audit_entries_dropped",
+            "Runtime-API audit entries not recorded: the writer's queue was full (the request \
+             was served anyway) or the database refused the batch",
+            c.audit_dropped.clone(),
+        );
+        for outcome in ["retrying", "gave_up"] {
+            c.webhook_delivery_failures
+                .get_or_create(&RuntimeLabels {
+                    outcome: outcome.into(),
+                })
+                .get();
+        }
+        c
+    }
 }
 
 impl Default for Metrics {
@@ -238,7 +273,9 @@ impl Metrics {
              when the scheduler is stuck or off",
             scheduler_last_run.clone(),
         );
+        let events = EventCounters::register(&mut registry);
         Metrics {
+            events,
             registry,
             provider_token_requests,
             provider_request_duration,
@@ -359,6 +396,21 @@ impl Metrics {
             .set(i64::try_from(backlog).unwrap_or(i64::MAX));
         self.scheduler_lag.set(worst_lag.as_secs_f64());
         self.scheduler_last_run.set(now);
+    }
+
+    /// Counts a failed webhook delivery attempt: `retrying` or `gave_up`.
+    pub fn webhook_delivery_failure(&self, outcome: &str) {
+        self.events
+            .webhook_delivery_failures
+            .get_or_create(&RuntimeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts audit entries that were not recorded.
+    pub fn audit_dropped(&self, n: u64) {
+        self.events.audit_dropped.inc_by(n);
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -155,7 +155,20 @@ async fn token(
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let rejected = query.rejected()?;
     let (p, c) = (&path.provider_id, &path.connection_id);
+    let audit = |caller: Option<&Caller>, outcome: &str, detail: Option<serde_json::Value>| {
+        if let Some(recorder) = &state.audit {
+            recorder.record(crate::audit::token_entry(
+                &gateway.name,
+                caller,
+                p,
+                c,
+                outcome,
+                detail,
+            ));
+        }
+    };
     let caller = caller(&state, &gateway, &headers).await.inspect_err(|e| {
+        audit(None, e.code(), None);
         state.metrics.runtime_token_request("unauthenticated");
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "the caller's JWT was refused: {e}");
@@ -165,6 +178,7 @@ async fn token(
         token: stored,
         self_service,
     } = authorize(&state, &path, &caller).await.inspect_err(|e| {
+        audit(Some(&caller), e.code(), None);
         state.metrics.runtime_token_request("denied");
         tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
             code = e.code(), "no token for the caller: {e}");
@@ -181,6 +195,15 @@ async fn token(
     {
         Ok((mut token, served)) => {
             state.metrics.runtime_token_request(served.as_str());
+            // The token by its fingerprint (a hash prefix: it does not reveal the token).
+            let fingerprint = credmgr_common::runtime::token_fingerprint(&token.access_token);
+            audit(
+                Some(&caller),
+                served.as_str(),
+                Some(
+                    serde_json::json!({"fingerprint": fingerprint, "expires_at": token.expires_at}),
+                ),
+            );
             tracing::debug!(gateway = %gateway.name, provider = %p, connection = %c,
                 outcome = served.as_str(), expires_at = token.expires_at, "token handed out");
             // The gateway decides for later callers with these policies until `refresh_at`,
@@ -206,12 +229,14 @@ async fn token(
                     _ => "error",
                 };
                 state.metrics.runtime_token_request(outcome);
+                audit(Some(&caller), answer.code(), None);
                 // The answer's message names no URL: it is safe to log.
                 tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
                     code = answer.code(), "the caller must consent first: {answer}");
                 return Err(answer);
             }
             let e = ApiError::from(e);
+            audit(Some(&caller), e.code(), None);
             state.metrics.runtime_token_request("error");
             tracing::info!(gateway = %gateway.name, provider = %p, connection = %c,
                 code = e.code(), "no token for the gateway: {e}");

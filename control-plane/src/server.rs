@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::http::{self, app};
 use crate::state::AppState;
-use crate::{gateway_tls, http_server, keys, tokens};
+use crate::{audit, gateway_tls, http_server, keys, tokens, webhooks};
 
 /// Runs the control plane until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -33,6 +33,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (refresh_interval, refresh_concurrency) =
         (config.refresh_interval, config.refresh_concurrency);
     let limits = config.http;
+    let audit_retention = config.events.audit_retention;
     let state = AppState::build_at(config, addr).await?;
     let scheduler = tokens::scheduler::spawn(
         state.tokens.clone(),
@@ -41,6 +42,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         refresh_concurrency,
     );
     let rewrapper = keys::spawn_rewrapper(state.clone());
+    let deliveries = webhooks::worker::Worker::new(state.clone())
+        .context("could not set up the HTTP client for webhooks")?
+        .spawn();
+    let purger = audit::spawn_purger(state.clone(), audit_retention);
     let tls_reloader = gateway_listener.as_ref().map(|l| l.reloader());
     let reloader = tokio::spawn(reload_on_sighup(state.clone(), tls_reloader));
     tracing::info!(%addr, %database, active_key, public_url = %state.consent.public_url,
@@ -93,6 +98,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         scheduler.abort();
     }
     rewrapper.abort();
+    deliveries.abort();
+    purger.abort();
+    if let Some(audit) = &state.audit {
+        audit.flush(std::time::Duration::from_secs(5)).await;
+    }
     reloader.abort();
     state.store.close().await;
     tracing::info!("credmgr control plane stopped");

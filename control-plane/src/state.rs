@@ -30,6 +30,10 @@ pub struct AppState {
     pub issuers: Arc<Registry>,
     /// How stale a gateway's access decisions may get (CREDMGR_ACCESS_REFRESH).
     pub access_refresh: std::time::Duration,
+    /// How webhooks are delivered.
+    pub webhooks: Arc<crate::webhooks::Settings>,
+    /// The runtime API's audit entries' queue; `None` when CREDMGR_AUDIT_TOKENS is off.
+    pub audit: Option<crate::audit::Recorder>,
 }
 
 impl AppState {
@@ -96,7 +100,13 @@ impl AppState {
                 .context("could not set up the HTTP client for JWKS URIs")?,
         );
         let credentials = Arc::new(Credentials::new(config.admin_token, config.gateway_keys));
+        let audit = config
+            .events
+            .audit_tokens
+            .then(|| crate::audit::Recorder::start(store.clone(), metrics.clone()));
         Ok(AppState {
+            webhooks: Arc::new(config.events.webhooks.clone()),
+            audit,
             store,
             keyring,
             tokens,

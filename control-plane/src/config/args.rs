@@ -240,6 +240,10 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub max_connections: u16,
+
+    /// Webhooks and the audit trail.
+    #[command(flatten)]
+    pub events: super::events::EventArgs,
 }
 
 #[derive(Args)]

@@ -9,6 +9,7 @@
 //! `args.rs`, the key-encryption keys' parsing in `keys.rs`.
 
 mod args;
+mod events;
 mod keys;
 
 use std::collections::BTreeSet;
@@ -26,6 +27,7 @@ use crate::gateway_tls;
 use crate::store::{DatabaseUrl, LinkLimits};
 
 pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
+pub use events::EventSettings;
 #[doc(hidden)]
 pub use keys::fuzz_key_file;
 pub use keys::{gen_key_line, load_key_file};
@@ -65,6 +67,8 @@ pub struct Config {
     pub access_refresh: Duration,
     /// The plain listener's header-read timeout and connection cap.
     pub http: crate::http_server::Limits,
+    /// Webhooks and the audit trail.
+    pub events: EventSettings,
 }
 
 impl Config {
@@ -115,7 +119,9 @@ impl Config {
                  clients need time to send a request's headers"
             );
         }
+        let events = args.events.settings()?;
         Ok(Config {
+            events,
             http: crate::http_server::Limits {
                 header_read_timeout: args.header_read_timeout,
                 max_connections: usize::from(args.max_connections),

@@ -61,6 +61,11 @@ impl Aad {
         ))
     }
 
+    /// The signing secret of a webhook endpoint.
+    pub fn webhook_secret(webhook_id: &str) -> Self {
+        Aad(format!("credmgr/v1/webhook/{webhook_id}/secret"))
+    }
+
     /// The PKCE code verifier of one authorization request, named by its state's hash (hex).
     pub fn consent_code_verifier(state_hash_hex: &str) -> Self {
         Aad(format!("credmgr/v1/consent/{state_hash_hex}/code_verifier"))

@@ -23,6 +23,7 @@ use crate::clock::{rfc3339, unix_now};
 use crate::config::load_key_file;
 use crate::crypto::Aad;
 use crate::error::ApiError;
+use crate::events::Event;
 use crate::state::AppState;
 use crate::store::{EnvelopeField, StoredEnvelope};
 
@@ -189,6 +190,7 @@ fn aad_of(e: &StoredEnvelope) -> Aad {
             let hex: String = e.state_hash.iter().map(|b| format!("{b:02x}")).collect();
             Aad::consent_code_verifier(&hex)
         }
+        EnvelopeField::WebhookSecret => Aad::webhook_secret(p),
     }
 }
 
@@ -237,13 +239,19 @@ async fn rewrap_all(state: &AppState) {
             break;
         }
     }
-    let mut status = state.rotation.status();
-    status.running = false;
-    status.rewrapped += rewrapped;
-    status.failed = failed;
-    status.last_finished_at = Some(rfc3339(unix_now()));
+    {
+        let mut status = state.rotation.status();
+        status.running = false;
+        status.rewrapped += rewrapped;
+        status.failed = failed;
+        status.last_finished_at = Some(rfc3339(unix_now()));
+    }
     if rewrapped > 0 || failed > 0 {
-        tracing::info!(rewrapped, failed, active_key = %state.keyring.active_id(),
-            "key rotation: data keys re-wrapped");
+        let active = state.keyring.active_id();
+        tracing::info!(rewrapped, failed, active_key = %active, "key rotation: data keys re-wrapped");
+        let event = Event::key_rotation_finished(unix_now(), &active, rewrapped, failed);
+        if let Err(e) = state.store.insert_event(&event).await {
+            tracing::warn!(error = %e, "key rotation: the webhook event could not be written");
+        }
     }
 }

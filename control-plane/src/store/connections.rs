@@ -3,8 +3,11 @@
 use super::exec::{args, Arg, Tx};
 use super::identities;
 use super::rows::{connection_from_row, split_error, CONNECTION_SELECT};
+use super::webhooks::enqueue;
 use super::{ConnectionRecord, PolicyRecord, Store, StoreError};
+use crate::clock::unix_now;
 use crate::crypto::Envelope;
+use crate::events::{Event, EventType};
 
 impl Store {
     pub async fn get_connection(
@@ -119,10 +122,18 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let sql = "DELETE FROM connections WHERE provider_id = $1 AND id = $2 \
                    AND (CAST($3 AS TEXT) IS NULL OR etag = $3)";
-        Ok(self
+        let mut tx = self.begin_write().await?;
+        if tx
             .execute(sql, &args![provider_id, id, expected_etag])
             .await?
-            == 1)
+            != 1
+        {
+            return Ok(false);
+        }
+        let event = Event::connection(EventType::Deleted, unix_now(), provider_id, id, None, None);
+        enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 

@@ -29,6 +29,16 @@ pub(super) enum Either<S, P> {
 pub(super) type Pool = Either<SqlitePool, PgPool>;
 
 impl Pool {
+    /// What ends a `SELECT ... LIMIT n` that picks rows to claim: on PostgreSQL, rows another
+    /// transaction has locked are skipped rather than waited for, so replicas claim different
+    /// rows; SQLite has one writer at a time and no row locks.
+    pub(super) fn skip_locked(&self) -> &'static str {
+        match self {
+            Pool::Sqlite(_) => "",
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     pub(super) async fn close(&self) {
         match self {
             Pool::Sqlite(pool) => pool.close().await,

@@ -37,7 +37,9 @@ impl Store {
 /// The values of the keys [`envelope_update`] finds an envelope by, in order.
 fn keys(old: &StoredEnvelope) -> Vec<Arg<'_>> {
     match old.field {
-        EnvelopeField::ProviderClientSecret => args![&old.provider_id].into(),
+        EnvelopeField::ProviderClientSecret | EnvelopeField::WebhookSecret => {
+            args![&old.provider_id].into()
+        }
         EnvelopeField::ConnectionClientSecret
         | EnvelopeField::AccessToken
         | EnvelopeField::RefreshToken => args![&old.provider_id, &old.connection_id].into(),

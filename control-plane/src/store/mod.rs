@@ -14,9 +14,11 @@
 //! The methods are grouped by what they keep: `providers.rs`, `connections.rs`, `tokens.rs`
 //! (tokens, the refresh lease and the refresh schedule), `consent.rs` (login links and
 //! authorization requests in progress), `identities.rs` (trusted issuers and access
-//! policies), `envelopes.rs` (every stored envelope, for key rotation) and `stats.rs` (counts
-//! for the metrics).
+//! policies), `envelopes.rs` (every stored envelope, for key rotation), `stats.rs` (counts
+//! for the metrics), `webhooks.rs` (receivers and the outbox) and `audit.rs` (the audit
+//! trail).
 
+mod audit;
 mod connections;
 mod consent;
 mod dialect;
@@ -28,14 +30,17 @@ pub mod records;
 mod rows;
 mod stats;
 mod tokens;
+mod webhooks;
 
 use std::fmt;
 
 use anyhow::Context as _;
 
+pub use audit::{AuditEntry, AuditQuery};
 use dialect::Pool;
 pub use records::*;
 pub use stats::StoreCounts;
+pub use webhooks::{AttemptOutcome, ClaimedDelivery, DeliveryRecord, WebhookRecord};
 
 /// The store: cheap to clone, shared by all requests.
 #[derive(Clone, Debug)]

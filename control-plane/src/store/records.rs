@@ -237,6 +237,8 @@ pub enum EnvelopeField {
     AccessToken,
     RefreshToken,
     CodeVerifier,
+    /// A webhook's signing secret (`provider_id` holds the webhook's id).
+    WebhookSecret,
 }
 
 /// One stored envelope and where it lives.

@@ -95,12 +95,13 @@ pub(super) const CONSENT_COLUMNS: &str = "state_hash, browser_hash, provider_id,
 pub(super) const SCHEDULE_COLUMNS: &str =
     "provider_id, connection_id, obtained_at, expires_at, refresh_at";
 
-pub(super) const ENVELOPE_FIELDS: [EnvelopeField; 5] = [
+pub(super) const ENVELOPE_FIELDS: [EnvelopeField; 6] = [
     EnvelopeField::ProviderClientSecret,
     EnvelopeField::ConnectionClientSecret,
     EnvelopeField::AccessToken,
     EnvelopeField::RefreshToken,
     EnvelopeField::CodeVerifier,
+    EnvelopeField::WebhookSecret,
 ];
 
 /// Table, column and key columns of each kind of envelope.
@@ -117,6 +118,7 @@ pub(super) fn envelope_location(
         EnvelopeField::CodeVerifier => {
             ("consent_states", "code_verifier", "provider_id, state_hash")
         }
+        EnvelopeField::WebhookSecret => ("webhooks", "secret", "id AS provider_id"),
     }
 }
 
@@ -312,7 +314,9 @@ pub(super) fn stored_envelope_from_row(
         field,
         provider_id: row.text("provider_id")?,
         connection_id: match field {
-            EnvelopeField::ProviderClientSecret | EnvelopeField::CodeVerifier => String::new(),
+            EnvelopeField::ProviderClientSecret
+            | EnvelopeField::CodeVerifier
+            | EnvelopeField::WebhookSecret => String::new(),
             EnvelopeField::ConnectionClientSecret => row.text("id")?,
             EnvelopeField::AccessToken | EnvelopeField::RefreshToken => {
                 row.text("connection_id")?
@@ -331,7 +335,7 @@ pub(super) fn stored_envelope_from_row(
 pub(super) fn envelope_update(field: EnvelopeField) -> String {
     let (table, column, _) = envelope_location(field);
     let keys: &[&str] = match field {
-        EnvelopeField::ProviderClientSecret => &["id"],
+        EnvelopeField::ProviderClientSecret | EnvelopeField::WebhookSecret => &["id"],
         EnvelopeField::ConnectionClientSecret => &["provider_id", "id"],
         EnvelopeField::AccessToken | EnvelopeField::RefreshToken => {
             &["provider_id", "connection_id"]

@@ -7,10 +7,14 @@ use super::rows::{
     runtime_view_from_row, schedule_from_row, to_json, token_from_row, RUNTIME_SELECT,
     SCHEDULE_COLUMNS, TOKEN_COLUMNS,
 };
+use super::webhooks::enqueue;
 use super::{
     ConnectionError, PutToken, RuntimeView, Store, StoreError, TokenRecord, TokenSchedule,
 };
+use crate::clock::unix_now;
 use crate::crypto::Envelope;
+use crate::events::{Event, EventType};
+use credmgr_common::error::codes;
 
 /// Records a failure on a connection still at the generation the token was asked for; with a
 /// retry time, also one more failure in a row and when the provider may be asked again.
@@ -94,6 +98,16 @@ impl Store {
     ) -> Result<PutToken, StoreError> {
         let key = args![provider_id, connection_id];
         let mut tx = self.begin_write().await?;
+        // What the connection was before, for its event (read in the write transaction; on
+        // PostgreSQL a concurrent writer of the same connection could slip in between, which
+        // at worst repeats or skips a `recovered`: the refresh lease makes it rare).
+        let before = tx
+            .fetch_optional(
+                "SELECT status, error_code FROM connections WHERE provider_id = $1 AND id = $2",
+                &key,
+                |row| Ok((row.text("status")?, row.opt_text("error_code")?)),
+            )
+            .await?;
         let connected = tx
             .execute(
                 "UPDATE connections SET status = 'connected', error_code = NULL, \
@@ -142,6 +156,19 @@ impl Store {
             ],
         )
         .await?;
+        if let Some(kind) = before
+            .and_then(|(status, code)| token_event(&status, code.as_deref(), presented.is_none()))
+        {
+            let event = Event::connection(
+                kind,
+                unix_now(),
+                provider_id,
+                connection_id,
+                Some("connected"),
+                None,
+            );
+            enqueue(&mut tx, &event).await?;
+        }
         tx.commit().await?;
         Ok(PutToken::Stored)
     }
@@ -165,18 +192,29 @@ impl Store {
             e.message,
             e.retry_at
         ];
-        if !e.drop_tokens {
-            return Ok(self.execute(RECORD_ERROR, &binds).await? == 1);
-        }
         let mut tx = self.begin_write().await?;
         if tx.execute(RECORD_ERROR, &binds).await? == 0 {
             return Ok(false);
         }
-        tx.execute(
-            "DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2",
-            &args![provider_id, connection_id],
-        )
-        .await?;
+        if e.drop_tokens {
+            tx.execute(
+                "DELETE FROM tokens WHERE provider_id = $1 AND connection_id = $2",
+                &args![provider_id, connection_id],
+            )
+            .await?;
+        }
+        let now = unix_now();
+        for &kind in error_events(e.code) {
+            let event = Event::connection(
+                kind,
+                now,
+                provider_id,
+                connection_id,
+                Some(e.status.as_str()),
+                Some((e.code, e.message)),
+            );
+            enqueue(&mut tx, &event).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -271,5 +309,77 @@ impl Store {
         self.execute(sql, &args![provider_id, connection_id, owner])
             .await?;
         Ok(())
+    }
+}
+
+/// The event a stored token makes, from the connection's status and error code before it:
+/// `connected` when it had no token or needed consent and a grant was just given (a consent,
+/// client credentials), `recovered` when it had failed and a token was obtained again; none
+/// for an ordinary refresh.
+fn token_event(status: &str, error_code: Option<&str>, new_grant: bool) -> Option<EventType> {
+    let needed_consent = error_code.is_some_and(needs_consent);
+    if status == "not_connected" || (new_grant && needed_consent) {
+        Some(EventType::Connected)
+    } else if status == "error" || error_code.is_some() {
+        Some(EventType::Recovered)
+    } else {
+        None
+    }
+}
+
+/// Whether a failure's code means a user must consent (again).
+fn needs_consent(code: &str) -> bool {
+    [
+        codes::CONSENT_REQUIRED,
+        codes::REFRESH_TOKEN_INVALID,
+        codes::REFRESH_TOKEN_EXPIRED,
+    ]
+    .contains(&code)
+}
+
+/// The events a recorded failure makes: a refused or expired refresh token is a failed
+/// refresh that leaves the connection needing consent; a plain `consent_required` (the
+/// provider's configuration changed) is only the latter.
+fn error_events(code: &str) -> &'static [EventType] {
+    if code == codes::CONSENT_REQUIRED {
+        &[EventType::ConsentRequired]
+    } else if needs_consent(code) {
+        &[EventType::RefreshFailed, EventType::ConsentRequired]
+    } else {
+        &[EventType::RefreshFailed]
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn transitions_make_the_right_events() {
+        assert_eq!(
+            token_event("not_connected", None, true),
+            Some(EventType::Connected)
+        );
+        assert_eq!(
+            token_event("error", Some(codes::REFRESH_TOKEN_INVALID), true),
+            Some(EventType::Connected)
+        );
+        assert_eq!(
+            token_event("error", Some("provider_unreachable"), false),
+            Some(EventType::Recovered)
+        );
+        assert_eq!(
+            token_event("connected", Some("provider_unreachable"), false),
+            Some(EventType::Recovered)
+        );
+        assert_eq!(token_event("connected", None, false), None);
+        assert_eq!(
+            error_events(codes::REFRESH_TOKEN_INVALID),
+            &[EventType::RefreshFailed, EventType::ConsentRequired]
+        );
+        assert_eq!(
+            error_events("provider_unreachable"),
+            &[EventType::RefreshFailed]
+        );
     }
 }

@@ -112,6 +112,14 @@ impl Harness {
             refresh_concurrency: credmgr_control_plane::tokens::scheduler::DEFAULT_CONCURRENCY,
             access_refresh: Duration::from_secs(30),
             http: Default::default(),
+            events: credmgr_control_plane::config::EventSettings {
+                webhooks: credmgr_control_plane::webhooks::Settings {
+                    allow_loopback_http: true,
+                    retry_base: Duration::from_secs(1),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         };
         let state = AppState::build(config).await.unwrap();
         Harness {

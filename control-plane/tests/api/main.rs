@@ -6,6 +6,7 @@
 // clippy.toml allows these in `#[test]` functions; the harness helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod backoff;
 mod connections;
 mod consent;
@@ -33,3 +34,4 @@ mod runtime;
 mod scheduler;
 mod self_service;
 mod self_service_access;
+mod webhooks;

@@ -1,0 +1,266 @@
+//! The audit trail: every token the runtime API handed out (or refused), with the gateway,
+//! the caller's identity when it forwarded a JWT, the connection, the outcome and the time;
+//! and every change made through the management API, by whom, with the resource before and
+//! after (as the API shows it: never a secret). `GET /v1/audit` reads it, newest first, in
+//! pages; entries older than CREDMGR_AUDIT_RETENTION are purged in the background.
+//!
+//! Runtime entries go through [`recorder`] (batched, off the request path); management
+//! changes are written by [`changes`] before the answer is sent.
+
+pub mod changes;
+pub mod recorder;
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use credmgr_common::access::Caller;
+use serde::{Deserialize, Serialize};
+
+pub use recorder::Recorder;
+
+use crate::clock::{rfc3339, unix_now};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{AuditEntry, AuditQuery};
+
+/// Default of CREDMGR_AUDIT_RETENTION.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often old entries (and finished webhook deliveries) are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/audit", get(list))
+}
+
+/// An entry as `GET /v1/audit` shows it.
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    pub id: i64,
+    pub at: String,
+    /// `token` (runtime API) or `change` (management API).
+    pub kind: String,
+    /// The gateway's name, or `admin`.
+    pub actor: Option<String>,
+    /// The caller's object id (or application id), when the gateway forwarded its JWT.
+    pub identity: Option<String>,
+    pub issuer: Option<String>,
+    pub provider_id: Option<String>,
+    pub connection_id: Option<String>,
+    /// `token`, or the management call's method and route (`PUT /v1/providers/{provider_id}`).
+    pub action: String,
+    /// For a token: `hit`, `fetched`, `stale`, or the error code; for a change: the status.
+    pub outcome: String,
+    /// For a token: its fingerprint (`credmgr_common::runtime::token_fingerprint`) and
+    /// expiry; for a change: `before` and `after`.
+    pub detail: Option<serde_json::Value>,
+}
+
+impl From<&AuditEntry> for EntryView {
+    fn from(e: &AuditEntry) -> Self {
+        EntryView {
+            id: e.id,
+            at: rfc3339(e.at),
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+            identity: e.identity.clone(),
+            issuer: e.issuer.clone(),
+            provider_id: e.provider_id.clone(),
+            connection_id: e.connection_id.clone(),
+            action: e.action.clone(),
+            outcome: e.outcome.clone(),
+            detail: e
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
+        }
+    }
+}
+
+/// `GET /v1/audit?provider_id=&connection_id=&identity=&since=&until=&limit=&cursor=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    provider_id: Option<String>,
+    connection_id: Option<String>,
+    identity: Option<String>,
+    /// RFC 3339 or Unix seconds, inclusive.
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    entries: Vec<EntryView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("`limit` must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let before_id = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                ApiError::invalid(
+                    "cursor",
+                    "`cursor` must be a `next_cursor` given by this API",
+                )
+            })
+        })
+        .transpose()?;
+    let query = AuditQuery {
+        provider_id: q.provider_id,
+        connection_id: q.connection_id,
+        identity: q.identity,
+        since: q
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
+        before_id,
+        limit: limit.saturating_add(1),
+    };
+    let mut found = state.store.query_audit(&query).await?;
+    let more = found.len() > limit as usize;
+    found.truncate(limit as usize);
+    let next_cursor = found.last().filter(|_| more).map(|e| e.id.to_string());
+    Ok(Json(Page {
+        entries: found.iter().map(EntryView::from).collect(),
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// RFC 3339 (`2026-12-03T17:00:00Z`) or Unix seconds.
+fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "`{field}` must be an RFC 3339 time (2026-01-31T12:00:00Z) or Unix seconds"
+                ),
+            )
+        })
+}
+
+/// The runtime API's entry for one token request.
+pub fn token_entry(
+    gateway: &str,
+    caller: Option<&Caller>,
+    provider_id: &str,
+    connection_id: &str,
+    outcome: &str,
+    detail: Option<serde_json::Value>,
+) -> AuditEntry {
+    let (identity, issuer) = match caller {
+        Some(Caller::Jwt(id)) => (
+            id.object_id.clone().or_else(|| id.application_id.clone()),
+            Some(id.issuer.clone()),
+        ),
+        _ => (None, None),
+    };
+    AuditEntry {
+        id: 0,
+        at: unix_now(),
+        kind: "token".into(),
+        actor: Some(gateway.to_owned()),
+        identity,
+        issuer,
+        provider_id: Some(provider_id.to_owned()),
+        connection_id: Some(connection_id.to_owned()),
+        action: "token".into(),
+        outcome: outcome.to_owned(),
+        detail: detail.map(|d| d.to_string()),
+    }
+}
+
+/// Purges audit entries older than `retention`, and finished webhook deliveries as old, every
+/// hour (and once at start).
+pub fn spawn_purger(state: AppState, retention: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+            let cutoff = unix_now().saturating_sub(keep);
+            match state.store.purge_audit(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "audit: entries past the retention purged"),
+                Err(e) => tracing::warn!(error = %e, "audit: cannot purge old entries"),
+            }
+            if let Err(e) = state.store.purge_deliveries(cutoff).await {
+                tracing::warn!(error = %e, "webhooks: cannot purge old deliveries");
+            }
+        }
+    })
+}
+
+/// CREDMGR_AUDIT_RETENTION: `30d`, `12h`, or what the other durations take (`90m`, `3600s`).
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let days_or_hours = |suffix: char, unit: u64| {
+        t.strip_suffix(suffix)
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| Duration::from_secs(n.saturating_mul(unit)))
+    };
+    let d = days_or_hours('d', 86_400)
+        .or_else(|| days_or_hours('h', 3600))
+        .map_or_else(|| crate::config::parse_duration(t), Ok)?;
+    if d < Duration::from_secs(60) {
+        return Err(format!("`{text}`: keep the audit trail at least 1m"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_in_days_hours_or_durations() {
+        assert_eq!(parse_retention("30d"), Ok(DEFAULT_RETENTION));
+        assert_eq!(parse_retention("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_retention("90m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_retention("1s").is_err());
+        assert!(parse_retention("soon").is_err());
+    }
+
+    #[test]
+    fn times_in_rfc3339_or_seconds() {
+        assert_eq!(parse_time("since", "60").ok(), Some(60));
+        assert_eq!(parse_time("since", "1970-01-01T00:01:00Z").ok(), Some(60));
+        assert!(parse_time("since", "yesterday").is_err());
+    }
+}
