@@ -189,6 +189,8 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Without 401 retirement no request is kept and the response is not looked at (the
+        // lean module, `credmgr_filter_lean.wasm`, does not even export this callback).
         if let Some(worker) = self.worker.as_ref().filter(|w| w.carried_token(self.id)) {
             let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
                 .ok()
