@@ -15,6 +15,10 @@ WASM            := target/$(WASM_TARGET)/wasm/credmgr_filter.wasm
 EMPTY_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter.wasm
 PROBE_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_probe_filter.wasm
 EMPTY_SDK_WASM  := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter_sdk.wasm
+# The filter without its response callback, for `retire_on_backend_401: false`, and the probe
+# filter likewise (the benchmarks' header_only floor).
+LEAN_WASM       := target/$(WASM_TARGET)/wasm/credmgr_filter_lean.wasm
+HEADER_ONLY_WASM := target/$(WASM_TARGET)/wasm/credmgr_bench_header_only.wasm
 # Proxy-Wasm callbacks that none of our filters implements. The SDK exports every callback;
 # Envoy calls one only if the module exports it, so each export removed by tools/wasm-trim is
 # one entry into V8 fewer per request (proxy_on_log, proxy_on_done) or per body chunk.
@@ -27,15 +31,18 @@ export CREDMGR_WASM  := $(abspath $(WASM))
 export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
 export CREDMGR_BENCH_PROBE_WASM := $(abspath $(PROBE_WASM))
 export CREDMGR_BENCH_EMPTY_SDK_WASM := $(abspath $(EMPTY_SDK_WASM))
+export CREDMGR_LEAN_WASM := $(abspath $(LEAN_WASM))
+export CREDMGR_BENCH_HEADER_ONLY_WASM := $(abspath $(HEADER_ONLY_WASM))
 
-.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-build clean \
+.PHONY: help tools chromium build wasm lint unit unit-wasm validate-envoy e2e test run bench bench-quick bench-instructions bench-build clean \
         fuzz-build fuzz-smoke fuzz fuzz-merge
 
 help:
 	@echo "make run    start the demo (OAuth server, control plane, backend, Envoy) and print what to try"
 	@echo "make test   install test tools, lint, unit tests, validate Envoy configs, end-to-end tests"
 	@echo "make bench  benchmarks: data plane against native Envoy, cold path, runtime API (a few minutes)"
-	@echo "make bench-quick  the data-plane comparison alone (under two minutes)"
+	@echo "make bench-quick  the data-plane comparison and quick instruction counts (a few minutes)"
+	@echo "make bench-instructions  the instruction counts alone, recorded into latest.json"
 	@echo "make fuzz   fuzz every parser of outside input, FUZZ_SECONDS each (default 600; FUZZ_TARGETS=...)"
 
 ## ---- tools: everything the demo and the tests need, installed into the repository ----
@@ -76,6 +83,10 @@ wasm: .wasm-target
 	cp $(EMPTY_WASM) $(EMPTY_SDK_WASM)
 	$(CARGO) run --quiet -p credmgr-wasm-trim -- $(WASM) $(EMPTY_WASM) $(PROBE_WASM) \
 	  $(addprefix --drop ,$(UNUSED_CALLBACKS))
+	cp $(WASM) $(LEAN_WASM)
+	cp $(PROBE_WASM) $(HEADER_ONLY_WASM)
+	$(CARGO) run --quiet -p credmgr-wasm-trim -- $(LEAN_WASM) $(HEADER_ONLY_WASM) \
+	  --drop proxy_on_response_headers
 
 build: wasm
 	$(CARGO) build -p credmgr-control-plane -p credmgr-demo-backend
@@ -130,6 +141,10 @@ validate-envoy: tools wasm
 	  BENCH_PROBE_SHARED_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
 	  BENCH_EMPTY_SDK_PORT=10111 BENCH_EMPTY_SDK_WASM=$(CREDMGR_BENCH_EMPTY_SDK_WASM) \
 	  BENCH_MATCHED_PORT=10112 BENCH_PER_USER_PORT=10113 \
+	  BENCH_MANAGED_LEAN_PORT=10114 BENCH_MANAGED_NAMED_PORT=10115 BENCH_HEADER_ONLY_PORT=10116 \
+	  BENCH_PROBE_SET_PORT=10117 BENCH_PROBE_STATUS_PORT=10118 BENCH_PROBE_CODE_PORT=10119 \
+	  BENCH_PROBE_CLOCK_PORT=10120 BENCH_PROBE_META_PORT=10121 BENCH_TICK_MS=200 BENCH_STATS_FLUSH=5s \
+	  CREDMGR_LEAN_WASM=$(CREDMGR_LEAN_WASM) BENCH_HEADER_ONLY_WASM=$(CREDMGR_BENCH_HEADER_ONLY_WASM) \
 	  BACKEND_HOST=127.0.0.1 CONTROL_PLANE_HOST=127.0.0.1 CONTROL_PLANE_TLS_PORT=8443 \
 	  CONTROL_PLANE_TLS_NAME=localhost CONTROL_PLANE_CA="$$tmp/certs/ca.pem" \
 	  GATEWAY_TLS_CERT="$$tmp/certs/gateway.pem" GATEWAY_TLS_KEY="$$tmp/certs/gateway.key" \
@@ -214,6 +229,7 @@ fuzz-merge: fuzz-build
 # Release builds throughout: the control plane and the harness are measured as shipped.
 bench-build: tools wasm
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
 	$(CARGO) build --release -p credmgr-control-plane -p credmgr-bench
 	$(CARGO) build --release -p credmgr-filter --example hotpath
 	$(CARGO) build --release -p credmgr-filter --example hotpath --target $(WASM_TARGET)
@@ -223,6 +239,10 @@ bench: bench-build
 
 bench-quick: bench-build
 	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench --quick --seconds 4
+
+# The instruction counts alone (Envoy under callgrind), recorded into bench/results/latest.json.
+bench-instructions: bench-build
+	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench instructions --record
 
 ## ---- demo ----
 

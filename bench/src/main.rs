@@ -11,6 +11,7 @@ mod chart;
 mod cold;
 mod controlplane;
 mod dataplane;
+mod instructions;
 mod own_work;
 mod refresh;
 mod report;
@@ -96,6 +97,25 @@ enum Sub {
         #[arg(long)]
         record: bool,
     },
+    /// Only the instruction counts (Envoy under callgrind), printed; with --record, also
+    /// written to latest.json's `dataplane_instructions`, the rest of the file kept.
+    Instructions {
+        /// Measured requests per repeat.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Warm-up requests per variant before the repeats.
+        #[arg(long, default_value_t = 2000)]
+        warmup: usize,
+        /// Repeats per variant (their spread shows the method's precision).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Only these rows, comma-separated (and the rows their ratios are to).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Write the figures into <out>/latest.json.
+        #[arg(long)]
+        record: bool,
+    },
     /// Only the runtime API part (SQLite, PostgreSQL, bare handler), printed, not written to
     /// latest.json.
     Runtime,
@@ -123,6 +143,22 @@ fn main() -> ExitCode {
         Some(Sub::Chart { out }) => redraw(out),
         Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
         Some(Sub::Runtime) => runtime_only(&cli),
+        Some(Sub::Instructions {
+            requests,
+            warmup,
+            repeats,
+            only,
+            record,
+        }) => instructions_only(
+            &cli,
+            &instructions::Settings {
+                requests: *requests,
+                warmup: *warmup,
+                repeats: *repeats,
+                only: only.clone(),
+            },
+            *record,
+        ),
         Some(Sub::Profile) => profile_only(&cli),
         Some(Sub::Scale {
             connections,
@@ -206,6 +242,49 @@ fn runtime_api(
     )
 }
 
+/// The instruction counts' settings: `make bench` 2,000 requests x 3 repeats, the quick run
+/// 500 x 2 (a few minutes).
+fn instruction_settings(quick: bool) -> instructions::Settings {
+    if quick {
+        instructions::Settings {
+            requests: 500,
+            warmup: 1000,
+            repeats: 2,
+            only: Vec::new(),
+        }
+    } else {
+        instructions::Settings {
+            requests: 2000,
+            warmup: 2000,
+            repeats: 3,
+            only: Vec::new(),
+        }
+    }
+}
+
+fn instructions_only(cli: &Cli, s: &instructions::Settings, record: bool) -> Result<()> {
+    require("valgrind", "apt-get install valgrind")?;
+    let root = credmgr_e2e::repo_root();
+    let dir = root
+        .canonicalize()
+        .unwrap_or(root)
+        .join("run/bench-instructions");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let counts = instructions::run(&dir, &cli.server_cpu.to_string(), s)?;
+    instructions::print(&counts, s);
+    if record {
+        let path = cli.out.join("latest.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (run make bench first)", path.display()))?;
+        let mut results: serde_json::Value = serde_json::from_str(&text)?;
+        results["dataplane_instructions"] = instructions::json(&counts, s);
+        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+        println!("wrote the instruction counts into {}", path.display());
+    }
+    Ok(())
+}
+
 fn runtime_only(cli: &Cli) -> Result<()> {
     let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-runtime")?;
     let r = runtime_api(cli, &stack, &load, &warmup)?;
@@ -243,6 +322,12 @@ fn bench(cli: &Cli) -> Result<()> {
         (Some(p), Some(o), Some(c), Some(r))
     };
     drop(stack);
+    let instr_settings = instruction_settings(cli.quick);
+    let instr = instructions::run(
+        &dir.join("instructions"),
+        &cli.server_cpu.to_string(),
+        &instr_settings,
+    )?;
     let refresh = if cli.quick {
         None
     } else {
@@ -270,6 +355,7 @@ fn bench(cli: &Cli) -> Result<()> {
     };
 
     report::print_dataplane(&dp, &settings);
+    instructions::print(&instr, &instr_settings);
     if let Some(p) = &profile {
         report::print_profile(p, &profile_settings);
     }
@@ -313,6 +399,7 @@ fn bench(cli: &Cli) -> Result<()> {
         "dataplane": report::dataplane_json(&dp),
         "dataplane_targets": report::targets_json(&dp),
         "dataplane_evidence": dp.evidence,
+        "dataplane_instructions": instructions::json(&instr, &instr_settings),
         "hot_path_profile": profile.as_deref().map(report::profile_json),
         "hot_path_own_work": own,
         "cold_path": cold,
