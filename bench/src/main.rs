@@ -112,6 +112,9 @@ enum Sub {
         /// Only these rows, comma-separated (and the rows their ratios are to).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Where the run's processes keep their files, under the repository.
+        #[arg(long, default_value = "run/bench-instructions")]
+        run_dir: String,
         /// Write the figures into <out>/latest.json.
         #[arg(long)]
         record: bool,
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
             warmup,
             repeats,
             only,
+            run_dir,
             record,
         }) => instructions_only(
             &cli,
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
                 repeats: *repeats,
                 only: only.clone(),
             },
+            run_dir,
             *record,
         ),
         Some(Sub::Profile) => profile_only(&cli),
@@ -262,13 +267,15 @@ fn instruction_settings(quick: bool) -> instructions::Settings {
     }
 }
 
-fn instructions_only(cli: &Cli, s: &instructions::Settings, record: bool) -> Result<()> {
+fn instructions_only(
+    cli: &Cli,
+    s: &instructions::Settings,
+    run_dir: &str,
+    record: bool,
+) -> Result<()> {
     require("valgrind", "apt-get install valgrind")?;
     let root = credmgr_e2e::repo_root();
-    let dir = root
-        .canonicalize()
-        .unwrap_or(root)
-        .join("run/bench-instructions");
+    let dir = root.canonicalize().unwrap_or(root).join(run_dir);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let counts = instructions::run(&dir, &cli.server_cpu.to_string(), s)?;
@@ -278,7 +285,18 @@ fn instructions_only(cli: &Cli, s: &instructions::Settings, record: bool) -> Res
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {} (run make bench first)", path.display()))?;
         let mut results: serde_json::Value = serde_json::from_str(&text)?;
-        results["dataplane_instructions"] = instructions::json(&counts, s);
+        // Merged: rows measured by another run (e.g. --only) are kept.
+        let fresh = instructions::json(&counts, s);
+        match (results["dataplane_instructions"].as_object_mut(), fresh) {
+            (Some(old), serde_json::Value::Object(new)) => {
+                for (k, v) in new {
+                    if k != "native" || !old.contains_key("native") {
+                        old.insert(k, v);
+                    }
+                }
+            }
+            (_, fresh) => results["dataplane_instructions"] = fresh,
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
         println!("wrote the instruction counts into {}", path.display());
     }
