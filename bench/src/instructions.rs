@@ -191,19 +191,25 @@ struct Control {
 }
 
 impl Control {
+    /// Runs `callgrind_control <arg> <pid>`. vgdb, which carries the command, has been seen
+    /// to hang now and then; it is given a minute, then tried again (up to three times).
     fn run(&self, arg: &str) -> Result<()> {
-        let out = Command::new("callgrind_control")
-            .args(arg.split(' '))
-            .arg(self.pid.to_string())
-            .output()
-            .context("running callgrind_control (valgrind is needed: apt-get install valgrind)")?;
-        if !out.status.success() {
-            bail!(
-                "callgrind_control {arg}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let mut last = String::new();
+        for _ in 0..3 {
+            let out = Command::new("timeout")
+                .args(["-k", "5", "60", "callgrind_control"])
+                .args(arg.split(' '))
+                .arg(self.pid.to_string())
+                .output()
+                .context(
+                    "running callgrind_control (valgrind is needed: apt-get install valgrind)",
+                )?;
+            if out.status.success() {
+                return Ok(());
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
         }
-        Ok(())
+        bail!("callgrind_control {arg}: {last}")
     }
 
     /// Dumps the counters and reads each thread's total, largest first (the dump files
