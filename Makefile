@@ -15,6 +15,10 @@ WASM            := target/$(WASM_TARGET)/wasm/credmgr_filter.wasm
 EMPTY_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter.wasm
 PROBE_WASM      := target/$(WASM_TARGET)/wasm/credmgr_bench_probe_filter.wasm
 EMPTY_SDK_WASM  := target/$(WASM_TARGET)/wasm/credmgr_bench_empty_filter_sdk.wasm
+# The filter without its response callback, for `retire_on_backend_401: false`, and the probe
+# filter likewise (the benchmarks' header_only floor).
+LEAN_WASM       := target/$(WASM_TARGET)/wasm/credmgr_filter_lean.wasm
+HEADER_ONLY_WASM := target/$(WASM_TARGET)/wasm/credmgr_bench_header_only.wasm
 # Proxy-Wasm callbacks that none of our filters implements. The SDK exports every callback;
 # Envoy calls one only if the module exports it, so each export removed by tools/wasm-trim is
 # one entry into V8 fewer per request (proxy_on_log, proxy_on_done) or per body chunk.
@@ -31,8 +35,10 @@ export CREDMGR_BENCH_EMPTY_WASM := $(abspath $(EMPTY_WASM))
 export CREDMGR_BENCH_PROBE_WASM := $(abspath $(PROBE_WASM))
 export CREDMGR_BENCH_EMPTY_SDK_WASM := $(abspath $(EMPTY_SDK_WASM))
 export CREDMGR_NATIVE_MODULE := $(abspath $(NATIVE))
+export CREDMGR_LEAN_WASM := $(abspath $(LEAN_WASM))
+export CREDMGR_BENCH_HEADER_ONLY_WASM := $(abspath $(HEADER_ONLY_WASM))
 
-.PHONY: help tools chromium psql build wasm native lint unit unit-wasm openapi-check validate-envoy e2e test run bench bench-quick bench-build clean \
+.PHONY: help tools chromium psql build wasm native lint unit unit-wasm openapi-check validate-envoy e2e test run bench bench-quick bench-instructions bench-build clean \
         fuzz-build fuzz-smoke fuzz fuzz-merge validate-alerts
 
 help:
@@ -40,7 +46,8 @@ help:
 	@echo "make test   install test tools, lint, unit tests, validate Envoy configs, end-to-end tests"
 	@echo "make openapi-check  validate control-plane/openapi.json, fuzz a live control plane from it"
 	@echo "make bench  benchmarks: data plane against native Envoy, cold path, runtime API (a few minutes)"
-	@echo "make bench-quick  the data-plane comparison alone (under two minutes)"
+	@echo "make bench-quick  the data-plane comparison and quick instruction counts (a few minutes)"
+	@echo "make bench-instructions  the instruction counts alone, recorded into latest.json"
 	@echo "make images  the filter and control plane as OCI images under target/images/ (no Docker needed)"
 	@echo "make fuzz   fuzz every parser of outside input, FUZZ_SECONDS each (default 600; FUZZ_TARGETS=...)"
 
@@ -82,6 +89,10 @@ wasm: .wasm-target
 	cp $(EMPTY_WASM) $(EMPTY_SDK_WASM)
 	$(CARGO) run --quiet -p credmgr-wasm-trim -- $(WASM) $(EMPTY_WASM) $(PROBE_WASM) \
 	  $(addprefix --drop ,$(UNUSED_CALLBACKS))
+	cp $(WASM) $(LEAN_WASM)
+	cp $(PROBE_WASM) $(HEADER_ONLY_WASM)
+	$(CARGO) run --quiet -p credmgr-wasm-trim -- $(LEAN_WASM) $(HEADER_ONLY_WASM) \
+	  --drop proxy_on_response_headers
 
 # The same filter built natively, as an Envoy dynamic module (Envoy 1.40.x only; see the
 # README's "Native build"). Debug, as the tests load it; ship a `--release` build.
@@ -237,6 +248,10 @@ validate-envoy: tools wasm native $(VENV)/.kubernetes-validate-$(KUBERNETES_VALI
 	  BENCH_PROBE_SHARED_PORT=10110 BENCH_PROBE_WASM=$(CREDMGR_BENCH_PROBE_WASM) \
 	  BENCH_EMPTY_SDK_PORT=10111 BENCH_EMPTY_SDK_WASM=$(CREDMGR_BENCH_EMPTY_SDK_WASM) \
 	  BENCH_MATCHED_PORT=10112 BENCH_PER_USER_PORT=10113 \
+	  BENCH_MANAGED_LEAN_PORT=10114 BENCH_MANAGED_NAMED_PORT=10115 BENCH_HEADER_ONLY_PORT=10116 \
+	  BENCH_PROBE_SET_PORT=10117 BENCH_PROBE_STATUS_PORT=10118 BENCH_PROBE_CODE_PORT=10119 \
+	  BENCH_PROBE_CLOCK_PORT=10120 BENCH_PROBE_META_PORT=10121 BENCH_TICK_MS=200 BENCH_STATS_FLUSH=5s \
+	  CREDMGR_LEAN_WASM=$(CREDMGR_LEAN_WASM) BENCH_HEADER_ONLY_WASM=$(CREDMGR_BENCH_HEADER_ONLY_WASM) \
 	  BACKEND_HOST=127.0.0.1 CONTROL_PLANE_HOST=127.0.0.1 CONTROL_PLANE_TLS_PORT=8443 \
 	  CONTROL_PLANE_TLS_NAME=localhost CONTROL_PLANE_CA="$$tmp/certs/ca.pem" \
 	  GATEWAY_TLS_CERT="$$tmp/certs/gateway.pem" GATEWAY_TLS_KEY="$$tmp/certs/gateway.key" \
@@ -366,6 +381,7 @@ fuzz-merge: fuzz-build
 # Release builds throughout: the control plane and the harness are measured as shipped.
 bench-build: tools wasm
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
 	$(CARGO) build --release -p credmgr-control-plane -p credmgr-bench
 	$(CARGO) build --release -p credmgr-filter --example hotpath
 	$(CARGO) build --release -p credmgr-filter --example hotpath --target $(WASM_TARGET)
@@ -375,6 +391,10 @@ bench: bench-build
 
 bench-quick: bench-build
 	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench --quick --seconds 4
+
+# The instruction counts alone (Envoy under callgrind), recorded into bench/results/latest.json.
+bench-instructions: bench-build
+	CREDMGR_BIN=$(abspath target/release/credmgr) target/release/credmgr-bench instructions --record
 
 ## ---- demo ----
 

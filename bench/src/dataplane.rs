@@ -83,7 +83,7 @@ pub struct Outcome {
 
 /// The caller's credential the jwt variant presents: a JWT access token of the OAuth
 /// server's `credmgr-demo` client, which an access policy of the connection names.
-fn caller_token(stack: &Stack) -> Result<String> {
+pub fn caller_token(stack: &Stack) -> Result<String> {
     let resp = credmgr_e2e::http()
         .post(stack.oauth.token_url())
         .basic_auth("credmgr-demo", Some("credmgr-demo-secret"))

@@ -11,6 +11,7 @@ mod chart;
 mod cold;
 mod controlplane;
 mod dataplane;
+mod instructions;
 mod own_work;
 mod refresh;
 mod report;
@@ -96,6 +97,28 @@ enum Sub {
         #[arg(long)]
         record: bool,
     },
+    /// Only the instruction counts (Envoy under callgrind), printed; with --record, also
+    /// written to latest.json's `dataplane_instructions`, the rest of the file kept.
+    Instructions {
+        /// Measured requests per repeat.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Warm-up requests per variant before the repeats.
+        #[arg(long, default_value_t = 2000)]
+        warmup: usize,
+        /// Repeats per variant (their spread shows the method's precision).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Only these rows, comma-separated (and the rows their ratios are to).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Where the run's processes keep their files, under the repository.
+        #[arg(long, default_value = "run/bench-instructions")]
+        run_dir: String,
+        /// Write the figures into <out>/latest.json.
+        #[arg(long)]
+        record: bool,
+    },
     /// Only the runtime API part (SQLite, PostgreSQL, bare handler), printed, not written to
     /// latest.json.
     Runtime,
@@ -123,6 +146,24 @@ fn main() -> ExitCode {
         Some(Sub::Chart { out }) => redraw(out),
         Some(Sub::Refresh { ttl, seconds }) => refresh_only(*ttl, *seconds),
         Some(Sub::Runtime) => runtime_only(&cli),
+        Some(Sub::Instructions {
+            requests,
+            warmup,
+            repeats,
+            only,
+            run_dir,
+            record,
+        }) => instructions_only(
+            &cli,
+            &instructions::Settings {
+                requests: *requests,
+                warmup: *warmup,
+                repeats: *repeats,
+                only: only.clone(),
+            },
+            run_dir,
+            *record,
+        ),
         Some(Sub::Profile) => profile_only(&cli),
         Some(Sub::Scale {
             connections,
@@ -206,6 +247,66 @@ fn runtime_api(
     )
 }
 
+/// The instruction counts' settings: `make bench` 2,000 requests x 3 repeats, the quick run
+/// 500 x 2 of the variants alone (about 5 minutes).
+fn instruction_settings(quick: bool) -> instructions::Settings {
+    if quick {
+        instructions::Settings {
+            requests: 500,
+            warmup: 500,
+            repeats: 2,
+            // The variants' Envoy only: the host-call probes' second Envoy is for make bench.
+            only: instructions::VARIANTS
+                .iter()
+                .map(|(n, _, _)| (*n).to_owned())
+                .collect(),
+        }
+    } else {
+        instructions::Settings {
+            requests: 2000,
+            warmup: 2000,
+            repeats: 3,
+            only: Vec::new(),
+        }
+    }
+}
+
+fn instructions_only(
+    cli: &Cli,
+    s: &instructions::Settings,
+    run_dir: &str,
+    record: bool,
+) -> Result<()> {
+    require("valgrind", "apt-get install valgrind")?;
+    let root = credmgr_e2e::repo_root();
+    let dir = root.canonicalize().unwrap_or(root).join(run_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let counts = instructions::run(&dir, &cli.server_cpu.to_string(), s)?;
+    instructions::print(&counts, s);
+    if record {
+        let path = cli.out.join("latest.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (run make bench first)", path.display()))?;
+        let mut results: serde_json::Value = serde_json::from_str(&text)?;
+        // Merged: rows measured by another run (e.g. --only) are kept.
+        let fresh = instructions::json(&counts, s);
+        match (results["dataplane_instructions"].as_object_mut(), fresh) {
+            (Some(old), serde_json::Value::Object(new)) => {
+                for (k, v) in new {
+                    if k != "native" || !old.contains_key("native") {
+                        old.insert(k, v);
+                    }
+                }
+            }
+            (_, fresh) => results["dataplane_instructions"] = fresh,
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+        println!("wrote the instruction counts into {}", path.display());
+    }
+    Ok(())
+}
+
 fn runtime_only(cli: &Cli) -> Result<()> {
     let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-runtime")?;
     let r = runtime_api(cli, &stack, &load, &warmup)?;
@@ -243,6 +344,12 @@ fn bench(cli: &Cli) -> Result<()> {
         (Some(p), Some(o), Some(c), Some(r))
     };
     drop(stack);
+    let instr_settings = instruction_settings(cli.quick);
+    let instr = instructions::run(
+        &dir.join("instructions"),
+        &cli.server_cpu.to_string(),
+        &instr_settings,
+    )?;
     let refresh = if cli.quick {
         None
     } else {
@@ -270,6 +377,7 @@ fn bench(cli: &Cli) -> Result<()> {
     };
 
     report::print_dataplane(&dp, &settings);
+    instructions::print(&instr, &instr_settings);
     if let Some(p) = &profile {
         report::print_profile(p, &profile_settings);
     }
@@ -313,6 +421,7 @@ fn bench(cli: &Cli) -> Result<()> {
         "dataplane": report::dataplane_json(&dp),
         "dataplane_targets": report::targets_json(&dp),
         "dataplane_evidence": dp.evidence,
+        "dataplane_instructions": instructions::json(&instr, &instr_settings),
         "hot_path_profile": profile.as_deref().map(report::profile_json),
         "hot_path_own_work": own,
         "cold_path": cold,

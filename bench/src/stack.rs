@@ -53,6 +53,14 @@ pub struct Ports {
     pub empty_wasm: u16,
     /// The empty filter with every callback the SDK exports (see the Makefile's `wasm`).
     pub empty_sdk: u16,
+    /// credmgr with `retire_on_backend_401` off, from the lean module.
+    pub managed_lean: u16,
+    /// credmgr with the route naming its policy set in metadata.
+    pub managed_named: u16,
+    /// The probe filter setting the header only, without a response callback.
+    pub header_only: u16,
+    /// The probe filter's one-host-call listeners: set, status, code, clock, meta.
+    pub probe_one: [u16; 5],
     pub cold: u16,
     /// The probe filter's listeners: lookup, inject, all, shared (see dataplane::PROFILE).
     pub probe: [u16; 4],
@@ -111,6 +119,21 @@ impl Stack {
     /// `cpus` (a taskset list, e.g. "0" or "0,1"); the OAuth server's tokens live
     /// `token_ttl_s` seconds.
     pub fn start(dir: &Path, cpus: &str, concurrency: u32, token_ttl_s: u32) -> Result<Stack> {
+        Stack::start_under(dir, cpus, concurrency, token_ttl_s, &[], None)
+    }
+
+    /// As [`Stack::start`], Envoy run by the command `wrapper` (e.g. valgrind and its
+    /// options; empty: Envoy itself), with only the `listeners` named (all: `None`). A
+    /// wrapper runs the Envoy binary, not the virtualenv's launcher script. (Under valgrind,
+    /// V8's address-space reservations for every Wasm VM of envoy/bench.yaml do not fit.)
+    pub fn start_under(
+        dir: &Path,
+        cpus: &str,
+        concurrency: u32,
+        token_ttl_s: u32,
+        wrapper: &[String],
+        listeners: Option<&[&str]>,
+    ) -> Result<Stack> {
         // JWT access tokens (RFC 9068): the jwt variant's callers present one of this server's
         // tokens, so it is also the callers' trusted issuer.
         let oauth = OAuthServer::start(
@@ -124,10 +147,18 @@ impl Stack {
         // The refresh run uses tokens of seconds: a skew of a second keeps the control plane's
         // refresh point at 80 % of their lifetime, as it is for hour-long tokens with the
         // default skew of a minute (a skew longer than the lifetime moves it to half-life).
+        // Under a wrapper (callgrind), gateways are not asked to fetch access decisions again
+        // during the run: those background fetches (20 a second for per_user's 300 users)
+        // are idle work whose bursts would blur the subtraction.
+        let access_refresh = if wrapper.is_empty() { "30s" } else { "120m" };
         let control_plane = ControlPlane::start_with(
             dir,
             free_port(),
-            &[("RUST_LOG", "info"), ("CREDMGR_REFRESH_SKEW", "1s")],
+            &[
+                ("RUST_LOG", "info"),
+                ("CREDMGR_REFRESH_SKEW", "1s"),
+                ("CREDMGR_ACCESS_REFRESH", access_refresh),
+            ],
         );
         control_plane.create_client_credentials_connection(&oauth, PROVIDER, CONNECTION);
         trust_callers(&control_plane, &oauth)?;
@@ -147,6 +178,16 @@ impl Stack {
             per_user: free_port(),
             empty_wasm: free_port(),
             empty_sdk: free_port(),
+            managed_lean: free_port(),
+            managed_named: free_port(),
+            header_only: free_port(),
+            probe_one: [
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            ],
             cold: free_port(),
             probe: [free_port(), free_port(), free_port(), free_port()],
             backend: free_port(),
@@ -164,7 +205,36 @@ impl Stack {
             "CREDMGR_BENCH_PROBE_WASM",
             "target/wasm32-wasip1/wasm/credmgr_bench_probe_filter.wasm",
         );
+        let lean_wasm = credmgr_e2e::artifact(
+            "CREDMGR_LEAN_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_filter_lean.wasm",
+        );
+        let header_only_wasm = credmgr_e2e::artifact(
+            "CREDMGR_BENCH_HEADER_ONLY_WASM",
+            "target/wasm32-wasip1/wasm/credmgr_bench_header_only.wasm",
+        );
+        // Under a wrapper (callgrind), ticks and stats flushes are rarer: they are idle work.
+        let (tick_ms, stats_flush) = if wrapper.is_empty() {
+            ("200", "5s")
+        } else {
+            ("5000", "60s")
+        };
         let vars = vec![
+            ("BENCH_TICK_MS", tick_ms.to_owned()),
+            ("BENCH_STATS_FLUSH", stats_flush.to_owned()),
+            ("CREDMGR_LEAN_WASM", lean_wasm.display().to_string()),
+            (
+                "BENCH_HEADER_ONLY_WASM",
+                header_only_wasm.display().to_string(),
+            ),
+            ("BENCH_MANAGED_LEAN_PORT", ports.managed_lean.to_string()),
+            ("BENCH_MANAGED_NAMED_PORT", ports.managed_named.to_string()),
+            ("BENCH_HEADER_ONLY_PORT", ports.header_only.to_string()),
+            ("BENCH_PROBE_SET_PORT", ports.probe_one[0].to_string()),
+            ("BENCH_PROBE_STATUS_PORT", ports.probe_one[1].to_string()),
+            ("BENCH_PROBE_CODE_PORT", ports.probe_one[2].to_string()),
+            ("BENCH_PROBE_CLOCK_PORT", ports.probe_one[3].to_string()),
+            ("BENCH_PROBE_META_PORT", ports.probe_one[4].to_string()),
             ("BENCH_PROBE_LOOKUP_PORT", ports.probe[0].to_string()),
             ("BENCH_PROBE_INJECT_PORT", ports.probe[1].to_string()),
             ("BENCH_PROBE_ALL_PORT", ports.probe[2].to_string()),
@@ -189,11 +259,19 @@ impl Stack {
             ("CREDMGR_CONNECTION_ID", CONNECTION.to_owned()),
         ];
         let (config, _, admin) = credmgr_e2e::Envoy::render(dir, "bench.yaml", &vars);
+        if let Some(keep) = listeners {
+            let text = std::fs::read_to_string(&config)?;
+            std::fs::write(&config, only_listeners(&text, keep))?;
+        }
         let ports = Ports { admin, ..ports };
-        let envoy_bin = credmgr_e2e::artifact("CREDMGR_ENVOY", ".venv/bin/envoy");
+        let mut envoy_bin = credmgr_e2e::artifact("CREDMGR_ENVOY", ".venv/bin/envoy");
+        if !wrapper.is_empty() {
+            envoy_bin = envoy_binary(&envoy_bin);
+        }
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
             .arg(cpus)
+            .args(wrapper)
             .arg(envoy_bin)
             .arg("-c")
             .arg(&config)
@@ -204,7 +282,9 @@ impl Stack {
         let mut envoy = Process::spawn("envoy", cmd, dir);
         let admin_url = format!("http://127.0.0.1:{admin}");
         let client = http();
-        wait_for("Envoy to be ready", Duration::from_secs(60), || {
+        // Under valgrind, Envoy starts its Wasm VMs many times slower.
+        let ready_within = Duration::from_secs(if wrapper.is_empty() { 60 } else { 600 });
+        wait_for("Envoy to be ready", ready_within, || {
             if let Some(code) = envoy.exited() {
                 panic!(
                     "Envoy exited ({code}) while starting; its log:\n{}",
@@ -227,6 +307,11 @@ impl Stack {
             bail!("envoy/bench.yaml has no backend listener");
         }
         Ok(stack)
+    }
+
+    /// Envoy's process id (also when a wrapper such as valgrind runs it: each execs).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy_pid
     }
 
     pub fn url(port: u16) -> String {
@@ -288,6 +373,59 @@ impl Stack {
             self.dir.display()
         )
     }
+}
+
+/// The rendered `envoy/bench.yaml` with only the listeners named `keep` (and `backend`).
+fn only_listeners(config: &str, keep: &[&str]) -> String {
+    const START: &str = "  listeners:\n";
+    const END: &str = "  clusters:\n";
+    let (Some(a), Some(b)) = (config.find(START), config.find(END)) else {
+        return config.to_owned();
+    };
+    let (head, rest) = config.split_at(a + START.len());
+    let (section, tail) = rest.split_at(b - a - START.len());
+    let kept: Vec<String> = section
+        .split_inclusive('\n')
+        .fold(Vec::<String>::new(), |mut blocks, line| {
+            match blocks.last_mut() {
+                Some(block) if !line.starts_with("  - name: ") => block.push_str(line),
+                _ => blocks.push(line.to_owned()),
+            }
+            blocks
+        })
+        .into_iter()
+        .filter(|block| {
+            let name = block
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("  - name: "))
+                .unwrap_or("")
+                .trim();
+            name == "backend" || keep.contains(&name)
+        })
+        .collect();
+    format!("{head}{}{tail}", kept.concat())
+}
+
+/// The Envoy binary behind `launcher`: the virtualenv's `envoy` is a Python script that execs
+/// `site-packages/envoy/_bin/envoy`, which a wrapper such as valgrind must run itself.
+fn envoy_binary(launcher: &Path) -> PathBuf {
+    let is_script = std::fs::read(launcher).is_ok_and(|b| b.starts_with(b"#!"));
+    if !is_script {
+        return launcher.to_path_buf();
+    }
+    let lib = launcher
+        .parent()
+        .and_then(Path::parent)
+        .map(|venv| venv.join("lib"));
+    let found = lib
+        .and_then(|lib| std::fs::read_dir(lib).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| launcher.to_path_buf())
 }
 
 /// CPU time (user + system, all threads) of process `pid`, in microseconds.

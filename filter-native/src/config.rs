@@ -32,21 +32,6 @@ unsafe impl Sync for NativeConfig {}
 /// reason the filter gives: the error codes of the control plane's answers, and the statuses
 /// the filter answers with.
 fn counter_names() -> Vec<String> {
-    let plain = [
-        stats::CACHE_HIT,
-        stats::CACHE_MISS,
-        stats::REFRESH_AHEAD,
-        stats::CONTROL_PLANE_CALL,
-        stats::ISSUERS_FETCH,
-        stats::CONTROL_PLANE_FAILURE,
-        stats::CONTROL_PLANE_RETRY,
-        stats::FORCED_REFRESH_SKIPPED,
-        stats::STALE_SERVED,
-        stats::TOKEN_INJECTED,
-        stats::REQUEST_REJECTED,
-        stats::JWT_VERIFIED,
-        stats::UPSTREAM_UNAUTHORIZED,
-    ];
     let failures = [
         codes::INVALID_REQUEST,
         codes::UNAUTHENTICATED,
@@ -69,16 +54,16 @@ fn counter_names() -> Vec<String> {
     let statuses = [
         "400", "401", "403", "404", "409", "429", "500", "502", "503", "504",
     ];
-    let mut names: Vec<String> = plain.iter().map(|n| (*n).to_owned()).collect();
+    let mut names: Vec<String> = stats::Counter::all().map(|c| c.name().to_owned()).collect();
     names.extend(
         failures
             .iter()
-            .map(|r| format!("{}.{r}", stats::CONTROL_PLANE_FAILURE)),
+            .map(|r| format!("{}.{r}", stats::CONTROL_PLANE_FAILURE.name())),
     );
     names.extend(
         statuses
             .iter()
-            .map(|s| format!("{}.{s}", stats::REQUEST_REJECTED)),
+            .map(|s| format!("{}.{s}", stats::REQUEST_REJECTED.name())),
     );
     names
 }

@@ -25,10 +25,10 @@
 
 use crate::host::{Host, Level, SetSharedError};
 use credmgr_common::RuntimeToken;
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Beginning of the cache keys of ids rendered per request, which live in slots.

@@ -24,7 +24,9 @@
 
 use crate::matching::Rules;
 use crate::template::Template;
+use credmgr_common::RuntimeToken;
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -79,6 +81,9 @@ pub struct FilterConfig {
     pub rules: Rules<Rc<PolicySet>>,
     /// The route's metadata is read (a host call on every request) and wins over the rules.
     pub route_metadata: bool,
+    /// A backend's 401 retires the token the request carried; off, responses are not looked
+    /// at (no request is kept past its headers, no `:status` read).
+    pub retire_on_backend_401: bool,
 }
 
 #[derive(Debug)]
@@ -109,7 +114,8 @@ pub struct GetAuthorizationContext {
     /// for answers about its templates.
     pub place: String,
     pub ids: Ids,
-    pub variable: String,
+    /// Shared with the request's variables, which name it without a copy.
+    pub variable: Rc<str>,
     pub identity_type: IdentityType,
     /// The caller's JWT (identity-type `jwt`): a template of request values, such as
     /// `{{request.headers.authorization}}`; a leading `Bearer ` is dropped.
@@ -146,6 +152,13 @@ pub struct SetHeader {
     pub name: String,
     pub exists_action: ExistsAction,
     pub values: Vec<Template>,
+    /// The one context variable the step's single value depends on, when it depends on
+    /// nothing else (literals and that variable's access token, as `Bearer
+    /// {{auth.AccessToken}}`): its rendering is then kept for the token it was made from.
+    pub token_only: Option<String>,
+    /// The last value rendered for `token_only`, and the token it was rendered from: a cache
+    /// hit serving the same token sets the header without rendering or allocating.
+    pub rendered: RefCell<Option<(Rc<RuntimeToken>, Rc<str>)>>,
 }
 
 /// A configuration error; the message names where in the configuration it is.

@@ -11,6 +11,7 @@ use crate::config_raw::{OneOrMany, RawConfig, RawStep, MAX_MAX_ENTRIES};
 use crate::matching::Rules;
 use crate::template::{Segment, Template};
 use credmgr_common::ids::validate_id;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -111,8 +112,12 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     let rules =
         Rules::compile(raw.rules, |name| policies.get(name).cloned()).map_err(ConfigError)?;
     // Today's configurations name their sets in route metadata; with rules, reading it (a
-    // host call per request) is asked for explicitly.
-    let route_metadata = raw.route_metadata.unwrap_or(rules.is_empty());
+    // host call per request) is asked for explicitly. With one policy set that is also the
+    // default, a route has nothing to choose: the read is skipped unless asked for.
+    let only_the_default = policies.len() == 1 && default_policy.is_some();
+    let route_metadata = raw
+        .route_metadata
+        .unwrap_or(rules.is_empty() && !only_the_default);
     Ok(FilterConfig {
         control_plane: ControlPlane {
             authority: cp.authority.unwrap_or_else(|| cp.cluster.clone()),
@@ -132,6 +137,7 @@ fn compile(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         identity_claims,
         rules,
         route_metadata,
+        retire_on_backend_401: raw.retire_on_backend_401,
     })
 }
 
@@ -196,7 +202,7 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                 Step::GetAuthorizationContext(GetAuthorizationContext {
                     place: format!("policies.{name}[{i}].get-authorization-context"),
                     ids,
-                    variable: var,
+                    variable: Rc::from(var),
                     identity_type: g.identity_type,
                     identity,
                     ignore_error: g.ignore_error,
@@ -264,10 +270,16 @@ fn compile_policy_set(name: &str, raw_steps: Vec<RawStep>) -> Result<PolicySet, 
                     }
                     values.push(t);
                 }
+                let token_only = match values.as_slice() {
+                    [only] => only.token_only().map(str::to_owned),
+                    _ => None,
+                };
                 Step::SetHeader(SetHeader {
                     name: s.name.to_ascii_lowercase(),
                     exists_action: s.exists_action,
                     values,
+                    token_only,
+                    rendered: RefCell::default(),
                 })
             }
         };

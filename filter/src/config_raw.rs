@@ -28,6 +28,15 @@ pub struct RawConfig {
     /// the rules. Absent: read when no rules are configured, not read when some are.
     #[serde(default)]
     pub route_metadata: Option<bool>,
+    /// Whether a backend's 401 to a request that carried a token retires that token. On,
+    /// each request that carried a token is kept until its response and the response's
+    /// `:status` is read (a host call); off, the filter does no work on responses at all.
+    #[serde(default = "default_retire_on_backend_401")]
+    pub retire_on_backend_401: bool,
+}
+
+fn default_retire_on_backend_401() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

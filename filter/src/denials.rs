@@ -11,8 +11,8 @@
 
 use crate::failure::Failure;
 use crate::host::{Host, SetSharedError};
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// The control plane's refusals on one worker.
 pub struct Denials {

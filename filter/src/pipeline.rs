@@ -59,8 +59,9 @@ pub struct Request {
     ids: Option<Rc<StepIds>>,
     /// The current step already asked for the issuers (none yet, or an unknown key).
     hinted: bool,
-    /// Tokens written into the request (cache key, token), to recognise a backend's 401.
-    pub injected: Vec<(String, Rc<RuntimeToken>)>,
+    /// Tokens written into the request (the ids they came from, the token), to recognise a
+    /// backend's 401; only recorded when `retire_on_backend_401` is on.
+    pub injected: Vec<(Rc<StepIds>, Rc<RuntimeToken>)>,
 }
 
 impl Request {
@@ -90,39 +91,41 @@ impl Request {
                         return progress;
                     }
                 }
-                Step::SetHeader(s) => match self.set_header(host, s) {
-                    Ok(injected) => {
-                        if injected {
-                            view.stats.inc(stats::TOKEN_INJECTED);
+                Step::SetHeader(s) => {
+                    match self.set_header(host, s, view.config.retire_on_backend_401) {
+                        Ok(injected) => {
+                            if injected {
+                                view.stats.inc(stats::TOKEN_INJECTED);
+                            }
                         }
-                    }
-                    Err(SetHeaderFailure::Unsafe) => {
-                        host.log(
-                            Level::Warn,
-                            &format!(
-                                "set-header {}: the value would hold a control character (CR, \
+                        Err(SetHeaderFailure::Unsafe) => {
+                            host.log(
+                                Level::Warn,
+                                &format!(
+                                    "set-header {}: the value would hold a control character (CR, \
                                  LF, ...) from the provider's token or claims; not sent",
-                                s.name
-                            ),
-                        );
-                        let body = ErrorBody::new(
-                            codes::PROVIDER_ERROR,
-                            "the provider's token or claims hold characters not allowed in an \
+                                    s.name
+                                ),
+                            );
+                            let body = ErrorBody::new(
+                                codes::PROVIDER_ERROR,
+                                "the provider's token or claims hold characters not allowed in an \
                              HTTP header (CR, LF or another control character); the request \
                              was not sent to the backend",
-                        )
-                        .with_detail("header", s.name.as_str());
-                        return Progress::Respond(502, body);
+                            )
+                            .with_detail("header", s.name.as_str());
+                            return Progress::Respond(502, body);
+                        }
+                        Err(SetHeaderFailure::Host(e)) => {
+                            host.log(Level::Error, &format!("set-header {}: {e}", s.name));
+                            let body = ErrorBody::new(
+                                codes::INTERNAL,
+                                "the gateway could not set a request header",
+                            );
+                            return Progress::Respond(500, body);
+                        }
                     }
-                    Err(SetHeaderFailure::Host(e)) => {
-                        host.log(Level::Error, &format!("set-header {}: {e}", s.name));
-                        let body = ErrorBody::new(
-                            codes::INTERNAL,
-                            "the gateway could not set a request header",
-                        );
-                        return Progress::Respond(500, body);
-                    }
-                },
+                }
             }
             self.next_step += 1;
         }
@@ -165,12 +168,8 @@ impl Request {
 
     fn set_var(&mut self, step: &GetAuthorizationContext, token: Option<Rc<RuntimeToken>>) {
         self.vars.push(Var {
-            name: step.variable.clone(),
-            key: self
-                .ids
-                .as_ref()
-                .map(|ids| ids.cache_key.clone())
-                .unwrap_or_default(),
+            name: Rc::clone(&step.variable),
+            ids: self.ids.clone(),
             token,
         });
         self.caller = None;
@@ -267,8 +266,8 @@ impl Request {
         view: &View,
         step: &GetAuthorizationContext,
     ) -> Option<Progress> {
-        // One clock read per step: expiry margins and leeways are seconds.
-        let now = host.now_ms();
+        // The tick's clock (no host call): expiry margins and leeways are seconds.
+        let now = view.now(host);
         let caller_token = match (step.identity_type, &step.identity) {
             (IdentityType::Jwt, Some(identity)) => {
                 let values = Vars {
@@ -399,8 +398,17 @@ impl Request {
         }
     }
 
-    /// Applies a `set-header` step; `Ok(true)` when it wrote an access token.
-    fn set_header(&mut self, host: &impl Host, step: &SetHeader) -> Result<bool, SetHeaderFailure> {
+    /// Applies a `set-header` step; `Ok(true)` when it wrote an access token. With `record`,
+    /// the tokens written are remembered, for a backend's 401 to retire them.
+    fn set_header(
+        &mut self,
+        host: &impl Host,
+        step: &SetHeader,
+        record: bool,
+    ) -> Result<bool, SetHeaderFailure> {
+        if let (Some(var), ExistsAction::Override) = (&step.token_only, step.exists_action) {
+            return self.set_token_header(host, step, var, record);
+        }
         let values = Vars {
             vars: &self.vars,
             host,
@@ -414,9 +422,6 @@ impl Request {
                 None => return Ok(false),
             }
         }
-        // RFC 9110 §5.5: no CR, LF or NUL in a field value (Envoy would answer 503 for it,
-        // and a CR LF could add headers of the provider's choosing); HTAB is allowed.
-        let unsafe_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
         if rendered.iter().any(|v| v.bytes().any(unsafe_byte)) {
             return Err(SetHeaderFailure::Unsafe);
         }
@@ -441,10 +446,12 @@ impl Request {
         for t in &step.values {
             for seg in t.segments() {
                 if let Segment::AccessToken(var) = seg {
-                    if let Some(v) = self.vars.iter().rev().find(|v| &v.name == var) {
-                        if let Some(token) = &v.token {
-                            self.injected.push((v.key.clone(), Rc::clone(token)));
+                    if let Some(v) = self.vars.iter().rev().find(|v| &*v.name == var) {
+                        if let (Some(token), Some(ids)) = (&v.token, &v.ids) {
                             wrote_token = true;
+                            if record {
+                                self.injected.push((Rc::clone(ids), Rc::clone(token)));
+                            }
                         }
                     }
                 }
@@ -452,6 +459,62 @@ impl Request {
         }
         Ok(wrote_token)
     }
+
+    /// The hot path of `set-header`: one value made of literals and the access token of
+    /// context variable `var` only, overriding the header. The value rendered for a token is
+    /// kept with the step and set again while the token is the same, without rendering or
+    /// allocating.
+    fn set_token_header(
+        &mut self,
+        host: &impl Host,
+        step: &SetHeader,
+        var: &str,
+        record: bool,
+    ) -> Result<bool, SetHeaderFailure> {
+        let Some(v) = self.vars.iter().rev().find(|v| &*v.name == var) else {
+            return Ok(false);
+        };
+        // A null context (ignored error): leave the header alone.
+        let Some(token) = &v.token else {
+            return Ok(false);
+        };
+        let kept = match &*step.rendered.borrow() {
+            Some((t, value)) if Rc::ptr_eq(t, token) => Some(Rc::clone(value)),
+            _ => None,
+        };
+        let value = match kept {
+            Some(value) => value,
+            None => {
+                let values = Vars {
+                    vars: &self.vars,
+                    host,
+                    claims: &[],
+                };
+                let Some(rendered) = step.values.first().and_then(|t| t.render(&values)) else {
+                    return Ok(false);
+                };
+                if rendered.bytes().any(unsafe_byte) {
+                    return Err(SetHeaderFailure::Unsafe);
+                }
+                let value: Rc<str> = Rc::from(rendered);
+                *step.rendered.borrow_mut() = Some((Rc::clone(token), Rc::clone(&value)));
+                value
+            }
+        };
+        host.set_request_header(&step.name, &value)?;
+        // Remember which token went out, so a 401 from the backend can retire it.
+        if let (true, Some(ids)) = (record, &v.ids) {
+            let entry = (Rc::clone(ids), Rc::clone(token));
+            self.injected.push(entry);
+        }
+        Ok(true)
+    }
+}
+
+/// RFC 9110 §5.5: no CR, LF or NUL in a field value (Envoy would answer 503 for it, and a CR
+/// LF could add headers of the provider's choosing); HTAB is allowed.
+fn unsafe_byte(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 /// Why a `set-header` step did not complete.

@@ -135,6 +135,23 @@ impl Template {
     }
 
     /// Whether the template uses the caller's verified claims.
+    /// The context variable this template depends on when it is made of literals and that
+    /// one variable's access token only (`Bearer {{auth.AccessToken}}`); its rendering is then
+    /// a function of the token alone.
+    pub fn token_only(&self) -> Option<&str> {
+        let mut var = None;
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(_) => {}
+                Segment::AccessToken(v) if var.is_none_or(|w: &str| w == v) => {
+                    var = Some(v.as_str())
+                }
+                _ => return None,
+            }
+        }
+        var
+    }
+
     pub fn uses_identity(&self) -> bool {
         self.segments
             .iter()

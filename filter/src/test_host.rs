@@ -13,6 +13,8 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub struct FakeHost {
     pub now_ms: Cell<u64>,
+    /// Clock reads: each is a host call.
+    pub clock_reads: Cell<usize>,
     pub current: Cell<u32>,
     pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     /// Shared-data reads, to tell a worker's own copy from a look-up.
@@ -73,7 +75,8 @@ impl FakeHost {
             })
             .collect()
     }
-    pub fn counter(&self, name: &str) -> i64 {
+    pub fn counter(&self, name: impl AsRef<str>) -> i64 {
+        let name = name.as_ref();
         self.counters
             .borrow()
             .iter()
@@ -99,6 +102,7 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn now_ms(&self) -> u64 {
+        self.clock_reads.set(self.clock_reads.get() + 1);
         self.now_ms.get()
     }
     fn log(&self, _level: Level, message: &str) {

@@ -2,16 +2,17 @@
 //! values its templates are rendered against: those variables, its headers, and the verified
 //! claims of the current step's caller.
 
+use crate::config::StepIds;
 use crate::host::Host;
 use crate::template::Values;
 use credmgr_common::RuntimeToken;
 use std::rc::Rc;
 
-/// A context variable: the token it holds (`None`: null, after an ignored error) and the
-/// cache key it came from.
+/// A context variable: the token it holds (`None`: null, after an ignored error) and the ids
+/// (with their cache key) it came from. Every part is shared, nothing copied.
 pub(crate) struct Var {
-    pub name: String,
-    pub key: String,
+    pub name: Rc<str>,
+    pub ids: Option<Rc<StepIds>>,
     pub token: Option<Rc<RuntimeToken>>,
 }
 
@@ -28,7 +29,7 @@ impl<H> Vars<'_, H> {
         self.vars
             .iter()
             .rev()
-            .find(|v| v.name == var)
+            .find(|v| &*v.name == var)
             .and_then(|v| v.token.as_deref())
     }
 }

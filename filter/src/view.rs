@@ -8,9 +8,11 @@
 use crate::cache::TokenCache;
 use crate::config::FilterConfig;
 use crate::denials::Denials;
+use crate::host::Host;
 use crate::identity::Identities;
 use crate::refresh::Refreshes;
 use crate::stats::Stats;
+use std::cell::Cell;
 use std::rc::Rc;
 
 /// The part of one worker's state that its requests' pipelines use. Owned by the worker and
@@ -24,6 +26,8 @@ pub struct View {
     pub denials: Denials,
     /// A token served past its refresh point is queued here; the worker's tick fetches it.
     pub refreshes: Refreshes,
+    /// The time requests use, set by the worker's tick (0: no tick yet). See [`View::now`].
+    ticked: Cell<u64>,
 }
 
 impl View {
@@ -39,6 +43,27 @@ impl View {
             refreshes: Refreshes::new(config.max_entries),
             config: Rc::new(config),
             stats: Stats::default(),
+            ticked: Cell::new(0),
         }
+    }
+
+    /// The time a request uses, in milliseconds since the epoch: the clock as read by the
+    /// last tick plus one tick period, so never earlier than the real time while ticks come
+    /// (a token looks at most one tick older than it is, which only makes the filter stop
+    /// serving it a little earlier). A clock read is a host call; a tick comes every
+    /// `cache.refresh_tick_ms` (200 ms by default) and expiries, margins and leeways are
+    /// seconds. Before the first tick, the clock is read.
+    pub fn now(&self, host: &impl Host) -> u64 {
+        match self.ticked.get() {
+            0 => host.now_ms(),
+            t => t,
+        }
+    }
+
+    /// The worker's tick: reads the clock for the requests until the next one.
+    pub fn tick(&self, host: &impl Host) {
+        let now = host.now_ms();
+        self.ticked
+            .set(now.saturating_add(self.config.refresh_tick_ms).max(1));
     }
 }

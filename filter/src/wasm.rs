@@ -22,6 +22,15 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, worker: None }) });
 }}
 
+/// Whether this module exports `proxy_on_response_headers`: `make wasm` builds the lean
+/// module without it, and tools/wasm-trim then turns the last byte of this mark into `0`.
+static RESPONSE_CALLBACK: [u8; 27] = *b"credmgr-response-callback=1";
+
+fn has_response_callback() -> bool {
+    // Read through black_box: the compiler must load the byte, not fold the constant.
+    std::hint::black_box(&RESPONSE_CALLBACK).last() == Some(&b'1')
+}
+
 struct Root {
     id: u32,
     worker: Option<Rc<Worker>>,
@@ -65,6 +74,15 @@ impl RootContext for Root {
             }
         };
         match FilterConfig::parse(&bytes) {
+            Ok(config) if config.retire_on_backend_401 && !has_response_callback() => {
+                WasmHost.log(
+                    Level::Critical,
+                    "invalid credmgr filter configuration: at retire_on_backend_401: this is \
+                     the lean module (credmgr_filter_lean.wasm), which has no response \
+                     callback; set retire_on_backend_401 to false, or load credmgr_filter.wasm",
+                );
+                false
+            }
             Ok(config) => {
                 WasmHost.log(
                     Level::Info,
@@ -189,6 +207,8 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Without 401 retirement no request is kept and the response is not looked at (the
+        // lean module, `credmgr_filter_lean.wasm`, does not even export this callback).
         if let Some(worker) = self.worker.as_ref().filter(|w| w.carried_token(self.id)) {
             let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
                 .ok()

@@ -24,8 +24,8 @@ use crate::stats;
 use crate::view::View;
 use credmgr_common::error::codes;
 use credmgr_common::{ErrorBody, RuntimeToken};
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// What Envoy should do with a request now.
@@ -117,8 +117,8 @@ impl Worker {
             Some(request) => request.injected.clone(),
             None => return,
         };
-        for (key, token) in injected {
-            refused::by_backend(host, &self.view, &key, &token);
+        for (ids, token) in injected {
+            refused::by_backend(host, &self.view, &ids.cache_key, &token);
         }
     }
 
@@ -148,6 +148,7 @@ impl Worker {
     /// The root context's periodic tick: calls again for orphaned fetches, and fetches the
     /// tokens that requests found past their refresh point.
     pub fn on_tick(&self, host: &impl Host, root_ctx: u32) {
+        self.view.tick(host);
         self.view.stats.flush(host);
         let orphaned: Vec<String> = self
             .fetches
@@ -497,3 +498,7 @@ mod rules_tests;
 #[cfg(test)]
 #[path = "worker_refusal_tests.rs"]
 mod refusal_tests;
+
+#[cfg(test)]
+#[path = "worker_hotpath_tests.rs"]
+mod hotpath_tests;

@@ -147,8 +147,10 @@ fn control_plane_down_keeps_a_valid_token_serving_and_without_one_answers_503_js
         vec!["Bearer cached"]
     );
 
-    // Expired, control plane down: 503 with a JSON body, no token forwarded.
+    // Expired, control plane down: 503 with a JSON body, no token forwarded. Requests read
+    // the time of the last tick: the clock moves for them when the tick reads it.
     host.now_ms.set(100_000);
+    w.view.tick(&host);
     host.set_headers(13, &[]);
     assert_eq!(start(&w, &host, 13), Flow::Pause);
     answer_last(&w, &host, DOWN);

@@ -11,7 +11,9 @@
 //! - `shared_get`: read a cached token of credmgr's size from shared data (get_shared_data);
 //! - `clock`: read the current time (get_current_time);
 //! - `set_header`: set `Authorization: Bearer <token>` (set_map_value);
-//! - `response_status`: read the response's `:status` (get_map_value on response headers).
+//! - `response_status`: read the response's `:status` (get_map_value on response headers);
+//! - `response_code`: read the response's status as Envoy's `response.code` attribute
+//!   (get_property), the other way to learn it.
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
@@ -32,6 +34,7 @@ mod wasm {
         clock: bool,
         set_header: bool,
         response_status: bool,
+        response_code: bool,
     }
 
     proxy_wasm::main! {{
@@ -61,6 +64,7 @@ mod wasm {
                 clock: has("clock"),
                 set_header: has("set_header"),
                 response_status: has("response_status"),
+                response_code: has("response_code"),
             };
             if ops.shared_get
                 && hostcalls::set_shared_data(KEY, Some(TOKEN.as_bytes()), None).is_err()
@@ -123,6 +127,9 @@ mod wasm {
         ) -> Action {
             if self.ops.response_status {
                 let _ = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status");
+            }
+            if self.ops.response_code {
+                let _ = hostcalls::get_property(vec!["response", "code"]);
             }
             Action::Continue
         }

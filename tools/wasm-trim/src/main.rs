@@ -64,6 +64,28 @@ fn trim_file(path: &Path, drop: &[String]) -> Result<Vec<String>> {
     Ok(removed)
 }
 
+/// What credmgr's filter keeps in its data to know whether it has a response callback
+/// (`RESPONSE_CALLBACK` in filter/src/wasm.rs); its last byte becomes `0` here when the
+/// callback's export is removed, so the filter can refuse a configuration that needs it.
+const RESPONSE_CALLBACK_MARK: &[u8] = b"credmgr-response-callback=1";
+
+/// Flips the response-callback mark in the module's data, wherever it is.
+fn mark_no_response_callback(module: &mut walrus::Module) {
+    let ids: Vec<walrus::DataId> = module.data.iter().map(|d| d.id()).collect();
+    for id in ids {
+        let data = module.data.get_mut(id);
+        let at = data
+            .value
+            .windows(RESPONSE_CALLBACK_MARK.len())
+            .position(|w| w == RESPONSE_CALLBACK_MARK);
+        if let Some(last) =
+            at.and_then(|i| data.value.get_mut(i + RESPONSE_CALLBACK_MARK.len() - 1))
+        {
+            *last = b'0';
+        }
+    }
+}
+
 /// The module without the function exports named in `drop`, and without the code that only
 /// they reached; with the names of the exports removed.
 fn trim(bytes: &[u8], drop: &[String]) -> Result<(Vec<u8>, Vec<String>)> {
@@ -80,6 +102,9 @@ fn trim(bytes: &[u8], drop: &[String]) -> Result<(Vec<u8>, Vec<String>)> {
     }
     for (id, _) in &doomed {
         module.exports.delete(*id);
+    }
+    if doomed.iter().any(|(_, n)| n == "proxy_on_response_headers") {
+        mark_no_response_callback(&mut module);
     }
     walrus::passes::gc::run(&mut module);
     Ok((
@@ -129,6 +154,23 @@ mod tests {
         let (again, removed) = trim(&out, &drop).unwrap();
         assert!(removed.is_empty());
         assert_eq!(again, out);
+    }
+
+    #[test]
+    fn removing_the_response_callback_flips_the_filters_mark() {
+        let mut m = walrus::Module::from_buffer(&module(&["proxy_on_response_headers"])).unwrap();
+        let memory = m.memories.add_local(false, false, 1, None, None);
+        let offset = walrus::ConstExpr::Value(walrus::ir::Value::I32(16));
+        let value = [b"xx".as_slice(), RESPONSE_CALLBACK_MARK, b"yy"].concat();
+        m.data
+            .add(walrus::DataKind::Active { memory, offset }, value);
+        let drop = vec!["proxy_on_response_headers".to_owned()];
+        let (out, _) = trim(&m.emit_wasm(), &drop).unwrap();
+        let m = walrus::Module::from_buffer(&out).unwrap();
+        let data: Vec<u8> = m.data.iter().flat_map(|d| d.value.clone()).collect();
+        assert!(data
+            .windows(29)
+            .any(|w| w == b"xxcredmgr-response-callback=0"));
     }
 
     #[test]
