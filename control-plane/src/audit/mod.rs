@@ -34,12 +34,17 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/audit", get(list))
 }
 
 /// An entry as `GET /v1/audit` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EntryView {
     pub id: i64,
     pub at: String,
@@ -58,6 +63,7 @@ pub struct EntryView {
     pub outcome: String,
     /// For a token: its fingerprint (`credmgr_common::runtime::token_fingerprint`) and
     /// expiry; for a change: `before` and `after`.
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 
@@ -83,21 +89,31 @@ impl From<&AuditEntry> for EntryView {
 }
 
 /// `GET /v1/audit?provider_id=&connection_id=&identity=&since=&until=&limit=&cursor=`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only the entries about this provider.
     provider_id: Option<String>,
+    /// Only the entries about this connection.
     connection_id: Option<String>,
+    /// Only the token entries of this caller (object id or application id).
     identity: Option<String>,
-    /// RFC 3339 or Unix seconds, inclusive.
+    /// Only the entries from this time on: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix
+    /// seconds, inclusive.
     since: Option<String>,
+    /// Only the entries up to this time: RFC 3339 or Unix seconds, inclusive.
     until: Option<String>,
+    /// Entries per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of audit entries, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditPage)]
 struct Page {
     entries: Vec<EntryView>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
@@ -105,6 +121,21 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// Reads the audit trail, newest first, in pages: the tokens the runtime API handed out (or
+/// refused) and the changes made through the management API (never a secret).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "list_audit_entries",
+    tag = "audit",
+    params(ListQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "A page of entries", body = Page),
+        crate::openapi::AdminErrors,
+        crate::openapi::QueryErrors
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
