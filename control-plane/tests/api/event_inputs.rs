@@ -1,0 +1,31 @@
+//! Inputs of the webhooks and audit APIs that a store cannot take as they are (a NUL byte,
+//! which PostgreSQL refuses in text): each is refused with a 400 naming its field, or
+//! matches nothing, on either store (`CREDMGR_TEST_STORE=postgres`), never a 500.
+
+use axum::http::Method;
+use serde_json::json;
+
+use crate::harness::*;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn a_webhook_url_with_control_characters_is_refused() {
+    let h = Harness::new().await;
+    for url in [
+        "https://hooks.example/a\u{0}b",
+        "https://hooks.example/a\tb",
+        "https://hooks.example/\n",
+    ] {
+        let r = h
+            .admin(
+                Method::PUT,
+                "/v1/webhooks/ops",
+                Some(json!({"url": url, "secret": SECRET, "events": ["connection.deleted"]})),
+            )
+            .await;
+        assert_invalid_field(&r, "url");
+    }
+    let r = h.admin(Method::GET, "/v1/webhooks", None).await;
+    assert_eq!(r.json, json!([]));
+}
