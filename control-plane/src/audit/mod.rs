@@ -24,6 +24,7 @@ pub use recorder::Recorder;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::error::ApiError;
+use crate::extract::checked;
 use crate::state::AppState;
 use crate::store::{AuditEntry, AuditQuery};
 
@@ -93,11 +94,14 @@ impl From<&AuditEntry> for EntryView {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    /// Only the entries about this provider.
+    /// Only the entries about this provider (an id, as in the paths).
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: Option<String>,
-    /// Only the entries about this connection.
+    /// Only the entries about this connection (an id, as in the paths).
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     connection_id: Option<String>,
-    /// Only the token entries of this caller (object id or application id).
+    /// Only the token entries of this caller (object id or application id; no control
+    /// characters).
     identity: Option<String>,
     /// Only the entries from this time on: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix
     /// seconds, inclusive.
@@ -160,9 +164,26 @@ async fn list(
             })
         })
         .transpose()?;
+    // A filter no entry can match is refused rather than sent to the store (PostgreSQL
+    // refuses a NUL byte in text: that was a 500).
+    if q.identity
+        .as_deref()
+        .is_some_and(|i| i.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "identity",
+            "`identity` must not contain control characters",
+        ));
+    }
     let query = AuditQuery {
-        provider_id: q.provider_id,
-        connection_id: q.connection_id,
+        provider_id: q
+            .provider_id
+            .map(|p| checked("provider_id", p))
+            .transpose()?,
+        connection_id: q
+            .connection_id
+            .map(|c| checked("connection_id", c))
+            .transpose()?,
         identity: q.identity,
         since: q
             .since

@@ -29,3 +29,28 @@ async fn a_webhook_url_with_control_characters_is_refused() {
     let r = h.admin(Method::GET, "/v1/webhooks", None).await;
     assert_eq!(r.json, json!([]));
 }
+
+#[tokio::test]
+async fn audit_filters_that_name_nothing_are_refused() {
+    let h = Harness::new().await;
+    for (filter, value) in [
+        ("provider_id", "a%00b"),
+        ("connection_id", "a%00b"),
+        ("provider_id", ".hidden"),
+        ("identity", "a%00b"),
+        ("identity", "a%0Ab"),
+    ] {
+        let r = h
+            .admin(Method::GET, &format!("/v1/audit?{filter}={value}"), None)
+            .await;
+        assert_invalid_field(&r, filter);
+    }
+    let r = h
+        .admin(
+            Method::GET,
+            "/v1/audit?provider_id=gh&identity=00000000-0000",
+            None,
+        )
+        .await;
+    assert_eq!(r.json["entries"], json!([]), "{}", r.json);
+}
