@@ -1,7 +1,7 @@
 """schemathesis checks of scripts/openapi-check (loaded with SCHEMATHESIS_HOOKS=openapi_hooks).
 
 - `no_secret_in_answer`: no answer, body or header, holds a seeded secret (client secret,
-  refresh token); the seeded access tokens appear only in a 200 of the runtime token call.
+  refresh token, webhook signing key); the seeded access tokens appear only in a 200 of the runtime token call.
 - `filter_path_parameters` keeps PUT and DELETE off the seeded resources.
 - `no_unexpected_server_error`: no 5xx, except the 503s the runtime token call documents for
   a connection without a usable token (its `error.code` says why) and the consent pages' 502

@@ -35,6 +35,8 @@ const TAGS: &[(&str, &str)] = &[
     ("access policies", "Who may use a connection: gateways, applications, users, groups (admin token)."),
     ("trusted issuers", "Issuers whose JWTs identify callers (identity-type `jwt`) (admin token)."),
     ("keys", "Key-encryption keys: usage and rotation (admin token)."),
+    ("webhooks", "Endpoints that hear about connection events, signed, and their deliveries (admin token)."),
+    ("audit", "The audit trail: tokens handed out or refused, and management changes (admin token)."),
     ("runtime", "What gateways call: tokens and trusted issuers (gateway key or client certificate)."),
     ("consent", "The pages a user's browser opens to consent (HTML; no credential but the link)."),
     ("operations", "Health, readiness, metrics and this document (no credential)."),
@@ -51,7 +53,7 @@ pub fn document(operational: Document) -> Document {
              the runtime API that gateways call (`/runtime/v1`, gateway key or client \
              certificate), the consent pages a user's browser opens, and the operational \
              endpoints. Every error answers `{\"error\": {\"code\", \"message\"}}`; secrets \
-             (client secrets, tokens) are write-only and never appear in an answer, except \
+             (client secrets, tokens, webhook signing secrets) are write-only and never appear in an answer, except \
              the access token the runtime API hands to an allowed gateway.",
         ))
         .license(Some(
@@ -70,6 +72,8 @@ pub fn document(operational: Document) -> Document {
         crate::consent::Api::openapi(),
         crate::issuers::Api::openapi(),
         crate::keys::Api::openapi(),
+        crate::webhooks::Api::openapi(),
+        crate::audit::Api::openapi(),
         crate::runtime::Api::openapi(),
     ] {
         doc.merge(part);
@@ -211,6 +215,18 @@ impl IntoResponses for WriteErrors {
             (413, "`invalid_request`: the body is too large."),
             (415, "`invalid_request`: the body is not `application/json`."),
         ])
+    }
+}
+
+/// The errors of a read with query parameters.
+pub struct QueryErrors;
+
+impl IntoResponses for QueryErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[(
+            400,
+            "`invalid_request`: an unknown or invalid query parameter (`details.field` names it).",
+        )])
     }
 }
 

@@ -24,6 +24,7 @@ pub use recorder::Recorder;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::error::ApiError;
+use crate::extract::checked;
 use crate::state::AppState;
 use crate::store::{AuditEntry, AuditQuery};
 
@@ -34,12 +35,17 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/audit", get(list))
 }
 
 /// An entry as `GET /v1/audit` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EntryView {
     pub id: i64,
     pub at: String,
@@ -58,6 +64,7 @@ pub struct EntryView {
     pub outcome: String,
     /// For a token: its fingerprint (`credmgr_common::runtime::token_fingerprint`) and
     /// expiry; for a change: `before` and `after`.
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 
@@ -83,21 +90,34 @@ impl From<&AuditEntry> for EntryView {
 }
 
 /// `GET /v1/audit?provider_id=&connection_id=&identity=&since=&until=&limit=&cursor=`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only the entries about this provider (an id, as in the paths).
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     provider_id: Option<String>,
+    /// Only the entries about this connection (an id, as in the paths).
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     connection_id: Option<String>,
+    /// Only the token entries of this caller (object id or application id; no control
+    /// characters).
     identity: Option<String>,
-    /// RFC 3339 or Unix seconds, inclusive.
+    /// Only the entries from this time on: RFC 3339 (`2026-01-31T12:00:00Z`) or Unix
+    /// seconds, inclusive.
     since: Option<String>,
+    /// Only the entries up to this time: RFC 3339 or Unix seconds, inclusive.
     until: Option<String>,
+    /// Entries per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of audit entries, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditPage)]
 struct Page {
     entries: Vec<EntryView>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
@@ -105,6 +125,21 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// Reads the audit trail, newest first, in pages: the tokens the runtime API handed out (or
+/// refused) and the changes made through the management API (never a secret).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "list_audit_entries",
+    tag = "audit",
+    params(ListQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "A page of entries", body = Page),
+        crate::openapi::AdminErrors,
+        crate::openapi::QueryErrors
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -129,9 +164,26 @@ async fn list(
             })
         })
         .transpose()?;
+    // A filter no entry can match is refused rather than sent to the store (PostgreSQL
+    // refuses a NUL byte in text: that was a 500).
+    if q.identity
+        .as_deref()
+        .is_some_and(|i| i.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "identity",
+            "`identity` must not contain control characters",
+        ));
+    }
     let query = AuditQuery {
-        provider_id: q.provider_id,
-        connection_id: q.connection_id,
+        provider_id: q
+            .provider_id
+            .map(|p| checked("provider_id", p))
+            .transpose()?,
+        connection_id: q
+            .connection_id
+            .map(|c| checked("connection_id", c))
+            .transpose()?,
         identity: q.identity,
         since: q
             .since

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::clock::rfc3339;
 
 /// The types of event a webhook can subscribe to, spelled as in the API and the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 pub enum EventType {
     /// A connection obtained its first token (consent given, client credentials accepted),
     /// or one again after it needed consent.

@@ -37,6 +37,11 @@ const MAX_KEY_BYTES: usize = 64;
 /// Longest receiver URL.
 const MAX_URL_LEN: usize = 2048;
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, put, delete, deliveries))]
+pub struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/webhooks", get(list))
@@ -48,7 +53,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Body of `PUT /v1/webhooks/{webhook_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
     /// Where events are POSTed: `https://`, or `http://` on the loopback interface when
@@ -57,11 +62,14 @@ pub struct WebhookBody {
     /// Write-only. `whsec_` and the base64 of 24 to 64 random bytes (as Standard Webhooks),
     /// or any text of 24 to 64 bytes. Required when the webhook is created; kept when omitted.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password, write_only)]
     secret: Option<SecretString>,
     /// The event types to send (at least one).
+    #[schema(value_type = Vec<EventType>)]
     events: Vec<String>,
     #[serde(default)]
     description: Option<String>,
+    /// Whether events are sent to it (default `true`).
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -71,7 +79,7 @@ fn yes() -> bool {
 }
 
 /// A webhook as the API shows it: never its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -101,7 +109,7 @@ impl From<&WebhookRecord> for WebhookView {
 }
 
 /// One delivery, as `GET /v1/webhooks/{id}/deliveries` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub event_id: String,
     pub event_type: String,
@@ -140,24 +148,58 @@ pub struct WebhookPath {
     pub webhook_id: String,
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RawWebhookPath {
+    /// The webhook's id: ASCII letters, digits, `-`, `_`, `.`; 1 to 64, not starting with `.`.
+    #[param(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
+    webhook_id: String,
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for WebhookPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
+        let Path(raw) = Path::<RawWebhookPath>::from_request_parts(parts, state)
             .await
             .map_err(path_error)?;
         Ok(WebhookPath {
-            webhook_id: checked("webhook_id", id)?,
+            webhook_id: checked("webhook_id", raw.webhook_id)?,
         })
     }
 }
 
+/// Lists the webhooks (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The webhooks", body = Vec<WebhookView>),
+        crate::openapi::AdminErrors
+    )
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<WebhookView>>, ApiError> {
     let all = state.store.list_webhooks().await?;
     Ok(Json(all.iter().map(WebhookView::from).collect()))
 }
 
+/// Reads a webhook (never its secret).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{webhook_id}",
+    operation_id = "get_webhook",
+    tag = "webhooks",
+    params(RawWebhookPath),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn show(State(state): State<AppState>, path: WebhookPath) -> Result<Response, ApiError> {
     let w = find(&state, &path.webhook_id).await?;
     Ok(etag::respond(
@@ -175,6 +217,23 @@ async fn find(state: &AppState, id: &str) -> Result<WebhookRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("webhook `{id}` does not exist")))
 }
 
+/// Creates or replaces a webhook. `secret` is write-only, required on create, kept when left
+/// out on replace.
+#[utoipa::path(
+    put,
+    path = "/v1/webhooks/{webhook_id}",
+    operation_id = "put_webhook",
+    tag = "webhooks",
+    params(RawWebhookPath, crate::etag::IfMatchParam),
+    request_body = WebhookBody,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Replaced", body = WebhookView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
+        (status = 201, description = "Created", body = WebhookView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
+        crate::openapi::AdminErrors,
+        crate::openapi::WriteErrors
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     path: WebhookPath,
@@ -254,6 +313,21 @@ async fn put(
     ))
 }
 
+/// Deletes a webhook and its deliveries.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{webhook_id}",
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    params(RawWebhookPath, crate::etag::IfMatchParam),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors,
+        crate::openapi::DeleteErrors
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     path: WebhookPath,
@@ -279,13 +353,29 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeliveriesQuery {
+    /// How many deliveries, newest first: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// The webhook's latest deliveries (default 100, at most 1000), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{webhook_id}/deliveries",
+    operation_id = "list_webhook_deliveries",
+    tag = "webhooks",
+    params(RawWebhookPath, DeliveriesQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The deliveries, newest first", body = Vec<DeliveryView>),
+        crate::openapi::AdminErrors,
+        crate::openapi::LookupErrors
+    )
+)]
 async fn deliveries(
     State(state): State<AppState>,
     path: WebhookPath,
@@ -349,6 +439,11 @@ pub fn validate_url(raw: &str, allow_loopback_http: bool) -> Result<(), ApiError
     if raw.len() > MAX_URL_LEN {
         return Err(bad("is too long"));
     }
+    // The URL parser drops tabs and newlines and escapes the rest, but the URL is stored as
+    // given: a NUL byte would fail PostgreSQL's insert, and the others hide what is stored.
+    if raw.chars().any(char::is_control) {
+        return Err(bad("must not contain control characters"));
+    }
     let url = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("must not carry credentials"));
@@ -386,5 +481,6 @@ mod tests {
         assert!(validate_url("http://[::1]:9/x", true).is_ok());
         assert!(validate_url("https://u:p@hooks.example/", false).is_err());
         assert!(validate_url("ftp://hooks.example/", true).is_err());
+        assert!(validate_url("https://hooks.example/a\tb", false).is_err());
     }
 }

@@ -11,6 +11,7 @@ mod backoff;
 mod connections;
 mod consent;
 mod etags;
+mod event_inputs;
 mod fake_saas;
 mod fixtures;
 mod gateway_tls;
