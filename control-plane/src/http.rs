@@ -21,10 +21,7 @@ use utoipa::OpenApi as _;
 use crate::audit;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{
-    access_policies, auth, connections, consent, gateway_tls, issuers, keys, metrics, providers,
-    runtime, telemetry, webhooks,
-};
+use crate::{auth, consent, gateway_tls, metrics, runtime, telemetry};
 
 /// The whole HTTP surface of the control plane: [`routes`], with the management changes
 /// recorded in the audit trail.
@@ -35,15 +32,7 @@ pub fn app(state: AppState) -> Router {
 /// The routes of [`app`] without the audit recorder around them (a fallback service, which
 /// hides them): what the OpenAPI test lists the served paths from.
 pub fn routes(state: AppState) -> Router {
-    let management = Router::new()
-        .merge(providers::routes())
-        .merge(providers::catalogue::routes())
-        .merge(connections::routes())
-        .merge(consent::management_routes())
-        .merge(keys::routes())
-        .merge(issuers::routes())
-        .merge(access_policies::routes())
-        .merge(webhooks::routes().merge(audit::routes()))
+    let management = crate::management::routes()
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let runtime = runtime::routes()
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway))

@@ -26,6 +26,7 @@ pub mod http;
 pub mod http_server;
 pub mod issuers;
 pub mod keys;
+pub mod management;
 pub mod metrics;
 pub mod openapi;
 pub mod presets;

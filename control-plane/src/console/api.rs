@@ -1,5 +1,5 @@
 //! The management API, called in process by the console's pages: the same handlers,
-//! validation and error messages as `/v1` over HTTP. The admin check is the console's
+//! validation, error messages and audit records as `/v1` over HTTP. The admin check is the console's
 //! session, done before any of these calls.
 
 use axum::body::Body;
@@ -9,7 +9,6 @@ use serde_json::Value;
 use tower::ServiceExt as _;
 
 use crate::state::AppState;
-use crate::{access_policies, connections, consent, issuers, keys, providers};
 
 /// Largest API answer the console reads.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -27,15 +26,9 @@ pub struct Refusal {
 
 impl Api {
     pub fn new(state: AppState) -> Api {
-        Api(Router::new()
-            .merge(providers::routes())
-            .merge(providers::catalogue::routes())
-            .merge(connections::routes())
-            .merge(consent::management_routes())
-            .merge(keys::routes())
-            .merge(issuers::routes())
-            .merge(access_policies::routes())
-            .with_state(state))
+        // Changes made from the console are recorded in the audit trail like those over HTTP.
+        let routes = crate::management::routes().with_state(state.clone());
+        Api(crate::audit::changes::record_changes(routes, state))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Refusal> {

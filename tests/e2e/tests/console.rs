@@ -84,6 +84,26 @@ fn an_operator_connects_an_account_from_the_console() {
         "{}",
         page("keys_page")
     );
+    // What the console changed is in the audit trail, as a change over HTTP would be, without
+    // the client secret.
+    let (status, audit) = cp.admin("GET", "/v1/audit?provider_id=demo", None);
+    assert_eq!(status, 200, "{audit}");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for made in [
+        "PUT /v1/providers/demo",
+        "PUT /v1/providers/demo/connections/alice",
+    ] {
+        assert!(actions.contains(&made), "{made} not audited: {audit}");
+    }
+    assert!(
+        !audit.to_string().contains("credmgr-demo-secret"),
+        "{audit}"
+    );
     // No page showed a secret: the client secret, the admin token, a token.
     for (name, text) in out.as_object().into_iter().flatten() {
         let text = text.as_str().unwrap_or_default();
