@@ -132,8 +132,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PolicyPath {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The policies", body = Vec<PolicyView>),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn list(
@@ -163,8 +163,8 @@ async fn list(
             body = PolicyView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn show(State(state): State<AppState>, path: PolicyPath) -> Result<Response, ApiError> {
@@ -215,9 +215,9 @@ fn not_found(path: &PolicyPath) -> ApiError {
             body = PolicyView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::WriteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::WriteErrors
     )
 )]
 async fn put(
@@ -292,9 +292,9 @@ async fn put(
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::DeleteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::DeleteErrors
     )
 )]
 async fn delete(

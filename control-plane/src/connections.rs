@@ -162,8 +162,8 @@ struct ListQuery {
                 )
             )
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn list(
@@ -223,8 +223,8 @@ async fn list(
             body = ConnectionView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn show(State(state): State<AppState>, path: ConnectionPath) -> Result<Response, ApiError> {
@@ -338,9 +338,9 @@ fn credentials(
             body = ConnectionView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::WriteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::WriteErrors
     )
 )]
 async fn put(
@@ -444,9 +444,9 @@ async fn put(
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::DeleteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::DeleteErrors
     )
 )]
 async fn delete(

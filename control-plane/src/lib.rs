@@ -29,6 +29,7 @@ pub mod keys;
 pub mod management;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_answers;
 pub mod presets;
 pub mod providers;
 pub mod runtime;

@@ -31,9 +31,9 @@ pub struct AppState {
     /// How stale a gateway's access decisions may get (CREDMGR_ACCESS_REFRESH).
     pub access_refresh: std::time::Duration,
     /// How webhooks are delivered.
-    pub webhooks: Arc<crate::webhooks::Settings>,
+    pub webhooks: Arc<crate::webhooks::settings::Settings>,
     /// The runtime API's audit entries' queue; `None` when CREDMGR_AUDIT_TOKENS is off.
-    pub audit: Option<crate::audit::Recorder>,
+    pub audit: Option<crate::audit::recorder::Recorder>,
 }
 
 impl AppState {
@@ -103,7 +103,7 @@ impl AppState {
         let audit = config
             .events
             .audit_tokens
-            .then(|| crate::audit::Recorder::start(store.clone(), metrics.clone()));
+            .then(|| crate::audit::recorder::Recorder::start(store.clone(), metrics.clone()));
         Ok(AppState {
             webhooks: Arc::new(config.events.webhooks.clone()),
             audit,

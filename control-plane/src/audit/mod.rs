@@ -28,8 +28,6 @@ use crate::extract::checked;
 use crate::state::AppState;
 use crate::store::{AuditEntry, AuditQuery};
 
-/// Default of CREDMGR_AUDIT_RETENTION.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How often old entries (and finished webhook deliveries) are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const DEFAULT_PAGE: u32 = 100;
@@ -136,8 +134,8 @@ struct Page {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of entries", body = Page),
-        crate::openapi::AdminErrors,
-        crate::openapi::QueryErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::QueryErrors
     )
 )]
 async fn list(
@@ -279,35 +277,9 @@ pub fn spawn_purger(state: AppState, retention: Duration) -> tokio::task::JoinHa
     })
 }
 
-/// CREDMGR_AUDIT_RETENTION: `30d`, `12h`, or what the other durations take (`90m`, `3600s`).
-pub fn parse_retention(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let days_or_hours = |suffix: char, unit: u64| {
-        t.strip_suffix(suffix)
-            .and_then(|n| n.parse::<u64>().ok())
-            .map(|n| Duration::from_secs(n.saturating_mul(unit)))
-    };
-    let d = days_or_hours('d', 86_400)
-        .or_else(|| days_or_hours('h', 3600))
-        .map_or_else(|| crate::config::parse_duration(t), Ok)?;
-    if d < Duration::from_secs(60) {
-        return Err(format!("`{text}`: keep the audit trail at least 1m"));
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retention_in_days_hours_or_durations() {
-        assert_eq!(parse_retention("30d"), Ok(DEFAULT_RETENTION));
-        assert_eq!(parse_retention("12h"), Ok(Duration::from_secs(43_200)));
-        assert_eq!(parse_retention("90m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_retention("1s").is_err());
-        assert!(parse_retention("soon").is_err());
-    }
 
     #[test]
     fn times_in_rfc3339_or_seconds() {

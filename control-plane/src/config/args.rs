@@ -1,5 +1,5 @@
 //! The command line of `credmgr`: its subcommands and the flags of each, every flag also
-//! readable from an environment variable, and the duration syntax the flags take.
+//! readable from an environment variable (durations as `duration.rs` parses them).
 //!
 //! `--help` is made from these doc comments, env names and defaults; the README's
 //! configuration table repeats them by hand: change both together.
@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 
 #[cfg(doc)]
 use super::Config;
+
+use super::duration::parse_duration;
 
 /// credmgr: an OAuth 2.0 credential manager for Envoy.
 #[derive(Parser)]
@@ -251,39 +253,4 @@ pub struct GenKeyArgs {
     /// Id of the new key (letters, digits, `-`, `_`, `.`); defaults to `key-YYYYMMDD`.
     #[arg(long)]
     pub id: Option<String>,
-}
-
-/// `10s`, `500ms`, `2m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 10s, 500ms or 1m"))?;
-    match unit.trim() {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!(
-            "unknown unit `{other}` in `{text}`: use ms, s or m"
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
 }

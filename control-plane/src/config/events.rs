@@ -5,8 +5,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
-use super::args::parse_duration;
-use crate::audit::{parse_retention, DEFAULT_RETENTION};
+use super::duration::{parse_duration, parse_retention, DEFAULT_RETENTION};
 use crate::webhooks::settings::{self, Settings};
 
 #[derive(Args, Debug)]

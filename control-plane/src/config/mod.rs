@@ -9,6 +9,7 @@
 //! `args.rs`, the key-encryption keys' parsing in `keys.rs`.
 
 mod args;
+mod duration;
 mod events;
 mod keys;
 
@@ -26,7 +27,8 @@ use crate::crypto::Keyring;
 use crate::gateway_tls;
 use crate::store::{DatabaseUrl, LinkLimits};
 
-pub use args::{parse_duration, Cli, Command, GenKeyArgs, ServeArgs};
+pub use args::{Cli, Command, GenKeyArgs, ServeArgs};
+pub use duration::parse_duration;
 pub use events::EventSettings;
 #[doc(hidden)]
 pub use keys::fuzz_key_file;

@@ -75,9 +75,9 @@ pub fn new_login_link(
             description = "The link: open `login_url` in a browser",
             body = LoginLinkView
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::WriteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::WriteErrors
     )
 )]
 pub(super) async fn create_login_link(

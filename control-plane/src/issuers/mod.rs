@@ -134,7 +134,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IssuerPath {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Every trusted issuer, in id order", body = Vec<IssuerView>),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, ApiError> {
@@ -168,8 +168,8 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<IssuerView>>, Ap
             body = IssuerView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn show(State(state): State<AppState>, path: IssuerPath) -> Result<Response, ApiError> {
@@ -217,9 +217,9 @@ async fn find(state: &AppState, id: &str) -> Result<IssuerRecord, ApiError> {
             body = IssuerView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::WriteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::WriteErrors
     )
 )]
 async fn put(
@@ -307,9 +307,9 @@ async fn put(
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::DeleteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::DeleteErrors
     )
 )]
 async fn delete(

@@ -69,7 +69,7 @@ pub struct KeyReport {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The keys and the background re-wrap", body = KeyReport),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn report(State(state): State<AppState>) -> Result<Json<KeyReport>, ApiError> {
@@ -126,7 +126,7 @@ pub async fn key_report(state: &AppState) -> Result<KeyReport, ApiError> {
             description = "`conflict`: keys come from CREDMGR_KEYS (not a file), or the file drops a key still in use",
             body = credmgr_common::ErrorBody
         ),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn reload_handler(State(state): State<AppState>) -> Result<Json<KeyReport>, ApiError> {

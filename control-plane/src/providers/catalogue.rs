@@ -30,7 +30,7 @@ pub fn routes() -> Router<AppState> {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Every preset", body = Vec<Preset>),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn list() -> Json<&'static [Preset]> {
@@ -52,7 +52,7 @@ async fn list() -> Json<&'static [Preset]> {
             description = "`not_found`: no such preset",
             body = credmgr_common::ErrorBody
         ),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn show(Path(id): Path<String>) -> Result<Json<&'static Preset>, ApiError> {

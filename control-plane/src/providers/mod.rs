@@ -113,7 +113,7 @@ pub fn routes() -> Router<AppState> {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Every provider, in id order", body = Vec<ProviderView>),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
@@ -136,8 +136,8 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProviderView>>, 
             body = ProviderView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn show(State(state): State<AppState>, path: ProviderPath) -> Result<Response, ApiError> {
@@ -187,9 +187,9 @@ pub fn not_found(id: &str) -> ApiError {
             body = ProviderView,
             headers(("ETag" = String, description = "The resource's version, for `If-Match`"))
         ),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::WriteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::WriteErrors
     )
 )]
 async fn put(
@@ -366,9 +366,9 @@ fn changes_tokens(old: &ProviderRecord, new: &ProviderRecord) -> bool {
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::DeleteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::DeleteErrors
     )
 )]
 async fn delete(

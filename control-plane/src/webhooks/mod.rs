@@ -178,7 +178,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebhookPath {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The webhooks", body = Vec<WebhookView>),
-        crate::openapi::AdminErrors
+        crate::openapi_answers::AdminErrors
     )
 )]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<WebhookView>>, ApiError> {
@@ -196,8 +196,8 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<WebhookView>>, A
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The webhook", body = WebhookView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn show(State(state): State<AppState>, path: WebhookPath) -> Result<Response, ApiError> {
@@ -230,8 +230,8 @@ async fn find(state: &AppState, id: &str) -> Result<WebhookRecord, ApiError> {
     responses(
         (status = 200, description = "Replaced", body = WebhookView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
         (status = 201, description = "Created", body = WebhookView, headers(("ETag" = String, description = "The resource's version, for `If-Match`"))),
-        crate::openapi::AdminErrors,
-        crate::openapi::WriteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::WriteErrors
     )
 )]
 async fn put(
@@ -323,9 +323,9 @@ async fn put(
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors,
-        crate::openapi::DeleteErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors,
+        crate::openapi_answers::DeleteErrors
     )
 )]
 async fn delete(
@@ -372,8 +372,8 @@ struct DeliveriesQuery {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The deliveries, newest first", body = Vec<DeliveryView>),
-        crate::openapi::AdminErrors,
-        crate::openapi::LookupErrors
+        crate::openapi_answers::AdminErrors,
+        crate::openapi_answers::LookupErrors
     )
 )]
 async fn deliveries(
