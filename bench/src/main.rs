@@ -7,6 +7,7 @@
 //! Results go to `bench/results/latest.json` and `bench/results/dataplane-ratios.png`.
 
 mod bare;
+mod callgrind;
 mod chart;
 mod cli;
 mod cold;
@@ -15,6 +16,7 @@ mod dataplane;
 mod instructions;
 mod only;
 mod own_work;
+mod raw_http;
 mod refresh;
 mod report;
 mod scale;
