@@ -13,14 +13,13 @@
 //! are reported apart (their busy − idle is idle work's noise, about 0). Envoy starts with
 //! instrumentation off (`--instr-atstart=no`), switched on once it is ready.
 
+use crate::callgrind::{wrapper, Control};
+use crate::raw_http::Client;
 use crate::stack::Stack;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::Serialize;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 /// The data-plane variants: name, what it is, the variant its ratio is taken to.
 pub const VARIANTS: [(&str, &str, &str); 11] = [
@@ -168,155 +167,6 @@ fn port(stack: &Stack, name: &str) -> Option<u16> {
         "probe_meta" => p.probe_one[4],
         _ => return None,
     })
-}
-
-/// The valgrind command Envoy runs under; its dumps go to `dir`.
-pub fn wrapper(dir: &Path) -> Vec<String> {
-    vec![
-        "valgrind".into(),
-        "--tool=callgrind".into(),
-        "--instr-atstart=no".into(),
-        // A count per thread: the worker's is the requests' work.
-        "--separate-threads=yes".into(),
-        // V8 writes and patches machine code; valgrind must notice.
-        "--smc-check=all-non-file".into(),
-        format!("--callgrind-out-file={}/callgrind.out.%p", dir.display()),
-    ]
-}
-
-/// Callgrind's control of one process, through `callgrind_control` (vgdb).
-struct Control {
-    pid: u32,
-    dir: PathBuf,
-}
-
-impl Control {
-    /// Runs `callgrind_control <arg> <pid>`. vgdb, which carries the command, has been seen
-    /// to hang now and then; it is given a minute, then tried again (up to three times).
-    fn run(&self, arg: &str) -> Result<()> {
-        let mut last = String::new();
-        for _ in 0..3 {
-            let out = Command::new("timeout")
-                .args(["-k", "5", "60", "callgrind_control"])
-                .args(arg.split(' '))
-                .arg(self.pid.to_string())
-                .output()
-                .context(
-                    "running callgrind_control (valgrind is needed: apt-get install valgrind)",
-                )?;
-            if out.status.success() {
-                return Ok(());
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        bail!("callgrind_control {arg}: {last}")
-    }
-
-    /// Dumps the counters and reads each thread's total, largest first (the dump files
-    /// are removed).
-    fn dump_threads(&self) -> Result<Vec<u64>> {
-        self.run("-d")?;
-        let prefix = format!("callgrind.out.{}.", self.pid);
-        // With --separate-threads, dump n of thread t is `callgrind.out.<pid>.<n>-<t>`.
-        let files: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let rest = name.strip_prefix(&prefix)?;
-                let n: u64 = rest.split('-').next()?.parse().ok()?;
-                Some((n, e.path()))
-            })
-            .collect();
-        let last = files
-            .iter()
-            .map(|(n, _)| *n)
-            .max()
-            .context("callgrind wrote no dump")?;
-        let mut totals = Vec::new();
-        for (n, path) in files {
-            if n != last {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path)?;
-            let total = text
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("totals:")
-                        .or_else(|| l.strip_prefix("summary:"))
-                })
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .with_context(|| format!("no totals in {}", path.display()))?;
-            totals.push(total);
-            let _ = std::fs::remove_file(&path);
-        }
-        totals.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(totals)
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection sending one request at a time.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Client {
-            stream,
-            buf: Vec::with_capacity(4096),
-        })
-    }
-
-    /// Sends a GET with `authorization` (if any); the answer's status.
-    fn get(&mut self, authorization: Option<&str>) -> Result<u16> {
-        let auth = authorization
-            .map(|a| format!("authorization: {a}\r\n"))
-            .unwrap_or_default();
-        let req = format!("GET / HTTP/1.1\r\nhost: bench\r\n{auth}\r\n");
-        self.stream.write_all(req.as_bytes())?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                bail!("Envoy closed the connection");
-            }
-            self.buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default());
-        };
-        let head = String::from_utf8_lossy(self.buf.get(..head_end).unwrap_or_default());
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("no status line")?;
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while self.buf.len() < head_end + length {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                bail!("Envoy closed the connection mid-body");
-            }
-            self.buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default());
-        }
-        Ok(status)
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The caller credentials of a variant: none, the same JWT on every request, or the per_user

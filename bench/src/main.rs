@@ -7,12 +7,16 @@
 //! Results go to `bench/results/latest.json` and `bench/results/dataplane-ratios.png`.
 
 mod bare;
+mod callgrind;
 mod chart;
+mod cli;
 mod cold;
 mod controlplane;
 mod dataplane;
 mod instructions;
+mod only;
 mod own_work;
+mod raw_http;
 mod refresh;
 mod report;
 mod scale;
@@ -22,122 +26,12 @@ mod token_endpoint;
 mod wrk;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Sub};
+use only::{instructions_only, profile_only, redraw, refresh_only, runtime_only, scale_only};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
-
-#[derive(Parser)]
-#[command(about = "credmgr's benchmarks: the filter against native Envoy, side by side")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Sub>,
-    /// Only the data-plane comparison (make bench-quick).
-    #[arg(long)]
-    quick: bool,
-    /// Rounds; each runs every variant once, interleaved.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
-    /// Seconds of load per variant and round.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Seconds of warm-up load per variant before the rounds.
-    #[arg(long, default_value_t = 2)]
-    warmup_seconds: u64,
-    /// Keep-alive connections of the load generator.
-    #[arg(long, default_value_t = 32)]
-    connections: u32,
-    /// Core of Envoy (and of the control plane when its runtime API is measured).
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
-    /// Core of the load generator.
-    #[arg(long, default_value_t = 1)]
-    load_cpu: usize,
-    /// Where latest.json and the chart go.
-    #[arg(long, default_value = "bench/results")]
-    out: PathBuf,
-}
-
-#[derive(Subcommand)]
-enum Sub {
-    /// Only the refresh-under-load run, printed, not written to latest.json.
-    Refresh {
-        /// Lifetime of the OAuth server's tokens, in seconds.
-        #[arg(long, default_value_t = 10)]
-        ttl: u32,
-        /// Seconds of load.
-        #[arg(long, default_value_t = 26)]
-        seconds: u64,
-    },
-    /// Only the scale run (connections created through the management API, memory, the
-    /// proactive scheduler's lag), printed; with --record, also written to latest.json's
-    /// `scale` key, the rest of the file kept.
-    Scale {
-        /// Client-credentials connections to create.
-        #[arg(long, default_value_t = 100_000)]
-        connections: usize,
-        /// Seconds over which the refreshes planned for the window come due.
-        #[arg(long, default_value_t = 60)]
-        window: u64,
-        /// Create calls in flight.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Multiplies the steady-state refresh rate of the window (1: what the connections'
-        /// one-hour tokens produce, connections / 2880 s).
-        #[arg(long, default_value_t = 1.0)]
-        rate_factor: f64,
-        /// How long the token endpoint takes to answer a refresh, in milliseconds.
-        #[arg(long, default_value_t = 100)]
-        refresh_latency_ms: u64,
-        /// sqlite, postgresql or both.
-        #[arg(long, default_value = "sqlite")]
-        store: String,
-        /// Write the figures into <out>/latest.json under `scale`.
-        #[arg(long)]
-        record: bool,
-    },
-    /// Only the instruction counts (Envoy under callgrind), printed; with --record, also
-    /// written to latest.json's `dataplane_instructions`, the rest of the file kept.
-    Instructions {
-        /// Measured requests per repeat.
-        #[arg(long, default_value_t = 2000)]
-        requests: usize,
-        /// Warm-up requests per variant before the repeats.
-        #[arg(long, default_value_t = 2000)]
-        warmup: usize,
-        /// Repeats per variant (their spread shows the method's precision).
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        /// Only these rows, comma-separated (and the rows their ratios are to).
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// Where the run's processes keep their files, under the repository.
-        #[arg(long, default_value = "run/bench-instructions")]
-        run_dir: String,
-        /// Write the figures into <out>/latest.json.
-        #[arg(long)]
-        record: bool,
-    },
-    /// Only the runtime API part (SQLite, PostgreSQL, bare handler), printed, not written to
-    /// latest.json.
-    Runtime,
-    /// Only the hot-path profile (the probe filter's steps against the baseline, the empty
-    /// filter and credmgr), printed, not written to latest.json.
-    Profile,
-    /// Draw the chart of an existing latest.json again, without measuring.
-    Chart {
-        /// The directory holding latest.json; the chart is written next to it.
-        #[arg(long, default_value = "bench/results")]
-        out: PathBuf,
-    },
-    /// Serve the bare axum handler the runtime API is compared with (used by the benchmark
-    /// itself; the gateway key comes from CREDMGR_BENCH_GATEWAY_KEY).
-    BareRuntime {
-        #[arg(long)]
-        listen: String,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -269,49 +163,6 @@ fn instruction_settings(quick: bool) -> instructions::Settings {
             only: Vec::new(),
         }
     }
-}
-
-fn instructions_only(
-    cli: &Cli,
-    s: &instructions::Settings,
-    run_dir: &str,
-    record: bool,
-) -> Result<()> {
-    require("valgrind", "apt-get install valgrind")?;
-    let root = credmgr_e2e::repo_root();
-    let dir = root.canonicalize().unwrap_or(root).join(run_dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let counts = instructions::run(&dir, &cli.server_cpu.to_string(), s)?;
-    instructions::print(&counts, s);
-    if record {
-        let path = cli.out.join("latest.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (run make bench first)", path.display()))?;
-        let mut results: serde_json::Value = serde_json::from_str(&text)?;
-        // Merged: rows measured by another run (e.g. --only) are kept.
-        let fresh = instructions::json(&counts, s);
-        match (results["dataplane_instructions"].as_object_mut(), fresh) {
-            (Some(old), serde_json::Value::Object(new)) => {
-                for (k, v) in new {
-                    if k != "native" || !old.contains_key("native") {
-                        old.insert(k, v);
-                    }
-                }
-            }
-            (_, fresh) => results["dataplane_instructions"] = fresh,
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
-        println!("wrote the instruction counts into {}", path.display());
-    }
-    Ok(())
-}
-
-fn runtime_only(cli: &Cli) -> Result<()> {
-    let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-runtime")?;
-    let r = runtime_api(cli, &stack, &load, &warmup)?;
-    report::print_runtime(&r);
-    Ok(())
 }
 
 fn bench(cli: &Cli) -> Result<()> {
@@ -463,78 +314,6 @@ fn draw_chart(results: &serde_json::Value, out: &std::path::Path) {
     }
 }
 
-fn scale_only(cli: &Cli, settings: scale::Settings, store: &str, record: bool) -> Result<()> {
-    require("taskset", "install util-linux")?;
-    let stores = match store {
-        "sqlite" => vec![scale::StoreKind::Sqlite],
-        "postgresql" => vec![scale::StoreKind::Postgresql],
-        "both" => vec![scale::StoreKind::Sqlite, scale::StoreKind::Postgresql],
-        other => bail!("--store {other}: use sqlite, postgresql or both"),
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cli.server_cpu >= cores || cli.load_cpu >= cores {
-        bail!("this machine has {cores} core(s): choose --server-cpu and --load-cpu below {cores}");
-    }
-    let root = credmgr_e2e::repo_root();
-    let dir = root.canonicalize().unwrap_or(root).join("run/bench-scale");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    // Each store on its own: one failing does not lose the other's figures.
-    let mut outcomes = Vec::new();
-    let mut failed = Vec::new();
-    for kind in stores {
-        match scale::run(&dir, &settings, kind) {
-            Ok(o) => outcomes.push(o),
-            Err(e) => {
-                eprintln!("scale on {}: {e:#}", kind.name());
-                failed.push((kind.name(), format!("{e:#}")));
-            }
-        }
-    }
-    report::print_scale(&outcomes, &settings);
-    for (store, why) in &failed {
-        println!("  {store}: not measured: {why}");
-    }
-    if outcomes.is_empty() {
-        bail!("the scale run measured nothing");
-    }
-    if record {
-        let path = cli.out.join("latest.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (run make bench first)", path.display()))?;
-        let mut results: serde_json::Value = serde_json::from_str(&text)?;
-        let command = format!("credmgr-bench scale --store {store}");
-        results["scale"] = report::scale_json(&outcomes, &settings, &command);
-        for (store, why) in failed {
-            results["scale"][store] = json!({ "error": why });
-        }
-        if let Some(m) = results["not_measured"].as_object_mut() {
-            m.retain(|k, _| !k.starts_with("scale"));
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
-        println!("wrote the scale figures into {}", path.display());
-    }
-    Ok(())
-}
-
-fn profile_only(cli: &Cli) -> Result<()> {
-    let (_dir, stack, load, warmup) = dataplane_stack(cli, "run/bench-profile")?;
-    let p = dataplane::profile(&stack, &load, cli.rounds, &warmup)?;
-    report::print_profile(
-        &p,
-        &format!(
-            "{} rounds x {} s per variant, wrk 1 thread {} connections on core {}, Envoy on core {}",
-            cli.rounds, cli.seconds, cli.connections, cli.load_cpu, cli.server_cpu
-        ),
-    );
-    own_work::print(&own_work::run(
-        &credmgr_e2e::repo_root(),
-        cli.server_cpu,
-        3,
-    )?);
-    Ok(())
-}
-
 /// The OAuth server, the control plane and Envoy on `envoy/bench.yaml`, started in `dir`
 /// (under the repository, made anew), with the load and warm-up of `cli`.
 fn dataplane_stack(
@@ -570,26 +349,4 @@ fn dataplane_stack(
     // Tokens live an hour: none expires or is refreshed during the runs.
     let stack = stack::Stack::start(&dir, &cli.server_cpu.to_string(), 1, 3600)?;
     Ok((dir, stack, load, warmup))
-}
-
-fn refresh_only(ttl: u32, seconds: u64) -> Result<()> {
-    let root = credmgr_e2e::repo_root();
-    let dir = root
-        .canonicalize()
-        .unwrap_or(root)
-        .join("run/bench-refresh");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let r = refresh::run(&dir, ttl, Duration::from_secs(seconds))?;
-    report::print_refresh(&r);
-    Ok(())
-}
-
-fn redraw(out: &std::path::Path) -> Result<()> {
-    let path = out.join("latest.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let results: serde_json::Value = serde_json::from_str(&text)?;
-    draw_chart(&results, out);
-    Ok(())
 }
