@@ -10,6 +10,7 @@ use credmgr_common::ErrorBody;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -177,13 +178,15 @@ impl Context for Http {
         body_size: usize,
         _trailers: usize,
     ) {
-        deliver(
-            self.worker.as_deref(),
-            self.id,
-            call,
-            num_headers,
-            body_size,
-        );
+        in_request(|| {
+            deliver(
+                self.worker.as_deref(),
+                self.id,
+                call,
+                num_headers,
+                body_size,
+            )
+        });
     }
 }
 
@@ -200,7 +203,7 @@ impl HttpContext for Http {
             );
             return Action::Pause;
         };
-        match worker.on_request_headers(&WasmHost, self.id) {
+        match in_request(|| worker.on_request_headers(&WasmHost, self.id)) {
             Flow::Continue => Action::Continue,
             Flow::Pause | Flow::Respond => Action::Pause,
         }
@@ -232,6 +235,22 @@ impl Drop for Http {
 
 /// [`Host`] over the Proxy-Wasm ABI of the current context.
 struct WasmHost;
+
+thread_local! {
+    /// Whether the callback running is an HTTP context's (a request's): only then are there
+    /// request headers to read. The SDK panics on the status Envoy answers a header read from
+    /// the root context (a tick's refresh, a call answered there), which would take the VM
+    /// down with every request after it.
+    static IN_REQUEST: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as an HTTP context's callback (see [`IN_REQUEST`]).
+fn in_request<T>(f: impl FnOnce() -> T) -> T {
+    IN_REQUEST.with(|r| r.set(true));
+    let out = f();
+    IN_REQUEST.with(|r| r.set(false));
+    out
+}
 
 fn host_err(call: &str, status: Status) -> HostError {
     HostError(format!("{call}: {status:?}"))
@@ -290,6 +309,9 @@ impl Host for WasmHost {
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
+        if !IN_REQUEST.with(Cell::get) {
+            return Ok(None);
+        }
         hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
             .map_err(|s| host_err("get_header", s))
     }
