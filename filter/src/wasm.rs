@@ -45,13 +45,15 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        deliver(
-            self.worker.as_deref(),
-            self.id,
-            call,
-            num_headers,
-            body_size,
-        );
+        in_root(|| {
+            deliver(
+                self.worker.as_deref(),
+                self.id,
+                call,
+                num_headers,
+                body_size,
+            )
+        });
     }
 }
 
@@ -120,7 +122,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(worker) = &self.worker {
-            worker.on_tick(&WasmHost, self.id);
+            in_root(|| worker.on_tick(&WasmHost, self.id));
         }
     }
 
@@ -178,15 +180,13 @@ impl Context for Http {
         body_size: usize,
         _trailers: usize,
     ) {
-        in_request(|| {
-            deliver(
-                self.worker.as_deref(),
-                self.id,
-                call,
-                num_headers,
-                body_size,
-            )
-        });
+        deliver(
+            self.worker.as_deref(),
+            self.id,
+            call,
+            num_headers,
+            body_size,
+        );
     }
 }
 
@@ -203,7 +203,7 @@ impl HttpContext for Http {
             );
             return Action::Pause;
         };
-        match in_request(|| worker.on_request_headers(&WasmHost, self.id)) {
+        match worker.on_request_headers(&WasmHost, self.id) {
             Flow::Continue => Action::Continue,
             Flow::Pause | Flow::Respond => Action::Pause,
         }
@@ -237,18 +237,17 @@ impl Drop for Http {
 struct WasmHost;
 
 thread_local! {
-    /// Whether the callback running is an HTTP context's (a request's): only then are there
-    /// request headers to read. The SDK panics on the status Envoy answers a header read from
-    /// the root context (a tick's refresh, a call answered there), which would take the VM
-    /// down with every request after it.
-    static IN_REQUEST: Cell<bool> = const { Cell::new(false) };
+    /// Whether the callback running is the root context's (a tick, a call answered there):
+    /// there are no request headers to read then, and the SDK panics on the status Envoy
+    /// answers such a read, which would take the VM down with every request after it.
+    static IN_ROOT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` as an HTTP context's callback (see [`IN_REQUEST`]).
-fn in_request<T>(f: impl FnOnce() -> T) -> T {
-    IN_REQUEST.with(|r| r.set(true));
+/// Runs `f` as a root context's callback (see [`IN_ROOT`]).
+fn in_root<T>(f: impl FnOnce() -> T) -> T {
+    IN_ROOT.with(|r| r.set(true));
     let out = f();
-    IN_REQUEST.with(|r| r.set(false));
+    IN_ROOT.with(|r| r.set(false));
     out
 }
 
@@ -309,7 +308,7 @@ impl Host for WasmHost {
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
-        if !IN_REQUEST.with(Cell::get) {
+        if IN_ROOT.with(Cell::get) {
             return Ok(None);
         }
         hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
