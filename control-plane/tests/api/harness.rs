@@ -90,6 +90,10 @@ impl Harness {
             (None, None) => format!("sqlite://{}", dir.path().join("credmgr.db").display()),
         };
         let key = KeyEncryptionKey::parse(key_line).unwrap();
+        // The key also in a key file, as operators who rotate keep it: a test can add a key
+        // and reload (`POST /v1/keys/reload`).
+        let key_file = dir.path().join("keys");
+        std::fs::write(&key_file, format!("{key_line}\n")).unwrap();
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: DatabaseUrl::new(database_url.clone()),
@@ -100,7 +104,7 @@ impl Harness {
             }],
             gateway_tls: None,
             keyring: Keyring::new(vec![key], None).unwrap(),
-            key_file: None,
+            key_file: Some(key_file),
             active_key_id: None,
             provider_timeout,
             public_url: None,
@@ -131,6 +135,16 @@ impl Harness {
             key_line: key_line.to_owned(),
             seen: Default::default(),
         }
+    }
+
+    /// Adds a new key `id` to the key file and names it active (a reload picks it up);
+    /// returns the new key's line, to search for.
+    pub fn add_active_key(&self, id: &str) -> String {
+        let new = KeyEncryptionKey::generate_line(id);
+        let new = new.expose_secret();
+        let text = format!("{}\n{new}\nactive={id}\n", self.key_line);
+        std::fs::write(self.dir.path().join("keys"), text).unwrap();
+        new.to_owned()
     }
 
     /// What the database holds at rest, to search for secrets: each SQLite file (WAL

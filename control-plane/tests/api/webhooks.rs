@@ -311,3 +311,46 @@ async fn only_subscribed_events_of_enabled_webhooks_are_written() {
         .await;
     assert_eq!(d.json, json!([]));
 }
+
+#[tokio::test]
+async fn a_finished_key_rotation_is_announced_without_key_material() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start().await;
+    let r = webhook(&h, "ops", &receiver.url, &["keys.rotation_finished"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    h.unreachable_connection("gh", "alice").await;
+    h.store_fresh_token("gh", "alice", "access-token-never-in-a-payload")
+        .await;
+
+    let rewrapper = credmgr_control_plane::keys::spawn_rewrapper(h.state.clone());
+    let new_key = h.add_active_key("k2");
+    let r = h.admin(Method::POST, "/v1/keys/reload", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+
+    deliver_until(&h, &receiver, |got| !got.is_empty()).await;
+    rewrapper.abort();
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(receiver.types(), ["keys.rotation_finished"]);
+    let event = &got[0];
+    assert!(event.signature_ok, "signed: {}", event.body);
+    assert_eq!(event.json["data"]["active_key_id"], "k2");
+    assert_eq!(event.json["data"]["failed"], 0);
+    // The provider's client secret, the access token and the webhook's own secret were
+    // wrapped with the old key.
+    assert!(
+        event.json["data"]["rewrapped"].as_u64().unwrap() >= 3,
+        "{}",
+        event.body
+    );
+    let new_key_material = new_key.split_once(':').map_or(new_key.as_str(), |(_, k)| k);
+    for secret in [
+        new_key_material,
+        "access-token-never-in-a-payload",
+        CLIENT_SECRET,
+        SECRET,
+    ] {
+        assert!(!event.body.contains(secret), "no secret in {}", event.body);
+    }
+    let report = h.admin(Method::GET, "/v1/keys", None).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.json);
+}
